@@ -1,0 +1,164 @@
+"""Reduce sampler JSONL files to numbers for a measured window.
+
+Pure functions over lists of sample dicts (load_samples is the only one that reads a file), so the
+analysis can run on files collected from several hosts, long after the run.
+
+Counters in a sample are cumulative; usage in a window is their increase between the first and the
+last sample inside it, summed pair by pair so that a service that appears mid-window (it started
+then) counts from zero, and a counter that drops (a restarted sampler) is re-based instead of
+producing a negative or a huge jump. CPU percent is of one core, as in top: 200 means two cores.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+Sample = dict
+
+
+def load_samples(path: str | Path) -> list[Sample]:
+    """Samples of a JSONL file, sorted by time. A torn last line (sampler killed) is dropped."""
+    samples = []
+    with open(path) as f:
+        lines = f.read().splitlines()
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            samples.append(json.loads(line))
+        except ValueError as exc:
+            if number == len(lines):
+                break  # interrupted mid-write: everything before it is valid
+            raise ValueError(f"{path}:{number}: not a JSON sample ({exc})") from None
+    samples.sort(key=lambda s: s["t"])
+    return samples
+
+
+def cut(samples: Iterable[Sample], start: float, end: float) -> list[Sample]:
+    """Samples with start <= t <= end, in time order."""
+    return sorted((s for s in samples if start <= s["t"] <= end), key=lambda s: s["t"])
+
+
+def _increase(values: Sequence[float | None]) -> tuple[float, list[float | None]]:
+    """Total increase of a cumulative counter, and the increase over each consecutive pair.
+
+    None means "service absent from that sample". Absent in the first sample means it did not
+    exist yet (baseline 0); absent later means unknown (the pair is skipped, nothing is lost since
+    the next value is compared with the last known one).
+    """
+    prev = values[0] if values[0] is not None else 0
+    total = 0.0
+    steps: list[float | None] = []
+    for value in values[1:]:
+        if value is None:
+            steps.append(None)
+            continue
+        step = value - prev if value >= prev else 0.0  # a drop is a reset: re-base, count 0
+        steps.append(step)
+        total += step
+        prev = value
+    return total, steps
+
+
+def _field(window: Sequence[Sample], service: str, key: str) -> list:
+    return [s.get("services", {}).get(service, {}).get(key) for s in window]
+
+
+def service_usage(samples: Iterable[Sample], start: float, end: float) -> dict[str, dict]:
+    """Per service, what it consumed between start and end (see the module doc for the rules).
+
+    {service: {"cpu_user_s", "cpu_system_s", "cpu_total_s", "cpu_percent_mean",
+    "cpu_percent_max", "rss_peak_bytes", "ctx_switches_voluntary", "ctx_switches_involuntary",
+    "connections_max", "samples", "window_s"}}. With fewer than two samples in the window the
+    consumption is 0 and the percents are None.
+    """
+    window = cut(samples, start, end)
+    services = sorted({name for s in window for name in s.get("services", {})})
+    times = [s["t"] for s in window]
+    span = times[-1] - times[0] if len(window) >= 2 else 0.0
+    usage = {}
+    for service in services:
+        user, _ = _increase(_field(window, service, "cpu_user_s"))
+        system, _ = _increase(_field(window, service, "cpu_system_s"))
+        totals = [
+            None if u is None or s is None else u + s
+            for u, s in zip(
+                _field(window, service, "cpu_user_s"),
+                _field(window, service, "cpu_system_s"),
+                strict=True,
+            )
+        ]
+        _, steps = _increase(totals)
+        percents = [
+            step / (t1 - t0) * 100.0
+            for step, t0, t1 in zip(steps, times, times[1:], strict=True)
+            if step is not None and t1 > t0
+        ]
+        vol, _ = _increase(_field(window, service, "num_ctx_switches_voluntary"))
+        invol, _ = _increase(_field(window, service, "num_ctx_switches_involuntary"))
+        rss = [v for v in _field(window, service, "rss_bytes") if v is not None]
+        conns = [v for v in _field(window, service, "connections") if v is not None]
+        usage[service] = {
+            "cpu_user_s": user,
+            "cpu_system_s": system,
+            "cpu_total_s": user + system,
+            "cpu_percent_mean": (user + system) / span * 100.0 if span > 0 else None,
+            "cpu_percent_max": max(percents) if percents else None,
+            "rss_peak_bytes": max(rss) if rss else None,
+            "ctx_switches_voluntary": int(vol),
+            "ctx_switches_involuntary": int(invol),
+            "connections_max": max(conns) if conns else None,
+            "samples": sum(1 for s in window if service in s.get("services", {})),
+            "window_s": span,
+        }
+    return usage
+
+
+def _busy_and_total(times: Mapping[str, float]) -> tuple[float, float]:
+    # psutil's accounting: guest time is already inside user/nice, iowait is idle time.
+    total = sum(times.values()) - times.get("guest", 0.0) - times.get("guest_nice", 0.0)
+    idle = times.get("idle", 0.0) + times.get("iowait", 0.0)
+    return total - idle, total
+
+
+def core_usage(samples: Iterable[Sample], start: float, end: float) -> list[float]:
+    """Mean busy percent of each core between start and end.
+
+    Taken from the cumulative cpu_times of the first and last sample in the window (exact for the
+    window); with a single sample, its cpu_percent_per_core. Empty list without samples.
+    """
+    window = cut(samples, start, end)
+    if not window:
+        return []
+    first, last = window[0], window[-1]
+    if len(window) >= 2 and first.get("cpu_times_per_core") and last.get("cpu_times_per_core"):
+        result = []
+        for a, b in zip(first["cpu_times_per_core"], last["cpu_times_per_core"], strict=False):
+            busy_a, total_a = _busy_and_total(a)
+            busy_b, total_b = _busy_and_total(b)
+            d_total = total_b - total_a
+            result.append(max(0.0, (busy_b - busy_a) / d_total * 100.0) if d_total > 0 else 0.0)
+        return result
+    per_core = [s["cpu_percent_per_core"] for s in window if s.get("cpu_percent_per_core")]
+    if not per_core:
+        return []
+    return [sum(values) / len(values) for values in zip(*per_core, strict=False)]
+
+
+def total_cpu_seconds(usage: Mapping[str, Mapping], services: Iterable[str] | None = None) -> float:
+    """CPU seconds of several services of a service_usage() result (all of them by default)."""
+    names = usage.keys() if services is None else services
+    return sum(usage[name]["cpu_total_s"] for name in names if name in usage)
+
+
+def cpu_seconds_per_request(usage: Mapping | float, requests: int) -> float | None:
+    """CPU seconds per request: usage is a service_usage() entry or a number of CPU seconds.
+
+    None when there were no requests (no meaningful ratio), so a report cannot print a fake 0.
+    """
+    if requests < 0:
+        raise ValueError(f"requests must be >= 0, got {requests}")
+    seconds = usage["cpu_total_s"] if isinstance(usage, Mapping) else float(usage)
+    return seconds / requests if requests else None
