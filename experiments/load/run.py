@@ -1,0 +1,386 @@
+"""Run one Locust scenario as a subprocess, bounded in time, with a load-generator CPU guard.
+
+Plain Python (no locust import). `run_locust` writes everything into `out_dir`:
+
+    scenario.json            stages, path, arrival, pacing, payload (read by the locustfile)
+    locust_stats.csv, locust_stats_history.csv, locust_failures.csv, locust_exceptions.csv
+    report.html              Locust's HTML report
+    requests_<pid>.csv       every request with exact timing (one file per Locust process)
+    locust.log               Locust's output (locust_worker<i>.log in distributed mode)
+    guard.json               the CPU guard's samples
+    result.json              LocustResult.to_dict()
+
+The guard: Locust's own CPU warning samples every 10 s and its first reading is 0, so it
+never fires in short runs. Here the Locust process tree's CPU is computed from psutil
+cpu_times deltas about every second (a new process is measured from its creation, never 0).
+The run is invalid when, after a start-up grace period and for at least `sustain_s`, either
+the tree uses more than threshold x the cores it may run on, or one Locust process (single
+threaded under gevent) uses more than threshold x one core; or when Locust logs its own
+CPU warning.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from experiments.load.stages import duration_of, stages_for, write_scenario_file
+from experiments.protocol import GuardParams, Scenario
+
+LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CSV_PREFIX = "locust"
+LOCUST_CPU_WARNINGS = ("CPU usage above", "CPU usage was too high",
+                       "CPU usage threshold was exceeded")
+DEFAULT_PAYLOAD = (5.1, 3.5, 1.4, 0.2)
+
+
+@dataclass
+class LocustResult:
+    """What one Locust run produced. Paths are absolute here; to_dict() stores them relative
+    to out_dir so a result folder can move."""
+
+    scenario: str
+    arch: str | None
+    out_dir: Path
+    host_url: str
+    path: str
+    arrival: str
+    workers: int
+    cpus: list[int] | None
+    command: list[str]
+    planned_s: float
+    started_at: float = 0.0
+    ended_at: float = 0.0
+    exit_code: int | None = None
+    timed_out: bool = False
+    stats_csv: Path | None = None
+    history_csv: Path | None = None
+    failures_csv: Path | None = None
+    exceptions_csv: Path | None = None
+    html: Path | None = None
+    request_csvs: list[Path] = field(default_factory=list)
+    logs: list[Path] = field(default_factory=list)
+    scenario_file: Path | None = None
+    guard_file: Path | None = None
+    guard_cores: int = 1
+    guard_samples: list[dict[str, Any]] = field(default_factory=list)
+    n_requests: int = 0
+    valid: bool = True
+    reasons: list[str] = field(default_factory=list)
+
+    def invalidate(self, reason: str) -> None:
+        self.valid = False
+        if reason not in self.reasons:
+            self.reasons.append(reason)
+
+    @property
+    def guard_max_percent(self) -> float:
+        return max((s["total_percent"] for s in self.guard_samples), default=0.0)
+
+    def to_dict(self, *, samples: bool = False) -> dict[str, Any]:
+        def rel(p: Path | None) -> str | None:
+            return None if p is None else os.path.relpath(p, self.out_dir)
+
+        d = {
+            "scenario": self.scenario, "arch": self.arch, "host_url": self.host_url,
+            "path": self.path, "arrival": self.arrival, "workers": self.workers,
+            "cpus": self.cpus, "command": self.command, "planned_s": self.planned_s,
+            "started_at": self.started_at, "ended_at": self.ended_at,
+            "exit_code": self.exit_code, "timed_out": self.timed_out,
+            "files": {
+                "stats": rel(self.stats_csv), "history": rel(self.history_csv),
+                "failures": rel(self.failures_csv), "exceptions": rel(self.exceptions_csv),
+                "html": rel(self.html), "requests": [rel(p) for p in self.request_csvs],
+                "logs": [rel(p) for p in self.logs], "scenario": rel(self.scenario_file),
+                "guard": rel(self.guard_file),
+            },
+            "n_requests": self.n_requests,
+            "guard": {"cores": self.guard_cores, "n_samples": len(self.guard_samples),
+                      "max_total_percent": round(self.guard_max_percent, 1)},
+            "valid": self.valid, "reasons": list(self.reasons),
+        }
+        if samples:
+            d["guard"]["samples"] = self.guard_samples
+        return d
+
+
+class CpuGuard:
+    """Samples the CPU of a set of root processes and their descendants."""
+
+    def __init__(self, roots: list[psutil.Process], cores: int, params: GuardParams):
+        self.roots = roots
+        self.cores = max(1, cores)
+        self.params = params
+        self.samples: list[dict[str, Any]] = []
+        self._prev: dict[int, tuple[float, float]] = {}
+        self._t0 = time.time()
+        self._run: list[dict[str, Any]] = []
+        self.violation: str | None = None
+
+    def _tree(self) -> list[psutil.Process]:
+        procs = {}
+        for root in self.roots:
+            try:
+                procs[root.pid] = root
+                for child in root.children(recursive=True):
+                    procs[child.pid] = child
+            except psutil.Error:
+                continue
+        return list(procs.values())
+
+    def sample(self) -> dict[str, Any]:
+        now = time.time()
+        per_proc: dict[str, float] = {}
+        for proc in self._tree():
+            try:
+                with proc.oneshot():
+                    ct = proc.cpu_times()
+                    used = ct.user + ct.system
+                    if proc.pid in self._prev:
+                        prev_used, prev_t = self._prev[proc.pid]
+                    else:  # first sight: average since the process was created, not 0
+                        prev_used, prev_t = 0.0, proc.create_time()
+            except psutil.Error:
+                continue
+            dt = now - prev_t
+            if dt > 0.05:
+                per_proc[str(proc.pid)] = round(max(0.0, used - prev_used) / dt * 100, 1)
+            self._prev[proc.pid] = (used, now)
+        total = round(sum(per_proc.values()), 1)
+        s = {"t": round(now, 3), "total_percent": total, "processes": per_proc}
+        self.samples.append(s)
+        self._check(s)
+        return s
+
+    def _check(self, s: dict[str, Any]) -> None:
+        p = self.params
+        if s["t"] - self._t0 < p.grace_s:
+            return
+        over_total = s["total_percent"] > p.threshold * 100 * self.cores
+        over_proc = max(s["processes"].values(), default=0.0) > p.threshold * 100
+        if not (over_total or over_proc):
+            self._run = []
+            return
+        self._run.append(s)
+        needed = max(1, math.ceil(p.sustain_s / p.interval_s))
+        if self.violation is None and len(self._run) >= needed:
+            peak = max(x["total_percent"] for x in self._run)
+            self.violation = (
+                f"load generator CPU saturated: above {p.threshold:.0%} of its "
+                f"{self.cores} core(s) (or of one core for a single Locust process) for "
+                f"{len(self._run)} consecutive samples ({len(self._run) * p.interval_s:.0f} s), "
+                f"peak {peak:.0f} %"
+            )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cpu_list(cpus: Iterable[int] | str | None) -> list[int] | None:
+    if cpus is None:
+        return None
+    if isinstance(cpus, str):
+        out: list[int] = []
+        for part in cpus.split(","):
+            a, _, b = part.partition("-")
+            out.extend(range(int(a), int(b or a) + 1))
+        return out
+    return [int(c) for c in cpus]
+
+
+def _kill_group(proc: subprocess.Popen, grace_s: float = 8.0) -> None:
+    """SIGTERM the process group led by proc (we started it with a new session), then
+    SIGKILL whatever is left after grace_s."""
+    if proc.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _count_rows(path: Path) -> int:
+    with path.open() as f:
+        return max(0, sum(1 for _ in f) - 1)
+
+
+def run_locust(
+    scenario: Scenario,
+    host_url: str,
+    path: str,
+    out_dir: str | Path,
+    *,
+    arrival: str = "spread",
+    cpus: Iterable[int] | str | None = None,
+    workers: int = 0,
+    timeout_margin_s: float = 30.0,
+    guard: GuardParams | None = None,
+    payload: Iterable[float] = DEFAULT_PAYLOAD,
+    arch: str | None = None,
+    seed: int | None = None,
+    progress: Callable[[float, float], None] | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> LocustResult:
+    """Run `scenario` against host_url + path with Locust (headless, CSV + full history +
+    HTML), one process or a master with `workers` local workers, pinned to `cpus` with
+    taskset when given, killed after the planned duration + timeout_margin_s. Returns a
+    LocustResult (also written to out_dir/result.json). `progress(elapsed_s, planned_s)` is
+    called about once a second."""
+    guard = guard or GuardParams()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cpu_list = _cpu_list(cpus)
+    planned = duration_of(stages_for(scenario))
+    scenario_file = write_scenario_file(out_dir / "scenario.json", scenario, path_url=path,
+                                        arrival=arrival, payload=list(payload), seed=seed)
+    prefix = out_dir / CSV_PREFIX
+    html = out_dir / "report.html"
+    env = dict(os.environ)
+    env.update({
+        "SCORING_LAB_SCENARIO": str(scenario_file),
+        "SCORING_LAB_REQUEST_LOG": str(out_dir / "requests"),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")])),
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.update(extra_env or {})
+    pin = ["taskset", "-c", ",".join(map(str, cpu_list))] if cpu_list else []
+    base = [*pin, sys.executable, "-m", "locust", "-f", str(LOCUSTFILE)]
+    common = ["--headless", "--only-summary", "--loglevel", "INFO"]
+    master_cmd = [*base, *common, "--host", host_url, "--csv", str(prefix),
+                  "--csv-full-history", "--html", str(html)]
+    worker_cmds: list[list[str]] = []
+    wait_workers_s = 0.0
+    if workers > 0:
+        port = _free_port()
+        wait_workers_s = 30.0
+        master_cmd += ["--master", "--master-bind-host", "127.0.0.1", "--master-bind-port",
+                       str(port), "--expect-workers", str(workers),
+                       "--expect-workers-max-wait", str(int(wait_workers_s))]
+        worker_cmds = [[*base, "--worker", "--master-host", "127.0.0.1", "--master-port",
+                        str(port), "--loglevel", "INFO"] for _ in range(workers)]
+
+    cores = len(cpu_list) if cpu_list else len(os.sched_getaffinity(0))
+    result = LocustResult(
+        scenario=scenario.name, arch=arch, out_dir=out_dir, host_url=host_url, path=path,
+        arrival=arrival, workers=workers, cpus=cpu_list, command=master_cmd, planned_s=planned,
+        scenario_file=scenario_file, guard_cores=cores,
+    )
+    procs: list[subprocess.Popen] = []
+    log_files = []
+    try:
+        result.started_at = time.time()
+        for i, cmd in enumerate([master_cmd, *worker_cmds]):
+            log = out_dir / ("locust.log" if i == 0 else f"locust_worker{i}.log")
+            result.logs.append(log)
+            fh = log.open("wb")
+            log_files.append(fh)
+            procs.append(subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env,
+                                          cwd=str(REPO_ROOT), start_new_session=True))
+        master = procs[0]
+        cpu_guard = CpuGuard([psutil.Process(p.pid) for p in procs], cores, guard)
+        deadline = result.started_at + planned + wait_workers_s + timeout_margin_s
+        next_t = time.time() + guard.interval_s
+        while master.poll() is None:
+            now = time.time()
+            if now >= deadline:
+                result.timed_out = True
+                result.invalidate(f"timed out after {now - result.started_at:.0f} s "
+                                  f"(planned {planned:.0f} s + margin {timeout_margin_s:.0f} s)")
+                break
+            time.sleep(max(0.0, min(next_t, deadline) - now))
+            if master.poll() is not None:
+                break
+            cpu_guard.sample()
+            next_t += guard.interval_s
+            if progress:
+                progress(time.time() - result.started_at, planned)
+        for p in procs:  # workers quit with their master; bound that too
+            if p is not master:
+                try:
+                    p.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    pass
+    finally:
+        for p in procs:
+            _kill_group(p)
+        for fh in log_files:
+            fh.close()
+        result.ended_at = time.time()
+    result.exit_code = procs[0].returncode if procs else None
+    result.guard_samples = cpu_guard.samples if procs else []
+    if procs and cpu_guard.violation:
+        result.invalidate(cpu_guard.violation)
+    _collect_outputs(result, prefix, html)
+    _write_result(result)
+    return result
+
+
+def _collect_outputs(result: LocustResult, prefix: Path, html: Path) -> None:
+    for attr, suffix in (("stats_csv", "_stats.csv"), ("history_csv", "_stats_history.csv"),
+                         ("failures_csv", "_failures.csv"), ("exceptions_csv", "_exceptions.csv")):
+        p = Path(f"{prefix}{suffix}")
+        if p.exists():
+            setattr(result, attr, p)
+        else:
+            result.invalidate(f"Locust wrote no {p.name}")
+    result.html = html if html.exists() else None
+    result.request_csvs = sorted(result.out_dir.glob("requests_*.csv"))
+    result.n_requests = sum(_count_rows(p) for p in result.request_csvs)
+    if result.n_requests == 0:
+        result.invalidate("no request was recorded")
+    if result.exit_code not in (0, 1):  # 1: the run had failed requests (a result, not an error)
+        result.invalidate(f"Locust exited with code {result.exit_code}")
+    for log in result.logs:
+        if log.exists():
+            text = log.read_text(errors="replace")
+            for pattern in LOCUST_CPU_WARNINGS:
+                if pattern in text:
+                    result.invalidate(f"Locust reported its own CPU warning ({pattern!r} in {log.name})")
+
+
+def _write_result(result: LocustResult) -> None:
+    result.guard_file = result.out_dir / "guard.json"
+    result.guard_file.write_text(json.dumps(
+        {"cores": result.guard_cores, "params_note": "percent of one core; total over the tree",
+         "samples": result.guard_samples}) + "\n")
+    tmp = result.out_dir / "result.json.tmp"
+    tmp.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    os.replace(tmp, result.out_dir / "result.json")
+
+
+def load_result(out_dir: str | Path) -> dict[str, Any]:
+    """result.json of a Locust run directory, with file entries as absolute paths."""
+    out_dir = Path(out_dir)
+    d = json.loads((out_dir / "result.json").read_text())
+    files = d.get("files", {})
+    for k, v in list(files.items()):
+        if isinstance(v, list):
+            files[k] = [str(out_dir / x) for x in v]
+        elif v is not None:
+            files[k] = str(out_dir / v)
+    return d
+
+
+__all__ = ["LocustResult", "CpuGuard", "run_locust", "load_result"]
