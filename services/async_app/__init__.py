@@ -1,0 +1,1 @@
+"""The asynchronous architecture: FastAPI apps served by uvicorn."""

@@ -1,0 +1,159 @@
+"""Async clients of the async scoring handler: the model API over HTTP and the Redis store.
+
+Created once per uvicorn worker in the app's lifespan and reused, unless ``client_per_request``
+reproduces the original's new client (with its SSL context) for every request, or
+``blocking_redis`` reproduces its blocking Redis call inside the event loop.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import aiohttp
+import httpx
+import redis
+import redis.asyncio as aioredis
+
+from services import aggregate, errors, features
+from services.settings import HttpClient, Settings
+from services.sync_app.clients import FeatureStore as BlockingFeatureStore
+
+
+class ModelClient(Protocol):
+    async def predict(self, body: bytes) -> float: ...
+    async def aclose(self) -> None: ...
+
+
+_HEADERS = {"Content-Type": "application/json"}
+
+
+class HttpxModelClient:
+    def __init__(self, settings: Settings, url: str) -> None:
+        self._url = url
+        self._timeout = settings.model_timeout_s
+        self._limits = httpx.Limits(
+            max_connections=settings.pool_size, max_keepalive_connections=settings.pool_size
+        )
+        self._client = None if settings.client_per_request else self._new_client()
+
+    def _new_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(timeout=self._timeout, limits=self._limits)
+
+    async def predict(self, body: bytes) -> float:
+        client = self._client or self._new_client()
+        try:
+            response = await client.post(self._url, content=body, headers=_HEADERS)
+        except httpx.TimeoutException:
+            raise errors.model_timeout(self._timeout) from None
+        except httpx.HTTPError as exc:
+            raise errors.model_unavailable(type(exc).__name__) from None
+        finally:
+            if self._client is None:
+                await client.aclose()
+        return aggregate.parse_prediction(response.status_code, response.content)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+
+class AiohttpModelClient:
+    def __init__(self, settings: Settings, url: str) -> None:
+        self._url = url
+        self._timeout_s = settings.model_timeout_s
+        self._timeout = aiohttp.ClientTimeout(total=settings.model_timeout_s)
+        self._pool_size = settings.pool_size
+        self._per_request = settings.client_per_request
+        self._session: aiohttp.ClientSession | None = None
+
+    def _new_session(self) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(limit=self._pool_size)
+        return aiohttp.ClientSession(timeout=self._timeout, connector=connector)
+
+    async def predict(self, body: bytes) -> float:
+        # aiohttp wants a running loop to build a session, so the shared one is made lazily,
+        # on the first request of this worker, and then kept.
+        if self._per_request:
+            session = self._new_session()
+        else:
+            self._session = self._session or self._new_session()
+            session = self._session
+        try:
+            async with session.post(self._url, data=body, headers=_HEADERS) as response:
+                content = await response.read()
+                status = response.status
+        except TimeoutError:
+            raise errors.model_timeout(self._timeout_s) from None
+        except aiohttp.ClientError as exc:
+            raise errors.model_unavailable(type(exc).__name__) from None
+        finally:
+            if self._per_request:
+                await session.close()
+        return aggregate.parse_prediction(status, content)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+def model_client(settings: Settings, url: str) -> ModelClient:
+    if settings.http_client is HttpClient.AIOHTTP:
+        return AiohttpModelClient(settings, url)
+    return HttpxModelClient(settings, url)
+
+
+class FeatureStore:
+    def __init__(self, settings: Settings) -> None:
+        self._url = str(settings.redis_url)
+        self._timeout = settings.redis_timeout_s
+        # A blocking pool waits for a free connection; redis-py's default asyncio pool raises
+        # MaxConnectionsError past 100 concurrent commands instead.
+        self._pool = (
+            None
+            if settings.client_per_request
+            else aioredis.BlockingConnectionPool.from_url(
+                self._url,
+                max_connections=settings.pool_size,
+                timeout=self._timeout,
+                socket_timeout=self._timeout,
+                socket_connect_timeout=self._timeout,
+            )
+        )
+
+    async def get(self, entity: str) -> list[float]:
+        if self._pool is None:
+            client = aioredis.Redis.from_url(
+                self._url, socket_timeout=self._timeout, socket_connect_timeout=self._timeout
+            )
+        else:
+            client = aioredis.Redis(connection_pool=self._pool)
+        try:
+            raw = await client.get(features.key(entity))
+        except (redis.RedisError, TimeoutError) as exc:
+            raise errors.feature_store_unavailable(type(exc).__name__) from None
+        finally:
+            if self._pool is None:
+                await client.aclose()
+        return features.decode(entity, raw)
+
+    async def aclose(self) -> None:
+        if self._pool is not None:
+            await self._pool.aclose()
+
+
+class BlockingRedisInLoop:
+    """The original's flaw, kept as a variant: a sync Redis call made from a coroutine blocks
+    the whole event loop for the round trip."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._store = BlockingFeatureStore(settings)
+
+    async def get(self, entity: str) -> list[float]:
+        return self._store.get(entity)
+
+    async def aclose(self) -> None:
+        self._store.close()
+
+
+def feature_store(settings: Settings) -> FeatureStore | BlockingRedisInLoop:
+    return BlockingRedisInLoop(settings) if settings.blocking_redis else FeatureStore(settings)

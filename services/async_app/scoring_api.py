@@ -1,0 +1,47 @@
+"""Async scoring handler (port 8001): features from Redis, then the model API twice,
+concurrently (``sequential_model_calls`` awaits them one after the other instead)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+
+from services import aggregate, features
+from services.async_app.base import VALUES_BODY_DOC, new_app, request_values
+from services.async_app.clients import feature_store, model_client
+from services.describe import predict_path
+from services.settings import Arch, Role, Settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    url = settings.model_base_url(Arch.ASYNC) + predict_path(Arch.ASYNC)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Once per worker, on the worker's own event loop.
+        app.state.store = feature_store(settings)
+        app.state.model = model_client(settings, url)
+        yield
+        await app.state.model.aclose()
+        await app.state.store.aclose()
+
+    app = new_app(Role.SCORING, settings, lifespan)
+
+    @app.post(predict_path(Arch.ASYNC), openapi_extra=VALUES_BODY_DOC)
+    async def predict(request: Request, entity: str = settings.default_entity) -> dict[str, float]:
+        values = await request_values(request, settings, settings.max_values)
+        features.check_entity(entity)
+        store, model = request.app.state.store, request.app.state.model
+        body = aggregate.model_input(values, await store.get(entity))
+        calls = [model.predict(body) for _ in range(aggregate.MODEL_CALLS)]
+        if settings.sequential_model_calls:
+            predictions = [await call for call in calls]
+        else:
+            predictions = await asyncio.gather(*calls)
+        return aggregate.mean_prediction(predictions)
+
+    return app

@@ -1,0 +1,33 @@
+"""``GET /`` of every service: what it is and which endpoints it has (the same in both
+architectures)."""
+
+from __future__ import annotations
+
+from services.aggregate import MODEL_CALLS
+from services.settings import Arch, Role, Settings
+
+HEALTH_PATH = "/api/v1/healthcheck"
+
+
+def predict_path(arch: Arch) -> str:
+    return f"/api/v1/ml/{arch}/predict"
+
+
+def describe(role: Role, arch: Arch, settings: Settings, framework: str) -> dict[str, object]:
+    calls = "concurrently" if arch is Arch.ASYNC else "one after the other"
+    what = {
+        Role.MODEL: "model API: a prediction is a "
+        f"{settings.sleep_min_s * 1000:g}-{settings.sleep_max_s * 1000:g} ms wait",
+        Role.SCORING: "scoring handler: reads an entity's features from Redis, calls the model "
+        f"API {MODEL_CALLS} times ({calls}), returns the mean prediction",
+    }[role]
+    endpoints = {
+        f"GET {HEALTH_PATH}": 'health check -> {"status": "OK"}',
+        f"POST {predict_path(arch)}": "body: JSON list of numbers, e.g. [5.1,3.5,1.4,0.2] "
+        '-> {"detail": <prediction>}'
+        + (" ; query ?entity=<id> picks the stored features" if role is Role.SCORING else ""),
+    }
+    if framework == "fastapi":
+        endpoints["GET /docs"] = "OpenAPI (Swagger) documentation"
+    return {"service": f"{role}-{arch}", "framework": framework, "description": what,
+            "endpoints": endpoints}

@@ -1,0 +1,71 @@
+"""Errors a lab service answers with: one JSON shape and one status per cause, in both
+architectures, so a client (and the tests) cannot tell the frameworks apart by their errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from http import HTTPStatus
+
+
+@dataclass(eq=False)
+class ApiError(Exception):
+    status: int
+    code: str
+    message: str
+
+    def body(self) -> dict[str, object]:
+        return {"error": self.code, "message": self.message, "status": self.status}
+
+
+def http_error(status: int, message: str | None = None) -> ApiError:
+    """A framework-level error (unknown path, wrong method) in the lab's shape."""
+    phrase = HTTPStatus(status).phrase
+    return ApiError(status, phrase.lower().replace(" ", "_"), message or phrase)
+
+
+# Causes shared by both architectures. Functions rather than constants because each message
+# names the bad value.
+def unsupported_media_type(content_type: str | None) -> ApiError:
+    return ApiError(
+        415,
+        "unsupported_media_type",
+        f"Content-Type must be application/json, got {content_type or 'none'!r}",
+    )
+
+
+def body_too_large(size: int, limit: int) -> ApiError:
+    return ApiError(413, "body_too_large", f"request body is {size} bytes, the limit is {limit}")
+
+
+def invalid_json(reason: str) -> ApiError:
+    return ApiError(400, "invalid_json", f"request body is not valid JSON: {reason}")
+
+
+def invalid_payload(reason: str) -> ApiError:
+    return ApiError(422, "invalid_payload", reason)
+
+
+def invalid_entity(entity: str) -> ApiError:
+    return ApiError(
+        422, "invalid_entity", f"entity {entity[:80]!r} is not 1-64 characters of [A-Za-z0-9_.:-]"
+    )
+
+
+def entity_not_found(entity: str) -> ApiError:
+    return ApiError(404, "entity_not_found", f"no features stored for entity {entity!r}")
+
+
+def feature_store_unavailable(reason: str) -> ApiError:
+    return ApiError(503, "feature_store_unavailable", f"feature store unavailable: {reason}")
+
+
+def model_unavailable(reason: str) -> ApiError:
+    return ApiError(502, "model_unavailable", f"model API unavailable: {reason}")
+
+
+def model_timeout(timeout_s: float) -> ApiError:
+    return ApiError(504, "model_timeout", f"model API did not answer within {timeout_s:g} s")
+
+
+def model_bad_response(reason: str) -> ApiError:
+    return ApiError(502, "model_bad_response", f"model API answered badly: {reason}")

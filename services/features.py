@@ -1,0 +1,62 @@
+"""The feature store's data: key names, encoding, and seeding.
+
+Features are pre-computed per entity and stored as a JSON array of floats under one key each.
+Seeding is deterministic (entity i always gets the same vector), so re-seeding is idempotent.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+
+from services import errors
+
+KEY_PREFIX = "scoring-lab:features:"
+# How many entities the store holds; written last by the seeder so a reader can tell a
+# completely seeded store from a partial one.
+COUNT_KEY = "scoring-lab:entities"
+FEATURE_DIM = 16
+_ENTITY_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+def key(entity: str) -> str:
+    return KEY_PREFIX + entity
+
+
+def check_entity(entity: str) -> str:
+    if not _ENTITY_RE.fullmatch(entity):
+        raise errors.invalid_entity(entity)
+    return entity
+
+
+def vector(entity: str) -> list[float]:
+    rng = random.Random(f"scoring-lab/{entity}")
+    return [round(rng.uniform(-1.0, 1.0), 6) for _ in range(FEATURE_DIM)]
+
+
+def encode(values: list[float]) -> bytes:
+    return json.dumps(values, separators=(",", ":")).encode()
+
+
+def decode(entity: str, raw: bytes | None) -> list[float]:
+    """The stored vector, or 404 when the entity has none."""
+    if raw is None:
+        raise errors.entity_not_found(entity)
+    return json.loads(raw)
+
+
+def seed(client, entities: int, batch: int = 1000) -> int:
+    """Store the vectors of entities 0..entities-1 with a sync redis client; return how many
+    keys were new. Safe to run again: values are deterministic."""
+    created = 0
+    for start in range(0, entities, batch):
+        names = [key(str(i)) for i in range(start, min(entities, start + batch))]
+        existed = client.exists(*names)
+        pipe = client.pipeline(transaction=False)
+        for name in names:
+            pipe.set(name, encode(vector(name.removeprefix(KEY_PREFIX))))
+        pipe.execute()
+        created += len(names) - existed
+    client.set(COUNT_KEY, max(entities, int(client.get(COUNT_KEY) or 0)))
+    return created

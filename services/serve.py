@@ -1,0 +1,93 @@
+"""Start one lab service in the foreground: gunicorn for the sync apps, uvicorn for the async
+ones. The process stays the server's master, so a supervisor's SIGTERM stops its workers."""
+
+from __future__ import annotations
+
+import logging
+
+from gunicorn.app.base import BaseApplication
+
+from services.settings import Arch, Role, Settings, SyncWorker
+from services.workers import worker_count
+
+_GUNICORN_WORKER = {
+    SyncWorker.MEINHELD: "meinheld.gmeinheld.MeinheldWorker",
+    SyncWorker.SYNC: "sync",
+    SyncWorker.GTHREAD: "gthread",
+}
+_SYNC_FACTORIES = {
+    Role.MODEL: "services.sync_app.model_api:create_app",
+    Role.SCORING: "services.sync_app.scoring_api:create_app",
+}
+_ASYNC_FACTORIES = {
+    Role.MODEL: "services.async_app.asgi:model_app",
+    Role.SCORING: "services.async_app.asgi:scoring_app",
+}
+
+
+def _patch_meinheld(server, worker) -> None:
+    # Makes the worker's sockets cooperative greenlets (the requests/redis clients included);
+    # must run in the worker before the app opens any socket.
+    from meinheld import patch
+
+    patch.patch_all()
+
+
+class _Gunicorn(BaseApplication):
+    def __init__(self, factory_path: str, options: dict[str, object]) -> None:
+        self._factory_path = factory_path
+        self._options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for name, value in self._options.items():
+            self.cfg.set(name, value)
+
+    def load(self):
+        # Runs in each worker after the fork (no preload), so clients are per worker.
+        module, name = self._factory_path.split(":")
+        factory = getattr(__import__(module, fromlist=[name]), name)
+        return factory()
+
+
+def gunicorn_options(role: Role, settings: Settings) -> dict[str, object]:
+    options: dict[str, object] = {
+        "bind": f"{settings.host}:{settings.port_for(role, Arch.SYNC)}",
+        "workers": worker_count(settings, Arch.SYNC),
+        "worker_class": _GUNICORN_WORKER[settings.sync_worker],
+        "proc_name": settings.service or f"{role}-sync",
+        "timeout": 60,
+        "graceful_timeout": 10,
+        "accesslog": None,
+        "loglevel": "info",
+        # gunicorn >= 25 opens a control socket in ~/.gunicorn by default: one path shared by
+        # every gunicorn of the user, so several lab services would fight over it.
+        "control_socket_disable": True,
+    }
+    if settings.sync_worker is SyncWorker.GTHREAD:
+        options["threads"] = settings.gthread_threads
+    if settings.meinheld_patch:
+        options["post_fork"] = _patch_meinheld
+    return options
+
+
+def serve(role: Role, arch: Arch, settings: Settings) -> None:
+    if arch is Arch.SYNC:
+        _Gunicorn(_SYNC_FACTORIES[role], gunicorn_options(role, settings)).run()
+        return
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO)
+    uvicorn.run(
+        _ASYNC_FACTORIES[role],
+        factory=True,
+        host=settings.host,
+        port=settings.port_for(role, arch),
+        workers=worker_count(settings, arch),
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="info",
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+    )

@@ -1,0 +1,108 @@
+"""The one settings class of every lab service.
+
+Both architectures read the same environment variables (prefix ``SCORING_LAB_``); the Ansible
+templates only fill them in. A service never calls ``os.getenv`` itself.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Self
+
+from pydantic import Field, HttpUrl, RedisDsn, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Role(StrEnum):
+    MODEL = "model"
+    SCORING = "scoring"
+
+
+class Arch(StrEnum):
+    SYNC = "sync"
+    ASYNC = "async"
+
+
+class SyncWorker(StrEnum):
+    """gunicorn worker class of the sync stack (experiment 4 compares them)."""
+
+    MEINHELD = "meinheld"  # the original's: event-driven accept loop, blocking handler
+    SYNC = "sync"  # gunicorn's plain pre-fork worker: one request at a time
+    GTHREAD = "gthread"  # gunicorn's threaded worker
+
+
+class HttpClient(StrEnum):
+    """Async HTTP client library of the async scoring handler."""
+
+    HTTPX = "httpx"
+    AIOHTTP = "aiohttp"
+
+
+# The original project's public ports: model sync/async 5000/8000, scoring sync/async 5001/8001.
+DEFAULT_PORTS = {
+    (Role.MODEL, Arch.SYNC): 5000,
+    (Role.SCORING, Arch.SYNC): 5001,
+    (Role.MODEL, Arch.ASYNC): 8000,
+    (Role.SCORING, Arch.ASYNC): 8001,
+}
+
+Seconds = Annotated[float, Field(ge=0)]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SCORING_LAB_", extra="ignore", frozen=True)
+
+    # --- process -------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int | None = Field(None, ge=1, le=65535, description="None: the role's public port")
+    workers: int | None = Field(None, ge=1, le=1024, description="None: auto from CPU affinity")
+    service: str = Field("", description="label for the resource sampler, e.g. scoring-sync")
+    run_dir: str | None = Field(None, description="where this service may write (profiles)")
+
+    # --- dependencies --------------------------------------------------------------------
+    redis_url: RedisDsn = RedisDsn("redis://127.0.0.1:6379/0")
+    model_url: HttpUrl | None = Field(None, description="None: the same-arch model on this host")
+    model_timeout_s: Annotated[float, Field(gt=0)] = 2.0
+    redis_timeout_s: Annotated[float, Field(gt=0)] = 1.0
+    # Per worker. Sized above the concurrency one worker sees, so requests never fail for want
+    # of a connection; the async Redis pool blocks (waits) instead of raising when exhausted.
+    pool_size: int = Field(256, ge=1, le=10_000)
+
+    # --- the fake model ------------------------------------------------------------------
+    sleep_min_s: Seconds = 0.040
+    sleep_max_s: Seconds = 0.050
+    cpu_burn_s: Seconds = Field(0.0, description="CPU-bound work per prediction")
+
+    # --- request limits ------------------------------------------------------------------
+    default_entity: str = "0"
+    max_values: int = Field(1024, ge=1, le=1_000_000)
+    max_body_bytes: int = Field(64 * 1024, ge=64)
+
+    # --- variant switches (experiment 4); defaults are the lab's tuned build ---------------
+    # Reproduce the original: a new HTTP client and Redis connection for every request.
+    client_per_request: bool = False
+    # Reproduce the original async handler: a blocking (sync) Redis call inside the event loop.
+    blocking_redis: bool = False
+    # Async handler awaits its two model calls one after the other instead of concurrently.
+    sequential_model_calls: bool = False
+    sync_worker: SyncWorker = SyncWorker.MEINHELD
+    # meinheld's greenlet patching of socket I/O (off in the original images).
+    meinheld_patch: bool = False
+    gthread_threads: int = Field(4, ge=1, le=256)
+    http_client: HttpClient = HttpClient.HTTPX
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> Self:
+        if self.sleep_max_s < self.sleep_min_s:
+            raise ValueError(
+                f"sleep_max_s ({self.sleep_max_s}) must be >= sleep_min_s ({self.sleep_min_s})"
+            )
+        return self
+
+    def port_for(self, role: Role, arch: Arch) -> int:
+        return self.port if self.port is not None else DEFAULT_PORTS[(role, arch)]
+
+    def model_base_url(self, arch: Arch) -> str:
+        if self.model_url is not None:
+            return str(self.model_url).rstrip("/")
+        return f"http://127.0.0.1:{DEFAULT_PORTS[(Role.MODEL, arch)]}"

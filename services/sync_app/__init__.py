@@ -1,0 +1,1 @@
+"""The synchronous architecture: Flask apps served by gunicorn (meinheld worker by default)."""

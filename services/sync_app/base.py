@@ -1,0 +1,46 @@
+"""What both Flask apps share: the health check, ``GET /``, and errors in the lab's shape."""
+
+from __future__ import annotations
+
+from flask import Flask, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from services import errors, payload
+from services.describe import HEALTH_PATH, describe
+from services.settings import Arch, Role, Settings
+
+
+def new_app(role: Role, settings: Settings) -> Flask:
+    app = Flask(f"scoring_lab.{role}.sync")
+    app.extensions["scoring_lab.settings"] = settings
+    info = describe(role, Arch.SYNC, settings, "flask")
+
+    @app.get("/")
+    def index():
+        return jsonify(info)
+
+    @app.get(HEALTH_PATH)
+    def healthcheck():
+        return jsonify(status="OK")
+
+    @app.errorhandler(errors.ApiError)
+    def api_error(exc: errors.ApiError):
+        return jsonify(exc.body()), exc.status
+
+    @app.errorhandler(HTTPException)
+    def http_exception(exc: HTTPException):
+        error = errors.http_error(exc.code or 500, exc.description)
+        return jsonify(error.body()), error.status
+
+    return app
+
+
+def request_values(settings: Settings, max_values: int) -> list[float]:
+    """The current request's body as validated values (raises ApiError)."""
+    payload.check_content_type(request.content_type)
+    if (request.content_length or 0) > settings.max_body_bytes:
+        raise errors.body_too_large(request.content_length, settings.max_body_bytes)
+    body = request.get_data(cache=False)
+    return payload.parse_values(
+        body, max_values=max_values, max_body_bytes=settings.max_body_bytes
+    )

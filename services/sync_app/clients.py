@@ -1,0 +1,88 @@
+"""Blocking clients of the sync scoring handler: the model API over HTTP and the Redis store.
+
+Created once per gunicorn worker by the app factory and reused (keep-alive connection pools),
+unless ``client_per_request`` reproduces the original's new client for every request.
+"""
+
+from __future__ import annotations
+
+import redis
+import requests
+from requests.adapters import HTTPAdapter
+
+from services import aggregate, errors, features
+from services.settings import Settings
+
+
+class ModelClient:
+    def __init__(self, settings: Settings, url: str) -> None:
+        self._url = url
+        self._timeout = settings.model_timeout_s
+        self._per_request = settings.client_per_request
+        self._pool_size = settings.pool_size
+        self._session = None if self._per_request else self._new_session()
+
+    def _new_session(self) -> requests.Session:
+        session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=self._pool_size, max_retries=0)
+        session.mount("http://", adapter)
+        return session
+
+    def predict(self, body: bytes) -> float:
+        session = self._session or self._new_session()
+        try:
+            response = session.post(
+                self._url,
+                data=body,
+                headers={"Content-Type": "application/json"},
+                timeout=self._timeout,
+            )
+        except requests.Timeout:
+            raise errors.model_timeout(self._timeout) from None
+        except requests.RequestException as exc:
+            raise errors.model_unavailable(type(exc).__name__) from None
+        finally:
+            if self._session is None:
+                session.close()
+        return aggregate.parse_prediction(response.status_code, response.content)
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+
+
+class FeatureStore:
+    def __init__(self, settings: Settings) -> None:
+        self._url = str(settings.redis_url)
+        self._timeout = settings.redis_timeout_s
+        self._pool = (
+            None
+            if settings.client_per_request
+            else redis.BlockingConnectionPool.from_url(
+                self._url,
+                max_connections=settings.pool_size,
+                timeout=self._timeout,
+                socket_timeout=self._timeout,
+                socket_connect_timeout=self._timeout,
+            )
+        )
+
+    def get(self, entity: str) -> list[float]:
+        if self._pool is None:
+            client = redis.Redis.from_url(
+                self._url, socket_timeout=self._timeout, socket_connect_timeout=self._timeout
+            )
+        else:
+            client = redis.Redis(connection_pool=self._pool)
+        try:
+            raw = client.get(features.key(entity))
+        except redis.RedisError as exc:
+            raise errors.feature_store_unavailable(type(exc).__name__) from None
+        finally:
+            if self._pool is None:
+                client.close()
+        return features.decode(entity, raw)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.disconnect()

@@ -1,0 +1,31 @@
+"""Sync scoring handler (port 5001): features from Redis, then the model API twice, one call
+after the other, as a blocking handler must."""
+
+from __future__ import annotations
+
+from flask import Flask, request
+
+from services import aggregate, features
+from services.describe import predict_path
+from services.settings import Arch, Role, Settings
+from services.sync_app.base import new_app, request_values
+from services.sync_app.clients import FeatureStore, ModelClient
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or Settings()
+    app = new_app(Role.SCORING, settings)
+    # Once per worker: the app factory runs in each gunicorn worker after the fork.
+    store = FeatureStore(settings)
+    model = ModelClient(settings, settings.model_base_url(Arch.SYNC) + predict_path(Arch.SYNC))
+    app.extensions["scoring_lab.clients"] = (store, model)
+
+    @app.post(predict_path(Arch.SYNC))
+    def predict():
+        values = request_values(settings, settings.max_values)
+        entity = features.check_entity(request.args.get("entity", settings.default_entity))
+        body = aggregate.model_input(values, store.get(entity))
+        predictions = [model.predict(body) for _ in range(aggregate.MODEL_CALLS)]
+        return aggregate.mean_prediction(predictions)
+
+    return app

@@ -1,0 +1,140 @@
+"""Fixtures shared by the whole suite: free ports, a real redis-server, real service processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI") == "true"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def require(tool: str) -> str:
+    """The tool's path; in CI a missing tool fails the test instead of skipping it."""
+    sbin = Path("/usr/sbin") / tool  # sshd and friends live outside a user's PATH
+    path = shutil.which(tool) or (str(sbin) if sbin.exists() else None)
+    if path is None:
+        if IN_CI:
+            pytest.fail(f"{tool} is required in CI but is not installed")
+        pytest.skip(f"{tool} is not installed")
+    return path
+
+
+def stop(process: subprocess.Popen, timeout: float = 10) -> None:
+    """Stop a process we started (and its workers, which share its process group)."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+@dataclass
+class RedisServer:
+    port: int
+    process: subprocess.Popen
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+def start_redis(tmp: Path) -> RedisServer:
+    binary = require("redis-server")
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(tmp)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    server = RedisServer(port, process)
+
+    def answers() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    wait_until(answers, 10, f"redis-server on port {port}")
+    return server
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    yield server
+    stop(server.process)
+
+
+@pytest.fixture(scope="session")
+def seeded_redis(redis_server) -> RedisServer:
+    subprocess.run(
+        [sys.executable, "-m", "services", "seed", "--redis-url", redis_server.url,
+         "--entities", "50"],
+        check=True, cwd=ROOT, capture_output=True,
+    )
+    return redis_server
+
+
+def start_service(role: str, arch: str, port: int, env: dict[str, str], log: Path):
+    """A real gunicorn or uvicorn master running one lab service, as the deployment runs it."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SCORING_LAB_")}
+    full_env.update({"SCORING_LAB_PORT": str(port), "SCORING_LAB_SERVICE": f"{role}-{arch}"})
+    full_env.update(env)
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services", "serve", "--role", role, "--arch", arch],
+            cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        wait_until(
+            lambda: process.poll() is None
+            and http_ok(f"http://127.0.0.1:{port}/api/v1/healthcheck"),
+            60, f"{role}-{arch} on port {port} (log: {log})", interval=0.2,
+        )
+    except TimeoutError:
+        stop(process)
+        raise
+    return process
