@@ -41,25 +41,31 @@ def cut(samples: Iterable[Sample], start: float, end: float) -> list[Sample]:
     return sorted((s for s in samples if start <= s["t"] <= end), key=lambda s: s["t"])
 
 
-def _increase(values: Sequence[float | None]) -> tuple[float, list[float | None]]:
-    """Total increase of a cumulative counter, and the increase over each consecutive pair.
+def _steps(values: Sequence[float | None], times: Sequence[float]) -> list[tuple[float, float]]:
+    """(seconds, increase) from each known value of a cumulative counter to the next one.
 
-    None means "service absent from that sample". Absent in the first sample means it did not
-    exist yet (baseline 0); absent later means unknown (the pair is skipped, nothing is lost since
-    the next value is compared with the last known one).
+    None means "service absent from that sample". Absent before its first appearance means it did
+    not exist yet (baseline 0 at the last sample without it); absent after that means unknown, so
+    the next known value is compared with the last known one, over the time between them.
     """
-    prev = values[0] if values[0] is not None else 0
-    total = 0.0
-    steps: list[float | None] = []
-    for value in values[1:]:
+    prev, prev_t = (values[0] if values[0] is not None else 0), times[0]
+    seen = values[0] is not None
+    steps = []
+    for value, t in zip(values[1:], times[1:], strict=True):
         if value is None:
-            steps.append(None)
+            if not seen:
+                prev_t = t  # still not started at t: its zero baseline moves forward
             continue
-        step = value - prev if value >= prev else 0.0  # a drop is a reset: re-base, count 0
-        steps.append(step)
-        total += step
-        prev = value
-    return total, steps
+        seen = True
+        # A drop can only be a restarted sampler: re-base on the new value and count nothing,
+        # rather than count a process's whole lifetime as used in this window.
+        steps.append((t - prev_t, value - prev if value >= prev else 0.0))
+        prev, prev_t = value, t
+    return steps
+
+
+def _increase(values: Sequence[float | None], times: Sequence[float]) -> float:
+    return sum(step for _, step in _steps(values, times))
 
 
 def _field(window: Sequence[Sample], service: str, key: str) -> list:
@@ -80,24 +86,16 @@ def service_usage(samples: Iterable[Sample], start: float, end: float) -> dict[s
     span = times[-1] - times[0] if len(window) >= 2 else 0.0
     usage = {}
     for service in services:
-        user, _ = _increase(_field(window, service, "cpu_user_s"))
-        system, _ = _increase(_field(window, service, "cpu_system_s"))
+        users = _field(window, service, "cpu_user_s")
+        systems = _field(window, service, "cpu_system_s")
+        user = _increase(users, times)
+        system = _increase(systems, times)
         totals = [
-            None if u is None or s is None else u + s
-            for u, s in zip(
-                _field(window, service, "cpu_user_s"),
-                _field(window, service, "cpu_system_s"),
-                strict=True,
-            )
+            None if u is None or s is None else u + s for u, s in zip(users, systems, strict=True)
         ]
-        _, steps = _increase(totals)
-        percents = [
-            step / (t1 - t0) * 100.0
-            for step, t0, t1 in zip(steps, times, times[1:], strict=True)
-            if step is not None and t1 > t0
-        ]
-        vol, _ = _increase(_field(window, service, "num_ctx_switches_voluntary"))
-        invol, _ = _increase(_field(window, service, "num_ctx_switches_involuntary"))
+        percents = [step / dt * 100.0 for dt, step in _steps(totals, times) if dt > 0]
+        vol = _increase(_field(window, service, "num_ctx_switches_voluntary"), times)
+        invol = _increase(_field(window, service, "num_ctx_switches_involuntary"), times)
         rss = [v for v in _field(window, service, "rss_bytes") if v is not None]
         conns = [v for v in _field(window, service, "connections") if v is not None]
         usage[service] = {
