@@ -1,0 +1,44 @@
+# scoring-lab: `make` lists the targets. Every recipe is one call into uv, the lab's CLIs or
+# ansible-playbook; the logic lives in those, not here.
+.DEFAULT_GOAL := help
+SHELL := bash
+
+INVENTORY ?= inventories/single-host
+PROFILE ?= full
+RESULTS_DIR ?= results
+VENV := .venv
+BIN := $(VENV)/bin
+# The venv's interpreter: a Python 3.12 when the machine has one (nix develop, pyenv), else
+# python3 (3.11 is supported too). Each candidate is run, not just looked up: pyenv's shims
+# exist for versions that are not active. Override with BASE_PYTHON=/path/to/python.
+BASE_PYTHON ?= $(shell for p in python3.12 $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.12*/bin/python3.12 python3; do \
+	$$p -c '' >/dev/null 2>&1 && { command -v $$p; break; }; done)
+UV ?= $(shell command -v uv 2>/dev/null || echo "$(BASE_PYTHON) -m uv")
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo "  variables: INVENTORY=$(INVENTORY) PROFILE=$(PROFILE) RESULTS_DIR=$(RESULTS_DIR)"
+
+.PHONY: setup
+setup: ## Create .venv exactly from uv.lock (idempotent)
+	@$(UV) --version >/dev/null 2>&1 || $(BASE_PYTHON) -m pip install --quiet --user 'uv>=0.7'
+	$(UV) sync --frozen --python "$(BASE_PYTHON)"
+
+.PHONY: test
+test: setup ## Run the whole test suite (real Redis, servers, Ansible deploys, Locust runs)
+	$(BIN)/python -m pytest
+
+.PHONY: lint
+lint: setup ## ruff on the Python code, ansible-lint (production profile) on the playbooks
+	$(BIN)/ruff check services hardware experiments tests
+	cd ansible && ../$(BIN)/ansible-lint --profile production
+
+.PHONY: deploy
+deploy: setup ## Deploy the whole lab with Ansible (INVENTORY=... for separate hosts)
+	cd ansible && ../$(BIN)/ansible-playbook -i $(INVENTORY) deploy.yml
+
+.PHONY: teardown
+teardown: setup ## Stop and remove everything the deploy started
+	cd ansible && ../$(BIN)/ansible-playbook -i $(INVENTORY) teardown.yml
