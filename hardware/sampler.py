@@ -44,6 +44,7 @@ class Sampler:
 
     def __init__(self, run_dir: str | None = None) -> None:
         self.finder = LabProcessFinder(run_dir)
+        self.sockets = InetCounter()
         # (pid, create_time) -> last counters seen for that process
         self._live: dict[tuple[int, float], _Seen] = {}
         # service -> counters of its processes that have exited
@@ -104,7 +105,7 @@ class Sampler:
             for i, value in enumerate(seen.counters):
                 acc[i] += value
 
-        sockets = InetCounter()
+        connections = self.sockets.count({s: pids.get(s, []) for s in totals})
         out = {}
         for service in sorted(totals):
             acc = totals[service]
@@ -116,7 +117,7 @@ class Sampler:
                 "num_ctx_switches_voluntary": acc[2],
                 "num_ctx_switches_involuntary": acc[3],
                 "num_threads": threads.get(service, 0),
-                "connections": sockets.count(pids.get(service, [])),
+                "connections": connections[service],
             }
         return out
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import socket
 import subprocess
 import time
 
 from hardware_testutil import BUSY, SLEEP, lab_child, popen_cli
 
 from hardware.sampler import Sampler
+from hardware.sockets import InetCounter
 from hardware.summary import load_samples, service_usage
 
 SAMPLE_KEYS = {"t", "cpu_percent_per_core", "cpu_times_per_core", "net", "services"}
@@ -138,3 +141,21 @@ def test_connections_count_distinct_inet_sockets(tmp_path):
         assert child.stdout.readline().strip() == "ready"
         services = Sampler(run_dir=str(tmp_path)).sample()["services"]
     assert services["redis"]["connections"] == 2  # TCP listener + UDP; the unix socket is not inet
+
+
+def test_socket_verdicts_are_cached_but_follow_new_and_closed_sockets():
+    counter = InetCounter()
+    me = {"self": [os.getpid()]}
+    base = counter.count(me)["self"]
+    with socket.socket() as tcp:
+        tcp.bind(("127.0.0.1", 0))
+        tcp.listen()
+        assert counter.count(me)["self"] == base + 1
+        reads = counter.table_reads
+        assert counter.count(me)["self"] == base + 1
+        assert counter.table_reads == reads  # nothing new: the kernel tables were not re-read
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            assert counter.count(me)["self"] == base + 2
+    assert counter.count(me)["self"] == base
+    assert counter.count({"nobody": []}) == {"nobody": 0}
