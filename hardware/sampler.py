@@ -15,7 +15,6 @@ import signal
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO
 
@@ -128,7 +127,6 @@ def run(
     run_dir: str | None = None,
     duration: float | None = None,
     stop: threading.Event | None = None,
-    on_sample: Callable[[dict], None] | None = None,
 ) -> int:
     """Append one JSON line per interval to out until stop is set or duration has elapsed.
 
@@ -151,8 +149,6 @@ def run(
         out.write(json.dumps(sample, separators=(",", ":")) + "\n")
         out.flush()
         written += 1
-        if on_sample is not None:
-            on_sample(sample)
         if stopped or (deadline is not None and time.monotonic() >= deadline):
             return written
         # Fixed-rate ticks (no drift); after a stall, skip the missed ticks instead of bursting.
