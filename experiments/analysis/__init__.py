@@ -1,0 +1,1 @@
+"""Analysis of a result folder: per-second series, statistics, breaking point."""

@@ -1,0 +1,177 @@
+"""Statistics for comparing the two architectures, in pyperf's spirit: a mean with its
+confidence interval, a stability warning when the spread is large (std dev >= 10 % of the
+mean), and a comparison that reports a ratio with its significance and says "not
+significant" instead of naming a winner when the data cannot tell.
+
+Percentiles here are computed from exact per-request timings (numpy's linear
+interpolation), never from Locust's rounded stats.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import stats as sps
+
+STABILITY_LIMIT = 0.10  # pyperf: std dev >= 10 % of the mean is "unstable"
+
+
+def _arr(values: Iterable[float]) -> np.ndarray:
+    a = np.asarray(list(values) if not isinstance(values, np.ndarray) else values, dtype=float)
+    return a[~np.isnan(a)]
+
+
+def percentiles(values: Iterable[float], qs: Sequence[float] = (50, 95, 99)) -> dict[str, float]:
+    """{"p50": .., "p95": .., "p99": ..} (NaN for an empty sample)."""
+    a = _arr(values)
+    if not len(a):
+        return {f"p{q:g}": math.nan for q in qs}
+    return {f"p{q:g}": float(v) for q, v in zip(qs, np.percentile(a, qs), strict=True)}
+
+
+def stability_warning(values: Iterable[float], limit: float = STABILITY_LIMIT) -> str | None:
+    """A warning when the sample's std dev is >= limit x its mean (None when stable)."""
+    a = _arr(values)
+    if len(a) < 2:
+        return None
+    mean, std = float(a.mean()), float(a.std(ddof=1))
+    if mean == 0:
+        return None if std == 0 else "mean is 0 with a non-zero spread: unstable"
+    if std / abs(mean) >= limit:
+        return (f"unstable: std dev {std:.3g} is {std / abs(mean):.0%} of the mean {mean:.3g} "
+                f"(>= {limit:.0%})")
+    return None
+
+
+@dataclass(frozen=True)
+class MeanCI:
+    n: int
+    mean: float
+    std: float
+    low: float
+    high: float
+    confidence: float
+    warning: str | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return f"{self.mean:.4g} ± {(self.high - self.low) / 2:.2g} ({self.confidence:.0%} CI, n={self.n})"
+
+
+def mean_ci(values: Iterable[float], confidence: float = 0.95) -> MeanCI:
+    """Mean with a Student-t confidence interval (std dev with ddof=1)."""
+    a = _arr(values)
+    n = len(a)
+    if n == 0:
+        return MeanCI(0, math.nan, math.nan, math.nan, math.nan, confidence, "no data")
+    mean = float(a.mean())
+    if n == 1:
+        return MeanCI(1, mean, math.nan, math.nan, math.nan, confidence, "a single value: no interval")
+    std = float(a.std(ddof=1))
+    half = float(sps.t.ppf((1 + confidence) / 2, n - 1)) * std / math.sqrt(n)
+    return MeanCI(n, mean, std, mean - half, mean + half, confidence, stability_warning(a))
+
+
+@dataclass(frozen=True)
+class TestResult:
+    test: str
+    statistic: float
+    p_value: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def welch_t(a: Iterable[float], b: Iterable[float]) -> TestResult:
+    """Welch's t-test (unequal variances), two-sided. p = 1 when both samples are constant
+    and equal, 0 when constant and different."""
+    x, y = _arr(a), _arr(b)
+    if len(x) < 2 or len(y) < 2:
+        return TestResult("welch_t", math.nan, math.nan)
+    if x.std() == 0 and y.std() == 0:
+        return TestResult("welch_t", math.nan, 1.0 if x.mean() == y.mean() else 0.0)
+    r = sps.ttest_ind(x, y, equal_var=False)
+    return TestResult("welch_t", float(r.statistic), float(r.pvalue))
+
+
+def mann_whitney(a: Iterable[float], b: Iterable[float]) -> TestResult:
+    """Mann-Whitney U, two-sided (for skewed samples such as latencies)."""
+    x, y = _arr(a), _arr(b)
+    if len(x) < 1 or len(y) < 1:
+        return TestResult("mann_whitney", math.nan, math.nan)
+    if np.all(x == x[0]) and np.all(y == y[0]) and x[0] == y[0]:
+        return TestResult("mann_whitney", math.nan, 1.0)
+    r = sps.mannwhitneyu(x, y, alternative="two-sided")
+    return TestResult("mann_whitney", float(r.statistic), float(r.pvalue))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """b relative to a: ratio = center(b) / center(a) (mean for Welch, median for
+    Mann-Whitney). `verdict` is a short sentence; `significant` False means the data do
+    not separate the two."""
+
+    label_a: str
+    label_b: str
+    n_a: int
+    n_b: int
+    center: str
+    center_a: float
+    center_b: float
+    ratio: float
+    test: str
+    p_value: float
+    alpha: float
+    significant: bool
+    verdict: str
+    warnings: tuple[str, ...]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["warnings"] = list(self.warnings)
+        return d
+
+
+def compare(a: Iterable[float], b: Iterable[float], *, test: str = "welch", alpha: float = 0.05,
+            min_effect: float = 0.0, label_a: str = "sync", label_b: str = "async") -> Comparison:
+    """Compare sample b with sample a. test: "welch" (means) or "mannwhitney" (medians).
+    A significant difference smaller than min_effect (relative) is reported as no
+    meaningful difference."""
+    x, y = _arr(a), _arr(b)
+    if test == "welch":
+        center, ca, cb = "mean", float(x.mean()) if len(x) else math.nan, \
+            float(y.mean()) if len(y) else math.nan
+        tr = welch_t(x, y)
+    elif test in ("mannwhitney", "mann_whitney"):
+        center, ca, cb = "median", float(np.median(x)) if len(x) else math.nan, \
+            float(np.median(y)) if len(y) else math.nan
+        tr = mann_whitney(x, y)
+    else:
+        raise ValueError(f"test = {test!r}: expected 'welch' or 'mannwhitney'")
+    ratio = cb / ca if ca not in (0.0,) and not math.isnan(ca) else math.nan
+    notes = tuple(f"{lab}: {w}" for lab, s in ((label_a, x), (label_b, y))
+                     if (w := stability_warning(s)))
+    if math.isnan(tr.p_value):
+        significant = False
+        verdict = "not enough data to compare"
+    elif tr.p_value >= alpha:
+        significant = False
+        verdict = f"not significant (p = {tr.p_value:.2g})"
+    elif not math.isnan(ratio) and abs(ratio - 1) < min_effect:
+        significant = True
+        verdict = (f"{label_b}/{label_a} = {ratio:.3f}: significant (p = {tr.p_value:.2g}) but "
+                   f"below {min_effect:.0%}, no meaningful difference")
+    elif math.isnan(ratio):
+        significant = True
+        verdict = f"{label_a} and {label_b} differ (significant, p = {tr.p_value:.2g})"
+    else:
+        significant = True
+        verdict = f"{label_b}/{label_a} = {ratio:.2f}x (significant, p = {tr.p_value:.2g})"
+    return Comparison(label_a, label_b, len(x), len(y), center, ca, cb, ratio, tr.test,
+                      tr.p_value, alpha, significant, verdict, notes)
