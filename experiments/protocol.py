@@ -88,6 +88,7 @@ class Scenario:
 class BreakingPointParams:
     throughput_ratio: float = 0.9
     min_deficit_rps: float = 2.0
+    noise_sigmas: float = 2.0
     latency_factor: float = 3.0
     latency_min_increase_ms: float = 20.0
     error_rate: float = 0.01
@@ -266,6 +267,7 @@ def _breaking_point(c: _Checker, t: dict) -> BreakingPointParams:
         throughput_ratio=c.number(t, w, "throughput_ratio", default=d.throughput_ratio, lo=0,
                                   lo_open=True, hi=1),
         min_deficit_rps=c.number(t, w, "min_deficit_rps", default=d.min_deficit_rps, lo=0),
+        noise_sigmas=c.number(t, w, "noise_sigmas", default=d.noise_sigmas, lo=0),
         latency_factor=c.number(t, w, "latency_factor", default=d.latency_factor, lo=1, lo_open=True),
         latency_min_increase_ms=c.number(t, w, "latency_min_increase_ms",
                                          default=d.latency_min_increase_ms, lo=0),
@@ -301,8 +303,10 @@ def _guard(c: _Checker, t: Any) -> GuardParams:
     )
 
 
-def parse_protocol(data: dict, profile: str | None = None, *, source: str = "<protocol>") -> Protocol:
-    """Validate a parsed TOML document and resolve `profile` (default: its default_profile)."""
+def parse_protocol(data: dict, profile: str | None = None, *, source: str = "<protocol>",
+                   check_all: bool = True) -> Protocol:
+    """Validate a parsed TOML document and resolve `profile` (default: its default_profile).
+    With check_all, every other profile is resolved too, so a typo in any profile fails."""
     c = _Checker(source)
     c.keys(data, "top level", _TOP_KEYS)
     version = data.get("format_version", FORMAT_VERSION)
@@ -344,6 +348,10 @@ def parse_protocol(data: dict, profile: str | None = None, *, source: str = "<pr
     if not isinstance(scen_tables, dict) or not scen_tables:
         raise c.fail("scenarios", "no scenario defined")
     scenarios = tuple(_scenario(c, name, t) for name, t in scen_tables.items())
+    if check_all:
+        for other in profiles:
+            if other != profile:
+                parse_protocol(data, other, source=source, check_all=False)
     return Protocol(
         experiment=c.string(merged, "top level", "experiment"),
         profile=profile,

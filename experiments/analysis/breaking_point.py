@@ -4,13 +4,15 @@ The original read it off a chart by eye. Here it is the first load at which, aft
 smoothing and for a sustained stretch, any criterion fires:
 
 - throughput: achieved requests/s stop following the offered load
-  (achieved < throughput_ratio x offered, and short of it by >= min_deficit_rps);
+  (achieved < throughput_ratio x offered, short of it by >= min_deficit_rps and by more
+  than noise_sigmas x sqrt(offered / smoothing_s), the Poisson noise of a smoothed count);
 - latency: p95 leaves its low-load baseline (> latency_factor x baseline and
   >= latency_min_increase_ms above it);
 - errors: more than error_rate of the requests fail.
 
-Smoothing is a centred moving window of `smoothing_s` seconds (mean for throughput, median
-for p95, sums for the error rate); a condition counts only when it holds for `sustain_s`
+Smoothing is a centred moving window of `smoothing_s` seconds (median of the achieved
+requests/s, of p95 and of the error rate, so that isolated spikes and dips do not count;
+mean of the offered load); a condition counts only when it holds for `sustain_s`
 consecutive seconds, and the breaking point is the first second of that stretch. Without
 any, the result says "no knee within the tested range". `rule_sentence(params)` states the
 rule with its factors for the report.
@@ -55,13 +57,14 @@ def rule_sentence(p: BreakingPointParams) -> str:
     """The detection rule as a sentence, with the actual factors."""
     return (
         f"The breaking point is the first load at which, for at least {p.sustain_s} consecutive "
-        f"seconds (after a centred {p.smoothing_s} s moving average, median for latency), "
+        f"seconds (after a centred {p.smoothing_s} s moving median), "
         f"achieved throughput falls below {p.throughput_ratio:.0%} of the offered load "
         f"(users / pacing, lagged {p.lag_s:g} s) and short of it by at least "
-        f"{p.min_deficit_rps:g} req/s, or p95 latency exceeds {p.latency_factor:g}x its low-load "
+        f"{p.min_deficit_rps:g} req/s and by more than {p.noise_sigmas:g} standard deviations "
+        f"of the smoothed count (Poisson: sqrt(offered / {p.smoothing_s} s)), or p95 latency exceeds {p.latency_factor:g}x its low-load "
         f"baseline (median p95 of seconds {p.baseline_skip_s}-{p.baseline_skip_s + p.baseline_s}) "
         f"and by at least {p.latency_min_increase_ms:g} ms, or more than {p.error_rate:.1%} of "
-        f"requests fail. If none holds, there is no knee within the tested range."
+        f"requests fail (moving median of the per-second error rate). If none holds, there is no knee within the tested range."
     )
 
 
@@ -107,18 +110,17 @@ def detect_breaking_point(series: PerSecond, params: BreakingPointParams) -> Bre
         return BreakingPoint(False, None, None, None, None, None, None, None,
                              message="no data: the load test recorded no request", rule=rule)
     w = p.smoothing_s
-    achieved = _centred(series.achieved_rps, w, "mean")
+    achieved = _centred(series.achieved_rps, w, "median")
     offered = _centred(series.offered_rps.astype(float), w, "mean")
     p95 = _centred(series.p95_ms, w, "median")
-    req_sum = _centred(series.requests.astype(float), w, "sum")
-    fail_sum = _centred(series.failures.astype(float), w, "sum")
     active = (series.offered_rps > 0) | (series.requests > 0)
+    err = _centred(np.where(series.requests > 0, series.error_rate, np.nan), w, "median")
 
     conds = {
         "throughput": active & (offered > 0) & (achieved < p.throughput_ratio * offered)
-        & (offered - achieved >= p.min_deficit_rps),
-        "errors": active & (req_sum > 0)
-        & (np.divide(fail_sum, np.maximum(req_sum, 1)) > p.error_rate) & (fail_sum > 0),
+        & (offered - achieved >= p.min_deficit_rps)
+        & (offered - achieved > p.noise_sigmas * np.sqrt(np.maximum(offered, 0) / w)),
+        "errors": active & (np.nan_to_num(err, nan=0.0) > p.error_rate),
     }
     base = baseline_p95(series, p)
     if base is not None:

@@ -1,0 +1,80 @@
+"""Protocol config: profiles resolve as overrides, every bad key or value is named."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+
+import pytest
+
+from experiments.protocol import CONFIG_DIR, ProtocolError, load_protocol, parse_protocol
+
+CONFIG = CONFIG_DIR / "experiment3.toml"
+
+
+def _data():
+    with CONFIG.open("rb") as f:
+        return tomllib.load(f)
+
+
+def test_full_profile_is_the_original_protocol():
+    p = load_protocol(CONFIG)
+    assert p.profile == "full"
+    rt, lt, mp, st = (p.scenario(n) for n in
+                      ("response_time", "load_test", "max_performance", "stress"))
+    assert (rt.users, rt.duration_s, rt.pacing_s) == (1, 100, 1.0)
+    assert (lt.start_users, lt.end_users, lt.step_users, lt.step_interval_s) == (1, 300, 1, 1.0)
+    assert lt.total_s == 300
+    assert mp.needs_breaking_point and mp.duration_s == 300
+    assert (st.users, st.spawn_rate, st.duration_s) == (500, 5.0, 100)
+    assert p.paths == {"sync": "/api/v1/ml/sync/predict", "async": "/api/v1/ml/async/predict"}
+    assert p.arrival == "spread"
+
+
+def test_profiles_scale_durations():
+    quick, smoke = load_protocol(CONFIG, "quick"), load_protocol(CONFIG, "smoke")
+    assert 120 <= quick.total_s <= 420  # a few minutes for both architectures
+    assert smoke.total_s <= 75  # about a minute
+    # an override changes only what it names
+    assert quick.scenario("stress").pacing_s == 1.0
+    assert smoke.analysis.breaking_point.throughput_ratio == 0.9
+
+
+def test_protocol_is_frozen_and_serialisable():
+    p = load_protocol(CONFIG, "smoke")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.profile = "x"
+    d = p.to_dict()
+    assert d["scenarios"][1]["name"] == "load_test" and d["scenarios"][1]["total_s"] == 10
+    assert p.scenario("max_performance").with_users(7).users == 7
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d["scenarios"]["load_test"].update(end_user=3), "unknown key 'end_user'"),
+    (lambda d: d["scenarios"]["stress"].update(users=0), "users = 0: must be >= 1"),
+    (lambda d: d["scenarios"]["stress"].update(users="many"), "users = 'many'"),
+    (lambda d: d["scenarios"]["stress"].update(kind="spiky"), "kind = 'spiky'"),
+    (lambda d: d.update(arrival="random"), "arrival = 'random'"),
+    (lambda d: d["analysis"]["breaking_point"].update(throughput_ratio=1.5), "throughput_ratio = 1.5"),
+    (lambda d: d["profiles"]["quick"]["scenarios"].update(warmup={"duration_s": 1}),
+     "unknown scenario 'warmup'"),
+    (lambda d: d["scenarios"]["response_time"].update(duration_s=True), "duration_s = True"),
+])
+def test_bad_values_are_named(mutate, message):
+    data = _data()
+    mutate(data)
+    with pytest.raises(ProtocolError, match="experiment3.toml") as e:
+        parse_protocol(data, "full", source="experiment3.toml")
+    assert message in str(e.value)
+
+
+def test_unknown_profile_lists_the_known_ones():
+    with pytest.raises(ProtocolError, match="unknown profile 'huge'.*quick"):
+        load_protocol(CONFIG, "huge")
+
+
+def test_bad_override_is_named():
+    data = _data()
+    data["profiles"]["smoke"]["scenarios"]["stress"]["spawn_rate"] = -1
+    with pytest.raises(ProtocolError, match=r"\[scenarios.stress\] spawn_rate = -1"):
+        parse_protocol(data, "smoke")
