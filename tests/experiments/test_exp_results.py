@@ -1,0 +1,134 @@
+"""Result folders: naming, never overwritten, incomplete on interruption, atomic manifest,
+index regeneration."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from experiments import results
+from experiments.results import new_run_folder, open_run_folder, update_index
+
+WHEN = 1_790_000_000.0  # a fixed instant: 2026-09-21T...Z
+
+
+def test_name_layout_and_initial_manifest(tmp_path):
+    run = new_run_folder(tmp_path, "experiment-3", "local_2cores", "abc1234", when=WHEN)
+    assert re.fullmatch(r"\d{8}T\d{6}Z_experiment-3_local-2cores_abc1234", run.name)
+    for sub in ("locust", "resources", "hardware", "profiles"):
+        assert (run.path / "raw" / sub).is_dir()
+    m = json.loads(run.manifest_path.read_text())
+    assert m["format_version"] == 1 and m["status"] == "incomplete"
+    assert m["validity"] == {"valid": True, "reasons": []}
+    meta = m["metadata"]
+    for key in ("git_commit", "git_dirty", "uv_lock_sha256", "python_version", "packages",
+                "hostname", "kernel"):
+        assert key in meta, key
+    assert meta["packages"]["locust"]
+    # flake.lock may be missing in a checkout: then a warning, never a crash
+    assert "flake_lock_sha256" in meta or any("flake" in w for w in m["metadata_warnings"])
+    d = run.locust_dir("load_test", "sync")
+    assert d == run.path / "raw" / "locust" / "load_test" / "sync" and d.is_dir()
+
+
+def test_names_sort_by_time(tmp_path):
+    a = new_run_folder(tmp_path, "experiment-3", "x", "s", when=WHEN, collect=False)
+    b = new_run_folder(tmp_path, "experiment-3", "x", "s", when=WHEN + 61, collect=False)
+    c = new_run_folder(tmp_path, "experiment-1", "x", "s", when=WHEN + 3600 * 30, collect=False)
+    assert sorted([c.name, b.name, a.name]) == [a.name, b.name, c.name]
+
+
+def test_existing_folder_is_never_reused(tmp_path):
+    run = new_run_folder(tmp_path, "experiment-3", "local", "abc", when=WHEN, collect=False)
+    (run.path / "marker").write_text("measured")
+    with pytest.raises(FileExistsError, match="never reused"):
+        new_run_folder(tmp_path, "experiment-3", "local", "abc", when=WHEN, collect=False)
+    assert (run.path / "marker").read_text() == "measured"
+
+
+def test_a_failing_collector_leaves_a_warning(tmp_path, monkeypatch):
+    def broken(repo):
+        raise RuntimeError("no git here")
+
+    monkeypatch.setattr(results, "COLLECTORS", (broken, results.collect_python))
+    run = new_run_folder(tmp_path, "experiment-3", "local", "abc", when=WHEN)
+    m = json.loads(run.manifest_path.read_text())
+    assert m["metadata"]["python_version"]
+    assert m["metadata_warnings"] == ["broken failed: RuntimeError: no git here"]
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("deploy failed"), KeyboardInterrupt()])
+def test_interrupted_run_stays_incomplete_and_keeps_data(tmp_path, exc):
+    run = new_run_folder(tmp_path, "experiment-3", "local", "abc", when=WHEN, collect=False)
+    with pytest.raises(type(exc)), run.recording():
+        run.add_scenario({"name": "response_time", "arch": "sync", "valid": True, "reasons": []})
+        (run.locust_dir("response_time", "sync") / "requests_1.csv").write_text("x\n")
+        raise exc
+    m = json.loads(run.manifest_path.read_text())
+    assert m["status"] == "incomplete"
+    assert m["interrupted_at"] and m["interrupted_reason"]
+    if isinstance(exc, KeyboardInterrupt):
+        assert "KeyboardInterrupt" in m["interrupted_reason"]
+    else:
+        assert "deploy failed" in m["interrupted_reason"]
+    assert m["scenarios"][0]["name"] == "response_time"
+    assert (run.path / "raw/locust/response_time/sync/requests_1.csv").exists()
+
+
+def test_complete_only_at_the_end_and_invalid_scenarios_invalidate(tmp_path):
+    run = new_run_folder(tmp_path, "experiment-3", "local", "abc", when=WHEN, collect=False)
+    with run.recording():
+        run.update(profile="smoke", arrival="spread", topology={"hosts": ["localhost"]})
+        run.add_scenario({"name": "stress", "arch": "async", "valid": False,
+                          "reasons": ["load generator CPU saturated"]})
+        assert json.loads(run.manifest_path.read_text())["status"] == "incomplete"
+        run.complete(headline={"sync": {"max_rps": 10.0}})
+    m = json.loads(open_run_folder(run.path).manifest_path.read_text())
+    assert m["status"] == "complete" and m["headline"]["sync"]["max_rps"] == 10.0
+    assert m["validity"]["valid"] is False
+    assert m["validity"]["reasons"] == ["stress/async: load generator CPU saturated"]
+
+
+def test_manifest_update_is_atomic(tmp_path, monkeypatch):
+    run = new_run_folder(tmp_path, "experiment-3", "local", "abc", when=WHEN, collect=False)
+    before = run.manifest_path.read_text()
+    replaced = []
+    real_replace = os.replace
+
+    def spy(src, dst):
+        # the complete new document exists under another name before it replaces the old one
+        assert json.loads(Path(src).read_text())["profile"] == "quick"
+        assert run.manifest_path.read_text() == before
+        replaced.append(dst)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(results.os, "replace", spy)
+    run.update(profile="quick")
+    assert replaced == [run.manifest_path]
+    assert json.loads(run.manifest_path.read_text())["profile"] == "quick"
+    assert not list(run.path.glob(".*.tmp"))
+
+
+def test_index_lists_runs_sorted_with_headlines(tmp_path):
+    a = new_run_folder(tmp_path, "experiment-3", "local", "aaa", when=WHEN, collect=False)
+    a.update(profile="quick")
+    a.complete(headline={"sync": {"breaking_point_users": 120, "max_rps": 118.5},
+                         "async": {"breaking_point_users": 60, "max_rps": 59.0}})
+    b = new_run_folder(tmp_path, "experiment-3", "local", "bbb", when=WHEN + 100, collect=False)
+    b.mark_interrupted("interrupted by the user (KeyboardInterrupt)")
+    (tmp_path / "not-a-run").mkdir()
+    index = update_index(tmp_path)
+    text = index.read_text()
+    assert text.index(a.name) < text.index(b.name)
+    assert "not-a-run" not in text
+    row_a = next(line for line in text.splitlines() if line.startswith(f"| [{a.name}]"))
+    assert "complete" in row_a and "breaking_point_users 120" in row_a and "118.5" in row_a
+    row_b = next(line for line in text.splitlines() if line.startswith(f"| [{b.name}]"))
+    assert "**incomplete**" in row_b and "KeyboardInterrupt" in row_b
+    # regenerated, not appended
+    update_index(tmp_path)
+    assert index.read_text() == text
