@@ -164,11 +164,29 @@ class Protocol:
 
 _SCENARIO_KEYS = {
     "constant": {"kind", "users", "spawn_rate", "duration_s", "pacing_s"},
-    "ramp": {"kind", "start_users", "end_users", "step_users", "step_interval_s", "hold_s",
-             "pacing_s"},
+    "ramp": {
+        "kind",
+        "start_users",
+        "end_users",
+        "step_users",
+        "step_interval_s",
+        "hold_s",
+        "pacing_s",
+    },
 }
-_TOP_KEYS = {"format_version", "experiment", "description", "default_profile", "arrival",
-             "architectures", "request", "scenarios", "analysis", "guard", "profiles"}
+_TOP_KEYS = {
+    "format_version",
+    "experiment",
+    "description",
+    "default_profile",
+    "arrival",
+    "architectures",
+    "request",
+    "scenarios",
+    "analysis",
+    "guard",
+    "profiles",
+}
 
 
 class _Checker:
@@ -183,11 +201,23 @@ class _Checker:
             raise self.fail(where, f"expected a table, got {table!r}")
         unknown = sorted(set(table) - allowed)
         if unknown:
-            raise self.fail(where, f"unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
+            raise self.fail(
+                where, f"unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})"
+            )
         return table
 
-    def number(self, table: dict, where: str, key: str, *, default: Any = None, lo: float | None = None,
-               hi: float | None = None, lo_open: bool = False, integer: bool = False) -> Any:
+    def number(
+        self,
+        table: dict,
+        where: str,
+        key: str,
+        *,
+        default: Any = None,
+        lo: float | None = None,
+        hi: float | None = None,
+        lo_open: bool = False,
+        integer: bool = False,
+    ) -> Any:
         if key not in table:
             if default is None:
                 raise self.fail(where, f"missing key {key!r}")
@@ -203,8 +233,15 @@ class _Checker:
             raise self.fail(where, f"{key} = {v!r}: must be <= {hi}")
         return v if integer else float(v)
 
-    def string(self, table: dict, where: str, key: str, *, default: str | None = None,
-               choices: tuple[str, ...] | None = None) -> str:
+    def string(
+        self,
+        table: dict,
+        where: str,
+        key: str,
+        *,
+        default: str | None = None,
+        choices: tuple[str, ...] | None = None,
+    ) -> str:
         v = table.get(key, default)
         if v is None:
             raise self.fail(where, f"missing key {key!r}")
@@ -238,7 +275,11 @@ def _scenario(c: _Checker, name: str, t: Any) -> Scenario:
         if end < start:
             raise c.fail(where, f"end_users = {end}: must be >= start_users ({start})")
         return Scenario(
-            name=name, kind=kind, pacing_s=pacing, start_users=start, end_users=end,
+            name=name,
+            kind=kind,
+            pacing_s=pacing,
+            start_users=start,
+            end_users=end,
             step_users=c.number(t, where, "step_users", lo=1, integer=True),
             step_interval_s=c.number(t, where, "step_interval_s", lo=0, lo_open=True),
             hold_s=c.number(t, where, "hold_s", default=0.0, lo=0),
@@ -252,7 +293,11 @@ def _scenario(c: _Checker, name: str, t: Any) -> Scenario:
     else:
         users = c.number(t, where, "users", lo=1, integer=True)
     return Scenario(
-        name=name, kind=kind, pacing_s=pacing, users=users, users_from=users_from,
+        name=name,
+        kind=kind,
+        pacing_s=pacing,
+        users=users,
+        users_from=users_from,
         spawn_rate=c.number(t, where, "spawn_rate", lo=0, lo_open=True),
         duration_s=c.number(t, where, "duration_s", lo=0, lo_open=True),
     )
@@ -264,18 +309,23 @@ def _breaking_point(c: _Checker, t: dict) -> BreakingPointParams:
     c.keys(t, w, fields)
     d = BreakingPointParams()
     return BreakingPointParams(
-        throughput_ratio=c.number(t, w, "throughput_ratio", default=d.throughput_ratio, lo=0,
-                                  lo_open=True, hi=1),
+        throughput_ratio=c.number(
+            t, w, "throughput_ratio", default=d.throughput_ratio, lo=0, lo_open=True, hi=1
+        ),
         min_deficit_rps=c.number(t, w, "min_deficit_rps", default=d.min_deficit_rps, lo=0),
         noise_sigmas=c.number(t, w, "noise_sigmas", default=d.noise_sigmas, lo=0),
-        latency_factor=c.number(t, w, "latency_factor", default=d.latency_factor, lo=1, lo_open=True),
-        latency_min_increase_ms=c.number(t, w, "latency_min_increase_ms",
-                                         default=d.latency_min_increase_ms, lo=0),
+        latency_factor=c.number(
+            t, w, "latency_factor", default=d.latency_factor, lo=1, lo_open=True
+        ),
+        latency_min_increase_ms=c.number(
+            t, w, "latency_min_increase_ms", default=d.latency_min_increase_ms, lo=0
+        ),
         error_rate=c.number(t, w, "error_rate", default=d.error_rate, lo=0, hi=1),
         smoothing_s=c.number(t, w, "smoothing_s", default=d.smoothing_s, lo=1, integer=True),
         sustain_s=c.number(t, w, "sustain_s", default=d.sustain_s, lo=1, integer=True),
-        baseline_skip_s=c.number(t, w, "baseline_skip_s", default=d.baseline_skip_s, lo=0,
-                                 integer=True),
+        baseline_skip_s=c.number(
+            t, w, "baseline_skip_s", default=d.baseline_skip_s, lo=0, integer=True
+        ),
         baseline_s=c.number(t, w, "baseline_s", default=d.baseline_s, lo=1, integer=True),
         lag_s=c.number(t, w, "lag_s", default=d.lag_s, lo=0),
     )
@@ -303,8 +353,9 @@ def _guard(c: _Checker, t: Any) -> GuardParams:
     )
 
 
-def parse_protocol(data: dict, profile: str | None = None, *, source: str = "<protocol>",
-                   check_all: bool = True) -> Protocol:
+def parse_protocol(
+    data: dict, profile: str | None = None, *, source: str = "<protocol>", check_all: bool = True
+) -> Protocol:
     """Validate a parsed TOML document and resolve `profile` (default: its default_profile).
     With check_all, every other profile is resolved too, so a typo in any profile fails."""
     c = _Checker(source)
@@ -317,18 +368,24 @@ def parse_protocol(data: dict, profile: str | None = None, *, source: str = "<pr
         raise c.fail("profiles", f"expected a table, got {profiles!r}")
     profile = profile or c.string(data, "top level", "default_profile", default="full")
     if profile not in profiles and profile != "full":
-        raise c.fail("profiles", f"unknown profile {profile!r} (have: {', '.join(sorted(profiles))})")
+        raise c.fail(
+            "profiles", f"unknown profile {profile!r} (have: {', '.join(sorted(profiles))})"
+        )
     override = profiles.get(profile, {})
     if not isinstance(override, dict):
         raise c.fail(f"profiles.{profile}", "expected a table")
-    c.keys(override, f"profiles.{profile}", {"arrival", "request", "scenarios", "analysis", "guard"})
+    c.keys(
+        override, f"profiles.{profile}", {"arrival", "request", "scenarios", "analysis", "guard"}
+    )
     for name in override.get("scenarios", {}):
         if name not in data.get("scenarios", {}):
             raise c.fail(f"profiles.{profile}.scenarios", f"unknown scenario {name!r}")
     base = {k: v for k, v in data.items() if k != "profiles"}
     merged = _merge(base, override)
 
-    archs = c.keys(merged.get("architectures", {}), "architectures", set(merged.get("architectures", {})))
+    archs = c.keys(
+        merged.get("architectures", {}), "architectures", set(merged.get("architectures", {}))
+    )
     if not archs:
         raise c.fail("architectures", "no architecture defined")
     paths = {}
@@ -366,7 +423,9 @@ def parse_protocol(data: dict, profile: str | None = None, *, source: str = "<pr
     )
 
 
-def load_protocol(path: str | Path = CONFIG_DIR / "experiment3.toml", profile: str | None = None) -> Protocol:
+def load_protocol(
+    path: str | Path = CONFIG_DIR / "experiment3.toml", profile: str | None = None
+) -> Protocol:
     """Read and validate a protocol TOML file; `profile` None means its default_profile."""
     path = Path(path)
     try:

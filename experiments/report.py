@@ -54,12 +54,20 @@ def _params(manifest: dict) -> tuple[AnalysisParams, GuardParams]:
 def _layout(run: Path, manifest: dict) -> tuple[list[str], list[str]]:
     """(scenarios in protocol order, architectures with sync first) found under raw/locust."""
     base = run / "raw" / "locust"
-    found = {d.name: sorted(a.name for a in d.iterdir() if a.is_dir())
-             for d in sorted(base.iterdir()) if d.is_dir()} if base.exists() else {}
+    found = (
+        {
+            d.name: sorted(a.name for a in d.iterdir() if a.is_dir())
+            for d in sorted(base.iterdir())
+            if d.is_dir()
+        }
+        if base.exists()
+        else {}
+    )
     order = [s["name"] for s in (manifest.get("protocol") or {}).get("scenarios", [])]
     scenarios = [s for s in order if s in found] + sorted(s for s in found if s not in order)
-    archs = sorted({a for v in found.values() for a in v},
-                   key=lambda a: (a != "sync", a != "async", a))
+    archs = sorted(
+        {a for v in found.values() for a in v}, key=lambda a: (a != "sync", a != "async", a)
+    )
     return scenarios, archs
 
 
@@ -75,21 +83,46 @@ def analyse_folder(run_path: str | Path) -> dict[str, Any]:
             d = run / "raw" / "locust" / s / a
             if (d / "scenario.json").exists() or any(d.glob("requests_*.csv")):
                 data.setdefault(s, {})[a] = analyse_run_dir(
-                    d, warmup_s=analysis.warmup_s, lag_s=analysis.breaking_point.lag_s,
-                    scenario=s, arch=a)
-    out: dict[str, Any] = {"manifest": manifest, "analysis": analysis, "guard": guard,
-                           "scenarios": scenarios, "archs": archs, "data": data,
-                           "comparisons": {}, "breaking_points": {}, "resources": {}}
+                    d,
+                    warmup_s=analysis.warmup_s,
+                    lag_s=analysis.breaking_point.lag_s,
+                    scenario=s,
+                    arch=a,
+                )
+    out: dict[str, Any] = {
+        "manifest": manifest,
+        "analysis": analysis,
+        "guard": guard,
+        "scenarios": scenarios,
+        "archs": archs,
+        "data": data,
+        "comparisons": {},
+        "breaking_points": {},
+        "resources": {},
+    }
     a_lab, b_lab = (archs + [None, None])[:2]
     for s, per_arch in data.items():
         if a_lab in per_arch and b_lab in per_arch:
             A, B = per_arch[a_lab], per_arch[b_lab]
             out["comparisons"][s] = {
-                "rps": compare(A.window_rps, B.window_rps, test="welch", alpha=analysis.alpha,
-                               min_effect=analysis.min_effect, label_a=a_lab, label_b=b_lab),
-                "latency": compare(A.window_rt_ms, B.window_rt_ms, test="mannwhitney",
-                                   alpha=analysis.alpha, min_effect=analysis.min_effect,
-                                   label_a=a_lab, label_b=b_lab),
+                "rps": compare(
+                    A.window_rps,
+                    B.window_rps,
+                    test="welch",
+                    alpha=analysis.alpha,
+                    min_effect=analysis.min_effect,
+                    label_a=a_lab,
+                    label_b=b_lab,
+                ),
+                "latency": compare(
+                    A.window_rt_ms,
+                    B.window_rt_ms,
+                    test="mannwhitney",
+                    alpha=analysis.alpha,
+                    min_effect=analysis.min_effect,
+                    label_a=a_lab,
+                    label_b=b_lab,
+                ),
             }
     for a, rd in data.get(LOAD_TEST, {}).items():
         out["breaking_points"][a] = detect_breaking_point(rd.series, analysis.breaking_point)
@@ -101,9 +134,14 @@ def analyse_folder(run_path: str | Path) -> dict[str, Any]:
             if sources and n.started_at and n.ended_at:
                 usage = resource_usage(sources, n.started_at, n.ended_at)
                 out["resources"].setdefault(s, {})[a] = {
-                    svc: {**u, "cpu_s_per_request": (u["cpu_total_s"] / n.total_requests
-                                                      if n.total_requests else None)}
-                    for svc, u in usage.items()}
+                    svc: {
+                        **u,
+                        "cpu_s_per_request": (
+                            u["cpu_total_s"] / n.total_requests if n.total_requests else None
+                        ),
+                    }
+                    for svc, u in usage.items()
+                }
     out["headline"] = _headline(out)
     return out
 
@@ -125,11 +163,14 @@ def _headline(res: dict[str, Any]) -> dict[str, Any]:
             usage = res["resources"].get(s, {}).get(a)
             if usage:
                 h["cpu_ms_per_request"] = {
-                    svc: round(u["cpu_s_per_request"] * 1000, 2) for svc, u in usage.items()
-                    if u.get("cpu_s_per_request") and u["cpu_total_s"] > 0.01}
+                    svc: round(u["cpu_s_per_request"] * 1000, 2)
+                    for svc, u in usage.items()
+                    if u.get("cpu_s_per_request") and u["cpu_total_s"] > 0.01
+                }
                 break
-        h["valid"] = all(rd.numbers.valid for per in data.values() for x, rd in per.items()
-                         if x == a)
+        h["valid"] = all(
+            rd.numbers.valid for per in data.values() for x, rd in per.items() if x == a
+        )
         head[a] = h
     return head
 
@@ -142,14 +183,21 @@ def build_headline(run_path: str | Path) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- plots
 
+
 def _plot_scenario(run: Path, s: str, per_arch: dict[str, RunData]) -> str:
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
     for a, rd in per_arch.items():
         ser = rd.series
-        line, = ax1.plot(ser.t, ser.achieved_rps, label=f"{a} achieved")
+        (line,) = ax1.plot(ser.t, ser.achieved_rps, label=f"{a} achieved")
         if ser.offered_rps.any():
-            ax1.plot(ser.t, ser.offered_rps, "--", color=line.get_color(), alpha=0.5,
-                     label=f"{a} offered")
+            ax1.plot(
+                ser.t,
+                ser.offered_rps,
+                "--",
+                color=line.get_color(),
+                alpha=0.5,
+                label=f"{a} offered",
+            )
         ax2.plot(ser.t, ser.p95_ms, label=f"{a} p95", color=line.get_color())
     ax1.set_ylabel("requests/s (successful)")
     ax2.set_ylabel("p95 latency (ms)")
@@ -177,10 +225,20 @@ def _plot_cpu(run: Path, res: dict[str, Any]) -> str | None:
         for a, rd in per_arch.items():
             n = rd.numbers
             if n.started_at and n.ended_at:
-                ax.axvspan(n.started_at - t_start, n.ended_at - t_start, alpha=0.08,
-                           color="tab:blue" if a == res["archs"][0] else "tab:orange")
-                ax.text(n.started_at - t_start, ax.get_ylim()[1] * 0.95, f"{s}/{a}", fontsize=6,
-                        rotation=90, va="top")
+                ax.axvspan(
+                    n.started_at - t_start,
+                    n.ended_at - t_start,
+                    alpha=0.08,
+                    color="tab:blue" if a == res["archs"][0] else "tab:orange",
+                )
+                ax.text(
+                    n.started_at - t_start,
+                    ax.get_ylim()[1] * 0.95,
+                    f"{s}/{a}",
+                    fontsize=6,
+                    rotation=90,
+                    va="top",
+                )
     ax.set_xlabel("seconds since the first resource sample")
     ax.set_ylabel("CPU % (100 = one core)")
     ax.set_title("CPU per service (shaded: scenario windows, blue = first architecture)")
@@ -193,6 +251,7 @@ def _plot_cpu(run: Path, res: dict[str, Any]) -> str | None:
 
 
 # -------------------------------------------------------------------------- markdown
+
 
 def _validity_lines(res: dict[str, Any]) -> list[str]:
     m = res["manifest"]
@@ -208,8 +267,10 @@ def _validity_lines(res: dict[str, Any]) -> list[str]:
         if m.get("interrupted_at"):
             why = f"interrupted at {m['interrupted_at']}: {m.get('interrupted_reason', '?')}"
         else:
-            why = ("status is still incomplete: the run had not finished when this report was "
-                   "written, or it was killed without a record")
+            why = (
+                "status is still incomplete: the run had not finished when this report was "
+                "written, or it was killed without a record"
+            )
         lines.insert(0, f"**INCOMPLETE RUN ({why}); the numbers cover what was measured.**")
     return lines
 
@@ -218,33 +279,51 @@ def _scenario_section(res: dict[str, Any], s: str, plot: str) -> list[str]:
     per_arch = res["data"][s]
     archs = [a for a in res["archs"] if a in per_arch]
     cmp_ = res["comparisons"].get(s)
-    head = "| | " + " | ".join(archs) + (" | ratio " + f"{archs[1]}/{archs[0]} | significance |"
-                                         if cmp_ else " |")
+    head = (
+        "| | "
+        + " | ".join(archs)
+        + (" | ratio " + f"{archs[1]}/{archs[0]} | significance |" if cmp_ else " |")
+    )
     sep = "|---" * (len(archs) + 1 + (2 if cmp_ else 0)) + "|"
     N = {a: per_arch[a].numbers for a in archs}
-    sdoc = next((x for x in (res["manifest"].get("protocol") or {}).get("scenarios", [])
-                 if x.get("name") == s), None)
+    sdoc = next(
+        (
+            x
+            for x in (res["manifest"].get("protocol") or {}).get("scenarios", [])
+            if x.get("name") == s
+        ),
+        None,
+    )
     lines = [f"## Scenario: {s}", ""]
     if sdoc:
         users = sdoc.get("users") or f"{sdoc.get('start_users')}->{sdoc.get('end_users')}"
-        lines.append(f"Planned: {sdoc.get('kind')}, users {users}, pacing {sdoc.get('pacing_s')} s, "
-                     f"{sdoc.get('total_s')} s.")
+        lines.append(
+            f"Planned: {sdoc.get('kind')}, users {users}, pacing {sdoc.get('pacing_s')} s, "
+            f"{sdoc.get('total_s')} s."
+        )
     users_run = ", ".join(f"{a}: {N[a].max_users}" for a in archs)
-    lines += [f"Users reached: {users_run}. Measured window: after {res['analysis'].warmup_s:g} s "
-              f"of warm-up ({', '.join(f'{a}: {N[a].seconds} s' for a in archs)}).", "", head, sep]
+    lines += [
+        f"Users reached: {users_run}. Measured window: after {res['analysis'].warmup_s:g} s "
+        f"of warm-up ({', '.join(f'{a}: {N[a].seconds} s' for a in archs)}).",
+        "",
+        head,
+        sep,
+    ]
 
     def row(label, key, digits, cmp_key=None):
         cells = [_f(getattr(N[a], key), digits) for a in archs]
         extra = ""
         if cmp_:
             c = cmp_[cmp_key] if cmp_key else None
-            extra = (f" | {_f(c.ratio, 2)} | {c.verdict} |" if c else " | | |")
+            extra = f" | {_f(c.ratio, 2)} | {c.verdict} |" if c else " | | |"
         return f"| {label} | " + " | ".join(cells) + (extra if cmp_ else " |")
 
     lines.append(row("requests/s", "rps", 2, "rps"))
-    lines.append("| requests/s 95 % CI | " + " | ".join(
-        f"{_f(N[a].rps_ci_low, 2)}-{_f(N[a].rps_ci_high, 2)}" for a in archs) +
-        (" | | |" if cmp_ else " |"))
+    lines.append(
+        "| requests/s 95 % CI | "
+        + " | ".join(f"{_f(N[a].rps_ci_low, 2)}-{_f(N[a].rps_ci_high, 2)}" for a in archs)
+        + (" | | |" if cmp_ else " |")
+    )
     lines.append(row("p50 ms", "p50_ms", 1, "latency"))
     lines.append(row("p95 ms", "p95_ms", 1))
     lines.append(row("p99 ms", "p99_ms", 1))
@@ -253,10 +332,12 @@ def _scenario_section(res: dict[str, Any], s: str, plot: str) -> list[str]:
     lines.append(row("requests (whole run)", "total_requests", 0))
     lines.append("")
     if cmp_:
-        lines.append(f"Latency comparison: Mann-Whitney U on per-request times (ratio of medians); "
-                     f"requests/s: Welch's t on per-second counts (ratio of means); alpha "
-                     f"{res['analysis'].alpha:g}. Per-second counts are autocorrelated, so treat "
-                     "p-values as indicative.")
+        lines.append(
+            f"Latency comparison: Mann-Whitney U on per-request times (ratio of medians); "
+            f"requests/s: Welch's t on per-second counts (ratio of means); alpha "
+            f"{res['analysis'].alpha:g}. Per-second counts are autocorrelated, so treat "
+            "p-values as indicative."
+        )
     for a in archs:
         if N[a].stability:
             lines.append(f"- {a} requests/s {N[a].stability}")
@@ -271,23 +352,32 @@ def _breaking_section(res: dict[str, Any]) -> list[str]:
     lines = ["## Breaking points", "", rule_sentence(res["analysis"].breaking_point), ""]
     if not bps:
         return lines + ["No load test in this folder.", ""]
-    lines += ["| | users | offered req/s | achieved req/s | p95 ms | at s | criterion | "
-              "baseline p95 ms | max achieved req/s |", "|---" * 9 + "|"]
+    lines += [
+        "| | users | offered req/s | achieved req/s | p95 ms | at s | criterion | "
+        "baseline p95 ms | max achieved req/s |",
+        "|---" * 9 + "|",
+    ]
     recorded = res["manifest"].get("breaking_points") or {}
     for a, bp in bps.items():
         if bp.found:
-            lines.append(f"| {a} | {bp.users} | {_f(bp.offered_rps, 0)} | {_f(bp.achieved_rps, 1)} "
-                         f"| {_f(bp.p95_ms, 1)} | {_f(bp.t_s, 0)} | {bp.criterion} "
-                         f"(fired: {', '.join(f'{k} at {v:.0f} s' for k, v in bp.fired.items())}) "
-                         f"| {_f(bp.baseline_p95_ms, 1)} | {_f(bp.max_achieved_rps, 1)} |")
+            lines.append(
+                f"| {a} | {bp.users} | {_f(bp.offered_rps, 0)} | {_f(bp.achieved_rps, 1)} "
+                f"| {_f(bp.p95_ms, 1)} | {_f(bp.t_s, 0)} | {bp.criterion} "
+                f"(fired: {', '.join(f'{k} at {v:.0f} s' for k, v in bp.fired.items())}) "
+                f"| {_f(bp.baseline_p95_ms, 1)} | {_f(bp.max_achieved_rps, 1)} |"
+            )
         else:
-            lines.append(f"| {a} | {bp.message} | | | | | | {_f(bp.baseline_p95_ms, 1)} | "
-                         f"{_f(bp.max_achieved_rps, 1)} |")
+            lines.append(
+                f"| {a} | {bp.message} | | | | | | {_f(bp.baseline_p95_ms, 1)} | "
+                f"{_f(bp.max_achieved_rps, 1)} |"
+            )
     lines.append("")
     for a, rec in recorded.items():
         if a in bps and isinstance(rec, dict) and rec.get("users") != bps[a].users:
-            lines.append(f"- Note: the run recorded {a}'s breaking point as {rec.get('users')} users "
-                         f"(used for max_performance); re-analysis gives {bps[a].users}.")
+            lines.append(
+                f"- Note: the run recorded {a}'s breaking point as {rec.get('users')} users "
+                f"(used for max_performance); re-analysis gives {bps[a].users}."
+            )
     return lines + [""]
 
 
@@ -295,18 +385,23 @@ def _resources_section(res: dict[str, Any], cpu_plot: str | None) -> list[str]:
     lines = ["## Resource usage", ""]
     if not res["resources"]:
         return lines + ["No resource samples in raw/resources/.", ""]
-    lines += ["Window: each Locust run's start to end. CPU seconds per request divide a service's "
-              "CPU in the window by the requests of the whole run.", "",
-              "| scenario | run | service | CPU s | CPU ms/request | peak RSS MB |",
-              "|---|---|---|---|---|---|"]
+    lines += [
+        "Window: each Locust run's start to end. CPU seconds per request divide a service's "
+        "CPU in the window by the requests of the whole run.",
+        "",
+        "| scenario | run | service | CPU s | CPU ms/request | peak RSS MB |",
+        "|---|---|---|---|---|---|",
+    ]
     for s in res["scenarios"]:
         for a, usage in res["resources"].get(s, {}).items():
             for svc, u in usage.items():
                 per = u.get("cpu_s_per_request")
                 rss = u.get("rss_peak_bytes")
-                lines.append(f"| {s} | {a} | {svc} | {_f(u['cpu_total_s'], 2)} | "
-                             f"{_f(per * 1000 if per is not None else None, 3)} | "
-                             f"{_f(rss / 2**20 if rss else None, 1)} |")
+                lines.append(
+                    f"| {s} | {a} | {svc} | {_f(u['cpu_total_s'], 2)} | "
+                    f"{_f(per * 1000 if per is not None else None, 3)} | "
+                    f"{_f(rss / 2**20 if rss else None, 1)} |"
+                )
     lines.append("")
     if cpu_plot:
         lines += [f"![CPU per service]({cpu_plot})", ""]
@@ -319,7 +414,9 @@ def _hardware_section(run: Path) -> list[str]:
     if not hosts:
         return lines + ["No hardware report in raw/hardware/.", ""]
     for h in hosts:
-        files = ", ".join(f"[{f.name}](raw/hardware/{h.name}/{f.name})" for f in sorted(h.iterdir()))
+        files = ", ".join(
+            f"[{f.name}](raw/hardware/{h.name}/{f.name})" for f in sorted(h.iterdir())
+        )
         note = ""
         sj = h / "system.json"
         if sj.exists():
@@ -339,16 +436,17 @@ def _method_section(res: dict[str, Any]) -> list[str]:
     arrival = m.get("arrival") or (m.get("protocol") or {}).get("arrival") or "?"
     arr = {
         "spread": "**spread**: each user waits a random offset in [0, pacing) before its first "
-                  "request and keeps that phase, so N users offer N requests/s spread over the "
-                  "second (Locust's constant_pacing alone keeps users started together in phase "
-                  "and turns N users into one burst of N requests per second).",
+        "request and keeps that phase, so N users offer N requests/s spread over the "
+        "second (Locust's constant_pacing alone keeps users started together in phase "
+        "and turns N users into one burst of N requests per second).",
         "bursty": "**bursty** (the original's in-phase pattern): no offset, so users started "
-                  "together send together, one burst per second. Low-load latencies are "
-                  "inflated by the bursts.",
+        "together send together, one burst per second. Low-load latencies are "
+        "inflated by the bursts.",
     }.get(arrival, arrival)
     peaks = [f"{rd.numbers.scenario}/{a}" for per in res["data"].values() for a, rd in per.items()]
     return [
-        "## How the measurement traps were handled", "",
+        "## How the measurement traps were handled",
+        "",
         f"- Arrival pattern: {arr}",
         f"- Load-generator CPU guard: Locust's own warning samples every 10 s and reads 0 first, "
         f"so it never fires in short runs. The runner samples the Locust processes' CPU itself "
@@ -388,8 +486,12 @@ def render(res: dict[str, Any], run: Path, plots: dict[str, str], cpu_plot: str 
     lines += _breaking_section(res)
     lines += _resources_section(res, cpu_plot)
     lines += _hardware_section(run)
-    lines += ["---", "Generated by `python -m experiments.report` from this folder only; "
-              "raw/ is the data, this file can be rebuilt at any time.", ""]
+    lines += [
+        "---",
+        "Generated by `python -m experiments.report` from this folder only; "
+        "raw/ is the data, this file can be rebuilt at any time.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -412,20 +514,29 @@ def write_report(run_folder_path: str | Path) -> dict[str, Any]:
     cpu_plot = _plot_cpu(run, res)
     text = render(res, run, plots, cpu_plot)
     (run / "report.md").write_text(text)
-    numbers = {s: {a: rd.numbers.to_dict() for a, rd in per.items()}
-               for s, per in res["data"].items()}
-    doc = _json_safe({
-        "numbers": numbers,
-        "comparisons": {s: {k: c.to_dict() for k, c in d.items()}
-                        for s, d in res["comparisons"].items()},
-        "breaking_points": {a: bp.to_dict() for a, bp in res["breaking_points"].items()},
-        "resources": res["resources"],
-        "headline": res["headline"],
-    })
+    numbers = {
+        s: {a: rd.numbers.to_dict() for a, rd in per.items()} for s, per in res["data"].items()
+    }
+    doc = _json_safe(
+        {
+            "numbers": numbers,
+            "comparisons": {
+                s: {k: c.to_dict() for k, c in d.items()} for s, d in res["comparisons"].items()
+            },
+            "breaking_points": {a: bp.to_dict() for a, bp in res["breaking_points"].items()},
+            "resources": res["resources"],
+            "headline": res["headline"],
+        }
+    )
     (run / "report.json").write_text(json.dumps(doc, indent=2) + "\n")
     all_plots = [run / p for p in plots.values()] + ([run / cpu_plot] if cpu_plot else [])
-    return {"report": run / "report.md", "json": run / "report.json", "plots": all_plots,
-            "headline": doc["headline"], "numbers": numbers}
+    return {
+        "report": run / "report.md",
+        "json": run / "report.json",
+        "plots": all_plots,
+        "headline": doc["headline"],
+        "numbers": numbers,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

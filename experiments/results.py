@@ -42,8 +42,18 @@ from typing import Any
 
 FORMAT_VERSION = 1
 REPO_ROOT = Path(__file__).resolve().parents[1]
-KEY_PACKAGES = ("flask", "gunicorn", "meinheld", "fastapi", "uvicorn", "httpx", "redis",
-                "locust", "greenlet", "psutil")
+KEY_PACKAGES = (
+    "flask",
+    "gunicorn",
+    "meinheld",
+    "fastapi",
+    "uvicorn",
+    "httpx",
+    "redis",
+    "locust",
+    "greenlet",
+    "psutil",
+)
 _NAME_RE = re.compile(r"^(\d{8}T\d{6}Z)_(.+)$")
 
 
@@ -82,16 +92,22 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 # ------------------------------------------------------------------ metadata collectors
 
+
 def _run(cmd: list[str], cwd: Path) -> str:
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=True,
-                          timeout=20).stdout.strip()
+    return subprocess.run(
+        cmd, cwd=cwd, capture_output=True, text=True, check=True, timeout=20
+    ).stdout.strip()
 
 
 def collect_git(repo: Path = REPO_ROOT) -> dict[str, Any]:
     commit = _run(["git", "rev-parse", "HEAD"], repo)
     status = _run(["git", "status", "--porcelain", "--untracked-files=no"], repo)
-    return {"git_commit": commit, "git_short": commit[:8], "git_dirty": bool(status),
-            "git_branch": _run(["git", "rev-parse", "--abbrev-ref", "HEAD"], repo)}
+    return {
+        "git_commit": commit,
+        "git_short": commit[:8],
+        "git_dirty": bool(status),
+        "git_branch": _run(["git", "rev-parse", "--abbrev-ref", "HEAD"], repo),
+    }
 
 
 def _sha256(path: Path) -> str:
@@ -107,9 +123,11 @@ def collect_flake_lock(repo: Path = REPO_ROOT) -> dict[str, Any]:
 
 
 def collect_python(repo: Path = REPO_ROOT) -> dict[str, Any]:
-    return {"python_version": platform.python_version(),
-            "python_implementation": platform.python_implementation(),
-            "python_executable": sys.executable}
+    return {
+        "python_version": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+        "python_executable": sys.executable,
+    }
 
 
 def collect_packages(repo: Path = REPO_ROOT) -> dict[str, Any]:
@@ -127,12 +145,20 @@ def collect_packages(repo: Path = REPO_ROOT) -> dict[str, Any]:
 
 def collect_host(repo: Path = REPO_ROOT) -> dict[str, Any]:
     u = platform.uname()
-    return {"hostname": socket.gethostname(), "kernel": u.release, "os": u.system,
-            "machine": u.machine}
+    return {
+        "hostname": socket.gethostname(),
+        "kernel": u.release,
+        "os": u.system,
+        "machine": u.machine,
+    }
 
 
 COLLECTORS: tuple[Callable[[Path], dict[str, Any]], ...] = (
-    collect_git, collect_uv_lock, collect_flake_lock, collect_python, collect_packages,
+    collect_git,
+    collect_uv_lock,
+    collect_flake_lock,
+    collect_python,
+    collect_packages,
     collect_host,
 )
 
@@ -150,6 +176,7 @@ def collect_metadata(repo: Path = REPO_ROOT) -> tuple[dict[str, Any], list[str]]
 
 
 # ------------------------------------------------------------------------ run folder
+
 
 @dataclass
 class RunFolder:
@@ -255,23 +282,32 @@ class RunFolder:
         try:
             yield self
         except BaseException as e:
-            reason = "interrupted by the user (KeyboardInterrupt)" if isinstance(
-                e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
+            reason = (
+                "interrupted by the user (KeyboardInterrupt)"
+                if isinstance(e, KeyboardInterrupt)
+                else f"{type(e).__name__}: {e}"
+            )
             self.mark_interrupted(reason)
             with contextlib.suppress(Exception):
-                (self.path / "interrupted.txt").write_text(
-                    "".join(traceback.format_exception(e)))
+                (self.path / "interrupted.txt").write_text("".join(traceback.format_exception(e)))
             raise
 
 
-def run_folder_name(experiment: str, topology_label: str, git_sha: str,
-                    when: float | None = None) -> str:
+def run_folder_name(
+    experiment: str, topology_label: str, git_sha: str, when: float | None = None
+) -> str:
     return f"{utc_stamp(when)}_{_slug(experiment)}_{_slug(topology_label)}_{_slug(git_sha)[:12]}"
 
 
-def new_run_folder(results_dir: str | Path, experiment: str, topology_label: str,
-                   git_sha: str | None = None, *, when: float | None = None,
-                   collect: bool = True) -> RunFolder:
+def new_run_folder(
+    results_dir: str | Path,
+    experiment: str,
+    topology_label: str,
+    git_sha: str | None = None,
+    *,
+    when: float | None = None,
+    collect: bool = True,
+) -> RunFolder:
     """Create `<results_dir>/<UTC stamp>_<experiment>_<topology>_<sha>` with its raw/
     layout and an "incomplete" manifest. Fails (FileExistsError) if the folder exists: a
     run folder is never reused. git_sha None: the current commit's short sha."""
@@ -284,8 +320,10 @@ def new_run_folder(results_dir: str | Path, experiment: str, topology_label: str
     try:
         os.mkdir(path)  # atomic: exactly one creator wins
     except FileExistsError:
-        raise FileExistsError(f"result folder {path} already exists; a run folder is never "
-                              "reused or overwritten (wait a second and run again)") from None
+        raise FileExistsError(
+            f"result folder {path} already exists; a run folder is never "
+            "reused or overwritten (wait a second and run again)"
+        ) from None
     for sub in ("locust", "resources", "hardware", "profiles"):
         (path / "raw" / sub).mkdir(parents=True)
     manifest = {
@@ -321,6 +359,7 @@ def open_run_folder(path: str | Path) -> RunFolder:
 
 # ---------------------------------------------------------------------------- index
 
+
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.3g}" if abs(v) < 1 else f"{v:.1f}"
@@ -350,8 +389,9 @@ def update_index(results_dir: str | Path) -> Path:
         try:
             m = json.loads(mpath.read_text())
         except (OSError, ValueError) as e:
-            rows.append(f"| [{d.name}]({d.name}/) | unreadable manifest ({type(e).__name__}) "
-                        "| | | | |")
+            rows.append(
+                f"| [{d.name}]({d.name}/) | unreadable manifest ({type(e).__name__}) | | | | |"
+            )
             continue
         status = m.get("status", "?")
         if status != "complete":
@@ -359,24 +399,32 @@ def update_index(results_dir: str | Path) -> Path:
             if m.get("interrupted_reason"):
                 status += f" ({m['interrupted_reason']})".replace("|", "/")
         valid = m.get("validity", {})
-        validity = "valid" if valid.get("valid", True) else f"**INVALID** ({len(valid.get('reasons', []))} reasons)"
+        validity = (
+            "valid"
+            if valid.get("valid", True)
+            else f"**INVALID** ({len(valid.get('reasons', []))} reasons)"
+        )
         report = f" [report]({d.name}/report.md)" if (d / "report.md").exists() else ""
-        rows.append(f"| [{d.name}]({d.name}/){report} | {m.get('experiment', '')} | "
-                    f"{m.get('profile') or ''} | {status} | {validity} | "
-                    f"{headline_text(m.get('headline') or {})} |")
-    text = "\n".join([
-        "# Results",
-        "",
-        "One folder per run (`<UTC time>_<experiment>_<topology>_<git sha>`), never overwritten.",
-        "Each holds `manifest.json` (versioned record), `raw/` (Locust CSVs, resource samples,",
-        "hardware reports) and a `report.md` derived from them. This index is regenerated on each",
-        "run; incomplete or invalid runs are marked in bold.",
-        "",
-        "| Run | Experiment | Profile | Status | Validity | Headline |",
-        "|---|---|---|---|---|---|",
-        *rows,
-        "",
-    ])
+        rows.append(
+            f"| [{d.name}]({d.name}/){report} | {m.get('experiment', '')} | "
+            f"{m.get('profile') or ''} | {status} | {validity} | "
+            f"{headline_text(m.get('headline') or {})} |"
+        )
+    text = "\n".join(
+        [
+            "# Results",
+            "",
+            "One folder per run (`<UTC time>_<experiment>_<topology>_<git sha>`), never",
+            "overwritten. Each holds `manifest.json` (versioned record), `raw/` (Locust CSVs,",
+            "resource samples, hardware reports) and a `report.md` derived from them. This index",
+            "is regenerated on each run; incomplete or invalid runs are marked in bold.",
+            "",
+            "| Run | Experiment | Profile | Status | Validity | Headline |",
+            "|---|---|---|---|---|---|",
+            *rows,
+            "",
+        ]
+    )
     out = results_dir / "README.md"
     tmp = out.with_name(".README.md.tmp")
     tmp.write_text(text)

@@ -61,10 +61,12 @@ def rule_sentence(p: BreakingPointParams) -> str:
         f"achieved throughput falls below {p.throughput_ratio:.0%} of the offered load "
         f"(users / pacing, lagged {p.lag_s:g} s) and short of it by at least "
         f"{p.min_deficit_rps:g} req/s and by more than {p.noise_sigmas:g} standard deviations "
-        f"of the smoothed count (Poisson: sqrt(offered / {p.smoothing_s} s)), or p95 latency exceeds {p.latency_factor:g}x its low-load "
+        f"of the smoothed count (Poisson: sqrt(offered / {p.smoothing_s} s)), or p95 latency "
+        f"exceeds {p.latency_factor:g}x its low-load "
         f"baseline (median p95 of seconds {p.baseline_skip_s}-{p.baseline_skip_s + p.baseline_s}) "
         f"and by at least {p.latency_min_increase_ms:g} ms, or more than {p.error_rate:.1%} of "
-        f"requests fail (moving median of the per-second error rate). If none holds, there is no knee within the tested range."
+        f"requests fail (moving median of the per-second error rate). If none holds, there is "
+        f"no knee within the tested range."
     )
 
 
@@ -73,11 +75,14 @@ def _centred(values: np.ndarray, window: int, how: str) -> np.ndarray:
     out = np.full(n, np.nan)
     half_lo, half_hi = (window - 1) // 2, window // 2
     for i in range(n):
-        chunk = values[max(0, i - half_lo): i + half_hi + 1]
+        chunk = values[max(0, i - half_lo) : i + half_hi + 1]
         chunk = chunk[~np.isnan(chunk)]
         if len(chunk):
-            out[i] = np.median(chunk) if how == "median" else (
-                chunk.sum() if how == "sum" else chunk.mean())
+            out[i] = (
+                np.median(chunk)
+                if how == "median"
+                else (chunk.sum() if how == "sum" else chunk.mean())
+            )
     return out
 
 
@@ -96,7 +101,7 @@ def baseline_p95(series: PerSecond, p: BreakingPointParams) -> float | None:
     if not len(active):
         return None
     start = active[0] + p.baseline_skip_s
-    window = series.p95_ms[start:start + p.baseline_s]
+    window = series.p95_ms[start : start + p.baseline_s]
     window = window[~np.isnan(window)]
     return float(np.median(window)) if len(window) else None
 
@@ -107,8 +112,18 @@ def detect_breaking_point(series: PerSecond, params: BreakingPointParams) -> Bre
     rule = rule_sentence(p)
     n = len(series)
     if n == 0:
-        return BreakingPoint(False, None, None, None, None, None, None, None,
-                             message="no data: the load test recorded no request", rule=rule)
+        return BreakingPoint(
+            False,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            message="no data: the load test recorded no request",
+            rule=rule,
+        )
     w = p.smoothing_s
     achieved = _centred(series.achieved_rps, w, "median")
     offered = _centred(series.offered_rps.astype(float), w, "mean")
@@ -117,7 +132,9 @@ def detect_breaking_point(series: PerSecond, params: BreakingPointParams) -> Bre
     err = _centred(np.where(series.requests > 0, series.error_rate, np.nan), w, "median")
 
     conds = {
-        "throughput": active & (offered > 0) & (achieved < p.throughput_ratio * offered)
+        "throughput": active
+        & (offered > 0)
+        & (achieved < p.throughput_ratio * offered)
         & (offered - achieved >= p.min_deficit_rps)
         & (offered - achieved > p.noise_sigmas * np.sqrt(np.maximum(offered, 0) / w)),
         "errors": active & (np.nan_to_num(err, nan=0.0) > p.error_rate),
@@ -125,8 +142,9 @@ def detect_breaking_point(series: PerSecond, params: BreakingPointParams) -> Bre
     base = baseline_p95(series, p)
     if base is not None:
         with np.errstate(invalid="ignore"):
-            conds["latency"] = active & (p95 > p.latency_factor * base) & (
-                p95 - base >= p.latency_min_increase_ms)
+            conds["latency"] = (
+                active & (p95 > p.latency_factor * base) & (p95 - base >= p.latency_min_increase_ms)
+            )
     fired = {}
     for name in CRITERIA:
         if name in conds:
@@ -137,9 +155,23 @@ def detect_breaking_point(series: PerSecond, params: BreakingPointParams) -> Bre
     max_users = int(series.users.max()) if len(series.users) else 0
     if not fired:
         return BreakingPoint(
-            False, None, None, None, None, None, None, None, {}, None, base, max_rps, max_users,
-            message=(f"no knee within the tested range (up to {max_users} users, "
-                     f"{max_rps:.1f} req/s achieved)"),
+            False,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            {},
+            None,
+            base,
+            max_rps,
+            max_users,
+            message=(
+                f"no knee within the tested range (up to {max_users} users, "
+                f"{max_rps:.1f} req/s achieved)"
+            ),
             rule=rule,
         )
     criterion = min(fired, key=lambda k: (fired[k], CRITERIA.index(k)))
@@ -148,18 +180,31 @@ def detect_breaking_point(series: PerSecond, params: BreakingPointParams) -> Bre
     earlier = series.users[:i][series.users[:i] < users]
     last_good = int(earlier[-1]) if len(earlier) else None
     return BreakingPoint(
-        True, users, float(series.offered_rps[i]), float(achieved[i]),
-        None if np.isnan(p95[i]) else float(p95[i]), float(series.t[i]),
-        series.t0 + float(series.t[i]), criterion, fired, last_good, base, max_rps, max_users,
-        message=(f"breaking point at {users} users (offered {series.offered_rps[i]:.0f} req/s, "
-                 f"achieved {achieved[i]:.1f} req/s) after {series.t[i]:.0f} s: {criterion} "
-                 f"criterion fired first"),
+        True,
+        users,
+        float(series.offered_rps[i]),
+        float(achieved[i]),
+        None if np.isnan(p95[i]) else float(p95[i]),
+        float(series.t[i]),
+        series.t0 + float(series.t[i]),
+        criterion,
+        fired,
+        last_good,
+        base,
+        max_rps,
+        max_users,
+        message=(
+            f"breaking point at {users} users (offered {series.offered_rps[i]:.0f} req/s, "
+            f"achieved {achieved[i]:.1f} req/s) after {series.t[i]:.0f} s: {criterion} "
+            f"criterion fired first"
+        ),
         rule=rule,
     )
 
 
-def breaking_point_from_dir(locust_dir: str | Path, params: BreakingPointParams, *,
-                            pacing_s: float = 1.0) -> BreakingPoint:
+def breaking_point_from_dir(
+    locust_dir: str | Path, params: BreakingPointParams, *, pacing_s: float = 1.0
+) -> BreakingPoint:
     """Detect the breaking point of the load test stored in a Locust output directory."""
     _, _, series = load_run_dir(locust_dir, pacing_s=pacing_s, lag_s=params.lag_s)
     return detect_breaking_point(series, params)

@@ -53,10 +53,16 @@ class Requests:
     def from_rows(cls, rows: Iterable[tuple[float, float, int, bool]]) -> Requests:
         rows = sorted(rows)
         if not rows:
-            return cls(np.array([]), np.array([]), np.array([], dtype=int), np.array([], dtype=bool))
+            return cls(
+                np.array([]), np.array([]), np.array([], dtype=int), np.array([], dtype=bool)
+            )
         start, rt, status, ok = zip(*rows, strict=True)
-        return cls(np.array(start, dtype=float), np.array(rt, dtype=float),
-                   np.array(status, dtype=int), np.array(ok, dtype=bool))
+        return cls(
+            np.array(start, dtype=float),
+            np.array(rt, dtype=float),
+            np.array(status, dtype=int),
+            np.array(ok, dtype=bool),
+        )
 
 
 def read_requests(paths: Iterable[str | Path] | str | Path) -> Requests:
@@ -70,8 +76,14 @@ def read_requests(paths: Iterable[str | Path] | str | Path) -> Requests:
         with open(path, newline="") as f:
             for r in csv.DictReader(f):
                 try:
-                    rows.append((float(r["start_unix"]), float(r["response_time_ms"]),
-                                 int(r["status"] or 0), r["ok"] == "1"))
+                    rows.append(
+                        (
+                            float(r["start_unix"]),
+                            float(r["response_time_ms"]),
+                            int(r["status"] or 0),
+                            r["ok"] == "1",
+                        )
+                    )
                 except (KeyError, ValueError, TypeError):
                     continue  # a torn last line of a killed process
     return Requests.from_rows(rows)
@@ -88,8 +100,11 @@ class UsersHistory:
     def users_at(self, when: float | np.ndarray) -> np.ndarray:
         """User count of the last history row at or before `when` (0 before the first)."""
         idx = np.searchsorted(self.t, np.asarray(when, dtype=float), side="right") - 1
-        return np.where(idx >= 0, self.users[np.clip(idx, 0, None)], 0) if len(self.t) else \
-            np.zeros_like(np.asarray(when, dtype=float), dtype=int)
+        return (
+            np.where(idx >= 0, self.users[np.clip(idx, 0, None)], 0)
+            if len(self.t)
+            else np.zeros_like(np.asarray(when, dtype=float), dtype=int)
+        )
 
 
 def read_users(history_csv: str | Path) -> UsersHistory:
@@ -137,10 +152,16 @@ class PerSecond:
 
     def rows(self) -> list[dict]:
         return [
-            {"t": float(self.t[i]), "users": int(self.users[i]),
-             "offered_rps": float(self.offered_rps[i]), "requests": int(self.requests[i]),
-             "failures": int(self.failures[i]), "achieved_rps": float(self.achieved_rps[i]),
-             "p50_ms": float(self.p50_ms[i]), "p95_ms": float(self.p95_ms[i])}
+            {
+                "t": float(self.t[i]),
+                "users": int(self.users[i]),
+                "offered_rps": float(self.offered_rps[i]),
+                "requests": int(self.requests[i]),
+                "failures": int(self.failures[i]),
+                "achieved_rps": float(self.achieved_rps[i]),
+                "p50_ms": float(self.p50_ms[i]),
+                "p95_ms": float(self.p95_ms[i]),
+            }
             for i in range(len(self))
         ]
 
@@ -169,12 +190,12 @@ def per_second(
     edges = t0 + np.arange(n_bins + 1, dtype=float)
     idx = np.searchsorted(end, edges, side="left")
     counts = np.diff(idx)
-    fails = np.array([int((~ok[idx[i]:idx[i + 1]]).sum()) for i in range(n_bins)], dtype=int)
+    fails = np.array([int((~ok[idx[i] : idx[i + 1]]).sum()) for i in range(n_bins)], dtype=int)
     p50 = np.full(n_bins, np.nan)
     p95 = np.full(n_bins, np.nan)
     for i in range(n_bins):
         if counts[i]:
-            chunk = rt[idx[i]:idx[i + 1]]
+            chunk = rt[idx[i] : idx[i + 1]]
             p50[i], p95[i] = np.percentile(chunk, [50, 95])
     bin_end = edges[1:]
     if users is None:
@@ -187,14 +208,20 @@ def per_second(
         u_now = np.array([users(x) for x in bin_end], dtype=int)
         u_lag = np.array([users(x - lag_s) for x in bin_end], dtype=int)
     return PerSecond(
-        t0=float(t0), t=np.arange(n_bins, dtype=float), users=np.asarray(u_now, dtype=int),
-        offered_rps=np.asarray(u_lag, dtype=float) / pacing_s, requests=counts.astype(int),
-        failures=fails, p50_ms=p50, p95_ms=p95,
+        t0=float(t0),
+        t=np.arange(n_bins, dtype=float),
+        users=np.asarray(u_now, dtype=int),
+        offered_rps=np.asarray(u_lag, dtype=float) / pacing_s,
+        requests=counts.astype(int),
+        failures=fails,
+        p50_ms=p50,
+        p95_ms=p95,
     )
 
 
-def load_run_dir(locust_dir: str | Path, *, pacing_s: float = 1.0,
-                 lag_s: float = 1.0) -> tuple[Requests, UsersHistory | None, PerSecond]:
+def load_run_dir(
+    locust_dir: str | Path, *, pacing_s: float = 1.0, lag_s: float = 1.0
+) -> tuple[Requests, UsersHistory | None, PerSecond]:
     """Requests, user history and per-second series of one Locust output directory."""
     locust_dir = Path(locust_dir)
     requests = read_requests(sorted(glob.glob(str(locust_dir / "requests_*.csv"))))

@@ -42,8 +42,10 @@ def stability_warning(values: Iterable[float], limit: float = STABILITY_LIMIT) -
     if mean == 0:
         return None if std == 0 else "mean is 0 with a non-zero spread: unstable"
     if std / abs(mean) >= limit:
-        return (f"unstable: std dev {std:.3g} is {std / abs(mean):.0%} of the mean {mean:.3g} "
-                f"(>= {limit:.0%})")
+        return (
+            f"unstable: std dev {std:.3g} is {std / abs(mean):.0%} of the mean {mean:.3g} "
+            f"(>= {limit:.0%})"
+        )
     return None
 
 
@@ -61,7 +63,8 @@ class MeanCI:
         return asdict(self)
 
     def __str__(self) -> str:
-        return f"{self.mean:.4g} ± {(self.high - self.low) / 2:.2g} ({self.confidence:.0%} CI, n={self.n})"
+        half = (self.high - self.low) / 2
+        return f"{self.mean:.4g} ± {half:.2g} ({self.confidence:.0%} CI, n={self.n})"
 
 
 def mean_ci(values: Iterable[float], confidence: float = 0.95) -> MeanCI:
@@ -72,7 +75,9 @@ def mean_ci(values: Iterable[float], confidence: float = 0.95) -> MeanCI:
         return MeanCI(0, math.nan, math.nan, math.nan, math.nan, confidence, "no data")
     mean = float(a.mean())
     if n == 1:
-        return MeanCI(1, mean, math.nan, math.nan, math.nan, confidence, "a single value: no interval")
+        return MeanCI(
+            1, mean, math.nan, math.nan, math.nan, confidence, "a single value: no interval"
+        )
     std = float(a.std(ddof=1))
     half = float(sps.t.ppf((1 + confidence) / 2, n - 1)) * std / math.sqrt(n)
     return MeanCI(n, mean, std, mean - half, mean + half, confidence, stability_warning(a))
@@ -96,7 +101,9 @@ def welch_t(a: Iterable[float], b: Iterable[float]) -> TestResult:
         return TestResult("welch_t", math.nan, math.nan)
     if x.std() == 0 and y.std() == 0:
         return TestResult("welch_t", math.nan, 1.0 if x.mean() == y.mean() else 0.0)
-    r = sps.ttest_ind(x, y, equal_var=False)
+    with warnings.catch_warnings():  # near-identical samples: a precision-loss warning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        r = sps.ttest_ind(x, y, equal_var=False)
     return TestResult("welch_t", float(r.statistic), float(r.pvalue))
 
 
@@ -107,7 +114,9 @@ def mann_whitney(a: Iterable[float], b: Iterable[float]) -> TestResult:
         return TestResult("mann_whitney", math.nan, math.nan)
     if np.all(x == x[0]) and np.all(y == y[0]) and x[0] == y[0]:
         return TestResult("mann_whitney", math.nan, 1.0)
-    r = sps.mannwhitneyu(x, y, alternative="two-sided")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        r = sps.mannwhitneyu(x, y, alternative="two-sided")
     return TestResult("mann_whitney", float(r.statistic), float(r.pvalue))
 
 
@@ -138,25 +147,40 @@ class Comparison:
         return d
 
 
-def compare(a: Iterable[float], b: Iterable[float], *, test: str = "welch", alpha: float = 0.05,
-            min_effect: float = 0.0, label_a: str = "sync", label_b: str = "async") -> Comparison:
+def compare(
+    a: Iterable[float],
+    b: Iterable[float],
+    *,
+    test: str = "welch",
+    alpha: float = 0.05,
+    min_effect: float = 0.0,
+    label_a: str = "sync",
+    label_b: str = "async",
+) -> Comparison:
     """Compare sample b with sample a. test: "welch" (means) or "mannwhitney" (medians).
     A significant difference smaller than min_effect (relative) is reported as no
     meaningful difference."""
     x, y = _arr(a), _arr(b)
     if test == "welch":
-        center, ca, cb = "mean", float(x.mean()) if len(x) else math.nan, \
-            float(y.mean()) if len(y) else math.nan
+        center, ca, cb = (
+            "mean",
+            float(x.mean()) if len(x) else math.nan,
+            float(y.mean()) if len(y) else math.nan,
+        )
         tr = welch_t(x, y)
     elif test in ("mannwhitney", "mann_whitney"):
-        center, ca, cb = "median", float(np.median(x)) if len(x) else math.nan, \
-            float(np.median(y)) if len(y) else math.nan
+        center, ca, cb = (
+            "median",
+            float(np.median(x)) if len(x) else math.nan,
+            float(np.median(y)) if len(y) else math.nan,
+        )
         tr = mann_whitney(x, y)
     else:
         raise ValueError(f"test = {test!r}: expected 'welch' or 'mannwhitney'")
     ratio = cb / ca if ca not in (0.0,) and not math.isnan(ca) else math.nan
-    notes = tuple(f"{lab}: {w}" for lab, s in ((label_a, x), (label_b, y))
-                     if (w := stability_warning(s)))
+    notes = tuple(
+        f"{lab}: {w}" for lab, s in ((label_a, x), (label_b, y)) if (w := stability_warning(s))
+    )
     if math.isnan(tr.p_value):
         significant = False
         verdict = "not enough data to compare"
@@ -165,13 +189,29 @@ def compare(a: Iterable[float], b: Iterable[float], *, test: str = "welch", alph
         verdict = f"not significant (p = {tr.p_value:.2g})"
     elif not math.isnan(ratio) and abs(ratio - 1) < min_effect:
         significant = True
-        verdict = (f"{label_b}/{label_a} = {ratio:.3f}: significant (p = {tr.p_value:.2g}) but "
-                   f"below {min_effect:.0%}, no meaningful difference")
+        verdict = (
+            f"{label_b}/{label_a} = {ratio:.3f}: significant (p = {tr.p_value:.2g}) but "
+            f"below {min_effect:.0%}, no meaningful difference"
+        )
     elif math.isnan(ratio):
         significant = True
         verdict = f"{label_a} and {label_b} differ (significant, p = {tr.p_value:.2g})"
     else:
         significant = True
         verdict = f"{label_b}/{label_a} = {ratio:.2f}x (significant, p = {tr.p_value:.2g})"
-    return Comparison(label_a, label_b, len(x), len(y), center, ca, cb, ratio, tr.test,
-                      tr.p_value, alpha, significant, verdict, notes)
+    return Comparison(
+        label_a,
+        label_b,
+        len(x),
+        len(y),
+        center,
+        ca,
+        cb,
+        ratio,
+        tr.test,
+        tr.p_value,
+        alpha,
+        significant,
+        verdict,
+        notes,
+    )

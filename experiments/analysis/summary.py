@@ -77,8 +77,14 @@ def _result_doc(locust_dir: Path) -> dict[str, Any]:
     return json.loads(p.read_text()) if p.exists() else {}
 
 
-def analyse_run_dir(locust_dir: str | Path, *, warmup_s: float = 5.0, lag_s: float = 1.0,
-                    scenario: str | None = None, arch: str | None = None) -> RunData:
+def analyse_run_dir(
+    locust_dir: str | Path,
+    *,
+    warmup_s: float = 5.0,
+    lag_s: float = 1.0,
+    scenario: str | None = None,
+    arch: str | None = None,
+) -> RunData:
     """Numbers of one Locust output directory (see the module doc for the definitions)."""
     locust_dir = Path(locust_dir)
     sdoc, rdoc = _scenario_doc(locust_dir), _result_doc(locust_dir)
@@ -95,22 +101,32 @@ def analyse_run_dir(locust_dir: str | Path, *, warmup_s: float = 5.0, lag_s: flo
     numbers = RunNumbers(
         scenario=scenario or sdoc.get("scenario", {}).get("name") or locust_dir.parent.name,
         arch=arch or rdoc.get("arch") or locust_dir.name,
-        started_at=rdoc.get("started_at"), ended_at=rdoc.get("ended_at"),
-        t0=series.t0, window=(w0, w1), seconds=n - skip,
-        requests=len(in_win), failures=in_win.failures,
+        started_at=rdoc.get("started_at"),
+        ended_at=rdoc.get("ended_at"),
+        t0=series.t0,
+        window=(w0, w1),
+        seconds=n - skip,
+        requests=len(in_win),
+        failures=in_win.failures,
         rps=float(per_sec.mean()) if len(per_sec) else math.nan,
-        rps_ci_low=ci.low, rps_ci_high=ci.high,
-        p50_ms=pct["p50"], p95_ms=pct["p95"], p99_ms=pct["p99"],
+        rps_ci_low=ci.low,
+        rps_ci_high=ci.high,
+        p50_ms=pct["p50"],
+        p95_ms=pct["p95"],
+        p99_ms=pct["p99"],
         mean_ms=float(ok_rt.mean()) if len(ok_rt) else math.nan,
-        total_requests=len(requests), total_failures=requests.failures,
+        total_requests=len(requests),
+        total_failures=requests.failures,
         max_users=int(series.users.max()) if n else 0,
         stability=stability_warning(per_sec),
-        valid=bool(rdoc.get("valid", True)), reasons=tuple(rdoc.get("reasons", [])),
+        valid=bool(rdoc.get("valid", True)),
+        reasons=tuple(rdoc.get("reasons", [])),
     )
     return RunData(numbers, requests, series, ok_rt, per_sec)
 
 
 # ----------------------------------------------------------------------- resources
+
 
 def _local_load_samples(path: Path) -> list[dict]:
     samples = []
@@ -130,8 +146,12 @@ def _local_service_usage(samples: list[dict], start: float, end: float) -> dict[
         user = rows[-1].get("cpu_user_s", 0) - rows[0].get("cpu_user_s", 0)
         system = rows[-1].get("cpu_system_s", 0) - rows[0].get("cpu_system_s", 0)
         rss = [r["rss_bytes"] for r in rows if r.get("rss_bytes") is not None]
-        out[name] = {"cpu_user_s": user, "cpu_system_s": system, "cpu_total_s": user + system,
-                     "rss_peak_bytes": max(rss) if rss else None}
+        out[name] = {
+            "cpu_user_s": user,
+            "cpu_system_s": system,
+            "cpu_total_s": user + system,
+            "rss_peak_bytes": max(rss) if rss else None,
+        }
     return out
 
 
@@ -159,9 +179,15 @@ def cpu_series(sources: dict[str, list[dict]]) -> dict[str, tuple[np.ndarray, np
     for source, samples in sources.items():
         names = sorted({n for s in samples for n in s.get("services", {})})
         for name in names:
-            pts = [(s["t"], s["services"][name].get("cpu_user_s", 0) +
-                    s["services"][name].get("cpu_system_s", 0))
-                   for s in samples if name in s.get("services", {})]
+            pts = [
+                (
+                    s["t"],
+                    s["services"][name].get("cpu_user_s", 0)
+                    + s["services"][name].get("cpu_system_s", 0),
+                )
+                for s in samples
+                if name in s.get("services", {})
+            ]
             if len(pts) < 2:
                 continue
             t, c = np.array(pts).T

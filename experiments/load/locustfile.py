@@ -56,8 +56,18 @@ class RequestLog:
         self._writer = csv.writer(self._file)
         self._writer.writerow(REQUEST_LOG_COLUMNS)
 
-    def on_request(self, request_type, name, response_time, response_length, response=None,
-                   context=None, exception=None, start_time=None, **_kw):
+    def on_request(
+        self,
+        request_type,
+        name,
+        response_time,
+        response_length,
+        response=None,
+        context=None,
+        exception=None,
+        start_time=None,
+        **_kw,
+    ):
         status = getattr(response, "status_code", 0) or 0
         error = "" if exception is None else str(exception).replace("\n", " ")[:200]
         start = start_time if start_time is not None else time.time() - response_time / 1000
@@ -105,8 +115,13 @@ class ScoringUser(FastHttpUser):
 
     @task
     def score(self):
-        with self.client.post(PATH, json=PAYLOAD, headers={"Content-Type": "application/json"},
-                              name=PATH, catch_response=True) as resp:
+        with self.client.post(
+            PATH,
+            json=PAYLOAD,
+            headers={"Content-Type": "application/json"},
+            name=PATH,
+            catch_response=True,
+        ) as resp:
             if resp.status_code != 200:
                 resp.failure(f"HTTP {resp.status_code}")
                 return

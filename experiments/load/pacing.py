@@ -43,8 +43,15 @@ class Pacer:
         return self._next_due - now
 
 
-def simulate_arrivals(n_users: int, periods: int, pacing_s: float = 1.0, arrival: str = "spread",
-                      seed: int = 0, service_s: float = 0.0, spawn_at: float = 0.0) -> list[float]:
+def simulate_arrivals(
+    n_users: int,
+    periods: int,
+    pacing_s: float = 1.0,
+    arrival: str = "spread",
+    seed: int = 0,
+    service_s: float = 0.0,
+    spawn_at: float = 0.0,
+) -> list[float]:
     """Send times of n_users started together at `spawn_at`, over `periods` periods, with a
     fixed service time: a model of what the locustfile does, for tests and the report."""
     rng = random.Random(seed)

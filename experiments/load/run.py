@@ -21,6 +21,7 @@ CPU warning.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -42,8 +43,11 @@ from experiments.protocol import GuardParams, Scenario
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CSV_PREFIX = "locust"
-LOCUST_CPU_WARNINGS = ("CPU usage above", "CPU usage was too high",
-                       "CPU usage threshold was exceeded")
+LOCUST_CPU_WARNINGS = (
+    "CPU usage above",
+    "CPU usage was too high",
+    "CPU usage threshold was exceeded",
+)
 DEFAULT_PAYLOAD = (5.1, 3.5, 1.4, 0.2)
 
 
@@ -95,22 +99,38 @@ class LocustResult:
             return None if p is None else os.path.relpath(p, self.out_dir)
 
         d = {
-            "scenario": self.scenario, "arch": self.arch, "host_url": self.host_url,
-            "path": self.path, "arrival": self.arrival, "workers": self.workers,
-            "cpus": self.cpus, "command": self.command, "planned_s": self.planned_s,
-            "started_at": self.started_at, "ended_at": self.ended_at,
-            "exit_code": self.exit_code, "timed_out": self.timed_out,
+            "scenario": self.scenario,
+            "arch": self.arch,
+            "host_url": self.host_url,
+            "path": self.path,
+            "arrival": self.arrival,
+            "workers": self.workers,
+            "cpus": self.cpus,
+            "command": self.command,
+            "planned_s": self.planned_s,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "exit_code": self.exit_code,
+            "timed_out": self.timed_out,
             "files": {
-                "stats": rel(self.stats_csv), "history": rel(self.history_csv),
-                "failures": rel(self.failures_csv), "exceptions": rel(self.exceptions_csv),
-                "html": rel(self.html), "requests": [rel(p) for p in self.request_csvs],
-                "logs": [rel(p) for p in self.logs], "scenario": rel(self.scenario_file),
+                "stats": rel(self.stats_csv),
+                "history": rel(self.history_csv),
+                "failures": rel(self.failures_csv),
+                "exceptions": rel(self.exceptions_csv),
+                "html": rel(self.html),
+                "requests": [rel(p) for p in self.request_csvs],
+                "logs": [rel(p) for p in self.logs],
+                "scenario": rel(self.scenario_file),
                 "guard": rel(self.guard_file),
             },
             "n_requests": self.n_requests,
-            "guard": {"cores": self.guard_cores, "n_samples": len(self.guard_samples),
-                      "max_total_percent": round(self.guard_max_percent, 1)},
-            "valid": self.valid, "reasons": list(self.reasons),
+            "guard": {
+                "cores": self.guard_cores,
+                "n_samples": len(self.guard_samples),
+                "max_total_percent": round(self.guard_max_percent, 1),
+            },
+            "valid": self.valid,
+            "reasons": list(self.reasons),
         }
         if samples:
             d["guard"]["samples"] = self.guard_samples
@@ -253,39 +273,84 @@ def run_locust(
     out_dir.mkdir(parents=True, exist_ok=True)
     cpu_list = _cpu_list(cpus)
     planned = duration_of(stages_for(scenario))
-    scenario_file = write_scenario_file(out_dir / "scenario.json", scenario, path_url=path,
-                                        arrival=arrival, payload=list(payload), seed=seed)
+    scenario_file = write_scenario_file(
+        out_dir / "scenario.json",
+        scenario,
+        path_url=path,
+        arrival=arrival,
+        payload=list(payload),
+        seed=seed,
+    )
     prefix = out_dir / CSV_PREFIX
     html = out_dir / "report.html"
     env = dict(os.environ)
-    env.update({
-        "SCORING_LAB_SCENARIO": str(scenario_file),
-        "SCORING_LAB_REQUEST_LOG": str(out_dir / "requests"),
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")])),
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "SCORING_LAB_SCENARIO": str(scenario_file),
+            "SCORING_LAB_REQUEST_LOG": str(out_dir / "requests"),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")])),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     env.update(extra_env or {})
     pin = ["taskset", "-c", ",".join(map(str, cpu_list))] if cpu_list else []
     base = [*pin, sys.executable, "-m", "locust", "-f", str(LOCUSTFILE)]
     common = ["--headless", "--only-summary", "--loglevel", "INFO"]
-    master_cmd = [*base, *common, "--host", host_url, "--csv", str(prefix),
-                  "--csv-full-history", "--html", str(html)]
+    master_cmd = [
+        *base,
+        *common,
+        "--host",
+        host_url,
+        "--csv",
+        str(prefix),
+        "--csv-full-history",
+        "--html",
+        str(html),
+    ]
     worker_cmds: list[list[str]] = []
     wait_workers_s = 0.0
     if workers > 0:
         port = _free_port()
         wait_workers_s = 30.0
-        master_cmd += ["--master", "--master-bind-host", "127.0.0.1", "--master-bind-port",
-                       str(port), "--expect-workers", str(workers),
-                       "--expect-workers-max-wait", str(int(wait_workers_s))]
-        worker_cmds = [[*base, "--worker", "--master-host", "127.0.0.1", "--master-port",
-                        str(port), "--loglevel", "INFO"] for _ in range(workers)]
+        master_cmd += [
+            "--master",
+            "--master-bind-host",
+            "127.0.0.1",
+            "--master-bind-port",
+            str(port),
+            "--expect-workers",
+            str(workers),
+            "--expect-workers-max-wait",
+            str(int(wait_workers_s)),
+        ]
+        worker_cmds = [
+            [
+                *base,
+                "--worker",
+                "--master-host",
+                "127.0.0.1",
+                "--master-port",
+                str(port),
+                "--loglevel",
+                "INFO",
+            ]
+            for _ in range(workers)
+        ]
 
     cores = len(cpu_list) if cpu_list else len(os.sched_getaffinity(0))
     result = LocustResult(
-        scenario=scenario.name, arch=arch, out_dir=out_dir, host_url=host_url, path=path,
-        arrival=arrival, workers=workers, cpus=cpu_list, command=master_cmd, planned_s=planned,
-        scenario_file=scenario_file, guard_cores=cores,
+        scenario=scenario.name,
+        arch=arch,
+        out_dir=out_dir,
+        host_url=host_url,
+        path=path,
+        arrival=arrival,
+        workers=workers,
+        cpus=cpu_list,
+        command=master_cmd,
+        planned_s=planned,
+        scenario_file=scenario_file,
+        guard_cores=cores,
     )
     procs: list[subprocess.Popen] = []
     log_files = []
@@ -296,8 +361,16 @@ def run_locust(
             result.logs.append(log)
             fh = log.open("wb")
             log_files.append(fh)
-            procs.append(subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env,
-                                          cwd=str(REPO_ROOT), start_new_session=True))
+            procs.append(
+                subprocess.Popen(
+                    cmd,
+                    stdout=fh,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    cwd=str(REPO_ROOT),
+                    start_new_session=True,
+                )
+            )
         master = procs[0]
         cpu_guard = CpuGuard([psutil.Process(p.pid) for p in procs], cores, guard)
         deadline = result.started_at + planned + wait_workers_s + timeout_margin_s
@@ -306,8 +379,10 @@ def run_locust(
             now = time.time()
             if now >= deadline:
                 result.timed_out = True
-                result.invalidate(f"timed out after {now - result.started_at:.0f} s "
-                                  f"(planned {planned:.0f} s + margin {timeout_margin_s:.0f} s)")
+                result.invalidate(
+                    f"timed out after {now - result.started_at:.0f} s "
+                    f"(planned {planned:.0f} s + margin {timeout_margin_s:.0f} s)"
+                )
                 break
             time.sleep(max(0.0, min(next_t, deadline) - now))
             if master.poll() is not None:
@@ -318,10 +393,8 @@ def run_locust(
                 progress(time.time() - result.started_at, planned)
         for p in procs:  # workers quit with their master; bound that too
             if p is not master:
-                try:
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     p.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    pass
     finally:
         for p in procs:
             _kill_group(p)
@@ -338,8 +411,12 @@ def run_locust(
 
 
 def _collect_outputs(result: LocustResult, prefix: Path, html: Path) -> None:
-    for attr, suffix in (("stats_csv", "_stats.csv"), ("history_csv", "_stats_history.csv"),
-                         ("failures_csv", "_failures.csv"), ("exceptions_csv", "_exceptions.csv")):
+    for attr, suffix in (
+        ("stats_csv", "_stats.csv"),
+        ("history_csv", "_stats_history.csv"),
+        ("failures_csv", "_failures.csv"),
+        ("exceptions_csv", "_exceptions.csv"),
+    ):
         p = Path(f"{prefix}{suffix}")
         if p.exists():
             setattr(result, attr, p)
@@ -357,14 +434,23 @@ def _collect_outputs(result: LocustResult, prefix: Path, html: Path) -> None:
             text = log.read_text(errors="replace")
             for pattern in LOCUST_CPU_WARNINGS:
                 if pattern in text:
-                    result.invalidate(f"Locust reported its own CPU warning ({pattern!r} in {log.name})")
+                    result.invalidate(
+                        f"Locust reported its own CPU warning ({pattern!r} in {log.name})"
+                    )
 
 
 def _write_result(result: LocustResult) -> None:
     result.guard_file = result.out_dir / "guard.json"
-    result.guard_file.write_text(json.dumps(
-        {"cores": result.guard_cores, "params_note": "percent of one core; total over the tree",
-         "samples": result.guard_samples}) + "\n")
+    result.guard_file.write_text(
+        json.dumps(
+            {
+                "cores": result.guard_cores,
+                "params_note": "percent of one core; total over the tree",
+                "samples": result.guard_samples,
+            }
+        )
+        + "\n"
+    )
     tmp = result.out_dir / "result.json.tmp"
     tmp.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
     os.replace(tmp, result.out_dir / "result.json")

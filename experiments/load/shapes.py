@@ -53,5 +53,6 @@ def shape_for(doc: dict[str, Any]) -> type[StagesShape]:
     for Locust to discover in the locustfile's namespace."""
     base = RampShape if doc["scenario"]["kind"] == "ramp" else ConstantShape
     stages = [s if isinstance(s, Stage) else Stage(**s) for s in doc["stages"]]
-    return type("ScenarioShape", (base,), {"stages": stages, "abstract": False,
-                                           "__module__": __name__})
+    return type(
+        "ScenarioShape", (base,), {"stages": stages, "abstract": False, "__module__": __name__}
+    )

@@ -37,7 +37,9 @@ def stages_for(scenario: Scenario) -> list[Stage]:
     for k in range(scenario.n_steps):
         users = min(scenario.end_users, scenario.start_users + k * scenario.step_users)
         first_rate = max(rate, scenario.start_users / min(scenario.step_interval_s, 1.0))
-        stages.append(Stage((k + 1) * scenario.step_interval_s, users, first_rate if k == 0 else rate))
+        stages.append(
+            Stage((k + 1) * scenario.step_interval_s, users, first_rate if k == 0 else rate)
+        )
     if scenario.hold_s > 0:
         stages.append(Stage(stages[-1].end_s + scenario.hold_s, scenario.end_users, rate))
     return stages
@@ -63,8 +65,15 @@ def duration_of(stages: list[Stage]) -> float:
     return stages[-1].end_s if stages else 0.0
 
 
-def write_scenario_file(path: str | Path, scenario: Scenario, *, path_url: str, arrival: str,
-                        payload: list[float] | tuple[float, ...], seed: int | None = None) -> Path:
+def write_scenario_file(
+    path: str | Path,
+    scenario: Scenario,
+    *,
+    path_url: str,
+    arrival: str,
+    payload: list[float] | tuple[float, ...],
+    seed: int | None = None,
+) -> Path:
     """The JSON file given to the locustfile (through SCORING_LAB_SCENARIO)."""
     path = Path(path)
     doc = {

@@ -22,9 +22,16 @@ def series(users, achieved, p95, failures=None):
     failures = np.zeros(len(users), dtype=int) if failures is None else np.asarray(failures)
     requests = np.round(achieved).astype(int) + failures
     p95 = np.asarray(p95, dtype=float)
-    return PerSecond(t0=1_000_000.0, t=np.arange(len(users), dtype=float), users=users,
-                     offered_rps=users.astype(float), requests=requests, failures=failures,
-                     p50_ms=p95 / 2, p95_ms=p95)
+    return PerSecond(
+        t0=1_000_000.0,
+        t=np.arange(len(users), dtype=float),
+        users=users,
+        offered_rps=users.astype(float),
+        requests=requests,
+        failures=failures,
+        p50_ms=p95 / 2,
+        p95_ms=p95,
+    )
 
 
 RAMP = np.arange(1, 301)  # the full load test: +1 user per second, 1 request/s each

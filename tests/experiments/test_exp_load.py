@@ -41,6 +41,7 @@ def test_ramp_tick_at_given_times():
 
 def test_stepped_ramp_caps_at_end_users_and_holds():
     import dataclasses
+
     lt = dataclasses.replace(load_protocol(profile="smoke").scenario("load_test"), hold_s=3)
     stages = stages_for(lt)
     assert [s.users for s in stages] == [1, 3, 5, 7, 8, 8]
@@ -71,8 +72,14 @@ shape.get_run_time = lambda: 5.0
 print(json.dumps({"base": cls.__mro__[1].__name__, "t5": shape.tick(), "t81": shape.tick_at(81.9),
                   "end": shape.tick_at(82.0), "duration": shape.duration_s}))
 """
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                         timeout=60, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     d = json.loads(out.stdout.strip().splitlines()[-1])
     assert d["base"] == "RampShape"
     assert d["t5"] == [11, 5.0]  # step 2 (t in [4, 6)): 1 + 2 x 5 users

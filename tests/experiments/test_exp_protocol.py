@@ -20,8 +20,9 @@ def _data():
 def test_full_profile_is_the_original_protocol():
     p = load_protocol(CONFIG)
     assert p.profile == "full"
-    rt, lt, mp, st = (p.scenario(n) for n in
-                      ("response_time", "load_test", "max_performance", "stress"))
+    rt, lt, mp, st = (
+        p.scenario(n) for n in ("response_time", "load_test", "max_performance", "stress")
+    )
     assert (rt.users, rt.duration_s, rt.pacing_s) == (1, 100, 1.0)
     assert (lt.start_users, lt.end_users, lt.step_users, lt.step_interval_s) == (1, 300, 1, 1.0)
     assert lt.total_s == 300
@@ -49,17 +50,25 @@ def test_protocol_is_frozen_and_serialisable():
     assert p.scenario("max_performance").with_users(7).users == 7
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda d: d["scenarios"]["load_test"].update(end_user=3), "unknown key 'end_user'"),
-    (lambda d: d["scenarios"]["stress"].update(users=0), "users = 0: must be >= 1"),
-    (lambda d: d["scenarios"]["stress"].update(users="many"), "users = 'many'"),
-    (lambda d: d["scenarios"]["stress"].update(kind="spiky"), "kind = 'spiky'"),
-    (lambda d: d.update(arrival="random"), "arrival = 'random'"),
-    (lambda d: d["analysis"]["breaking_point"].update(throughput_ratio=1.5), "throughput_ratio = 1.5"),
-    (lambda d: d["profiles"]["quick"]["scenarios"].update(warmup={"duration_s": 1}),
-     "unknown scenario 'warmup'"),
-    (lambda d: d["scenarios"]["response_time"].update(duration_s=True), "duration_s = True"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: d["scenarios"]["load_test"].update(end_user=3), "unknown key 'end_user'"),
+        (lambda d: d["scenarios"]["stress"].update(users=0), "users = 0: must be >= 1"),
+        (lambda d: d["scenarios"]["stress"].update(users="many"), "users = 'many'"),
+        (lambda d: d["scenarios"]["stress"].update(kind="spiky"), "kind = 'spiky'"),
+        (lambda d: d.update(arrival="random"), "arrival = 'random'"),
+        (
+            lambda d: d["analysis"]["breaking_point"].update(throughput_ratio=1.5),
+            "throughput_ratio = 1.5",
+        ),
+        (
+            lambda d: d["profiles"]["quick"]["scenarios"].update(warmup={"duration_s": 1}),
+            "unknown scenario 'warmup'",
+        ),
+        (lambda d: d["scenarios"]["response_time"].update(duration_s=True), "duration_s = True"),
+    ],
+)
 def test_bad_values_are_named(mutate, message):
     data = _data()
     mutate(data)

@@ -25,8 +25,15 @@ def test_name_layout_and_initial_manifest(tmp_path):
     assert m["format_version"] == 1 and m["status"] == "incomplete"
     assert m["validity"] == {"valid": True, "reasons": []}
     meta = m["metadata"]
-    for key in ("git_commit", "git_dirty", "uv_lock_sha256", "python_version", "packages",
-                "hostname", "kernel"):
+    for key in (
+        "git_commit",
+        "git_dirty",
+        "uv_lock_sha256",
+        "python_version",
+        "packages",
+        "hostname",
+        "kernel",
+    ):
         assert key in meta, key
     assert meta["packages"]["locust"]
     # flake.lock may be missing in a checkout: then a warning, never a crash
@@ -83,8 +90,14 @@ def test_complete_only_at_the_end_and_invalid_scenarios_invalidate(tmp_path):
     run = new_run_folder(tmp_path, "experiment-3", "local", "abc", when=WHEN, collect=False)
     with run.recording():
         run.update(profile="smoke", arrival="spread", topology={"hosts": ["localhost"]})
-        run.add_scenario({"name": "stress", "arch": "async", "valid": False,
-                          "reasons": ["load generator CPU saturated"]})
+        run.add_scenario(
+            {
+                "name": "stress",
+                "arch": "async",
+                "valid": False,
+                "reasons": ["load generator CPU saturated"],
+            }
+        )
         assert json.loads(run.manifest_path.read_text())["status"] == "incomplete"
         run.complete(headline={"sync": {"max_rps": 10.0}})
     m = json.loads(open_run_folder(run.path).manifest_path.read_text())
@@ -116,8 +129,12 @@ def test_manifest_update_is_atomic(tmp_path, monkeypatch):
 def test_index_lists_runs_sorted_with_headlines(tmp_path):
     a = new_run_folder(tmp_path, "experiment-3", "local", "aaa", when=WHEN, collect=False)
     a.update(profile="quick")
-    a.complete(headline={"sync": {"breaking_point_users": 120, "max_rps": 118.5},
-                         "async": {"breaking_point_users": 60, "max_rps": 59.0}})
+    a.complete(
+        headline={
+            "sync": {"breaking_point_users": 120, "max_rps": 118.5},
+            "async": {"breaking_point_users": 60, "max_rps": 59.0},
+        }
+    )
     b = new_run_folder(tmp_path, "experiment-3", "local", "bbb", when=WHEN + 100, collect=False)
     b.mark_interrupted("interrupted by the user (KeyboardInterrupt)")
     (tmp_path / "not-a-run").mkdir()

@@ -65,8 +65,9 @@ def test_identical_samples_are_not_significant():
 
 def test_draws_from_one_distribution_are_usually_not_significant():
     rng = np.random.default_rng(3)
-    hits = sum(compare(rng.normal(50, 10, 40), rng.normal(50, 10, 40)).significant
-               for _ in range(100))
+    hits = sum(
+        compare(rng.normal(50, 10, 40), rng.normal(50, 10, 40)).significant for _ in range(100)
+    )
     assert hits <= 12  # about alpha = 5 % false positives
 
 
