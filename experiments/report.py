@@ -7,6 +7,7 @@ raw/hardware/<host>/). Rebuildable at any time:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -44,11 +45,19 @@ def _f(v: Any, digits: int = 1) -> str:
     return f"{v:.{digits}f}"
 
 
+def _known(cls: type, d: dict | None) -> dict:
+    """The keys of d that the dataclass cls knows (older or newer manifests still load)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in (d or {}).items() if k in names}
+
+
 def _params(manifest: dict) -> tuple[AnalysisParams, GuardParams]:
+    """Analysis and guard parameters of the run, from the protocol in its manifest."""
     proto = manifest.get("protocol") or {}
     a = dict(proto.get("analysis") or {})
-    bp = BreakingPointParams(**a.pop("breaking_point", {}))
-    return AnalysisParams(breaking_point=bp, **a), GuardParams(**(proto.get("guard") or {}))
+    bp = BreakingPointParams(**_known(BreakingPointParams, a.pop("breaking_point", {})))
+    analysis = AnalysisParams(breaking_point=bp, **_known(AnalysisParams, a))
+    return analysis, GuardParams(**_known(GuardParams, proto.get("guard")))
 
 
 def _layout(run: Path, manifest: dict) -> tuple[list[str], list[str]]:

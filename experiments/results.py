@@ -293,6 +293,31 @@ class RunFolder:
             raise
 
 
+def scenario_entry(run: RunFolder, scenario: Any, arch: str, result: Any,
+                   **extra: Any) -> dict[str, Any]:
+    """The manifest entry of a finished scenario run (for RunFolder.add_scenario):
+    {name, arch, started_at, ended_at (ISO), started_at_unix, ended_at_unix, params,
+    locust: LocustResult summary with its dir relative to the folder, valid, reasons}.
+    `scenario` is a protocol.Scenario, `result` a load.run.LocustResult; extra keys are
+    added as they are (e.g. breaking_point_users for max_performance)."""
+    summary = result.to_dict()
+    summary["dir"] = run.rel(result.out_dir)
+    return {
+        "name": scenario.name,
+        "arch": arch,
+        "started_at": iso(result.started_at),
+        "ended_at": iso(result.ended_at),
+        "started_at_unix": result.started_at,
+        "ended_at_unix": result.ended_at,
+        "params": scenario.to_dict(),
+        "arrival": result.arrival,
+        "locust": summary,
+        "valid": result.valid,
+        "reasons": list(result.reasons),
+        **extra,
+    }
+
+
 def run_folder_name(
     experiment: str, topology_label: str, git_sha: str, when: float | None = None
 ) -> str:

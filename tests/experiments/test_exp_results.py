@@ -149,3 +149,24 @@ def test_index_lists_runs_sorted_with_headlines(tmp_path):
     # regenerated, not appended
     update_index(tmp_path)
     assert index.read_text() == text
+
+
+def test_scenario_entry_from_a_locust_result(tmp_path):
+    from experiments.load.run import LocustResult
+    from experiments.protocol import load_protocol
+
+    run = new_run_folder(tmp_path, "experiment-3", "local", "abc", when=WHEN, collect=False)
+    sc = load_protocol(profile="smoke").scenario("stress")
+    out = run.locust_dir("stress", "sync")
+    res = LocustResult(scenario="stress", arch="sync", out_dir=out, host_url="http://h",
+                       path="/p", arrival="spread", workers=0, cpus=None, command=[],
+                       planned_s=6.0, started_at=WHEN, ended_at=WHEN + 8)
+    res.invalidate("load generator CPU saturated")
+    entry = results.scenario_entry(run, sc, "sync", res, note="x")
+    assert entry["locust"]["dir"] == "raw/locust/stress/sync"
+    assert entry["params"]["users"] == 10 and entry["note"] == "x"
+    assert entry["started_at"].endswith("Z") and entry["ended_at_unix"] == WHEN + 8
+    run.add_scenario(entry)
+    m = json.loads(run.manifest_path.read_text())
+    assert m["validity"]["valid"] is False
+    assert m["scenarios"][0]["reasons"] == ["load generator CPU saturated"]
