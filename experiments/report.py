@@ -162,7 +162,10 @@ def _headline(res: dict[str, Any]) -> dict[str, Any]:
         h: dict[str, Any] = {}
         bp: BreakingPoint | None = res["breaking_points"].get(a)
         if bp is not None:
-            h["breaking_point_users"] = bp.users if bp.found else f"none <= {bp.max_users}"
+            if bp.found:
+                h["breaking_point_users"] = bp.users
+            else:
+                h["breaking_point_users"] = f"none <= {bp.max_users}" if bp.max_users else "no data"
             h["max_rps"] = round(bp.max_achieved_rps, 1)
         if MAX_PERFORMANCE in data and a in data[MAX_PERFORMANCE]:
             h["max_performance_rps"] = round(data[MAX_PERFORMANCE][a].numbers.rps, 1)

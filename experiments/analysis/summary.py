@@ -119,8 +119,10 @@ def analyse_run_dir(
         total_failures=requests.failures,
         max_users=int(series.users.max()) if n else 0,
         stability=stability_warning(per_sec),
-        valid=bool(rdoc.get("valid", True)),
-        reasons=tuple(rdoc.get("reasons", [])),
+        valid=bool(rdoc.get("valid", False)),
+        reasons=tuple(
+            rdoc.get("reasons", []) if rdoc else ["no result.json: the Locust run did not finish"]
+        ),
     )
     return RunData(numbers, requests, series, ok_rt, per_sec)
 
