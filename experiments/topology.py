@@ -63,9 +63,7 @@ def _slug(text: str) -> str:
 
 def _is_local(entry: dict[str, Any]) -> bool:
     return entry.get("ansible_connection") == "local" or entry.get("host") in {
-        "localhost",
-        "127.0.0.1",
-    }
+        "localhost", "127.0.0.1"}
 
 
 def parse(raw: dict[str, Any], source: str = "topology.json") -> Topology:
@@ -80,12 +78,8 @@ def parse(raw: dict[str, Any], source: str = "topology.json") -> Topology:
             if key not in services[name]:
                 raise TopologyError(f"{source}: service {name!r} has no {key!r}")
     loadgens = [
-        LoadGenerator(
-            entry["host"],
-            entry.get("address", "127.0.0.1"),
-            [int(c) for c in entry.get("cpus") or []],
-            _is_local(entry),
-        )
+        LoadGenerator(entry["host"], entry.get("address", "127.0.0.1"),
+                      [int(c) for c in entry.get("cpus") or []], _is_local(entry))
         for entry in raw.get("loadgen") or []
     ]
     if not loadgens:

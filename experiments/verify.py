@@ -30,9 +30,7 @@ class Check:
 
 def _call(url: str, body: bytes | None, timeout: float) -> tuple[int, object]:
     request = urllib.request.Request(
-        url,
-        data=body,
-        method="POST" if body is not None else "GET",
+        url, data=body, method="POST" if body is not None else "GET",
         headers={"Content-Type": "application/json"},
     )
     try:
@@ -58,14 +56,8 @@ def run_checks(topology: Topology, timeout: float = 10.0) -> list[Check]:
     for name in ("model-sync", "model-async", "scoring-sync", "scoring-async"):
         url = topology.url(name) + "/api/v1/healthcheck"
         status, body = _call(url, None, timeout)
-        checks.append(
-            Check(
-                f"{name} health",
-                url,
-                status == 200 and body == {"status": "OK"},
-                f"HTTP {status} {body!r}",
-            )
-        )
+        checks.append(Check(f"{name} health", url, status == 200 and body == {"status": "OK"},
+                            f"HTTP {status} {body!r}"))
     for arch in ARCHS:
         for role in ("model", "scoring"):
             url = topology.url(f"{role}-{arch}") + f"/api/v1/ml/{arch}/predict"
