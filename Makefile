@@ -39,6 +39,14 @@ lint: setup ## ruff on the Python code, ansible-lint (production profile) on the
 deploy: setup ## Deploy the whole lab with Ansible (INVENTORY=... for separate hosts)
 	cd ansible && ../$(BIN)/ansible-playbook -i $(INVENTORY) deploy.yml
 
+.PHONY: experiment-3
+experiment-3: deploy ## Load tests, both architectures: deploy, verify, Locust, report (PROFILE=full|quick|smoke)
+	$(BIN)/python -m experiments run 3 --profile $(PROFILE) --results-dir $(RESULTS_DIR) --inventory $(INVENTORY)
+
+.PHONY: report
+report: ## Rebuild report.md and plots of a run folder from its raw data (RUN=results/<run>)
+	$(BIN)/python -m experiments report $(RUN)
+
 .PHONY: teardown
 teardown: setup ## Stop and remove everything the deploy started
 	cd ansible && ../$(BIN)/ansible-playbook -i $(INVENTORY) teardown.yml

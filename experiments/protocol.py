@@ -126,6 +126,7 @@ class Protocol:
     scenarios: tuple[Scenario, ...]
     analysis: AnalysisParams
     guard: GuardParams
+    pause_s: float = 0.0  # rest between two Locust runs
     source: str = ""
 
     @property
@@ -156,6 +157,7 @@ class Protocol:
             "scenarios": [s.to_dict() for s in self.scenarios],
             "analysis": dataclasses.asdict(self.analysis),
             "guard": dataclasses.asdict(self.guard),
+            "pause_s": self.pause_s,
             "source": self.source,
         }
 
@@ -176,6 +178,7 @@ _SCENARIO_KEYS = {
 }
 _TOP_KEYS = {
     "format_version",
+    "pause_s",
     "experiment",
     "description",
     "default_profile",
@@ -375,7 +378,9 @@ def parse_protocol(
     if not isinstance(override, dict):
         raise c.fail(f"profiles.{profile}", "expected a table")
     c.keys(
-        override, f"profiles.{profile}", {"arrival", "request", "scenarios", "analysis", "guard"}
+        override,
+        f"profiles.{profile}",
+        {"arrival", "pause_s", "request", "scenarios", "analysis", "guard"},
     )
     for name in override.get("scenarios", {}):
         if name not in data.get("scenarios", {}):
@@ -418,6 +423,7 @@ def parse_protocol(
         payload=tuple(float(x) for x in payload),
         scenarios=scenarios,
         analysis=_analysis(c, merged.get("analysis", {})),
+        pause_s=c.number(merged, "top level", "pause_s", default=0.0, lo=0),
         guard=_guard(c, merged.get("guard", {})),
         source=source,
     )
