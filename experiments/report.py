@@ -155,6 +155,12 @@ def analyse_folder(run_path: str | Path) -> dict[str, Any]:
     return out
 
 
+def _serves(service: str, arch: str) -> bool:
+    """Whether a (possibly host-prefixed) service label belongs to arch's request path."""
+    name = service.rsplit("/", 1)[-1]
+    return name.endswith(f"-{arch}") or name in {"redis", "loadgen"}
+
+
 def _headline(res: dict[str, Any]) -> dict[str, Any]:
     head: dict[str, Any] = {}
     data = res["data"]
@@ -174,10 +180,13 @@ def _headline(res: dict[str, Any]) -> dict[str, Any]:
         for s in (MAX_PERFORMANCE, LOAD_TEST):
             usage = res["resources"].get(s, {}).get(a)
             if usage:
+                # This architecture's services (and what both share), not the other stack
+                # idling in the same window.
                 h["cpu_ms_per_request"] = {
                     svc: round(u["cpu_s_per_request"] * 1000, 2)
                     for svc, u in usage.items()
                     if u.get("cpu_s_per_request") and u["cpu_total_s"] > 0.01
+                    and _serves(svc, a)
                 }
                 break
         h["valid"] = all(
@@ -308,7 +317,18 @@ def _scenario_section(res: dict[str, Any], s: str, plot: str) -> list[str]:
     )
     lines = [f"## Scenario: {s}", ""]
     if sdoc:
-        users = sdoc.get("users") or f"{sdoc.get('start_users')}->{sdoc.get('end_users')}"
+        if sdoc.get("users_from"):
+            held = {
+                e["arch"]: e.get("breaking_point_users")
+                for e in res["manifest"].get("scenarios", [])
+                if e.get("name") == s
+            }
+            users = f"the {sdoc['users_from'].replace('_', ' ')} (" + ", ".join(
+                f"{a}: {held.get(a)}" for a in archs) + ")"
+        elif sdoc.get("kind") == "ramp":
+            users = f"{sdoc.get('start_users')}->{sdoc.get('end_users')}"
+        else:
+            users = sdoc.get("users")
         lines.append(
             f"Planned: {sdoc.get('kind')}, users {users}, pacing {sdoc.get('pacing_s')} s, "
             f"{sdoc.get('total_s')} s."
