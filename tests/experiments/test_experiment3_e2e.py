@@ -1,0 +1,129 @@
+"""`make experiment-3` with the smoke profile, end to end on this machine: a real Ansible deploy
+(pinned cores), real gunicorn/uvicorn/Redis, real Locust runs, collection and the report.
+
+The lab gets its own copy of the default inventory, with ports and run directory moved by a
+host_vars file, so the test never touches a developer's running lab."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT, free_port, require
+
+pytestmark = pytest.mark.slow
+
+SCENARIOS = ("response_time", "load_test", "max_performance", "stress")
+ARCHS = ("sync", "async")
+SERVICES = ("redis", "model-sync", "model-async", "scoring-sync", "scoring-async", "loadgen")
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    require("redis-server")
+    require("taskset")
+    tmp = tmp_path_factory.mktemp("exp3")
+    inventory = tmp / "inventory"
+    shutil.copytree(ROOT / "ansible/inventories/single-host", inventory)
+    (inventory / "host_vars").mkdir()
+    ports = {name: free_port() for name in
+             ("redis", "model_sync", "model_async", "scoring_sync", "scoring_async")}
+    (inventory / "host_vars/localhost.yml").write_text(json.dumps(
+        {"lab_run_dir": str(tmp / "run"), "lab_ports": ports, "feature_store_entities": 50}))
+    env = {**os.environ, "LAB_STATE_DIR": str(tmp / "state")}
+    make_vars = [f"INVENTORY={inventory}", f"RESULTS_DIR={tmp / 'results'}"]
+    try:
+        done = subprocess.run(["make", "experiment-3", "PROFILE=smoke", *make_vars], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=900)
+        yield done, tmp / "results"
+    finally:
+        subprocess.run(["make", "teardown", *make_vars], cwd=ROOT, env=env,
+                       capture_output=True, timeout=300)
+
+
+def _folder(results):
+    runs = [p for p in results.iterdir() if p.is_dir()]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def test_make_experiment_3_succeeds_and_prints_the_headline(experiment):
+    done, results = experiment
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    folder = _folder(results)
+    assert f"result folder: {folder}" in done.stdout
+    assert "p50_ms_1_user" in done.stdout
+
+
+def test_manifest_is_complete_and_versioned(experiment):
+    manifest = json.loads((_folder(experiment[1]) / "manifest.json").read_text())
+    assert manifest["format_version"] == 1
+    assert manifest["status"] == "complete"
+    assert manifest["profile"] == "smoke" and manifest["arrival"] == "spread"
+    assert manifest["metadata"]["git_commit"]
+    assert len(manifest["metadata"]["uv_lock_sha256"]) == 64
+    assert set(manifest["topology"]["services"]) >= {"redis", "scoring-sync", "scoring-async"}
+    ran = {(s["name"], s["arch"]) for s in manifest["scenarios"]}
+    assert ran == {(s, a) for s in SCENARIOS for a in ARCHS}
+    assert set(manifest["breaking_points"]) == set(ARCHS)
+    for arch in ARCHS:
+        assert manifest["headline"][arch]["p50_ms_1_user"] > 0
+
+
+def test_hardware_report_and_resource_samples_for_every_service(experiment):
+    raw = _folder(experiment[1]) / "raw"
+    system = json.loads((raw / "hardware/localhost/system.json").read_text())
+    assert system["cpu"]["logical_threads"] >= 1
+    if shutil.which("lshw"):
+        json.loads((raw / "hardware/localhost/lshw.json").read_text())
+    # The deployed affinity is recorded for every service process.
+    services = {p["service"] for p in system["lab_processes"]}
+    assert services >= set(SERVICES) - {"loadgen"}
+    seen = set()
+    with (raw / "resources/localhost.jsonl").open() as samples:
+        for line in samples:
+            seen |= set(json.loads(line)["services"])
+    assert seen >= set(SERVICES)
+
+
+def test_locust_csvs_for_every_scenario_and_architecture(experiment):
+    raw = _folder(experiment[1]) / "raw/locust"
+    for scenario in SCENARIOS:
+        for arch in ARCHS:
+            run = raw / scenario / arch
+            for name in ("locust_stats.csv", "locust_stats_history.csv", "locust_failures.csv"):
+                assert (run / name).stat().st_size > 0, run / name
+            assert list(run.glob("requests_*.csv"))
+
+
+def test_report_numbers_match_the_csvs(experiment):
+    folder = _folder(experiment[1])
+    report = json.loads((folder / "report.json").read_text())
+    text = (folder / "report.md").read_text()
+    for scenario in SCENARIOS:
+        for arch in ARCHS:
+            numbers = report["numbers"][scenario][arch]
+            rows = []
+            for path in (folder / "raw/locust" / scenario / arch).glob("requests_*.csv"):
+                with path.open() as f:
+                    rows += list(csv.DictReader(f))
+            assert numbers["total_requests"] == len(rows)
+            t0, t1 = numbers["window"]
+            ok_ms = [float(r["response_time_ms"]) for r in rows if r["ok"] == "1"
+                     and t0 <= float(r["start_unix"]) + float(r["response_time_ms"]) / 1000 < t1]
+            assert numbers["p50_ms"] == pytest.approx(float(np.percentile(ok_ms, 50)))
+            assert f"{numbers['p50_ms']:.1f}" in text
+    # One request at a time: two sequential model calls for sync, two concurrent for async.
+    one_user = report["numbers"]["response_time"]
+    assert one_user["sync"]["p50_ms"] > 1.5 * one_user["async"]["p50_ms"]
+
+
+def test_results_index_lists_the_run(experiment):
+    folder = _folder(experiment[1])
+    assert folder.name in (experiment[1] / "README.md").read_text()
