@@ -35,7 +35,9 @@ def lab_cpu_list(spec: object) -> list[int]:
         cpus = {_as_int(str(item), spec) for item in spec}
         return sorted(cpus)
     if not isinstance(spec, str) or not spec.strip():
-        raise AnsibleFilterError(f"bad CPU set {spec!r}: expected a string like '0', '0-1' or '2,3'")
+        raise AnsibleFilterError(
+            f"bad CPU set {spec!r}: expected a string like '0', '0-1' or '2,3'"
+        )
     cpus: set[int] = set()
     for part in spec.split(","):
         if "-" in part:

@@ -5,6 +5,7 @@ Not a test module (no ``test_`` prefix); the deploy tests import it from their d
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -197,10 +198,8 @@ def run_dir_processes(run_dir: Path) -> list[tuple[int, str]]:
 def kill_run_dir_processes(run_dir: Path) -> None:
     """Last-resort cleanup: SIGKILL what a failed test left of its own run dir, by pid."""
     for pid, _ in run_dir_processes(run_dir):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 # --- HTTP ----------------------------------------------------------------------------------

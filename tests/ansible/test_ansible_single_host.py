@@ -27,7 +27,6 @@ from ansible_testutil import (
     post_json,
     predict_path,
     require,
-    run_dir_processes,
     run_playbook,
     snapshot_sources,
     wait_gone,

@@ -74,8 +74,16 @@ def main() -> None:
         with open(tmp, "wb") as handle:
             handle.write(data)
         os.replace(tmp, args.out)
-    print(json.dumps({"changed": changed, "path": args.out,
-                      "sha1": hashlib.sha1(data).hexdigest(), "files": len(files)}))
+    print(
+        json.dumps(
+            {
+                "changed": changed,
+                "path": args.out,
+                "sha1": hashlib.sha1(data).hexdigest(),
+                "files": len(files),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,18 +1,19 @@
 #!/usr/bin/env python3
 """Read-back and clean-up of the lab's supervised processes (stdlib only, Linux /proc).
 
-  lab_procs.py programs --supervisorctl PATH --conf CONF NAME...
-      One JSON object: for each supervisord program, its state, main pid and the CPU affinity
-      (Cpus_allowed_list) of the main process and of every descendant (workers).
-  lab_procs.py sweep --run-dir DIR [--kill] [--timeout S]
-      The processes that belong to the run dir (SCORING_LAB_RUN_DIR=DIR in their environment,
-      or DIR in their command line); with --kill, SIGTERM them, then SIGKILL after the timeout.
-      Prints {"found": [...], "left": [...]} (left empty = clean).
+lab_procs.py programs --supervisorctl PATH --conf CONF NAME...
+    One JSON object: for each supervisord program, its state, main pid and the CPU affinity
+    (Cpus_allowed_list) of the main process and of every descendant (workers).
+lab_procs.py sweep --run-dir DIR [--kill] [--timeout S]
+    The processes that belong to the run dir (SCORING_LAB_RUN_DIR=DIR in their environment,
+    or DIR in their command line); with --kill, SIGTERM them, then SIGKILL after the timeout.
+    Prints {"found": [...], "left": [...]} (left empty = clean).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -131,10 +132,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.kill and left:
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for proc in left:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(proc["pid"], sig)
-                except ProcessLookupError:
-                    pass
             deadline = time.monotonic() + args.timeout
             while time.monotonic() < deadline:
                 left = members(args.run_dir)
@@ -148,7 +147,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     programs = commands.add_parser("programs")
     programs.add_argument("--supervisorctl", required=True)

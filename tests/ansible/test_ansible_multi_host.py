@@ -1,0 +1,342 @@
+"""Deploy the lab over SSH to three throwaway hosts made of network namespaces.
+
+Each host is a network namespace with a veth into a bridge in the root namespace (addresses in
+198.18.0.0/15 only) and its own sshd. Redis, the model APIs and the scoring handlers go to
+different hosts, so a scoring request crosses hosts twice. The namespaces share this machine's
+filesystem, so each host has its own run dir. Everything is removed in a finalizer, even when
+the test fails. With CI=true a missing prerequisite (root, ip, sshd) fails the test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from ansible_testutil import (
+    HTTP_SERVICES,
+    cpus_allowed,
+    descendants,
+    kill_run_dir_processes,
+    post_json,
+    predict_path,
+    require,
+    run_dir_processes,
+    run_playbook,
+    snapshot_sources,
+    wait_gone,
+)
+
+pytestmark = pytest.mark.slow
+
+SSHD = "/usr/sbin/sshd"
+# Host name -> last octet of its address; Redis, model APIs, scoring handlers on three hosts.
+HOSTS = {"lab-scoring": 11, "lab-model": 12, "lab-redis": 13}
+PORTS = {
+    "redis": 26379,
+    "model_sync": 25000,
+    "model_async": 28000,
+    "scoring_sync": 25001,
+    "scoring_async": 28001,
+}
+
+
+def _run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, check=check, capture_output=True, text=True, timeout=60)
+
+
+def _find_uv() -> str | None:
+    """The real uv binary (a pyenv shim does not work in a bare ssh session)."""
+    found = shutil.which("uv")
+    if found and "/shims/" in found and shutil.which("pyenv"):
+        real = _run("pyenv", "which", "uv", check=False).stdout.strip()
+        found = real or None
+    return os.path.realpath(found) if found else None
+
+
+@dataclass
+class NetnsLab:
+    """Bridge + namespaces + sshds that this test created (and only those)."""
+
+    tag: str
+    subnet: int
+    workdir: Path
+    bridge: str = ""
+    namespaces: list[str] = field(default_factory=list)
+    host_veths: list[str] = field(default_factory=list)
+    sshds: list[subprocess.Popen] = field(default_factory=list)
+    made_run_sshd: bool = False
+
+    def address(self, octet: int) -> str:
+        return f"198.18.{self.subnet}.{octet}"
+
+    def create(self, key: Path) -> None:
+        self.bridge = f"slbr{self.tag}"
+        _run("ip", "link", "add", self.bridge, "type", "bridge")
+        _run("ip", "addr", "add", f"{self.address(1)}/24", "dev", self.bridge)
+        _run("ip", "link", "set", self.bridge, "up")
+        if not os.path.isdir("/run/sshd"):
+            os.makedirs("/run/sshd", mode=0o755)
+            self.made_run_sshd = True
+        for index, (name, octet) in enumerate(HOSTS.items()):
+            ns, host_end, ns_end = (
+                f"sl{self.tag}-{name}",
+                f"slh{self.tag}{index}",
+                f"sln{self.tag}{index}",
+            )
+            _run("ip", "netns", "add", ns)
+            self.namespaces.append(ns)
+            _run("ip", "link", "add", host_end, "type", "veth", "peer", "name", ns_end)
+            self.host_veths.append(host_end)
+            _run("ip", "link", "set", ns_end, "netns", ns)
+            _run("ip", "link", "set", host_end, "master", self.bridge)
+            _run("ip", "link", "set", host_end, "up")
+            _run(
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "ip",
+                "addr",
+                "add",
+                f"{self.address(octet)}/24",
+                "dev",
+                ns_end,
+            )
+            _run("ip", "netns", "exec", ns, "ip", "link", "set", ns_end, "up")
+            _run("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+            self.sshds.append(self._start_sshd(ns, name, self.address(octet), key))
+        for octet in HOSTS.values():
+            self._wait_ssh(self.address(octet))
+
+    def _start_sshd(self, ns: str, name: str, address: str, key: Path) -> subprocess.Popen:
+        host_key = self.workdir / f"hostkey-{name}"
+        _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key))
+        config = self.workdir / f"sshd-{name}.conf"
+        config.write_text(
+            f"ListenAddress {address}\n"
+            "Port 22\n"
+            f"HostKey {host_key}\n"
+            f"PidFile {self.workdir}/sshd-{name}.pid\n"
+            f"AuthorizedKeysFile {key}.pub\n"
+            "PermitRootLogin prohibit-password\n"
+            "PasswordAuthentication no\n"
+            "KbdInteractiveAuthentication no\n"
+            "UsePAM no\n"
+            "StrictModes no\n"
+            "MaxStartups 50\n"
+            "MaxSessions 50\n"
+            "Subsystem sftp internal-sftp\n"
+        )
+        log = open(self.workdir / f"sshd-{name}.log", "w")  # noqa: SIM115 - lives with sshd
+        return subprocess.Popen(
+            ["ip", "netns", "exec", ns, SSHD, "-D", "-e", "-f", str(config)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def _wait_ssh(self, address: str, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection((address, 22), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise AssertionError(f"sshd on {address} did not come up; see {self.workdir}/sshd-*.log")
+
+    def destroy(self) -> None:
+        for sshd in self.sshds:
+            # The listener and its per-connection children (the ssh sessions of this test).
+            for pid in [sshd.pid, *descendants(sshd.pid)]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+        for sshd in self.sshds:
+            try:
+                sshd.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                sshd.kill()
+                sshd.wait(timeout=10)
+        for ns in self.namespaces:
+            _run("ip", "netns", "del", ns, check=False)
+        for veth in self.host_veths:
+            _run("ip", "link", "del", veth, check=False)
+        if self.bridge:
+            _run("ip", "link", "del", self.bridge, check=False)
+        if self.made_run_sshd:
+            shutil.rmtree("/run/sshd", ignore_errors=True)
+
+
+def _free_subnet() -> int:
+    """A /24 of 198.18.0.0/16 that no route uses yet (parallel runs pick different ones)."""
+    routes = _run("ip", "-4", "route", "show").stdout
+    candidates = [n for n in range(1, 255) if f"198.18.{n}." not in routes]
+    return random.choice(candidates)
+
+
+def _inventory(lab: NetnsLab, key: Path, uv: str, workdir: Path) -> Path:
+    hosts = {}
+    for name, octet in HOSTS.items():
+        hosts[name] = {
+            "ansible_host": lab.address(octet),
+            "lab_address": lab.address(octet),
+            # The namespaces share one filesystem: one run dir per host.
+            "lab_run_dir": str(workdir / f"run-{name.removeprefix('lab-')}"),
+        }
+    ssh_args = (
+        "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR "
+        f"-o ControlPath={workdir}/cp-%C"
+    )
+    uv_env = {"UV_OFFLINE": "1"}  # the namespaces reach no package index; uv's cache has all
+    if os.environ.get("UV_CACHE_DIR"):
+        uv_env["UV_CACHE_DIR"] = os.environ["UV_CACHE_DIR"]
+    inventory = {
+        "all": {
+            "vars": {
+                "ansible_user": "root",
+                "ansible_python_interpreter": "/usr/bin/python3",
+                "ansible_ssh_private_key_file": str(key),
+                "ansible_ssh_common_args": ssh_args,
+                "lab_ports": PORTS,
+                "lab_uv": uv,
+                "lab_uv_env": uv_env,
+                "feature_store_cpus": "0",
+                "model_api_cpus": "0",
+                "model_api_workers": 1,
+                "scoring_handler_cpus": "0" if os.cpu_count() == 1 else "1",
+                "scoring_handler_workers": 1,
+                "loadgen_cpus": "0",
+                "monitor_cpus": "0",
+                "feature_store_entities": 100,
+            },
+            "hosts": hosts,
+            "children": {
+                "feature_store": {"hosts": {"lab-redis": None}},
+                "model_api": {"hosts": {"lab-model": None}},
+                "scoring_handler": {"hosts": {"lab-scoring": None}},
+                "loadgen": {"hosts": {"lab-redis": None}},
+                "monitor": {"hosts": {name: None for name in HOSTS}},
+            },
+        }
+    }
+    path = workdir / "inventory.json"
+    path.write_text(json.dumps(inventory, indent=2))
+    return path
+
+
+def test_multi_host_deploy_over_ssh_to_network_namespaces() -> None:
+    require(os.geteuid() == 0, "needs root (ip netns, sshd)")
+    require(shutil.which("ip") is not None, "ip (iproute2) is not installed")
+    require(os.access(SSHD, os.X_OK), f"{SSHD} (openssh-server) is not installed")
+    require(shutil.which("ssh") is not None, "ssh (openssh-client) is not installed")
+    require(shutil.which("ssh-keygen") is not None, "ssh-keygen is not installed")
+    require(_run("ip", "netns", "list", check=False).returncode == 0, "ip netns does not work here")
+    uv = _find_uv()
+    require(uv is not None, "uv is not installed")
+
+    workdir = Path(tempfile.mkdtemp(prefix="sl-multi-", dir="/tmp"))
+    state_dir = workdir / "state"
+    state_dir.mkdir()
+    lab = NetnsLab(tag=f"{os.getpid() % 10000:04d}", subnet=_free_subnet(), workdir=workdir)
+    run_dirs = [workdir / f"run-{name.removeprefix('lab-')}" for name in HOSTS]
+    deployed = finished = False
+    try:
+        key = workdir / "id_ed25519"
+        _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key))
+        lab.create(key)
+        inventory = _inventory(lab, key, uv, workdir)
+        source = snapshot_sources(workdir / "src")
+        extra = {"lab_source_dir": str(source)}
+
+        deployed = True
+        deploy = run_playbook(
+            "deploy.yml", workdir / "deploy.log", state_dir, extra, inventory, timeout=900
+        )
+        assert deploy.returncode == 0, deploy.explain()
+        assert set(deploy.recap()) >= set(HOSTS), deploy.explain()
+
+        topology = json.loads((state_dir / "topology.json").read_text())
+        services = topology["services"]
+        scoring, model, redis = (lab.address(HOSTS[h]) for h in HOSTS)
+        assert services["redis"]["host"] == "lab-redis"
+        assert services["redis"]["url"] == f"redis://{redis}:{PORTS['redis']}/0"
+        for arch in ("sync", "async"):
+            assert services[f"model-{arch}"]["address"] == model
+            assert services[f"scoring-{arch}"]["address"] == scoring
+            assert services[f"scoring-{arch}"]["model_url"] == services[f"model-{arch}"]["url"]
+            assert services[f"scoring-{arch}"]["redis_url"] == services["redis"]["url"]
+        assert {s["run_dir"] for s in services.values()} == {str(d) for d in run_dirs}
+        assert [m["host"] for m in topology["monitor"]] == list(HOSTS)
+        assert topology["loadgen"][0]["ansible_host"] == redis
+        assert topology["loadgen"][0]["ansible_user"] == "root"
+        for name, entry in services.items():
+            assert entry["affinity"] == entry["cpus"], name
+            for member in [entry["pids"], *descendants(entry["pids"])]:
+                assert cpus_allowed(member) == entry["cpus"], (name, member)
+
+        # A scoring request per architecture to the scoring host's address, sent from the root
+        # namespace through the bridge; the handler then calls the model host and Redis host.
+        for name in ("scoring-sync", "scoring-async"):
+            status, body = post_json(services[name]["url"] + predict_path(name))
+            assert status == 200 and isinstance(body["detail"], float), (name, body)
+        # The same from inside another host (the Redis host's namespace).
+        probe = (
+            "import json, sys, urllib.request as u; "
+            "r = u.Request(sys.argv[1], data=b'[5.1,3.5,1.4,0.2]', "
+            "headers={'Content-Type': 'application/json'}); "
+            "print(json.loads(u.urlopen(r, timeout=10).read())['detail'])"
+        )
+        redis_ns = lab.namespaces[list(HOSTS).index("lab-redis")]
+        url = services["scoring-async"]["url"] + predict_path("scoring-async")
+        out = _run("ip", "netns", "exec", redis_ns, "/usr/bin/python3", "-c", probe, url)
+        float(out.stdout.strip())
+        # Redis listens on its host's lab address only: not on loopback in its namespace.
+        no_loopback = _run(
+            "ip",
+            "netns",
+            "exec",
+            redis_ns,
+            "/usr/bin/python3",
+            "-c",
+            f"import socket; socket.create_connection(('127.0.0.1', {PORTS['redis']}), 2)",
+            check=False,
+        )
+        assert no_loopback.returncode != 0
+        for name in HTTP_SERVICES:
+            assert services[name]["workers"] == 1
+
+        down = run_playbook("teardown.yml", workdir / "teardown.log", state_dir, extra, inventory)
+        assert down.returncode == 0, down.explain()
+        deployed = False
+        for run_dir in run_dirs:
+            assert wait_gone(run_dir) == [], run_dir
+        finished = True
+    finally:
+        if deployed:
+            run_playbook(
+                "teardown.yml", workdir / "teardown-finalizer.log", state_dir, extra, inventory
+            )
+        for run_dir in run_dirs:
+            kill_run_dir_processes(run_dir)
+        lab.destroy()
+        netns_left = [
+            ns
+            for ns in _run("ip", "netns", "list").stdout.split()
+            if ns.startswith(f"sl{lab.tag}-")
+        ]
+        procs_left = [proc for run_dir in run_dirs for proc in run_dir_processes(run_dir)]
+        if finished:  # else the test's own failure is the one to report
+            shutil.rmtree(workdir, ignore_errors=True)
+            assert not netns_left, f"namespaces left: {netns_left}"
+            assert not procs_left, f"processes left: {procs_left}"
