@@ -14,6 +14,7 @@ from experiments.collect import CollectError
 from experiments.protocol import CONFIG_DIR, ProtocolError, load_protocol, profiles_of
 from experiments.report import write_report
 from experiments.results import headline_text, open_run_folder, update_index
+from experiments.session import RunOptions
 from experiments.topology import REPO_ROOT, TopologyError
 from experiments.verify import VerifyError
 
@@ -47,15 +48,13 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"{', '.join(sorted({'full', *profiles_of(config)}))}", file=sys.stderr)
         return 2
     protocol = load_protocol(config, args.profile)
-    options = runner.RunOptions(
-        protocol=protocol,
+    options = RunOptions(
         results_dir=args.results_dir,
         inventory=args.inventory,
         ansible_playbook=str(Path(sys.executable).with_name("ansible-playbook")),
-        arrival=args.arrival or protocol.arrival,
     )
     try:
-        folder = runner.run_experiment3(options)
+        folder = runner.run_experiment3(protocol, options, args.arrival or protocol.arrival)
     except (TopologyError, VerifyError, CollectError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

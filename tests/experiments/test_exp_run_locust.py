@@ -99,9 +99,11 @@ def test_guard_flags_a_saturated_load_generator():
         guard = CpuGuard(
             [psutil.Process(busy.pid)],
             cores=2,
-            params=GuardParams(interval_s=0.25, threshold=0.5, sustain_s=0.75, grace_s=0.0),
+            # A low threshold: the busy loop shares 2 cores with whatever else runs (CI, other
+            # tests), and only has to show it is busy, not that it owns a core.
+            params=GuardParams(interval_s=0.25, threshold=0.2, sustain_s=0.75, grace_s=0.0),
         )
-        for _ in range(8):
+        for _ in range(12):
             time.sleep(0.25)
             guard.sample()
     finally:
