@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     workers: int | None = Field(None, ge=1, le=1024, description="None: auto from CPU affinity")
     service: str = Field("", description="label for the resource sampler, e.g. scoring-sync")
     run_dir: str | None = Field(None, description="where this service may write (profiles)")
+    # Experiment 1: accept per-request profile headers and write profiles under
+    # <run_dir>/profiles/ (services/profiling.py). Off: nothing is installed.
+    profiling: bool = False
 
     # --- dependencies --------------------------------------------------------------------
     redis_url: RedisDsn = RedisDsn("redis://127.0.0.1:6379/0")
@@ -97,6 +100,9 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"sleep_max_s ({self.sleep_max_s}) must be >= sleep_min_s ({self.sleep_min_s})"
             )
+        if self.profiling and not self.run_dir:
+            raise ValueError("SCORING_LAB_PROFILING=true needs SCORING_LAB_RUN_DIR: profiles "
+                             "are written only under <run_dir>/profiles/")
         return self
 
     def port_for(self, role: Role, arch: Arch) -> int:

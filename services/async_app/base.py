@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from services import errors, payload
+from services import errors, payload, profiling
 from services.describe import HEALTH_PATH, describe
 from services.settings import Arch, Role, Settings
 
@@ -59,6 +59,8 @@ def new_app(
         error = errors.invalid_payload("; ".join(str(e.get("msg")) for e in exc.errors()))
         return JSONResponse(error.body(), status_code=error.status)
 
+    if settings.profiling:  # off: nothing installed, the request path stays the measured one
+        app.add_middleware(profiling.AsgiProfiling, role=role, settings=settings)
     return app
 
 

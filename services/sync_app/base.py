@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from services import errors, payload
+from services import errors, payload, profiling
 from services.describe import HEALTH_PATH, describe
 from services.settings import Arch, Role, Settings
 
@@ -32,6 +32,8 @@ def new_app(role: Role, settings: Settings) -> Flask:
         error = errors.http_error(exc.code or 500, exc.description)
         return jsonify(error.body()), error.status
 
+    if settings.profiling:  # off: nothing installed, the request path stays the measured one
+        app.wsgi_app = profiling.WsgiProfiling(app.wsgi_app, role, settings)
     return app
 
 
