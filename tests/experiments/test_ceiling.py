@@ -1,0 +1,126 @@
+"""The ceiling model of experiment 4 on fixture numbers: a blocking stack bound by its workers,
+an event-loop stack bound by CPU, shared and separate CPU sets, and the worker classification."""
+
+from __future__ import annotations
+
+import pytest
+
+from experiments.analysis.ceiling import (
+    ServiceInput,
+    closeness,
+    cpu_capacity,
+    cpu_groups,
+    predict,
+    service_slots,
+    worker_capacity,
+    workers_in_effect,
+)
+
+
+def test_littles_law_and_cpu_capacity():
+    assert worker_capacity(2, 0.1) == pytest.approx(20.0)
+    assert worker_capacity(2, 0.05, calls_per_request=2) == pytest.approx(20.0)
+    assert cpu_capacity(1, 0.010) == pytest.approx(100.0)
+    assert cpu_capacity(2, 0.010) == pytest.approx(200.0)
+    with pytest.raises(ValueError):
+        worker_capacity(0, 0.1)
+    with pytest.raises(ValueError):
+        cpu_capacity(1, 0.0)
+
+
+def test_blocking_workers_bind_the_sync_stack():
+    # 2 scoring workers held ~95 ms (Redis + 2 x 45 ms), 2 model workers held 46 ms per call,
+    # 2 calls per request; all on core 0 with a few ms of CPU per request.
+    ceiling = predict([
+        ServiceInput("scoring-sync", (0,), slots=2, hold_s=0.095, cpu_s_per_request=0.002),
+        ServiceInput("model-sync", (0,), slots=2, hold_s=0.046, calls_per_request=2,
+                     cpu_s_per_request=0.001),
+        ServiceInput("redis", (0,), cpu_s_per_request=0.0002),
+    ])
+    assert ceiling.binding.name == "workers:scoring-sync"
+    assert ceiling.binding.kind == "workers"
+    assert ceiling.predicted_rps == pytest.approx(2 / 0.095)
+    caps = {s.name: s.capacity_rps for s in ceiling.stages}
+    assert caps["workers:model-sync"] == pytest.approx(2 / 0.092)
+    assert caps["cpu:0"] == pytest.approx(1 / 0.0032)
+    assert "2 slots / (95.0 ms held)" in ceiling.sentence()
+
+
+def test_model_workers_bind_when_the_scoring_handler_waits_cooperatively():
+    ceiling = predict([
+        ServiceInput("scoring-sync", (0,), slots=None, cpu_s_per_request=0.003),
+        ServiceInput("model-sync", (0,), slots=2, hold_s=0.046, calls_per_request=2,
+                     cpu_s_per_request=0.001),
+    ])
+    assert ceiling.binding.name == "workers:model-sync"
+    assert ceiling.predicted_rps == pytest.approx(2 / 0.092)
+
+
+def test_cpu_binds_the_event_loop_stack():
+    # uvicorn everywhere: no worker stage; 12 + 2 + 0.3 ms of CPU per request on one core.
+    ceiling = predict([
+        ServiceInput("scoring-async", (0,), cpu_s_per_request=0.012),
+        ServiceInput("model-async", (0,), cpu_s_per_request=0.002),
+        ServiceInput("redis", (0,), cpu_s_per_request=0.0003),
+    ])
+    assert [s.kind for s in ceiling.stages] == ["cpu"]
+    assert ceiling.binding.name == "cpu:0"
+    assert ceiling.predicted_rps == pytest.approx(1 / 0.0143)
+
+
+def test_cpu_binds_a_blocking_stack_with_many_workers():
+    ceiling = predict([
+        ServiceInput("scoring-sync", (0,), slots=64, hold_s=0.1, cpu_s_per_request=0.02),
+        ServiceInput("model-sync", (0,), slots=64, hold_s=0.05, calls_per_request=2,
+                     cpu_s_per_request=0.01),
+    ])
+    assert ceiling.binding.kind == "cpu"
+    assert ceiling.predicted_rps == pytest.approx(1 / 0.03)
+
+
+def test_separate_cpu_sets_are_separate_stages():
+    assert cpu_groups([(0, 1), (2,), (1,), (3, 4), (4, 5)]) == [
+        frozenset({0, 1}), frozenset({2}), frozenset({3, 4, 5})]
+    ceiling = predict([
+        ServiceInput("scoring-async", (2, 3), cpu_s_per_request=0.010),
+        ServiceInput("model-async", (0, 1), cpu_s_per_request=0.004),
+        ServiceInput("redis", (0, 1), cpu_s_per_request=0.001),
+    ])
+    caps = {s.name: s.capacity_rps for s in ceiling.stages}
+    assert caps == {"cpu:2,3": pytest.approx(200.0), "cpu:0,1": pytest.approx(400.0)}
+    assert ceiling.binding.name == "cpu:2,3"
+
+
+def test_missing_measurements_are_noted_not_invented():
+    ceiling = predict([ServiceInput("scoring-sync", (0,), slots=2, hold_s=None)])
+    assert ceiling.predicted_rps is None and ceiling.binding is None
+    assert any("no measured hold time" in n for n in ceiling.notes)
+    assert "no prediction" in ceiling.sentence()
+    assert ceiling.to_dict()["binding"] is None
+
+
+def test_service_slots_follow_the_worker_configuration():
+    assert service_slots("scoring", "async", 2, {}) is None
+    assert service_slots("scoring", "sync", 2, {}) == 2
+    assert service_slots("model", "sync", 2, {"SCORING_LAB_SYNC_WORKER": "sync"}) == 2
+    assert service_slots("scoring", "sync", 2, {"SCORING_LAB_SYNC_WORKER": "gthread"}) == 8
+    assert service_slots("scoring", "sync", 2, {"SCORING_LAB_SYNC_WORKER": "gthread",
+                                                "SCORING_LAB_GTHREAD_THREADS": "3"}) == 6
+    # The patch makes the scoring handler's sockets cooperative; the model's sleep still blocks.
+    assert service_slots("scoring", "sync", 2, {"SCORING_LAB_MEINHELD_PATCH": "true"}) is None
+    assert service_slots("model", "sync", 2, {"SCORING_LAB_MEINHELD_PATCH": "true"}) == 2
+
+
+def test_workers_in_effect_follow_the_services_auto_rule():
+    assert workers_in_effect("sync", 1, None) == 2
+    assert workers_in_effect("sync", 3, None) == 6
+    assert workers_in_effect("async", 1, None) == 2
+    assert workers_in_effect("async", 4, None) == 4
+    assert workers_in_effect("sync", 1, 7) == 7
+
+
+def test_closeness():
+    assert closeness(18.0, 20.0) == pytest.approx(0.9)
+    assert closeness(None, 20.0) is None
+    assert closeness(10.0, None) is None
+    assert closeness(float("nan"), 20.0) is None
