@@ -492,6 +492,28 @@ def _method_section(res: dict[str, Any]) -> list[str]:
     ]
 
 
+def topology_table(topology: dict[str, Any]) -> list[str]:
+    """Which service ran where, on which cores (as configured and as read back), how many
+    workers: from the deploy's topology.json recorded in the manifest."""
+    services = topology.get("services") or {}
+    if not services:
+        return []
+    lines = [
+        "| service | host | address | CPU set | affinity read back | workers |",
+        "|---|---|---|---|---|---|",
+    ]
+    rows = [(name, svc) for name, svc in sorted(services.items())]
+    rows += [("loadgen (Locust)", lg) for lg in topology.get("loadgen") or []]
+    for name, svc in rows:
+        cpus = ",".join(str(c) for c in svc.get("cpus") or [])
+        affinity = ",".join(str(c) for c in svc.get("affinity") or []) or "n/a"
+        workers = svc.get("workers") or "auto"
+        lines.append(f"| {name} | {svc.get('host')} | {svc.get('url') or svc.get('address')} | "
+                     f"{cpus} | {affinity} | {workers} |")
+    return [*lines, "", "Workers `auto`: the original images' rule counted on the pinned CPU set "
+            "(sync 2 per core, async 1 per core, at least 2).", ""]
+
+
 def render(res: dict[str, Any], run: Path, plots: dict[str, str], cpu_plot: str | None) -> str:
     m = res["manifest"]
     meta = m.get("metadata") or {}
@@ -506,8 +528,8 @@ def render(res: dict[str, Any], run: Path, plots: dict[str, str], cpu_plot: str 
         f"Python {meta.get('python_version', '?')}; host {meta.get('hostname', '?')} "
         f"(kernel {meta.get('kernel', '?')})",
         f"- Packages: {', '.join(f'{k} {v}' for k, v in (meta.get('packages') or {}).items())}",
-        f"- Topology: `{json.dumps(m.get('topology') or {}, sort_keys=True)[:400]}`",
         "",
+        *topology_table(m.get("topology") or {}),
     ]
     for w in (m.get("metadata_warnings") or []) + (m.get("warnings") or []):
         lines.append(f"- Warning: {w}")
