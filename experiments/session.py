@@ -76,6 +76,7 @@ class Session:
             scenario, url or self.topology.scoring_url(arch), f"/api/v1/ml/{arch}/predict",
             out_dir, arrival=arrival, cpus=self.loadgen.cpus, guard=self.guard,
             payload=payload, arch=arch, progress=self.progress.ticker(step, label),
+            workers=self.locust_workers,
             extra_env={"SCORING_LAB_SERVICE": "loadgen",
                        "SCORING_LAB_RUN_DIR": self.loadgen_run_dir},
         )
@@ -83,6 +84,12 @@ class Session:
         if not result.valid:
             self.progress.say(f"WARNING {label} is invalid: {'; '.join(result.reasons)}")
         return result
+
+    @property
+    def locust_workers(self) -> int:
+        """Locust is one process per core: with several load-generator cores it runs as a
+        master and one worker per core (0 = a single process)."""
+        return len(self.loadgen.cpus) if len(self.loadgen.cpus) > 1 else 0
 
     @property
     def loadgen_run_dir(self) -> str:
@@ -115,7 +122,9 @@ def session(experiment: str, options: RunOptions, *, planned_s: float, steps: in
     try:
         with run.recording():
             run.update(inventory=options.inventory, topology=topology.raw,
-                       loadgen={"host": loadgen.host, "cpus": loadgen.cpus, "processes": 1},
+                       loadgen={"host": loadgen.host, "cpus": loadgen.cpus,
+                                "locust_workers": len(loadgen.cpus) if len(loadgen.cpus) > 1
+                                else 0},
                        **manifest)
             # The runner samples Locust's CPU and waits on it: keep it off the services' cores.
             if loadgen.cpus:
