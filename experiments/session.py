@@ -87,9 +87,7 @@ class Session:
 
     @property
     def locust_workers(self) -> int:
-        """Locust is one process per core: with several load-generator cores it runs as a
-        master and one worker per core (0 = a single process)."""
-        return len(self.loadgen.cpus) if len(self.loadgen.cpus) > 1 else 0
+        return locust_workers(self.loadgen.cpus)
 
     @property
     def loadgen_run_dir(self) -> str:
@@ -97,6 +95,12 @@ class Session:
             if entry.get("host") == self.loadgen.host and entry.get("run_dir"):
                 return entry["run_dir"]
         return ""
+
+
+def locust_workers(cpus: list[int]) -> int:
+    """Locust uses one core per process: with several load-generator cores it runs as a master
+    and one worker per core (0 = a single process)."""
+    return len(cpus) if len(cpus) > 1 else 0
 
 
 def _local_loadgen(topology: topology_mod.Topology) -> topology_mod.LoadGenerator:
@@ -123,8 +127,7 @@ def session(experiment: str, options: RunOptions, *, planned_s: float, steps: in
         with run.recording():
             run.update(inventory=options.inventory, topology=topology.raw,
                        loadgen={"host": loadgen.host, "cpus": loadgen.cpus,
-                                "locust_workers": len(loadgen.cpus) if len(loadgen.cpus) > 1
-                                else 0},
+                                "locust_workers": locust_workers(loadgen.cpus)},
                        **manifest)
             # The runner samples Locust's CPU and waits on it: keep it off the services' cores.
             if loadgen.cpus:
