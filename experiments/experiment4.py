@@ -1,0 +1,333 @@
+"""Experiment 4: the delta decomposition. A ladder of variants of the same code (settings, not
+copies), each deployed in turn by Ansible, verified, then measured: the latency of one user
+(scoring handler, and for sync variants the model API alone: a blocking worker's hold time),
+and experiment 3's step load per arrival pattern (breaking point, max requests/s, CPU seconds
+per request per service). The default build is redeployed at the end, whatever happened.
+The report (experiments/report_exp4.py) adds the ceiling model (experiments/analysis/ceiling.py)
+and reads only the result folder.
+
+    ladder = load_ladder("experiments/config/experiment4.toml", "quick")
+    run_experiment4("experiments/config/experiment4.toml", "quick", options)
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from experiments import topology as topology_mod
+from experiments.analysis.breaking_point import breaking_point_from_dir
+from experiments.analysis.ceiling import workers_in_effect
+from experiments.collect import ANSIBLE_DIR
+from experiments.protocol import (
+    ARRIVALS,
+    CONFIG_DIR,
+    Protocol,
+    ProtocolError,
+    _Checker,
+    parse_protocol,
+)
+from experiments.results import iso, open_run_folder, scenario_entry
+from experiments.session import RunOptions, Session, session
+from experiments.verify import verify
+
+EXPERIMENT = "experiment-4"
+CONFIG = CONFIG_DIR / "experiment4.toml"
+PROBE, LOAD_TEST = "probe", "load_test"
+ARCHS = ("sync", "async")
+_VARIANT_KEYS = {"name", "description", "archs", "arrivals", "model_api_env",
+                 "scoring_handler_env", "model_api_workers_per_core",
+                 "scoring_handler_workers_per_core"}
+
+
+class DeployError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    description: str
+    archs: tuple[str, ...]
+    arrivals: tuple[str, ...] = ("spread",)
+    model_api_env: dict[str, str] = field(default_factory=dict)
+    scoring_handler_env: dict[str, str] = field(default_factory=dict)
+    model_api_workers_per_core: float | None = None
+    scoring_handler_workers_per_core: float | None = None
+
+    def deploy_vars(self, topology: topology_mod.Topology) -> dict[str, Any]:
+        """Extra vars of `ansible-playbook deploy.yml -e`: only what this variant changes
+        (nothing for the default build, so the inventory's own settings apply)."""
+        out: dict[str, Any] = {}
+        if self.model_api_env:
+            out["model_api_env"] = dict(self.model_api_env)
+        if self.scoring_handler_env:
+            out["scoring_handler_env"] = dict(self.scoring_handler_env)
+        for role, per_core, service in (
+                ("model_api", self.model_api_workers_per_core, "model-sync"),
+                ("scoring_handler", self.scoring_handler_workers_per_core, "scoring-sync")):
+            if per_core is not None:
+                cores = len(topology.services[service].get("cpus") or [0])
+                out[f"{role}_workers"] = max(1, round(per_core * cores))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Ladder:
+    protocol: Protocol
+    variants: tuple[Variant, ...]
+    source: str
+
+    @property
+    def profile(self) -> str:
+        return self.protocol.profile
+
+    def runs(self) -> list[tuple[Variant, str, str, str]]:
+        """(variant, step, arch, arrival) in the order they run."""
+        out = []
+        for v in self.variants:
+            for arch in v.archs:
+                out.append((v, "probe", arch, "spread"))
+                if arch == "sync":
+                    out.append((v, "probe-model", arch, "spread"))
+            for arrival in v.arrivals:
+                for arch in v.archs:
+                    out.append((v, LOAD_TEST, arch, arrival))
+        return out
+
+    @property
+    def total_s(self) -> float:
+        p = self.protocol
+        per = {"probe": p.scenario(PROBE).total_s, "probe-model": p.scenario(PROBE).total_s,
+               LOAD_TEST: p.scenario(LOAD_TEST).total_s}
+        return sum(per[step] + p.pause_s for _, step, _, _ in self.runs())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"variants": [v.to_dict() for v in self.variants], "source": self.source}
+
+
+def _env(c: _Checker, where: str, table: Any) -> dict[str, str]:
+    c.keys(table, where, set(table) if isinstance(table, dict) else set())
+    for key, value in table.items():
+        if not key.startswith("SCORING_LAB_"):
+            raise c.fail(where, f"{key}: only SCORING_LAB_* variables (services/settings.py)")
+        if not isinstance(value, str | int | float | bool):
+            raise c.fail(where, f"{key} = {value!r}: expected a string, number or boolean")
+    return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in table.items()}
+
+
+def _names(c: _Checker, where: str, table: dict, key: str, allowed: tuple[str, ...],
+           default: tuple[str, ...]) -> tuple[str, ...]:
+    value = table.get(key, list(default))
+    if not isinstance(value, list) or not value or any(x not in allowed for x in value):
+        raise c.fail(where, f"{key} = {value!r}: expected a non-empty list of "
+                            f"{', '.join(allowed)}")
+    return tuple(value)
+
+
+def _variant(c: _Checker, i: int, t: Any) -> Variant:
+    where = f"variants[{i}]"
+    c.keys(t, where, _VARIANT_KEYS)
+    name = c.string(t, where, "name")
+    where = f"variants.{name}"
+    per_core = {
+        key: (c.number(t, where, key, lo=0, lo_open=True) if key in t else None)
+        for key in ("model_api_workers_per_core", "scoring_handler_workers_per_core")
+    }
+    return Variant(
+        name=name,
+        description=c.string(t, where, "description", default=""),
+        archs=_names(c, where, t, "archs", ARCHS, ARCHS),
+        arrivals=_names(c, where, t, "arrivals", ARRIVALS, ("spread",)),
+        model_api_env=_env(c, f"{where}.model_api_env", t.get("model_api_env", {})),
+        scoring_handler_env=_env(c, f"{where}.scoring_handler_env",
+                                 t.get("scoring_handler_env", {})),
+        **per_core,
+    )
+
+
+def parse_ladder(data: dict, profile: str | None = None, *,
+                 source: str = "<experiment4>") -> Ladder:
+    """Validate experiment 4's TOML: the protocol part by protocol.parse_protocol, the
+    [[variants]] and each profile's `variants` selection here."""
+    c = _Checker(source)
+    data = dict(data)
+    tables = data.pop("variants", None)
+    if not isinstance(tables, list) or not tables:
+        raise c.fail("variants", "no [[variants]] defined")
+    variants = [_variant(c, i, t) for i, t in enumerate(tables)]
+    names = [v.name for v in variants]
+    if len(set(names)) != len(names):
+        raise c.fail("variants", f"duplicate variant names in {names}")
+    profiles = {k: dict(v) if isinstance(v, dict) else v
+                for k, v in (data.get("profiles") or {}).items()}
+    selections: dict[str, list[str]] = {}
+    for pname, ptable in profiles.items():
+        if isinstance(ptable, dict) and "variants" in ptable:
+            chosen = ptable.pop("variants")
+            if not isinstance(chosen, list) or not chosen:
+                raise c.fail(f"profiles.{pname}", "variants: expected a non-empty list of names")
+            unknown = [x for x in chosen if x not in names]
+            if unknown:
+                raise c.fail(f"profiles.{pname}", f"unknown variant {unknown[0]!r} "
+                                                  f"(have: {', '.join(names)})")
+            selections[pname] = chosen
+    data["profiles"] = profiles
+    protocol = parse_protocol(data, profile, source=source)
+    for needed in (PROBE, LOAD_TEST):
+        try:
+            protocol.scenario(needed)
+        except KeyError:
+            raise c.fail("scenarios", f"experiment 4 needs a scenario {needed!r}") from None
+    if protocol.scenario(PROBE).kind != "constant" or protocol.scenario(PROBE).users != 1:
+        raise c.fail("scenarios.probe", "the probe must be a constant scenario with users = 1")
+    if protocol.scenario(LOAD_TEST).kind != "ramp":
+        raise c.fail("scenarios.load_test", "the load test must be a ramp")
+    chosen = selections.get(protocol.profile)
+    if chosen:
+        variants = [v for v in variants if v.name in chosen]
+    return Ladder(protocol, tuple(variants), source)
+
+
+def load_ladder(path: str | Path = CONFIG, profile: str | None = None) -> Ladder:
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ProtocolError(f"{path}: not valid TOML: {e}") from e
+    return parse_ladder(data, profile, source=str(path))
+
+
+# ------------------------------------------------------------------------------- running
+
+
+def deploy(options: RunOptions, extra_vars: dict[str, Any], log: Path) -> dict[str, Any]:
+    """ansible-playbook deploy.yml with these extra vars; the output goes to `log`."""
+    cmd = [options.ansible_playbook, "deploy.yml"]
+    if options.inventory:
+        cmd += ["-i", options.inventory]
+    if extra_vars:
+        cmd += ["-e", json.dumps(extra_vars, sort_keys=True)]
+    started = time.time()
+    done = subprocess.run(cmd, cwd=ANSIBLE_DIR, capture_output=True, text=True, timeout=1200)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(f"$ {' '.join(cmd)}\n\n{done.stdout}{done.stderr}")
+    if done.returncode != 0:
+        raise DeployError(f"ansible-playbook deploy.yml failed (exit {done.returncode}) with "
+                          f"{json.dumps(extra_vars)}; see {log}")
+    return {"extra_vars": extra_vars, "command": cmd, "started_at": iso(started),
+            "seconds": round(time.time() - started, 1)}
+
+
+def workers_of(topology: topology_mod.Topology, variant: Variant) -> dict[str, Any]:
+    """Workers (and threads) in effect per service, from the deployed topology."""
+    out: dict[str, Any] = {}
+    for service in ("model-sync", "model-async", "scoring-sync", "scoring-async"):
+        s = topology.services[service]
+        arch = service.rsplit("-", 1)[1]
+        env = variant.model_api_env if service.startswith("model") else variant.scoring_handler_env
+        entry = {"workers": workers_in_effect(arch, len(s.get("cpus") or []), s.get("workers")),
+                 "cpus": s.get("cpus"), "env": dict(env)}
+        if arch == "sync":
+            entry["worker_class"] = env.get("SCORING_LAB_SYNC_WORKER", "meinheld")
+            if entry["worker_class"] == "gthread":
+                entry["threads"] = int(env.get("SCORING_LAB_GTHREAD_THREADS", 4))
+        out[service] = entry
+    return out
+
+
+def _measure(lab: Session, ladder: Ladder, variant: Variant, step_no: list[int],
+             steps: int) -> None:
+    run, p = lab.run, ladder.protocol
+    for v, step, arch, arrival in ladder.runs():
+        if v is not variant:
+            continue
+        step_no[0] += 1
+        scenario = p.scenario(LOAD_TEST if step == LOAD_TEST else PROBE)
+        role, url = "scoring", None
+        if step == "probe-model":
+            role, url = "model", lab.topology.url(f"model-{arch}")
+        sub = f"{step}-{arrival}" if step == LOAD_TEST else step
+        out = run.raw / "locust" / variant.name / sub / arch
+        label = f"{variant.name} {sub} {arch}"
+        lab.progress.say(f"step {step_no[0]}/{steps} {label} ({scenario.total_s:.0f} s)")
+        result = lab.locust(scenario, arch, out, arrival=arrival, payload=p.payload,
+                            step=step_no[0], label=label, url=url)
+        extra: dict[str, Any] = {"variant": variant.name, "step": sub, "role": role}
+        if step == LOAD_TEST:
+            bp = breaking_point_from_dir(out, p.analysis.breaking_point,
+                                         pacing_s=scenario.pacing_s)
+            extra["breaking_point"] = bp.to_dict()
+            lab.progress.say(f"{label}: {bp.message}")
+        run.add_scenario(scenario_entry(run, scenario, arch, result, **extra))
+        time.sleep(p.pause_s)
+
+
+def _switch(lab: Session, options: RunOptions, extra_vars: dict[str, Any], log: Path,
+            what: str) -> dict[str, Any]:
+    lab.progress.say(f"deploying {what} ({json.dumps(extra_vars) or 'default'})")
+    record = deploy(options, extra_vars, log)
+    lab.topology = topology_mod.load()
+    record["verify"] = [asdict(c) for c in verify(lab.topology)]
+    record["log"] = lab.run.rel(log)
+    return record
+
+
+def finish(folder: Path) -> dict:
+    from experiments.report_exp4 import build_headline, write_report
+
+    open_run_folder(folder).complete(build_headline(folder))
+    return write_report(folder)
+
+
+def run_experiment4(config_path: str | Path = CONFIG, profile: str | None = None,
+                    options: RunOptions | None = None) -> Path:
+    """Deploy, verify and measure every variant of the ladder; redeploy the default build
+    at the end (always); collect; report. Returns the result folder."""
+    if options is None:
+        raise ValueError("options (RunOptions) are required")
+    ladder = load_ladder(config_path, profile)
+    p = ladder.protocol
+    steps = len(ladder.runs())
+    with session(EXPERIMENT, options, planned_s=ladder.total_s, steps=steps, guard=p.guard,
+                 finish=finish, profile=p.profile, protocol=p.to_dict(), arrival=p.arrival,
+                 ladder=ladder.to_dict(), variants=[]) as lab:
+        run = lab.run
+        deploy_dir = run.raw / "deploy"
+        current: dict[str, Any] | None = None  # unknown until the first deploy
+        records: list[dict[str, Any]] = []
+        step_no = [0]
+        try:
+            for i, variant in enumerate(ladder.variants, 1):
+                extra_vars = variant.deploy_vars(lab.topology)
+                entry: dict[str, Any] = {**variant.to_dict(), "deploy_vars": extra_vars}
+                if extra_vars != current:
+                    entry["deploy"] = _switch(lab, options, extra_vars,
+                                              deploy_dir / f"{i:02d}-{variant.name}.log",
+                                              f"variant {variant.name}")
+                    current = extra_vars
+                else:
+                    entry["deploy"] = {"skipped": "same deployment as the previous variant"}
+                entry["workers"] = workers_of(lab.topology, variant)
+                entry["window_start"] = time.time()
+                records.append(entry)
+                _measure(lab, ladder, variant, step_no, steps)
+                entry["window_end"] = time.time()
+                run.update(variants=records)
+        finally:
+            if current != {}:
+                restore = _switch(lab, options, {}, deploy_dir / "99-restore-default.log",
+                                  "the default build again")
+                run.update(restore_default=restore)
+            else:
+                run.update(restore_default={"skipped": "the last variant was the default build"})
+    return run.path
