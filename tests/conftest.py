@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -11,6 +12,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,3 +140,74 @@ def start_service(role: str, arch: str, port: int, env: dict[str, str], log: Pat
         stop(process)
         raise
     return process
+
+
+# --------------------------------------------------------------------- a private deployed lab
+
+
+@dataclass
+class PrivateLab:
+    """A lab deployed from a copy of the single-host inventory whose host_vars move every port
+    and the run dir (and pin the app's sources to a snapshot), so a test never touches a
+    developer's lab. `env` carries LAB_STATE_DIR for the experiments and playbooks."""
+
+    root: Path
+    inventory: Path
+    env: dict[str, str]
+    results: Path
+
+    def playbook(self, name: str, timeout: float = 900) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(Path(sys.executable).with_name("ansible-playbook")), "-i", str(self.inventory),
+             name], cwd=ROOT / "ansible", env=self.env, capture_output=True, text=True,
+            timeout=timeout)
+
+
+def private_lab_inventory(tmp: Path, *, snapshot: bool = True) -> PrivateLab:
+    """Write the inventory copy (free ports, run dir under tmp, 50 entities); with snapshot,
+    the deploys read a copy of the sources taken now (edits in the work tree during the test
+    do not restart the lab between two deploys)."""
+    inventory = tmp / "inventory"
+    shutil.copytree(ROOT / "ansible/inventories/single-host", inventory)
+    (inventory / "host_vars").mkdir()
+    ports = {name: free_port() for name in
+             ("redis", "model_sync", "model_async", "scoring_sync", "scoring_async")}
+    host_vars = {"lab_run_dir": str(tmp / "run"), "lab_ports": ports,
+                 "feature_store_entities": 50}
+    if snapshot:
+        src = tmp / "src"
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")
+        for entry in ("pyproject.toml", "uv.lock", "README.md", "services", "hardware",
+                      "experiments"):
+            if (ROOT / entry).is_dir():
+                shutil.copytree(ROOT / entry, src / entry, ignore=ignore)
+            else:
+                src.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / entry, src / entry)
+        host_vars["lab_source_dir"] = str(src)
+    (inventory / "host_vars/localhost.yml").write_text(json.dumps(host_vars))
+    env = {**os.environ, "LAB_STATE_DIR": str(tmp / "state")}
+    return PrivateLab(tmp, inventory, env, tmp / "results")
+
+
+@contextmanager
+def private_lab(tmp: Path) -> Iterator[PrivateLab]:
+    """Deploy a private lab (see PrivateLab); tear it down at the end, whatever happened."""
+    require("redis-server")
+    require("taskset")
+    lab = private_lab_inventory(tmp)
+    try:
+        done = lab.playbook("deploy.yml")
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+        yield lab
+    finally:
+        lab.playbook("teardown.yml", timeout=300)
+
+
+@pytest.fixture(scope="session")
+def experiments_lab(tmp_path_factory) -> Iterator[PrivateLab]:
+    """One private lab shared by the experiment smoke runs that start from the default build
+    (experiments 2 and 4; experiment 4 redeploys it and restores the default at the end)."""
+    with private_lab(tmp_path_factory.mktemp("experiments-lab")) as lab:
+        yield lab
+
