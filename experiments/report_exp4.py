@@ -221,9 +221,14 @@ def _decompose(res: dict, probe_rt: dict) -> dict[str, Any]:
     return out
 
 
+HEADLINE_VARIANTS = ("original", "default")  # the index line; report.json has every row
+
+
 def _headline(res: dict) -> dict[str, Any]:
     head: dict[str, Any] = {}
     for r in res["rows"]:
+        if r["variant"] not in HEADLINE_VARIANTS:
+            continue
         key = f"{r['variant']}/{r['arch']}"
         key += "" if r["arrival"] == "spread" else f"/{r['arrival']}"
         head[key] = {"max_rps": round(r["max_rps"], 1) if r["max_rps"] is not None else None,
