@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import tarfile
+import time
 from pathlib import Path
 
 from experiments.results import RunFolder
@@ -22,11 +24,15 @@ class CollectError(RuntimeError):
     pass
 
 
-def fetch(run: RunFolder, inventory: str | None, ansible_playbook: str) -> Path:
-    """Run ansible/collect.yml; returns the staging dir (<host>/hardware, <host>/monitor)."""
+def fetch(run: RunFolder, inventory: str | None, ansible_playbook: str,
+          since: float | None = None) -> Path:
+    """Run ansible/collect.yml; returns the staging dir (<host>/hardware, <host>/monitor,
+    <host>/profiles.tar.gz with the profiles written since `since`)."""
     staging = run.raw / ".collect"
     staging.mkdir()
     extra = {"collect_dest": str(staging.resolve()), "collect_id": run.name}
+    if since is not None:
+        extra["collect_profiles_max_age_s"] = int(time.time() - since + WINDOW_MARGIN_S) + 1
     cmd = [ansible_playbook, "collect.yml", "-e", json.dumps(extra)]
     if inventory:
         cmd[1:1] = ["-i", inventory]
@@ -40,9 +46,15 @@ def fetch(run: RunFolder, inventory: str | None, ansible_playbook: str) -> Path:
 
 def store(run: RunFolder, staging: Path, start: float, end: float) -> dict[str, list[str]]:
     """Move fetched files into raw/hardware/<host>/ and raw/resources/<host>.jsonl."""
-    stored: dict[str, list[str]] = {"hardware": [], "resources": []}
+    stored: dict[str, list[str]] = {"hardware": [], "resources": [], "profiles": []}
     for host_dir in sorted(p for p in staging.iterdir() if p.is_dir()):
         host = host_dir.name
+        if (host_dir / "profiles.tar.gz").exists():  # experiment 1: raw/profiles/<host>/
+            target = run.profiles_dir() / host
+            target.mkdir(parents=True, exist_ok=True)
+            with tarfile.open(host_dir / "profiles.tar.gz") as archive:
+                archive.extractall(target, filter="data")
+            stored["profiles"].append(run.rel(target))
         for report_file in sorted((host_dir / "hardware").glob("*")):
             target = run.hardware_dir(host) / report_file.name
             shutil.move(report_file, target)
@@ -65,4 +77,4 @@ def store(run: RunFolder, staging: Path, start: float, end: float) -> dict[str, 
 
 def collect(run: RunFolder, inventory: str | None, ansible_playbook: str,
             start: float, end: float) -> dict[str, list[str]]:
-    return store(run, fetch(run, inventory, ansible_playbook), start, end)
+    return store(run, fetch(run, inventory, ansible_playbook, since=start), start, end)

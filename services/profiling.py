@@ -90,7 +90,7 @@ def parse_window(value: str) -> float:
 
 def _stamp(when: float) -> str:
     t = dt.datetime.fromtimestamp(when, tz=dt.UTC)
-    return t.strftime("%Y%m%dT%H%M%S") + f".{t.microsecond // 1000:03d}Z"
+    return t.strftime("%Y%m%dT%H%M%S") + f"{t.microsecond // 1000:03d}Z"  # no dot in names
 
 
 # ------------------------------------------------------------------------ one profile

@@ -84,7 +84,9 @@ def serve(role: Role, arch: Arch, settings: Settings) -> None:
         host=settings.host,
         port=settings.port_for(role, arch),
         workers=worker_count(settings, arch),
-        loop="uvloop",
+        # pyinstrument's async mode cannot see awaits under uvloop (it records the bare loop):
+        # a profiled service runs on asyncio's own loop (services/profiling.py).
+        loop="asyncio" if settings.profiling else "uvloop",
         http="httptools",
         access_log=False,
         log_level="info",

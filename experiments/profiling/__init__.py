@@ -1,0 +1,1 @@
+"""Experiment 1 helpers: breaking profiles down by category, and the report."""

@@ -1,0 +1,145 @@
+"""Where the wall time of a profile goes, computed from the profile itself.
+
+A pyinstrument session (``.pyisession``: the sampled call stacks, each with the wall time it
+stood for) is cut into categories by the modules on each stack:
+
+- every sample is put in the category of the **deepest** frame on its stack that belongs to a
+  *specific* category (HTTP calls, Redis, the model's prediction, serialization): a socket read
+  under urllib3 is time spent on a model API call, a ``json.dumps`` under Flask is serialization;
+- else, a stack goes to the deepest *general* frame (framework, event loop, application code,
+  the profiler itself), else to "other", except:
+- a sample with no specific frame and no Python frame at all, or whose innermost frame is the
+  event loop or the server's accept loop, is the worker waiting for work ("event loop / idle").
+
+yappi's function table (``.json``) has no stacks: it is summarised as the functions with the
+most own time (``tsub``), each with its category, in the clock the profile was taken with.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+# Display order and labels of the categories.
+CATEGORIES: dict[str, str] = {
+    "http_calls": "HTTP calls (server: model API calls; client: the scoring call)",
+    "redis": "Redis",
+    "prediction": "model prediction (the fake model's sleep/CPU)",
+    "serialization": "serialization (JSON, payload parsing)",
+    "framework": "framework and server (routing, request/response objects, HTTP)",
+    "application": "application code (services/)",
+    "event_loop": "event loop / idle (waiting for work or I/O readiness)",
+    "profiler": "profiler overhead",
+    "other": "other (stdlib, imports)",
+}
+SPECIFIC = ("http_calls", "redis", "prediction", "serialization")
+_MODULES: dict[str, str] = {
+    **dict.fromkeys(("httpx", "httpcore", "h11", "h2", "requests", "urllib3", "aiohttp",
+                     "http", "certifi", "idna", "charset_normalizer"), "http_calls"),
+    **dict.fromkeys(("redis",), "redis"),
+    **dict.fromkeys(("json", "orjson", "ujson", "services.payload"), "serialization"),
+    **dict.fromkeys(("flask", "werkzeug", "jinja2", "itsdangerous", "click", "blinker",
+                     "starlette", "fastapi", "pydantic", "pydantic_core", "anyio", "sniffio",
+                     "gunicorn", "meinheld", "uvicorn", "httptools", "uvloop", "greenlet"),
+                    "framework"),
+    **dict.fromkeys(("asyncio", "selectors", "concurrent"), "event_loop"),
+    **dict.fromkeys(("pyinstrument", "yappi", "services.profiling"), "profiler"),
+    **dict.fromkeys(("services.fake_model",), "prediction"),
+}
+# Innermost frames that mean "this worker is waiting for work": the event loop itself, or the
+# server's accept loop (gunicorn/meinheld run the loop in C below these frames).
+_IDLE_MODULES = {"asyncio", "selectors", "uvloop", "gunicorn", "meinheld"}
+_STDLIB = re.compile(r"/lib/python3\.\d+/(?!site-packages/)(.*)$")
+_SITE = re.compile(r"/(?:site|dist)-packages/(.*)$")
+
+
+def module_of(path: str) -> str:
+    """The top-level module of a file path ("services.<module>" for the lab's own code)."""
+    for pattern in (_SITE, _STDLIB):
+        m = pattern.search(path)
+        if m:
+            first = m.group(1).split("/")[0]
+            return first.removesuffix(".py")
+    parts = path.replace("\\", "/").split("/")
+    if "services" in parts:
+        rest = parts[len(parts) - parts[::-1].index("services"):]
+        if rest:
+            return ".".join(["services", *rest]).removesuffix(".py")
+    return path
+
+
+def category_of(module: str) -> str | None:
+    if module in _MODULES:
+        return _MODULES[module]
+    if module.startswith("services."):
+        return "application"
+    return None
+
+
+def _frames(stack: Iterable[str]) -> list[tuple[str, str]]:
+    """(function, module) of the real frames of a pyinstrument stack, outermost first."""
+    out = []
+    for ident in stack:
+        parts = ident.split("\x00")
+        if len(parts) < 2 or parts[1] == "<thread>":
+            continue  # synthetic frames ([await], [self]) and the thread root
+        out.append((parts[0], "builtins" if parts[1] == "<built-in>" else module_of(parts[1])))
+    return out
+
+
+def classify_stack(stack: Iterable[str]) -> str:
+    frames = _frames(stack)
+    # The model APIs' prediction is a plain sleep called from their predict handler.
+    if frames and frames[-1][0] == "sleep" and frames[-1][1] in ("builtins", "asyncio") and any(
+            module.endswith(".model_api") for _, module in frames):
+        return "prediction"
+    cats = [category_of(module) for _, module in frames]
+    for cat in reversed(cats):
+        if cat in SPECIFIC:  # e.g. an await on an asyncio.Event inside httpcore: HTTP
+            return cat
+    if not frames or frames[-1][1] in _IDLE_MODULES:
+        return "event_loop"
+    for cat in reversed(cats):
+        if cat is not None:
+            return cat
+    return "other"
+
+
+def pyinstrument_breakdown(path: str | Path) -> dict[str, Any]:
+    """{duration_s, samples, seconds: {category: s}, share: {category: fraction}} of one
+    ``.pyisession`` file (shares of the sampled time, which is the profile's wall time)."""
+    doc = json.loads(Path(path).read_text())
+    seconds = dict.fromkeys(CATEGORIES, 0.0)
+    for stack, t in doc["frame_records"]:
+        seconds[classify_stack(stack)] += float(t)
+    total = sum(seconds.values())
+    return {"duration_s": float(doc.get("duration") or total), "sampled_s": total,
+            "samples": len(doc["frame_records"]), "seconds": seconds,
+            "share": {k: (v / total if total else 0.0) for k, v in seconds.items()}}
+
+
+def combine(breakdowns: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several profiles of the same thing (repeats) as one: seconds per profile on average,
+    shares of the summed time."""
+    n = len(breakdowns)
+    if not n:
+        return {"profiles": 0, "seconds": {}, "share": {}, "sampled_s": 0.0}
+    total = {k: sum(b["seconds"][k] for b in breakdowns) for k in CATEGORIES}
+    all_s = sum(total.values())
+    return {"profiles": n, "sampled_s": all_s / n,
+            "seconds": {k: v / n for k, v in total.items()},
+            "share": {k: (v / all_s if all_s else 0.0) for k, v in total.items()}}
+
+
+def yappi_top(path: str | Path, n: int = 8) -> dict[str, Any]:
+    """The n functions with the most own time (tsub) in a yappi ``.json`` export."""
+    doc = json.loads(Path(path).read_text())
+    rows = sorted(doc["functions"], key=lambda r: r["tsub"], reverse=True)
+    total = sum(r["tsub"] for r in doc["functions"])
+    top = [{"function": f"{module_of(r['module'])}:{r['name']}", "ncall": r["ncall"],
+            "tsub_s": r["tsub"], "ttot_s": r["ttot"],
+            "category": category_of(module_of(r["module"])) or "other"} for r in rows[:n]]
+    return {"clock": doc.get("clock"), "total_tsub_s": total, "top": top}
