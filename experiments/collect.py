@@ -31,8 +31,8 @@ def fetch(run: RunFolder, inventory: str | None, ansible_playbook: str,
     staging = run.raw / ".collect"
     staging.mkdir()
     extra = {"collect_dest": str(staging.resolve()), "collect_id": run.name}
-    if since is not None:
-        extra["collect_profiles_max_age_s"] = int(time.time() - since + WINDOW_MARGIN_S) + 1
+    if since is not None:  # generous: the playbook runs a while later; store() cuts exactly
+        extra["collect_profiles_max_age_s"] = int(time.time() - since + 600)
     cmd = [ansible_playbook, "collect.yml", "-e", json.dumps(extra)]
     if inventory:
         cmd[1:1] = ["-i", inventory]
@@ -45,7 +45,8 @@ def fetch(run: RunFolder, inventory: str | None, ansible_playbook: str,
 
 
 def store(run: RunFolder, staging: Path, start: float, end: float) -> dict[str, list[str]]:
-    """Move fetched files into raw/hardware/<host>/ and raw/resources/<host>.jsonl."""
+    """Move fetched files into raw/hardware/<host>/ and raw/resources/<host>.jsonl, and the
+    profiles written since `start` into raw/profiles/<host>/."""
     stored: dict[str, list[str]] = {"hardware": [], "resources": [], "profiles": []}
     for host_dir in sorted(p for p in staging.iterdir() if p.is_dir()):
         host = host_dir.name
@@ -53,7 +54,8 @@ def store(run: RunFolder, staging: Path, start: float, end: float) -> dict[str, 
             target = run.profiles_dir() / host
             target.mkdir(parents=True, exist_ok=True)
             with tarfile.open(host_dir / "profiles.tar.gz") as archive:
-                archive.extractall(target, filter="data")
+                members = [m for m in archive.getmembers() if m.mtime >= start - WINDOW_MARGIN_S]
+                archive.extractall(target, members=members, filter="data")
             stored["profiles"].append(run.rel(target))
         for report_file in sorted((host_dir / "hardware").glob("*")):
             target = run.hardware_dir(host) / report_file.name

@@ -41,6 +41,7 @@ ANSIBLE_DIR = REPO_ROOT / "ansible"
 PROFILING_ENV = {"SCORING_LAB_PROFILING": "true"}
 ROLES = {"scoring": "scoring handler", "model": "model API"}
 LOAD_SEEN_LATENCY_S = 2.0
+FLUSH_ROUNDS, FLUSH_REQUESTS = 2, 16  # after a window: 2 bursts of 16 requests, 4 at a time
 
 
 class DeployError(RuntimeError):
@@ -193,7 +194,8 @@ def profiled_request(url: str, body: bytes, headers: dict[str, str], timeout: fl
 
 
 def warm_up(url: str, body: bytes, n: int, timeout: float) -> None:
-    """n plain requests, a few at a time, so every worker has its pools and imports ready."""
+    """n plain requests, 4 at a time, each on a new connection, so that every worker gets
+    some (a busy blocking worker does not accept: the next idle one does)."""
     threads = [threading.Thread(target=lambda: [_post(url, body, {}, timeout)
                                                 for _ in range(max(1, n // 4))])
                for _ in range(4)]
@@ -334,6 +336,12 @@ def _window(lab: Session, config: Config, arch: str, profiler: str, step: int,
         thread.join(config.timeout_s * 2 + 5)
     if not opened:
         lab.run.warn(f"window {profiler} {arch}: Locust answered no request, no window opened")
+    # A worker writes its window file at its first request after the window. The scoring
+    # handlers' kept-alive pools may never reach some model API worker (the one that took the
+    # trigger, for one): a few bursts of requests on new connections reach every worker.
+    for role in ROLES:
+        for _ in range(FLUSH_ROUNDS):
+            warm_up(_endpoint(lab, role, arch), body, FLUSH_REQUESTS, config.timeout_s)
     return {"arch": arch, "profiler": profiler, "kind": "window", "profiled": True,
             "window_s": config.window_s, "users": config.users, "services": opened,
             "locust_dir": lab.run.rel(result.out_dir), "locust_valid": result.valid,
