@@ -34,7 +34,7 @@ from experiments.protocol import (
 )
 from experiments.results import iso, open_run_folder, scenario_entry
 from experiments.session import RunOptions, Session, session
-from experiments.verify import verify
+from experiments.verify import VerifyError, verify
 
 EXPERIMENT = "experiment-4"
 CONFIG = CONFIG_DIR / "experiment4.toml"
@@ -311,9 +311,20 @@ def run_experiment4(config_path: str | Path = CONFIG, profile: str | None = None
                 extra_vars = variant.deploy_vars(lab.topology)
                 entry: dict[str, Any] = {**variant.to_dict(), "deploy_vars": extra_vars}
                 if extra_vars != current:
-                    entry["deploy"] = _switch(lab, options, extra_vars,
-                                              deploy_dir / f"{i:02d}-{variant.name}.log",
-                                              f"variant {variant.name}")
+                    current = None  # unknown until this deploy and its verify succeed
+                    try:
+                        entry["deploy"] = _switch(lab, options, extra_vars,
+                                                  deploy_dir / f"{i:02d}-{variant.name}.log",
+                                                  f"variant {variant.name}")
+                    except (DeployError, VerifyError) as exc:
+                        # A variant that does not deploy or answer is a finding, not a reason
+                        # to lose the rest of the ladder: record it and go on.
+                        entry["failed"] = str(exc)
+                        records.append(entry)
+                        run.update(variants=records)
+                        run.warn(f"variant {variant.name} was not measured: {exc}")
+                        lab.progress.say(f"WARNING variant {variant.name} failed: {exc}")
+                        continue
                     current = extra_vars
                 else:
                     entry["deploy"] = {"skipped": "same deployment as the previous variant"}

@@ -403,6 +403,11 @@ def render(res: dict, run: Path, plot: str | None) -> str:
     for v in res["variants"].values():
         lines.append(f"| {v['name']} | {v.get('description', '')} | "
                      f"`{json.dumps(v.get('deploy_vars') or {})}` |")
+    failed = [v for v in res["variants"].values() if v.get("failed")]
+    if failed:
+        lines += ["", "Variants that could not be measured (a finding of this run; the deploy "
+                  "log under raw/deploy/ and the service logs say why):", ""]
+        lines += [f"- **{v['name']}**: {v['failed']}" for v in failed]
     lines += ["", *_decomposition_lines(res)]
     surprises = _surprises(res)
     if surprises:
