@@ -14,9 +14,10 @@ off" would need a header scan on every request of the measured build). On, one m
     open a window profile of the whole service: the worker that gets the request writes a
     window marker under ``<run_dir>/profiles/``; every worker of the service that serves a
     request while the window is open profiles all it does (its whole thread, idle time
-    included) until the window ends, then writes its own file. A file is written at the end of
-    the first request a worker serves after the window (async workers also on a timer), so the
-    experiment keeps its load running a little past the window.
+    included) until the window ends, then writes its own file. A sync worker cannot stop its
+    profiler from another thread: it writes when its next request arrives after the window
+    (before serving it), so the file may run past the window with idle time; async workers
+    also close on a timer. The experiment sends a few requests after each window for that.
 
 Response headers: ``X-Scoring-Lab-Profile-File: <name>`` (files ``<name>.*`` under
 ``<run_dir>/profiles/``), ``X-Scoring-Lab-Profile-Window-Id: <id>`` (in every file name of that
@@ -220,6 +221,7 @@ class Profiling:
         """Before the app runs: response headers to add and the capture this request
         starts (to be ended with end()), after joining or opening a window. Raises
         ApiError 400 for a bad header value."""
+        self.close_window_if_due()  # a request after the window is not part of it
         profile, window = headers(PROFILE_HEADER), headers(WINDOW_HEADER)
         out: dict[str, str] = {}
         if profile is None and window is None:
