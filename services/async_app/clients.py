@@ -108,37 +108,37 @@ class FeatureStore:
         self._timeout = settings.redis_timeout_s
         # A blocking pool waits for a free connection; redis-py's default asyncio pool raises
         # MaxConnectionsError past 100 concurrent commands instead.
-        self._pool = (
+        # One client per worker (building one per request costs ~1.8 ms of CPU).
+        self._client = (
             None
             if settings.client_per_request
-            else aioredis.BlockingConnectionPool.from_url(
-                self._url,
-                max_connections=settings.pool_size,
-                timeout=self._timeout,
-                socket_timeout=self._timeout,
-                socket_connect_timeout=self._timeout,
+            else aioredis.Redis(
+                connection_pool=aioredis.BlockingConnectionPool.from_url(
+                    self._url,
+                    max_connections=settings.pool_size,
+                    timeout=self._timeout,
+                    socket_timeout=self._timeout,
+                    socket_connect_timeout=self._timeout,
+                )
             )
         )
 
     async def get(self, entity: str) -> list[float]:
-        if self._pool is None:
-            client = aioredis.Redis.from_url(
-                self._url, socket_timeout=self._timeout, socket_connect_timeout=self._timeout
-            )
-        else:
-            client = aioredis.Redis(connection_pool=self._pool)
+        client = self._client or aioredis.Redis.from_url(
+            self._url, socket_timeout=self._timeout, socket_connect_timeout=self._timeout
+        )
         try:
             raw = await client.get(features.key(entity))
         except (redis.RedisError, TimeoutError) as exc:
             raise errors.feature_store_unavailable(type(exc).__name__) from None
         finally:
-            if self._pool is None:
+            if self._client is None:
                 await client.aclose()
         return features.decode(entity, raw)
 
     async def aclose(self) -> None:
-        if self._pool is not None:
-            await self._pool.aclose()
+        if self._client is not None:
+            await self._client.aclose(close_connection_pool=True)
 
 
 class BlockingRedisInLoop:
