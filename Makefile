@@ -43,6 +43,18 @@ deploy: setup ## Deploy the whole lab with Ansible (INVENTORY=... for separate h
 experiment-3: deploy ## Load tests, both architectures: deploy, verify, Locust, report (PROFILE=full|quick|smoke)
 	$(BIN)/python -m experiments run 3 --profile $(PROFILE) --results-dir $(RESULTS_DIR) --inventory $(INVENTORY)
 
+.PHONY: experiment-1
+experiment-1: setup ## Profiling (pyinstrument, yappi), server and client side (it redeploys with profiling on, then off)
+	$(BIN)/python -m experiments run 1 --profile $(PROFILE) --results-dir $(RESULTS_DIR) --inventory $(INVENTORY)
+
+.PHONY: experiment-2
+experiment-2: deploy ## timeit: N sequential calls, sync vs async, with confidence intervals
+	$(BIN)/python -m experiments run 2 --profile $(PROFILE) --results-dir $(RESULTS_DIR) --inventory $(INVENTORY)
+
+.PHONY: experiment-4
+experiment-4: deploy ## The delta decomposition: a ladder of variants, each against its predicted ceiling
+	$(BIN)/python -m experiments run 4 --profile $(PROFILE) --results-dir $(RESULTS_DIR) --inventory $(INVENTORY)
+
 .PHONY: report
 report: ## Rebuild report.md and plots of a run folder from its raw data (RUN=results/<run>)
 	$(BIN)/python -m experiments report $(RUN)

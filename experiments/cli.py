@@ -11,6 +11,10 @@ from pathlib import Path
 
 from experiments import runner
 from experiments.collect import CollectError
+from experiments.deploy import DeployError
+from experiments.experiment1 import ProfilingOff, run_experiment1
+from experiments.experiment2 import run_experiment2
+from experiments.experiment4 import run_experiment4
 from experiments.protocol import CONFIG_DIR, ProtocolError, load_protocol, profiles_of
 from experiments.report import write_report
 from experiments.results import headline_text, open_run_folder, update_index
@@ -18,7 +22,12 @@ from experiments.session import RunOptions
 from experiments.topology import REPO_ROOT, TopologyError
 from experiments.verify import VerifyError
 
-EXPERIMENTS = {"3": CONFIG_DIR / "experiment3.toml"}
+EXPERIMENTS = {
+    "1": CONFIG_DIR / "experiment1.toml",  # profiling (pyinstrument, yappi)
+    "2": CONFIG_DIR / "experiment2.toml",  # timeit: N sequential calls
+    "3": CONFIG_DIR / "experiment3.toml",  # Locust load tests and breaking points
+    "4": CONFIG_DIR / "experiment4.toml",  # the delta decomposition: a ladder of variants
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,19 +52,27 @@ def _parser() -> argparse.ArgumentParser:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = EXPERIMENTS[args.experiment]
-    if args.profile is not None and args.profile not in {"full", *profiles_of(config)}:
-        print(f"error: --profile {args.profile!r} is not one of "
-              f"{', '.join(sorted({'full', *profiles_of(config)}))}", file=sys.stderr)
-        return 2
-    protocol = load_protocol(config, args.profile)
     options = RunOptions(
         results_dir=args.results_dir,
         inventory=args.inventory,
         ansible_playbook=str(Path(sys.executable).with_name("ansible-playbook")),
     )
     try:
-        folder = runner.run_experiment3(protocol, options, args.arrival or protocol.arrival)
-    except (TopologyError, VerifyError, CollectError) as exc:
+        if args.experiment == "3":
+            if args.profile is not None and args.profile not in {"full", *profiles_of(config)}:
+                print(f"error: --profile {args.profile!r} is not one of "
+                      f"{', '.join(sorted({'full', *profiles_of(config)}))}", file=sys.stderr)
+                return 2
+            protocol = load_protocol(config, args.profile)
+            folder = runner.run_experiment3(protocol, options, args.arrival or protocol.arrival)
+        else:
+            if args.arrival is not None:
+                print(f"error: --arrival is for experiment 3; experiment {args.experiment} "
+                      "sets its arrival patterns in its config", file=sys.stderr)
+                return 2
+            run = {"1": run_experiment1, "2": run_experiment2, "4": run_experiment4}
+            folder = run[args.experiment](config, args.profile, options)
+    except (TopologyError, VerifyError, CollectError, DeployError, ProfilingOff) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -17,7 +17,6 @@ import copy
 import csv
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -28,6 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from experiments.deploy import redeploy
 from experiments.profiling.report import build_headline, write_report
 from experiments.protocol import CONFIG_DIR, GuardParams, ProtocolError, Scenario
 from experiments.results import iso, open_run_folder
@@ -37,15 +37,10 @@ from services import profiling as prof
 
 EXPERIMENT = "experiment-1"
 CONFIG = CONFIG_DIR / "experiment1.toml"
-ANSIBLE_DIR = REPO_ROOT / "ansible"
 PROFILING_ENV = {"SCORING_LAB_PROFILING": "true"}
 ROLES = {"scoring": "scoring handler", "model": "model API"}
 LOAD_SEEN_LATENCY_S = 2.0
 FLUSH_ROUNDS, FLUSH_REQUESTS = 2, 16  # after a window: 2 bursts of 16 requests, 4 at a time
-
-
-class DeployError(RuntimeError):
-    pass
 
 
 class ProfilingOff(RuntimeError):
@@ -146,21 +141,9 @@ def load_config(path: str | Path = CONFIG, profile: str | None = None) -> Config
 
 
 def deploy(options: RunOptions, *, profiling: bool, timeout_s: float) -> str:
-    """ansible-playbook deploy.yml with the inventory of the run, with or without profiling;
-    returns its output."""
-    cmd = [options.ansible_playbook, "deploy.yml"]
-    if options.inventory:
-        cmd[1:1] = ["-i", options.inventory]
-    if profiling:
-        cmd += ["-e", json.dumps({"model_api_env": PROFILING_ENV,
-                                  "scoring_handler_env": PROFILING_ENV})]
-    done = subprocess.run(cmd, cwd=ANSIBLE_DIR, capture_output=True, text=True,
-                          timeout=timeout_s)
-    output = f"$ {' '.join(cmd)}\n{done.stdout}{done.stderr}"
-    if done.returncode != 0:
-        raise DeployError(f"deploy ({'with' if profiling else 'without'} profiling) failed "
-                          f"(exit {done.returncode}):\n{output[-3000:]}")
-    return output
+    """The lab with or without profiling (only the profiling switch changes); its output."""
+    extra = {"model_api_env": PROFILING_ENV, "scoring_handler_env": PROFILING_ENV}
+    return redeploy(options, extra if profiling else None, timeout_s=timeout_s)["output"]
 
 
 # ------------------------------------------------------------------------- requests
