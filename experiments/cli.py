@@ -15,8 +15,11 @@ from experiments.deploy import DeployError
 from experiments.experiment1 import ProfilingOff, run_experiment1
 from experiments.experiment2 import run_experiment2
 from experiments.experiment4 import run_experiment4
+from experiments.profiling.report import write_report as write_report_exp1
 from experiments.protocol import CONFIG_DIR, ProtocolError, load_protocol, profiles_of
 from experiments.report import write_report
+from experiments.report_exp2 import write_report as write_report_exp2
+from experiments.report_exp4 import write_report as write_report_exp4
 from experiments.results import headline_text, open_run_folder, update_index
 from experiments.session import RunOptions
 from experiments.topology import REPO_ROOT, TopologyError
@@ -94,8 +97,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not (args.folder / "manifest.json").exists():
         print(f"error: {args.folder} is not a run folder (no manifest.json)", file=sys.stderr)
         return 2
-    out = write_report(open_run_folder(args.folder).path)
-    print(out["report"])
+    run = open_run_folder(args.folder)
+    writers = {"experiment-1": write_report_exp1, "experiment-2": write_report_exp2,
+               "experiment-4": write_report_exp4}
+    out = writers.get(run.manifest.get("experiment"), write_report)(run.path)
+    print(out["report"] if isinstance(out, dict) else out)
     return 0
 
 

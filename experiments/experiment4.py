@@ -13,7 +13,6 @@ and reads only the result folder.
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 import tomllib
 from dataclasses import asdict, dataclass, field
@@ -23,7 +22,7 @@ from typing import Any
 from experiments import topology as topology_mod
 from experiments.analysis.breaking_point import breaking_point_from_dir
 from experiments.analysis.ceiling import workers_in_effect
-from experiments.collect import ANSIBLE_DIR
+from experiments.deploy import DeployError, redeploy
 from experiments.protocol import (
     ARRIVALS,
     CONFIG_DIR,
@@ -32,7 +31,7 @@ from experiments.protocol import (
     _Checker,
     parse_protocol,
 )
-from experiments.results import iso, open_run_folder, scenario_entry
+from experiments.results import open_run_folder, scenario_entry
 from experiments.session import RunOptions, Session, session
 from experiments.verify import VerifyError, verify
 
@@ -43,10 +42,6 @@ ARCHS = ("sync", "async")
 _VARIANT_KEYS = {"name", "description", "archs", "arrivals", "model_api_env",
                  "scoring_handler_env", "model_api_workers_per_core",
                  "scoring_handler_workers_per_core"}
-
-
-class DeployError(RuntimeError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -210,24 +205,6 @@ def load_ladder(path: str | Path = CONFIG, profile: str | None = None) -> Ladder
 # ------------------------------------------------------------------------------- running
 
 
-def deploy(options: RunOptions, extra_vars: dict[str, Any], log: Path) -> dict[str, Any]:
-    """ansible-playbook deploy.yml with these extra vars; the output goes to `log`."""
-    cmd = [options.ansible_playbook, "deploy.yml"]
-    if options.inventory:
-        cmd += ["-i", options.inventory]
-    if extra_vars:
-        cmd += ["-e", json.dumps(extra_vars, sort_keys=True)]
-    started = time.time()
-    done = subprocess.run(cmd, cwd=ANSIBLE_DIR, capture_output=True, text=True, timeout=1200)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    log.write_text(f"$ {' '.join(cmd)}\n\n{done.stdout}{done.stderr}")
-    if done.returncode != 0:
-        raise DeployError(f"ansible-playbook deploy.yml failed (exit {done.returncode}) with "
-                          f"{json.dumps(extra_vars)}; see {log}")
-    return {"extra_vars": extra_vars, "command": cmd, "started_at": iso(started),
-            "seconds": round(time.time() - started, 1)}
-
-
 def workers_of(topology: topology_mod.Topology, variant: Variant) -> dict[str, Any]:
     """Workers (and threads) in effect per service, from the deployed topology."""
     out: dict[str, Any] = {}
@@ -275,7 +252,8 @@ def _measure(lab: Session, ladder: Ladder, variant: Variant, step_no: list[int],
 def _switch(lab: Session, options: RunOptions, extra_vars: dict[str, Any], log: Path,
             what: str) -> dict[str, Any]:
     lab.progress.say(f"deploying {what} ({json.dumps(extra_vars) or 'default'})")
-    record = deploy(options, extra_vars, log)
+    record = redeploy(options, extra_vars, log=log)
+    del record["output"]  # kept in the log file, not in the manifest
     lab.topology = topology_mod.load()
     record["verify"] = [asdict(c) for c in verify(lab.topology)]
     record["log"] = lab.run.rel(log)
