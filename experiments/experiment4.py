@@ -31,8 +31,8 @@ from experiments.protocol import (
     _Checker,
     parse_protocol,
 )
-from experiments.results import open_run_folder, scenario_entry
-from experiments.session import RunOptions, Session, session
+from experiments.results import scenario_entry
+from experiments.session import RunOptions, Session, completing, session
 from experiments.verify import VerifyError, verify
 
 EXPERIMENT = "experiment-4"
@@ -261,10 +261,10 @@ def _switch(lab: Session, options: RunOptions, extra_vars: dict[str, Any], log: 
 
 
 def finish(folder: Path) -> dict:
+    # Imported here: the report module imports this one for its config types.
     from experiments.report_exp4 import build_headline, write_report
 
-    open_run_folder(folder).complete(build_headline(folder))
-    return write_report(folder)
+    return completing(build_headline, write_report)(folder)
 
 
 def run_experiment4(config_path: str | Path = CONFIG, profile: str | None = None,

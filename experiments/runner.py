@@ -11,8 +11,8 @@ from pathlib import Path
 from experiments.analysis.breaking_point import breaking_point_from_dir, users_to_hold
 from experiments.protocol import Protocol, Scenario
 from experiments.report import build_headline, write_report
-from experiments.results import open_run_folder, scenario_entry
-from experiments.session import RunOptions, session
+from experiments.results import scenario_entry
+from experiments.session import RunOptions, completing, session
 
 EXPERIMENT = "experiment-3"
 
@@ -35,15 +35,11 @@ def traps(protocol: Protocol, arrival: str) -> dict[str, str]:
     }
 
 
-def finish(folder: Path) -> dict:
-    open_run_folder(folder).complete(build_headline(folder))
-    return write_report(folder)
-
-
 def run_experiment3(protocol: Protocol, options: RunOptions, arrival: str) -> Path:
     steps = len(protocol.scenarios) * len(protocol.architectures)
     with session(EXPERIMENT, options, planned_s=protocol.total_s, steps=steps,
-                 guard=protocol.guard, finish=finish, profile=protocol.profile,
+                 guard=protocol.guard, finish=completing(build_headline, write_report),
+                 profile=protocol.profile,
                  protocol=protocol.to_dict(), arrival=arrival,
                  traps=traps(protocol, arrival)) as lab:
         run, progress = lab.run, lab.progress

@@ -19,7 +19,7 @@ from experiments import collect as collect_step
 from experiments import topology as topology_mod
 from experiments.load.run import LocustResult, run_locust
 from experiments.protocol import GuardParams, Scenario
-from experiments.results import RunFolder, new_run_folder, update_index
+from experiments.results import RunFolder, new_run_folder, open_run_folder, update_index
 from experiments.verify import verify
 
 
@@ -95,6 +95,16 @@ class Session:
             if entry.get("host") == self.loadgen.host and entry.get("run_dir"):
                 return entry["run_dir"]
         return ""
+
+
+def completing(build_headline: Callable[[Path], dict[str, Any]],
+               write_report: Callable[[Path], dict[str, Any]]) -> Callable[[Path], dict]:
+    """A session's ``finish``: mark the run complete with its headline, then write the report
+    (in that order, so the report shows the final status; a failed report can be rebuilt)."""
+    def finish(folder: Path) -> dict[str, Any]:
+        open_run_folder(folder).complete(build_headline(folder))
+        return write_report(folder)
+    return finish
 
 
 def locust_workers(cpus: list[int]) -> int:
