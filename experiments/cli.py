@@ -74,7 +74,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                       "sets its arrival patterns in its config", file=sys.stderr)
                 return 2
             run = {"1": run_experiment1, "2": run_experiment2, "4": run_experiment4}
-            folder = run[args.experiment](config, args.profile, options)
+            folder = run[args.experiment](config, args.profile, options=options)
     except (TopologyError, VerifyError, CollectError, DeployError, ProfilingOff) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

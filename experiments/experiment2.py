@@ -5,7 +5,7 @@ Every sample goes to raw/timeit/timings.csv; the report (experiments/report_exp2
 means with confidence intervals, the improvement of async over sync per N and overall, a
 significance test and pyperf's stability warning.
 
-    run_experiment2("experiments/config/experiment2.toml", "quick", options)
+    run_experiment2("experiments/config/experiment2.toml", "quick", options=options)
 """
 
 from __future__ import annotations
@@ -198,10 +198,8 @@ def finish(folder: Path) -> dict:
     return completing(build_headline, write_report)(folder)
 
 
-def run_experiment2(config_path: str | Path = CONFIG, profile: str | None = None,
-                    options: RunOptions | None = None) -> Path:
-    if options is None:
-        raise ValueError("options (RunOptions) are required")
+def run_experiment2(config_path: str | Path = CONFIG, profile: str | None = None, *,
+                    options: RunOptions) -> Path:
     timeit = load_timeit(config_path, profile)
     with session(EXPERIMENT, options, planned_s=timeit.planned_s, steps=timeit.repeats,
                  guard=GuardParams(), finish=finish, profile=timeit.profile,

@@ -7,7 +7,7 @@ The report (experiments/report_exp4.py) adds the ceiling model (experiments/anal
 and reads only the result folder.
 
     ladder = load_ladder("experiments/config/experiment4.toml", "quick")
-    run_experiment4("experiments/config/experiment4.toml", "quick", options)
+    run_experiment4("experiments/config/experiment4.toml", "quick", options=options)
 """
 
 from __future__ import annotations
@@ -267,12 +267,10 @@ def finish(folder: Path) -> dict:
     return completing(build_headline, write_report)(folder)
 
 
-def run_experiment4(config_path: str | Path = CONFIG, profile: str | None = None,
-                    options: RunOptions | None = None) -> Path:
+def run_experiment4(config_path: str | Path = CONFIG, profile: str | None = None, *,
+                    options: RunOptions) -> Path:
     """Deploy, verify and measure every variant of the ladder; redeploy the default build
     at the end (always); collect; report. Returns the result folder."""
-    if options is None:
-        raise ValueError("options (RunOptions) are required")
     ladder = load_ladder(config_path, profile)
     p = ladder.protocol
     steps = len(ladder.runs())
