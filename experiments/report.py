@@ -514,6 +514,21 @@ def topology_table(topology: dict[str, Any]) -> list[str]:
             "(sync 2 per core, async 1 per core, at least 2).", ""]
 
 
+def load_generator_lines(loadgen: dict[str, Any]) -> list[str]:
+    """How Locust ran, from the manifest (runs before distributed mode recorded one host)."""
+    if loadgen.get("mode") == "distributed":
+        workers = ", ".join(f"{w['host']} ({w['workers']} on cores "
+                            f"{','.join(map(str, w['cpus'])) or 'any'})"
+                            for w in loadgen.get("workers") or [])
+        return [f"- Locust: distributed, master on the controller, workers on {workers}; each "
+                "host guards its own workers' CPU"]
+    if loadgen:
+        cores = ",".join(map(str, loadgen.get("cpus") or [])) or "any"
+        processes = loadgen.get("locust_workers") or 1
+        return [f"- Locust: on the controller, cores {cores}, {processes} process(es)"]
+    return []
+
+
 def render(res: dict[str, Any], run: Path, plots: dict[str, str], cpu_plot: str | None) -> str:
     m = res["manifest"]
     meta = m.get("metadata") or {}
@@ -528,6 +543,7 @@ def render(res: dict[str, Any], run: Path, plots: dict[str, str], cpu_plot: str 
         f"Python {meta.get('python_version', '?')}; host {meta.get('hostname', '?')} "
         f"(kernel {meta.get('kernel', '?')})",
         f"- Packages: {', '.join(f'{k} {v}' for k, v in (meta.get('packages') or {}).items())}",
+        *load_generator_lines(m.get("loadgen") or {}),
         "",
         *topology_table(m.get("topology") or {}),
     ]

@@ -17,6 +17,7 @@ from typing import Any
 
 from experiments import collect as collect_step
 from experiments import topology as topology_mod
+from experiments.load.remote import WorkerHost
 from experiments.load.run import LocustResult, run_locust
 from experiments.protocol import GuardParams, Scenario
 from experiments.results import RunFolder, new_run_folder, open_run_folder, update_index
@@ -60,11 +61,53 @@ class Progress:
         return tick
 
 
+@dataclasses.dataclass(frozen=True)
+class LoadPlan:
+    """Where Locust runs. One load generator that is the controller: Locust runs here, one
+    process per core (a master and workers with several cores). Otherwise (several load
+    generators, or a remote one) it runs distributed: the master on the controller (pinned to
+    the controller's load-generator cores when it is one of them), one worker per core on
+    every load-generator host."""
+
+    local_host: str                  # this machine's name in the inventory ("" = not one)
+    local_cpus: list[int]            # its load-generator cores
+    local_run_dir: str
+    worker_hosts: list[WorkerHost]   # empty: everything runs here
+
+    @classmethod
+    def from_topology(cls, topology: topology_mod.Topology) -> LoadPlan:
+        local = [g for g in topology.loadgens if g.local]
+        here = (local[0].host, local[0].cpus, local[0].entry.get("run_dir", "")) if local \
+            else ("", [], "")
+        if len(topology.loadgens) == 1 and local:
+            return cls(*here, [])
+        return cls(*here, [WorkerHost.from_topology(g.entry, g.local)
+                           for g in topology.loadgens])
+
+    @property
+    def distributed(self) -> bool:
+        return bool(self.worker_hosts)
+
+    @property
+    def local_workers(self) -> int:
+        return 0 if self.distributed else locust_workers(self.local_cpus)
+
+    def describe(self) -> dict[str, Any]:
+        if not self.distributed:
+            return {"mode": "local", "host": self.local_host, "cpus": self.local_cpus,
+                    "locust_workers": self.local_workers}
+        return {"mode": "distributed",
+                "master": {"host": "controller", "cpus": self.local_cpus},
+                "workers": [{"host": h.host, "cpus": h.cpus, "workers": h.workers,
+                             "local": h.local} for h in self.worker_hosts],
+                "locust_workers": sum(h.workers for h in self.worker_hosts)}
+
+
 @dataclasses.dataclass
 class Session:
     run: RunFolder
     topology: topology_mod.Topology
-    loadgen: topology_mod.LoadGenerator
+    load: LoadPlan
     guard: GuardParams
     progress: Progress
 
@@ -74,27 +117,16 @@ class Session:
         ``loadgen`` for the resource sampler."""
         result = run_locust(
             scenario, url or self.topology.scoring_url(arch), f"/api/v1/ml/{arch}/predict",
-            out_dir, arrival=arrival, cpus=self.loadgen.cpus, guard=self.guard,
+            out_dir, arrival=arrival, cpus=self.load.local_cpus or None, guard=self.guard,
             payload=payload, arch=arch, progress=self.progress.ticker(step, label),
-            workers=self.locust_workers,
+            workers=self.load.local_workers, worker_hosts=self.load.worker_hosts,
             extra_env={"SCORING_LAB_SERVICE": "loadgen",
-                       "SCORING_LAB_RUN_DIR": self.loadgen_run_dir},
+                       "SCORING_LAB_RUN_DIR": self.load.local_run_dir},
         )
         self.progress.done_s += scenario.total_s
         if not result.valid:
             self.progress.say(f"WARNING {label} is invalid: {'; '.join(result.reasons)}")
         return result
-
-    @property
-    def locust_workers(self) -> int:
-        return locust_workers(self.loadgen.cpus)
-
-    @property
-    def loadgen_run_dir(self) -> str:
-        for entry in self.topology.raw.get("loadgen") or []:
-            if entry.get("host") == self.loadgen.host and entry.get("run_dir"):
-                return entry["run_dir"]
-        return ""
 
 
 def completing(build_headline: Callable[[Path], dict[str, Any]],
@@ -113,16 +145,6 @@ def locust_workers(cpus: list[int]) -> int:
     return len(cpus) if len(cpus) > 1 else 0
 
 
-def _local_loadgen(topology: topology_mod.Topology) -> topology_mod.LoadGenerator:
-    loadgen = topology.loadgens[0]
-    if not loadgen.local:
-        raise topology_mod.TopologyError(
-            f"the load generator {loadgen.host!r} is a remote host; this version runs Locust on "
-            "the controller: put the controller (localhost, ansible_connection=local) in the "
-            "loadgen group of the inventory")
-    return loadgen
-
-
 @contextmanager
 def session(experiment: str, options: RunOptions, *, planned_s: float, steps: int,
             guard: GuardParams, finish: Callable[[Path], dict[str, Any]],
@@ -130,23 +152,25 @@ def session(experiment: str, options: RunOptions, *, planned_s: float, steps: in
     """Open a run on the deployed lab; on a normal exit collect host data, mark the run
     complete with ``finish(folder)``'s headline (finish also writes the report)."""
     topology = topology_mod.load()
-    loadgen = _local_loadgen(topology)
+    load = LoadPlan.from_topology(topology)
     run = new_run_folder(options.results_dir, experiment, topology.label)
     print(f"result folder: {run.path}", file=sys.stderr, flush=True)
     try:
         with run.recording():
             run.update(inventory=options.inventory, topology=topology.raw,
-                       loadgen={"host": loadgen.host, "cpus": loadgen.cpus,
-                                "locust_workers": locust_workers(loadgen.cpus)},
+                       loadgen=load.describe(),
                        **manifest)
             # The runner samples Locust's CPU and waits on it: keep it off the services' cores.
-            if loadgen.cpus:
-                os.sched_setaffinity(0, loadgen.cpus)
+            if load.local_cpus:
+                os.sched_setaffinity(0, load.local_cpus)
             progress = Progress(planned_s, steps)
             progress.say(f"verifying the lab ({len(topology.hosts)} host(s))")
             run.update(verify=[dataclasses.asdict(c) for c in verify(topology)])
             window_start = time.time()
-            yield Session(run, topology, loadgen, guard, progress)
+            if load.distributed:
+                progress.say("Locust runs distributed: master here, workers on "
+                             + ", ".join(f"{h.host} ({h.workers})" for h in load.worker_hosts))
+            yield Session(run, topology, load, guard, progress)
             window_end = time.time()
             progress.say("collecting hardware reports and resource samples from every host")
             stored = collect_step.collect(run, options.inventory, options.ansible_playbook,

@@ -31,6 +31,7 @@ class LoadGenerator:
     address: str
     cpus: list[int]
     local: bool
+    entry: dict[str, Any] = field(default_factory=dict)  # as topology.json has it
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ def parse(raw: dict[str, Any], source: str = "topology.json") -> Topology:
                 raise TopologyError(f"{source}: service {name!r} has no {key!r}")
     loadgens = [
         LoadGenerator(entry["host"], entry.get("address", "127.0.0.1"),
-                      [int(c) for c in entry.get("cpus") or []], _is_local(entry))
+                      [int(c) for c in entry.get("cpus") or []], _is_local(entry), entry)
         for entry in raw.get("loadgen") or []
     ]
     if not loadgens:

@@ -6,7 +6,10 @@ Plain Python (no locust import). `run_locust` writes everything into `out_dir`:
     locust_stats.csv, locust_stats_history.csv, locust_failures.csv, locust_exceptions.csv
     report.html              Locust's HTML report
     requests_<pid>.csv       every request with exact timing (one file per Locust process)
-    locust.log               Locust's output (locust_worker<i>.log in distributed mode)
+    locust.log               Locust's output (locust_worker<i>.log with local workers)
+    hosts/<host>/            distributed over load-generator hosts: each host's worker logs,
+                             guard.json and host_result.json (experiments.load.remote); its
+                             requests_<host>_<pid>.csv files are moved up beside the others
     guard.json               the CPU guard's samples
     result.json              LocustResult.to_dict()
 
@@ -22,10 +25,9 @@ CPU warning.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
-import math
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -37,7 +39,10 @@ from typing import Any
 
 import psutil
 
+from experiments.load.procs import CpuGuard, kill_group
+from experiments.load.remote import HostRun, WorkerHost, master_bind_address
 from experiments.load.stages import duration_of, stages_for, write_scenario_file
+from experiments.load.worker_host import QUIT_GRACE_S, Job
 from experiments.protocol import GuardParams, Scenario
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
@@ -82,6 +87,7 @@ class LocustResult:
     guard_cores: int = 1
     guard_samples: list[dict[str, Any]] = field(default_factory=list)
     n_requests: int = 0
+    hosts: list[dict[str, Any]] = field(default_factory=list)
     valid: bool = True
     reasons: list[str] = field(default_factory=list)
 
@@ -124,6 +130,7 @@ class LocustResult:
                 "guard": rel(self.guard_file),
             },
             "n_requests": self.n_requests,
+            "hosts": self.hosts,
             "guard": {
                 "cores": self.guard_cores,
                 "n_samples": len(self.guard_samples),
@@ -137,78 +144,9 @@ class LocustResult:
         return d
 
 
-class CpuGuard:
-    """Samples the CPU of a set of root processes and their descendants."""
-
-    def __init__(self, roots: list[psutil.Process], cores: int, params: GuardParams):
-        self.roots = roots
-        self.cores = max(1, cores)
-        self.params = params
-        self.samples: list[dict[str, Any]] = []
-        self._prev: dict[int, tuple[float, float]] = {}
-        self._t0 = time.time()
-        self._run: list[dict[str, Any]] = []
-        self.violation: str | None = None
-
-    def _tree(self) -> list[psutil.Process]:
-        procs = {}
-        for root in self.roots:
-            try:
-                procs[root.pid] = root
-                for child in root.children(recursive=True):
-                    procs[child.pid] = child
-            except psutil.Error:
-                continue
-        return list(procs.values())
-
-    def sample(self) -> dict[str, Any]:
-        now = time.time()
-        per_proc: dict[str, float] = {}
-        for proc in self._tree():
-            try:
-                with proc.oneshot():
-                    ct = proc.cpu_times()
-                    used = ct.user + ct.system
-                    if proc.pid in self._prev:
-                        prev_used, prev_t = self._prev[proc.pid]
-                    else:  # first sight: average since the process was created, not 0
-                        prev_used, prev_t = 0.0, proc.create_time()
-            except psutil.Error:
-                continue
-            dt = now - prev_t
-            if dt > 0.05:
-                per_proc[str(proc.pid)] = round(max(0.0, used - prev_used) / dt * 100, 1)
-            self._prev[proc.pid] = (used, now)
-        total = round(sum(per_proc.values()), 1)
-        s = {"t": round(now, 3), "total_percent": total, "processes": per_proc}
-        self.samples.append(s)
-        self._check(s)
-        return s
-
-    def _check(self, s: dict[str, Any]) -> None:
-        p = self.params
-        if s["t"] - self._t0 < p.grace_s:
-            return
-        over_total = s["total_percent"] > p.threshold * 100 * self.cores
-        over_proc = max(s["processes"].values(), default=0.0) > p.threshold * 100
-        if not (over_total or over_proc):
-            self._run = []
-            return
-        self._run.append(s)
-        needed = max(1, math.ceil(p.sustain_s / p.interval_s))
-        if self.violation is None and len(self._run) >= needed:
-            peak = max(x["total_percent"] for x in self._run)
-            self.violation = (
-                f"load generator CPU saturated: above {p.threshold:.0%} of its "
-                f"{self.cores} core(s) (or of one core for a single Locust process) for "
-                f"{len(self._run)} consecutive samples ({len(self._run) * p.interval_s:.0f} s), "
-                f"peak {peak:.0f} %"
-            )
-
-
-def _free_port() -> int:
+def _free_port(address: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((address, 0))
         return s.getsockname()[1]
 
 
@@ -222,23 +160,6 @@ def _cpu_list(cpus: Iterable[int] | str | None) -> list[int] | None:
             out.extend(range(int(a), int(b or a) + 1))
         return out
     return [int(c) for c in cpus]
-
-
-def _kill_group(proc: subprocess.Popen, grace_s: float = 8.0) -> None:
-    """SIGTERM the process group led by proc (we started it with a new session), then
-    SIGKILL whatever is left after grace_s."""
-    if proc.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def _count_rows(path: Path) -> int:
@@ -255,6 +176,7 @@ def run_locust(
     arrival: str = "spread",
     cpus: Iterable[int] | str | None = None,
     workers: int = 0,
+    worker_hosts: list[WorkerHost] | None = None,
     timeout_margin_s: float = 30.0,
     guard: GuardParams | None = None,
     payload: Iterable[float] = DEFAULT_PAYLOAD,
@@ -264,14 +186,20 @@ def run_locust(
     extra_env: dict[str, str] | None = None,
 ) -> LocustResult:
     """Run `scenario` against host_url + path with Locust (headless, CSV + full history +
-    HTML), one process or a master with `workers` local workers, pinned to `cpus` with
-    taskset when given, killed after the planned duration + timeout_margin_s. Returns a
-    LocustResult (also written to out_dir/result.json). `progress(elapsed_s, planned_s)` is
-    called about once a second."""
+    HTML), killed after the planned duration + timeout_margin_s. Three shapes:
+
+    - one process (workers=0, no worker_hosts), pinned to `cpus` with taskset when given;
+    - a master with `workers` local workers, all pinned to `cpus`;
+    - distributed: a master here (pinned to `cpus` when given) and, on every host of
+      `worker_hosts`, one worker per CPU of that host, started by experiments.load.remote.
+
+    Returns a LocustResult (also written to out_dir/result.json). `progress(elapsed_s,
+    planned_s)` is called about once a second."""
     guard = guard or GuardParams()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cpu_list = _cpu_list(cpus)
+    hosts = list(worker_hosts or [])
     planned = duration_of(stages_for(scenario))
     scenario_file = write_scenario_file(
         out_dir / "scenario.json",
@@ -309,13 +237,19 @@ def run_locust(
     ]
     worker_cmds: list[list[str]] = []
     wait_workers_s = 0.0
+    reach: dict[str, str] = {}
+    if hosts:
+        workers = sum(h.workers for h in hosts)
+        bind, reach = master_bind_address(hosts)
+    else:
+        bind = "127.0.0.1"
     if workers > 0:
-        port = _free_port()
+        port = _free_port(bind)
         wait_workers_s = 30.0
         master_cmd += [
             "--master",
             "--master-bind-host",
-            "127.0.0.1",
+            bind,
             "--master-bind-port",
             str(port),
             "--expect-workers",
@@ -323,6 +257,7 @@ def run_locust(
             "--expect-workers-max-wait",
             str(int(wait_workers_s)),
         ]
+    if workers > 0 and not hosts:
         worker_cmds = [
             [
                 *base,
@@ -337,7 +272,9 @@ def run_locust(
             for _ in range(workers)
         ]
 
-    cores = len(cpu_list) if cpu_list else len(os.sched_getaffinity(0))
+    # The guard here watches the local processes: all of them, or the master alone when the
+    # workers run on worker hosts (each host guards its own with the same rule).
+    cores = len(cpu_list) if cpu_list else (1 if hosts else len(os.sched_getaffinity(0)))
     result = LocustResult(
         scenario=scenario.name,
         arch=arch,
@@ -353,7 +290,9 @@ def run_locust(
         guard_cores=cores,
     )
     procs: list[subprocess.Popen] = []
+    host_runs: list[HostRun] = []
     log_files = []
+    deadline_s = planned + wait_workers_s + timeout_margin_s
     try:
         result.started_at = time.time()
         for i, cmd in enumerate([master_cmd, *worker_cmds]):
@@ -372,8 +311,19 @@ def run_locust(
                 )
             )
         master = procs[0]
+        for h in hosts:
+            # Never reused on the host: a time stamp, what runs, and the master's port.
+            job_name = (f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(result.started_at))}-"
+                        f"{scenario.name}-{arch or 'any'}-{port}")
+            host_env = {**(extra_env or {}), "SCORING_LAB_RUN_DIR": h.run_dir}
+            job = Job(host=h.host, out_dir=h.job_dir(job_name), master_host=reach[h.host],
+                      master_port=port, workers=h.workers, cpus=h.cpus, taskset=h.taskset,
+                      scenario=json.loads(scenario_file.read_text()),
+                      guard=dataclasses.asdict(guard), deadline_s=deadline_s + QUIT_GRACE_S,
+                      env=host_env)
+            host_runs.append(HostRun(h, job, out_dir))
         cpu_guard = CpuGuard([psutil.Process(p.pid) for p in procs], cores, guard)
-        deadline = result.started_at + planned + wait_workers_s + timeout_margin_s
+        deadline = result.started_at + deadline_s
         next_t = time.time() + guard.interval_s
         while master.poll() is None:
             now = time.time()
@@ -395,9 +345,13 @@ def run_locust(
             if p is not master:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     p.wait(timeout=10)
+        for hr in host_runs:  # each host ends its workers and sends its files
+            hr.wait(timeout_s=QUIT_GRACE_S + 30)
     finally:
         for p in procs:
-            _kill_group(p)
+            kill_group(p)
+        for hr in host_runs:
+            hr.close()
         for fh in log_files:
             fh.close()
         result.ended_at = time.time()
@@ -405,6 +359,14 @@ def run_locust(
     result.guard_samples = cpu_guard.samples if procs else []
     if procs and cpu_guard.violation:
         result.invalidate(cpu_guard.violation)
+    for hr in host_runs:
+        record = hr.unpack(out_dir)
+        result.hosts.append(record)
+        result.logs.extend(hr.logs())
+        if record.get("failed"):
+            result.invalidate(record["failed"])
+        elif record["guard"]["violation"]:
+            result.invalidate(f"on {hr.host.host}: {record['guard']['violation']}")
     _collect_outputs(result, prefix, html)
     _write_result(result)
     return result

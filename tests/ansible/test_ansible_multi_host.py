@@ -17,6 +17,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from pathlib import Path
 import pytest
 from ansible_testutil import (
     HTTP_SERVICES,
+    ROOT,
     cpus_allowed,
     descendants,
     kill_run_dir_processes,
@@ -225,7 +227,8 @@ def _inventory(lab: NetnsLab, key: Path, uv: str, workdir: Path) -> Path:
                 "feature_store": {"hosts": {"lab-redis": None}},
                 "model_api": {"hosts": {"lab-model": None}},
                 "scoring_handler": {"hosts": {"lab-scoring": None}},
-                "loadgen": {"hosts": {"lab-redis": None}},
+                # Two load generators: Locust runs distributed (master on the controller).
+                "loadgen": {"hosts": {"lab-redis": None, "lab-model": None}},
                 "monitor": {"hosts": {name: None for name in HOSTS}},
             },
         }
@@ -233,6 +236,49 @@ def _inventory(lab: NetnsLab, key: Path, uv: str, workdir: Path) -> Path:
     path = workdir / "inventory.json"
     path.write_text(json.dumps(inventory, indent=2))
     return path
+
+
+def _distributed_experiment_3(workdir: Path, state_dir: Path, inventory: Path,
+                              lab: NetnsLab) -> None:
+    """Experiment 3 (smoke) against the hosts, with Locust distributed over the two load
+    generators by SSH: a complete result folder whose requests came from both hosts."""
+    results = workdir / "results"
+    env = {**os.environ, "LAB_STATE_DIR": str(state_dir)}
+    cmd = [sys.executable, "-m", "experiments", "run", "3", "--profile", "smoke",
+           "--results-dir", str(results), "--inventory", str(inventory)]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    (workdir / "experiment-3.log").write_text(done.stdout + done.stderr)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (folder,) = [p for p in results.iterdir() if p.is_dir()]
+    assert folder.name.split("_")[2] == "multi-3hosts"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["status"] == "complete"
+    loadgen = manifest["loadgen"]
+    assert loadgen["mode"] == "distributed" and loadgen["locust_workers"] == 2
+    assert [w["host"] for w in loadgen["workers"]] == ["lab-redis", "lab-model"]
+    # Only the load generators' own CPU may make a smoke run on two shared cores invalid.
+    assert all("CPU" in reason for reason in manifest["validity"]["reasons"]), manifest["validity"]
+    senders = set()
+    for entry in manifest["scenarios"]:
+        locust_dir = folder / entry["locust_dir"]
+        result = json.loads((locust_dir / "result.json").read_text())
+        assert [h["host"] for h in result["hosts"]] == ["lab-redis", "lab-model"]
+        for record in result["hosts"]:
+            assert "failed" not in record, record
+            assert record["stopped_by"] == "master", record
+        logs = sorted(locust_dir.glob("requests_*.csv"))
+        senders |= {p.name.split("_")[1] for p in logs}
+        assert sum(1 for p in logs for _ in p.open()) - len(logs) == result["n_requests"] > 0
+    # Users were spread over both hosts' workers.
+    assert senders == {"lab-redis", "lab-model"}
+    # The samplers on the load-generator hosts saw the workers, labelled as the load generator.
+    for host in ("lab-redis", "lab-model"):
+        samples = (folder / "raw/resources" / f"{host}.jsonl").read_text()
+        assert '"loadgen"' in samples, host
+    # Each host's job directory stays there, and nothing of it runs any more.
+    for host in ("redis", "model"):
+        assert len(list((workdir / f"run-{host}" / "locust").iterdir())) == len(
+            manifest["scenarios"])
 
 
 def test_multi_host_deploy_over_ssh_to_network_namespaces() -> None:
@@ -315,6 +361,8 @@ def test_multi_host_deploy_over_ssh_to_network_namespaces() -> None:
         assert no_loopback.returncode != 0
         for name in HTTP_SERVICES:
             assert services[name]["workers"] == 1
+
+        _distributed_experiment_3(workdir, state_dir, inventory, lab)
 
         down = run_playbook("teardown.yml", workdir / "teardown.log", state_dir, extra, inventory)
         assert down.returncode == 0, down.explain()

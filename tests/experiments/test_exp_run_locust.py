@@ -13,7 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import psutil
 import pytest
 
-from experiments.load.run import CpuGuard, _kill_group, load_result, run_locust
+from experiments.load.remote import RemoteError, WorkerHost, master_bind_address
+from experiments.load.run import CpuGuard, kill_group, load_result, run_locust
 from experiments.protocol import GuardParams, Scenario
 
 
@@ -107,7 +108,7 @@ def test_guard_flags_a_saturated_load_generator():
             time.sleep(0.25)
             guard.sample()
     finally:
-        _kill_group(busy)
+        kill_group(busy)
     # the first sample is measured from process creation, never 0
     assert guard.samples[0]["total_percent"] > 0
     assert guard.violation and "saturated" in guard.violation
@@ -129,6 +130,76 @@ def test_guard_stays_quiet_on_an_idle_process():
             time.sleep(0.2)
             guard.sample()
     finally:
-        _kill_group(idle)
+        kill_group(idle)
         assert idle.poll() is not None  # killed by its pid's group
     assert guard.violation is None
+
+
+@pytest.mark.slow
+def test_run_locust_distributed_over_worker_hosts(server, tmp_path):
+    """The distributed shape with two load-generator 'hosts' that are this machine: a master
+    here, each host's workers started by worker_host, their files sent back as a tar stream,
+    request logs merged into the run directory, each host's guard in the result."""
+    hosts = [WorkerHost(host=name, cpus=[0], local=True, run_dir=str(tmp_path / f"run-{name}"))
+             for name in ("lg-a", "lg-b")]
+    scenario = Scenario(name="dist", kind="constant", users=6, spawn_rate=6.0, duration_s=6.0)
+    out = tmp_path / "locust"
+    result = run_locust(scenario, server, "/api/v1/ml/async/predict", out, arch="async",
+                        worker_hosts=hosts, timeout_margin_s=40, seed=2)
+    assert result.exit_code == 0, (out / "locust.log").read_text()[-2000:]
+    assert result.workers == 2 and "--master" in result.command
+    assert [h["host"] for h in result.hosts] == ["lg-a", "lg-b"]
+    for record in result.hosts:
+        assert "failed" not in record, record
+        assert record["stopped_by"] == "master" and record["exit_codes"] == [0]
+        assert record["guard"]["violation"] is None
+        host_dir = out / "hosts" / record["host"]
+        assert (host_dir / "guard.json").exists() and (host_dir / "locust_worker1.log").exists()
+        assert not (host_dir / "transfer.tar").exists()
+    # Both hosts ran users: their request logs sit beside each other, named by host.
+    names = sorted(p.name for p in result.request_csvs)
+    assert [n.split("_")[1] for n in names] == ["lg-a", "lg-b"], names
+    assert all(p.parent == out for p in result.request_csvs)
+    rows = [r for p in result.request_csvs for r in csv.DictReader(p.open())]
+    assert 20 <= len(rows) <= 50 and all(r["ok"] == "1" for r in rows)
+    # The master's aggregate counts the same requests as the per-host logs.
+    with result.stats_csv.open() as f:
+        total = next(r for r in csv.DictReader(f) if r["Name"] == "Aggregated")
+    assert int(total["Request Count"]) == len(rows)
+    # The hosts' job directories stay where they ran, one per run, never reused.
+    for h in hosts:
+        assert len(list((tmp_path / f"run-{h.host}" / "locust").iterdir())) == 1
+    assert load_result(out)["hosts"][0]["host"] == "lg-a"
+
+
+def test_worker_host_ssh_command_follows_the_inventory():
+    host = WorkerHost.from_topology({
+        "host": "lg", "cpus": [2, 3], "run_dir": "/var/tmp/lab", "app_dir": "/var/tmp/lab/app",
+        "python": "/var/tmp/lab/app/.venv/bin/python", "ansible_host": "198.18.7.10",
+        "ansible_user": "bench", "ansible_port": 2222,
+        "ansible_ssh_private_key_file": "/keys/id_ed25519",
+        "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o 'UserKnownHostsFile=/dev/null'",
+    }, local=False)
+    assert host.workers == 2
+    cmd = host.job_command()
+    assert cmd[0] == "ssh" and "BatchMode=yes" in cmd
+    assert cmd[cmd.index("-p") + 1] == "2222" and cmd[cmd.index("-l") + 1] == "bench"
+    assert cmd[cmd.index("-i") + 1] == "/keys/id_ed25519"
+    assert "UserKnownHostsFile=/dev/null" in cmd
+    assert cmd[-2] == "198.18.7.10"
+    assert cmd[-1] == ("cd /var/tmp/lab/app && exec /var/tmp/lab/app/.venv/bin/python "
+                       "-m experiments.load.worker_host")
+    assert host.job_dir("j1") == "/var/tmp/lab/locust/j1"
+
+
+def test_worker_host_without_deployed_app_is_a_clear_error():
+    host = WorkerHost.from_topology({"host": "old", "cpus": [0], "ansible_host": "h"},
+                                    local=False)
+    with pytest.raises(RemoteError, match="'old'.*redeploy"):
+        host.job_command()
+
+
+def test_master_binds_loopback_when_every_load_generator_is_local():
+    hosts = [WorkerHost(host="a", cpus=[0], local=True), WorkerHost(host="b", cpus=[1],
+                                                                      local=True)]
+    assert master_bind_address(hosts) == ("127.0.0.1", {"a": "127.0.0.1", "b": "127.0.0.1"})
