@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -13,8 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import psutil
 import pytest
 
-from experiments.load.remote import RemoteError, WorkerHost, master_bind_address
+from experiments.load.remote import HostRun, RemoteError, WorkerHost, master_bind_address
 from experiments.load.run import CpuGuard, kill_group, load_result, run_locust
+from experiments.load.worker_host import Job
 from experiments.protocol import GuardParams, Scenario
 
 
@@ -203,3 +205,35 @@ def test_master_binds_loopback_when_every_load_generator_is_local():
     hosts = [WorkerHost(host="a", cpus=[0], local=True), WorkerHost(host="b", cpus=[1],
                                                                       local=True)]
     assert master_bind_address(hosts) == ("127.0.0.1", {"a": "127.0.0.1", "b": "127.0.0.1"})
+
+
+@pytest.mark.slow
+def test_closing_the_connection_stops_a_hosts_workers(tmp_path):
+    """A host whose controller goes away (Ctrl-C, a dropped SSH connection) stops its
+    workers at once, long before its deadline, and still sends back what it has."""
+    host = WorkerHost(host="lg", cpus=[0], local=True, run_dir=str(tmp_path / "run"))
+    job = Job(host="lg", out_dir=host.job_dir("interrupted"), master_host="127.0.0.1",
+              master_port=_closed_port(), workers=1, cpus=[0], taskset="", scenario={
+                  "stages": [], "pacing_s": 1.0, "path": "/", "arrival": "spread",
+                  "payload": [1.0], "seed": None},
+              guard={"interval_s": 0.5, "threshold": 0.8, "sustain_s": 3.0, "grace_s": 3.0},
+              deadline_s=300, env={"SCORING_LAB_SERVICE": "loadgen"})
+    out = tmp_path / "out"
+    run = HostRun(host, job, out)
+    time.sleep(3)  # the worker is up, waiting for a master that never answers
+    worker_pids = [p.pid for p in psutil.Process(run.proc.pid).children(recursive=True)]
+    assert worker_pids, (run.dir / "worker_host.log").read_text()
+    started = time.monotonic()
+    run.close()
+    assert time.monotonic() - started < 15
+    assert run.proc.returncode == 0, (run.dir / "worker_host.log").read_text()
+    assert not [pid for pid in worker_pids if psutil.pid_exists(pid)
+                and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    record = run.unpack(out)
+    assert record["stopped_by"] == "controller" and record["host"] == "lg"
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
