@@ -514,6 +514,14 @@ def topology_table(topology: dict[str, Any]) -> list[str]:
             "(sync 2 per core, async 1 per core, at least 2).", ""]
 
 
+def git_line(meta: dict[str, Any]) -> str:
+    """The measured commit, and what differed from it when the tree was dirty."""
+    dirty = meta.get("git_dirty_paths") or []
+    if not meta.get("git_dirty"):
+        return str(meta.get("git_commit", "?"))
+    return f"{meta.get('git_commit', '?')} (dirty{': ' + ', '.join(dirty) if dirty else ''})"
+
+
 def load_generator_lines(loadgen: dict[str, Any]) -> list[str]:
     """How Locust ran, from the manifest (runs before distributed mode recorded one host)."""
     if loadgen.get("mode") == "distributed":
@@ -539,7 +547,7 @@ def render(res: dict[str, Any], run: Path, plots: dict[str, str], cpu_plot: str 
     lines += [
         f"- Status: {m.get('status')}; profile: {m.get('profile')}; arrival: {m.get('arrival')}",
         f"- Started: {m.get('started_at')}; ended: {m.get('ended_at', 'n/a')}",
-        f"- Git: {meta.get('git_commit', '?')}{' (dirty)' if meta.get('git_dirty') else ''}; "
+        f"- Git: {git_line(meta)}; "
         f"Python {meta.get('python_version', '?')}; host {meta.get('hostname', '?')} "
         f"(kernel {meta.get('kernel', '?')})",
         f"- Packages: {', '.join(f'{k} {v}' for k, v in (meta.get('packages') or {}).items())}",

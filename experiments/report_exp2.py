@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 
 from experiments.analysis.stats import compare, mean_ci, stability_warning  # noqa: E402
 from experiments.analysis.summary import load_resource_samples, resource_usage  # noqa: E402
-from experiments.report import _f, _hardware_section, _json_safe  # noqa: E402
+from experiments.report import _f, _hardware_section, _json_safe, git_line  # noqa: E402
 
 
 def read_timings(path: str | Path) -> list[dict[str, Any]]:
@@ -199,7 +199,7 @@ def render(res: dict, run: Path, plot: str | None) -> str:
     lines += [
         f"- Status: {m.get('status')}; profile: {m.get('profile')}",
         f"- Started: {m.get('started_at')}; ended: {m.get('ended_at', 'n/a')}",
-        f"- Git: {meta.get('git_commit', '?')}{' (dirty)' if meta.get('git_dirty') else ''}; "
+        f"- Git: {git_line(meta)}; "
         f"Python {meta.get('python_version', '?')}; host {meta.get('hostname', '?')}",
         f"- Protocol: N in {proto.get('ns')}, {proto.get('repeats')} repeats, "
         f"{proto.get('warmup_calls')} warm-up calls, one keep-alive connection per "

@@ -27,7 +27,7 @@ from experiments.analysis.summary import (  # noqa: E402
     load_resource_samples,
     resource_usage,
 )
-from experiments.report import _f, _hardware_section, _json_safe, _params  # noqa: E402
+from experiments.report import _f, _hardware_section, _json_safe, _params, git_line  # noqa: E402
 
 LOW_LOAD_USERS = 10  # "low load" in a ramp: seconds with at most this many users
 PROBE_WARMUP_S = 1.0  # the probe's first second (connection set-up) is left out
@@ -388,7 +388,7 @@ def render(res: dict, run: Path, plot: str | None) -> str:
     lines += [
         f"- Status: {m.get('status')}; profile: {m.get('profile')}",
         f"- Started: {m.get('started_at')}; ended: {m.get('ended_at', 'n/a')}",
-        f"- Git: {meta.get('git_commit', '?')}{' (dirty)' if meta.get('git_dirty') else ''}; "
+        f"- Git: {git_line(meta)}; "
         f"Python {meta.get('python_version', '?')}; host {meta.get('hostname', '?')}",
         "",
     ]

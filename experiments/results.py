@@ -100,12 +100,18 @@ def _run(cmd: list[str], cwd: Path) -> str:
 
 
 def collect_git(repo: Path = REPO_ROOT) -> dict[str, Any]:
+    """The commit the run measured, and whether tracked code differs from it. results/ is the
+    lab's own output (a run updates the index there): a change there does not make the code
+    dirty, else every run after the first would say so."""
     commit = _run(["git", "rev-parse", "HEAD"], repo)
-    status = _run(["git", "status", "--porcelain", "--untracked-files=no"], repo)
+    status = _run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                   ":(exclude)results"], repo)
+    changed = [line.split(maxsplit=1)[1] for line in status.splitlines() if line.strip()]
     return {
         "git_commit": commit,
         "git_short": commit[:8],
-        "git_dirty": bool(status),
+        "git_dirty": bool(changed),
+        "git_dirty_paths": changed[:50],
         "git_branch": _run(["git", "rev-parse", "--abbrev-ref", "HEAD"], repo),
     }
 

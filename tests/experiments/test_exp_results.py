@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from experiments import results
-from experiments.results import new_run_folder, open_run_folder, update_index
+from experiments.results import collect_git, new_run_folder, open_run_folder, update_index
 
 WHEN = 1_790_000_000.0  # a fixed instant: 2026-09-21T...Z
 
@@ -170,3 +171,23 @@ def test_scenario_entry_from_a_locust_result(tmp_path):
     m = json.loads(run.manifest_path.read_text())
     assert m["validity"]["valid"] is False
     assert m["scenarios"][0]["reasons"] == ["load generator CPU saturated"]
+
+
+def test_git_dirty_means_code_changed_not_the_results_index(tmp_path):
+    """A run rewrites results/README.md; the next run must not call its code dirty for it."""
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "services").mkdir()
+    (tmp_path / "results").mkdir()
+    (tmp_path / "services/app.py").write_text("x = 1\n")
+    (tmp_path / "results/README.md").write_text("| runs |\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-qm", "init")
+    (tmp_path / "results/README.md").write_text("| runs |\n| a new run |\n")
+    (tmp_path / "results/new-run").mkdir()
+    assert collect_git(tmp_path)["git_dirty"] is False
+    (tmp_path / "services/app.py").write_text("x = 2\n")
+    info = collect_git(tmp_path)
+    assert info["git_dirty"] is True and info["git_dirty_paths"] == ["services/app.py"]
