@@ -15,6 +15,7 @@ from experiments.deploy import DeployError
 from experiments.experiment1 import ProfilingOff, run_experiment1
 from experiments.experiment2 import run_experiment2
 from experiments.experiment4 import run_experiment4
+from experiments.load.remote import RemoteError
 from experiments.profiling.report import write_report as write_report_exp1
 from experiments.protocol import CONFIG_DIR, ProtocolError, load_protocol, profiles_of
 from experiments.report import write_report
@@ -75,7 +76,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 return 2
             run = {"1": run_experiment1, "2": run_experiment2, "4": run_experiment4}
             folder = run[args.experiment](config, args.profile, options=options)
-    except (TopologyError, VerifyError, CollectError, DeployError, ProfilingOff) as exc:
+    except (TopologyError, VerifyError, CollectError, DeployError, ProfilingOff,
+            RemoteError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -17,7 +17,7 @@ from typing import Any
 
 from experiments import collect as collect_step
 from experiments import topology as topology_mod
-from experiments.load.remote import WorkerHost
+from experiments.load.remote import WorkerHost, controller_address
 from experiments.load.run import LocustResult, run_locust
 from experiments.protocol import GuardParams, Scenario
 from experiments.results import RunFolder, new_run_folder, open_run_folder, update_index
@@ -92,6 +92,14 @@ class LoadPlan:
     def local_workers(self) -> int:
         return 0 if self.distributed else locust_workers(self.local_cpus)
 
+    def check(self) -> None:
+        """Before a run folder exists: every remote load generator is reachable by SSH and
+        has the deployed app (RemoteError says which host and why)."""
+        for host in self.worker_hosts:
+            host.job_command()
+            if not host.local:
+                controller_address(host)
+
     def describe(self) -> dict[str, Any]:
         if not self.distributed:
             return {"mode": "local", "host": self.local_host, "cpus": self.local_cpus,
@@ -153,6 +161,7 @@ def session(experiment: str, options: RunOptions, *, planned_s: float, steps: in
     complete with ``finish(folder)``'s headline (finish also writes the report)."""
     topology = topology_mod.load()
     load = LoadPlan.from_topology(topology)
+    load.check()
     run = new_run_folder(options.results_dir, experiment, topology.label)
     print(f"result folder: {run.path}", file=sys.stderr, flush=True)
     try:

@@ -46,3 +46,26 @@ def test_several_load_generators_share_the_load_and_the_controller_keeps_the_mas
         ("localhost", True), ("lg1", False), ("lg2", False)]
     described = plan.describe()
     assert described["mode"] == "distributed" and described["locust_workers"] == 3
+
+
+def test_an_unreachable_load_generator_stops_the_run_before_it_starts(tmp_path, monkeypatch,
+                                                                      capsys):
+    """A remote load generator that SSH cannot reach: a one-line error naming the host, exit 1,
+    and no result folder (nothing was measured)."""
+    import json
+
+    from experiments import cli
+
+    unreachable = {**_remote("lg-gone", [0]), "ansible_host": "127.0.0.1", "ansible_port": 1,
+                   "ansible_ssh_common_args": "-o StrictHostKeyChecking=no"}
+    services = {name: {"host": "h", "url": "http://127.0.0.1:1", "cpus": [0]}
+                for name in SERVICES}
+    (tmp_path / "topology.json").write_text(json.dumps(
+        {"format_version": 1, "services": services, "loadgen": [unreachable]}))
+    monkeypatch.setenv("LAB_STATE_DIR", str(tmp_path))
+    results = tmp_path / "results"
+    code = cli.main(["run", "3", "--profile", "smoke", "--results-dir", str(results)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "error: load generator 'lg-gone': ssh failed" in err and "Traceback" not in err
+    assert not results.exists() or not [p for p in results.iterdir() if p.is_dir()]
