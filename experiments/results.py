@@ -57,7 +57,7 @@ KEY_PACKAGES = (
 _NAME_RE = re.compile(r"^(\d{8}T\d{6}Z)_(.+)$")
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
     """Safe, underscore-free name part (underscores separate the folder name's fields)."""
     s = re.sub(r"[^A-Za-z0-9.-]+", "-", str(text)).strip("-")
     return s or "unknown"
@@ -327,7 +327,7 @@ def scenario_entry(run: RunFolder, scenario: Any, arch: str, result: Any,
 def run_folder_name(
     experiment: str, topology_label: str, git_sha: str, when: float | None = None
 ) -> str:
-    return f"{utc_stamp(when)}_{_slug(experiment)}_{_slug(topology_label)}_{_slug(git_sha)[:12]}"
+    return f"{utc_stamp(when)}_{slug(experiment)}_{slug(topology_label)}_{slug(git_sha)[:12]}"
 
 
 def new_run_folder(

@@ -17,7 +17,7 @@ from typing import Any
 
 from experiments import collect as collect_step
 from experiments import topology as topology_mod
-from experiments.load.remote import WorkerHost, controller_address
+from experiments.load.remote import WorkerHost, master_bind_address
 from experiments.load.run import LocustResult, run_locust
 from experiments.protocol import GuardParams, Scenario
 from experiments.results import RunFolder, new_run_folder, open_run_folder, update_index
@@ -92,13 +92,15 @@ class LoadPlan:
     def local_workers(self) -> int:
         return 0 if self.distributed else locust_workers(self.local_cpus)
 
-    def check(self) -> None:
-        """Before a run folder exists: every remote load generator is reachable by SSH and
-        has the deployed app (RemoteError says which host and why)."""
+    def master_addresses(self) -> tuple[str, dict[str, str]] | None:
+        """Before a run folder exists: every load generator has the deployed app and every
+        remote one answers SSH (RemoteError says which host and why). Returns where the
+        master binds and the address each host reaches it at, for every run of the session."""
+        if not self.distributed:
+            return None
         for host in self.worker_hosts:
             host.job_command()
-            if not host.local:
-                controller_address(host)
+        return master_bind_address(self.worker_hosts)
 
     def describe(self) -> dict[str, Any]:
         if not self.distributed:
@@ -116,6 +118,7 @@ class Session:
     run: RunFolder
     topology: topology_mod.Topology
     load: LoadPlan
+    master: tuple[str, dict[str, str]] | None  # bind address, address per worker host
     guard: GuardParams
     progress: Progress
 
@@ -128,6 +131,7 @@ class Session:
             out_dir, arrival=arrival, cpus=self.load.local_cpus or None, guard=self.guard,
             payload=payload, arch=arch, progress=self.progress.ticker(step, label),
             workers=self.load.local_workers, worker_hosts=self.load.worker_hosts,
+            master_addresses=self.master,
             extra_env={"SCORING_LAB_SERVICE": "loadgen",
                        "SCORING_LAB_RUN_DIR": self.load.local_run_dir},
         )
@@ -161,7 +165,7 @@ def session(experiment: str, options: RunOptions, *, planned_s: float, steps: in
     complete with ``finish(folder)``'s headline (finish also writes the report)."""
     topology = topology_mod.load()
     load = LoadPlan.from_topology(topology)
-    load.check()
+    master = load.master_addresses()
     run = new_run_folder(options.results_dir, experiment, topology.label)
     print(f"result folder: {run.path}", file=sys.stderr, flush=True)
     try:
@@ -179,7 +183,7 @@ def session(experiment: str, options: RunOptions, *, planned_s: float, steps: in
             if load.distributed:
                 progress.say("Locust runs distributed: master here, workers on "
                              + ", ".join(f"{h.host} ({h.workers})" for h in load.worker_hosts))
-            yield Session(run, topology, load, guard, progress)
+            yield Session(run, topology, load, master, guard, progress)
             window_end = time.time()
             progress.say("collecting hardware reports and resource samples from every host")
             stored = collect_step.collect(run, options.inventory, options.ansible_playbook,

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from experiments.results import slug
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("redis", "model-sync", "model-async", "scoring-sync", "scoring-async")
 
@@ -55,11 +57,7 @@ class Topology:
     def label(self) -> str:
         """For result folder names: the single host's name, or how many hosts."""
         hosts = self.hosts
-        return f"single-{_slug(hosts[0])}" if len(hosts) == 1 else f"multi-{len(hosts)}hosts"
-
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c == "-" else "-" for c in text)[:32]
+        return f"single-{slug(hosts[0])[:32]}" if len(hosts) == 1 else f"multi-{len(hosts)}hosts"
 
 
 def _is_local(entry: dict[str, Any]) -> bool:

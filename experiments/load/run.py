@@ -177,6 +177,7 @@ def run_locust(
     cpus: Iterable[int] | str | None = None,
     workers: int = 0,
     worker_hosts: list[WorkerHost] | None = None,
+    master_addresses: tuple[str, dict[str, str]] | None = None,
     timeout_margin_s: float = 30.0,
     guard: GuardParams | None = None,
     payload: Iterable[float] = DEFAULT_PAYLOAD,
@@ -191,7 +192,9 @@ def run_locust(
     - one process (workers=0, no worker_hosts), pinned to `cpus` with taskset when given;
     - a master with `workers` local workers, all pinned to `cpus`;
     - distributed: a master here (pinned to `cpus` when given) and, on every host of
-      `worker_hosts`, one worker per CPU of that host, started by experiments.load.remote.
+      `worker_hosts`, one worker per CPU of that host, started by experiments.load.remote;
+      `master_addresses` (from master_bind_address, found once per session) saves asking
+      every host over SSH again.
 
     Returns a LocustResult (also written to out_dir/result.json). `progress(elapsed_s,
     planned_s)` is called about once a second."""
@@ -240,7 +243,7 @@ def run_locust(
     reach: dict[str, str] = {}
     if hosts:
         workers = sum(h.workers for h in hosts)
-        bind, reach = master_bind_address(hosts)
+        bind, reach = master_addresses or master_bind_address(hosts)
     else:
         bind = "127.0.0.1"
     if workers > 0:

@@ -37,6 +37,7 @@ import psutil
 
 from experiments.load.procs import CpuGuard, kill_group
 from experiments.protocol import GuardParams
+from experiments.results import slug
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 # Seconds the workers get to quit by themselves after the master ended the run.
@@ -63,10 +64,6 @@ class Job:
         return cls(**{k: raw[k] for k in cls.__dataclass_fields__})
 
 
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c == "-" else "-" for c in text)[:40]
-
-
 def worker_commands(job: Job, python: str = sys.executable) -> list[list[str]]:
     pin = [job.taskset, "-c", ",".join(map(str, job.cpus))] if job.taskset and job.cpus else []
     return [[*pin, python, "-m", "locust", "-f", str(LOCUSTFILE), "--worker",
@@ -90,7 +87,7 @@ def run_job(job: Job, stop: threading.Event) -> dict[str, Any]:
     env = dict(os.environ)
     env.update(job.env)
     env.update({"SCORING_LAB_SCENARIO": str(scenario_file),
-                "SCORING_LAB_REQUEST_LOG": str(out / f"requests_{_slug(job.host)}"),
+                "SCORING_LAB_REQUEST_LOG": str(out / f"requests_{slug(job.host)}"),
                 "PYTHONUNBUFFERED": "1"})
     params = GuardParams(**job.guard)
     procs: list[subprocess.Popen] = []
