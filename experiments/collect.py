@@ -13,7 +13,7 @@ from pathlib import Path
 
 from experiments.results import RunFolder
 from experiments.topology import REPO_ROOT
-from hardware.summary import cut, load_samples
+from hardware.summary import cut, load_samples, write_samples_csv
 
 ANSIBLE_DIR = REPO_ROOT / "ansible"
 # Samples kept either side of the measured window, so plots show the lab at rest around it.
@@ -45,7 +45,7 @@ def fetch(run: RunFolder, inventory: str | None, ansible_playbook: str,
 
 
 def store(run: RunFolder, staging: Path, start: float, end: float) -> dict[str, list[str]]:
-    """Move fetched files into raw/hardware/<host>/ and raw/resources/<host>.jsonl, and the
+    """Move fetched files into raw/hardware/<host>/ and raw/resources/<host>.csv, and the
     profiles written since `start` into raw/profiles/<host>/."""
     stored: dict[str, list[str]] = {"hardware": [], "resources": [], "profiles": []}
     for host_dir in sorted(p for p in staging.iterdir() if p.is_dir()):
@@ -68,10 +68,8 @@ def store(run: RunFolder, staging: Path, start: float, end: float) -> dict[str, 
         samples.sort(key=lambda s: s["t"])
         window = cut(samples, start - WINDOW_MARGIN_S, end + WINDOW_MARGIN_S)
         if window:
-            target = run.resources_dir() / f"{host}.jsonl"
-            with target.open("w") as out:
-                for sample in window:
-                    out.write(json.dumps(sample, separators=(",", ":")) + "\n")
+            target = run.resources_dir() / f"{host}.csv"
+            write_samples_csv(window, target)
             stored["resources"].append(run.rel(target))
     shutil.rmtree(staging)
     return stored

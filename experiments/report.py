@@ -1,5 +1,5 @@
 """Write report.md, report.json and PNG plots of a result folder, from the folder alone
-(manifest.json, raw/locust/<scenario>/<arch>/ CSVs, raw/resources/*.jsonl,
+(manifest.json, raw/locust/<scenario>/<arch>/ CSVs, raw/resources/<host>.csv,
 raw/hardware/<host>/). Rebuildable at any time:
 
     python -m experiments.report results/<run folder>

@@ -1,7 +1,13 @@
-"""Reduce sampler JSONL files to numbers for a measured window.
+"""Reduce sampler files to numbers for a measured window.
 
 Pure functions over lists of sample dicts (load_samples is the only one that reads a file), so the
 analysis can run on files collected from several hosts, long after the run.
+
+Two file forms hold the same samples: the sampler appends JSONL (one object per line, safe to
+tail and to cut short); a result folder stores CSV (write_samples_csv: one row per sample, one
+column per value, named by its path, e.g. ``services.redis.cpu_user_s`` or
+``cpu_times_per_core[1].idle``), which is lossless, diffable and about a third of the size,
+because the JSONL repeats every key name in every line.
 
 Counters in a sample are cumulative; usage in a window is their increase between the first and the
 last sample inside it, summed pair by pair so that a service that appears mid-window (it started
@@ -11,15 +17,23 @@ producing a negative or a huge jump. CPU percent is of one core, as in top: 200 
 
 from __future__ import annotations
 
+import csv
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 Sample = dict
 
 
 def load_samples(path: str | Path) -> list[Sample]:
-    """Samples of a JSONL file, sorted by time. A torn last line (sampler killed) is dropped."""
+    """Samples of a JSONL or CSV (write_samples_csv) file, sorted by time. A torn last JSONL
+    line (sampler killed) is dropped."""
+    if Path(path).suffix == ".csv":
+        samples = read_samples_csv(path)
+        samples.sort(key=lambda s: s["t"])
+        return samples
     samples = []
     with open(path) as f:
         lines = f.read().splitlines()
@@ -34,6 +48,63 @@ def load_samples(path: str | Path) -> list[Sample]:
             raise ValueError(f"{path}:{number}: not a JSON sample ({exc})") from None
     samples.sort(key=lambda s: s["t"])
     return samples
+
+
+_PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def _flatten(value: Any, path: str, out: dict[str, str]) -> None:
+    if isinstance(value, dict) and value:
+        for key, item in value.items():
+            _flatten(item, f"{path}.{key}" if path else str(key), out)
+    elif isinstance(value, list) and value:
+        for index, item in enumerate(value):
+            _flatten(item, f"{path}[{index}]", out)
+    else:  # a number, or an empty list/dict, kept as its JSON text
+        out[path] = json.dumps(value)
+
+
+def _unflatten(row: dict[str, str]) -> Sample:
+    root: dict = {}
+    for path, cell in row.items():
+        if cell == "":
+            continue  # the value is absent from this sample
+        parts = [int(i) if i else k for k, i in _PATH_PART.findall(path)]
+        node = root
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = json.loads(cell)
+    return _lists(root)
+
+
+def _lists(node: Any) -> Any:
+    """Dicts whose keys are all list indexes (from the [i] path parts) become lists."""
+    if not isinstance(node, dict):
+        return node
+    items = {k: _lists(v) for k, v in node.items()}
+    if items and all(isinstance(k, int) for k in items):
+        return [items[i] for i in sorted(items)]
+    return items
+
+
+def write_samples_csv(samples: Iterable[Sample], path: str | Path) -> None:
+    """Samples as CSV: one row per sample, a column per value path (first-seen order)."""
+    rows = []
+    columns: dict[str, None] = {}
+    for sample in samples:
+        flat: dict[str, str] = {}
+        _flatten(sample, "", flat)
+        columns.update(dict.fromkeys(flat))
+        rows.append(flat)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns), restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def read_samples_csv(path: str | Path) -> list[Sample]:
+    with open(path, newline="") as f:
+        return [_unflatten(row) for row in csv.DictReader(f)]
 
 
 def cut(samples: Iterable[Sample], start: float, end: float) -> list[Sample]:

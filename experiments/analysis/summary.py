@@ -19,11 +19,7 @@ import numpy as np
 
 from experiments.analysis.history import PerSecond, Requests, load_run_dir
 from experiments.analysis.stats import mean_ci, percentiles, stability_warning
-
-try:  # the sibling hardware package's reader; the local fallback keeps reports buildable
-    from hardware.summary import load_samples, service_usage
-except ImportError:  # pragma: no cover - exercised only without the hardware package
-    load_samples = service_usage = None
+from hardware.summary import load_samples, service_usage
 
 
 @dataclass(frozen=True)
@@ -130,47 +126,21 @@ def analyse_run_dir(
 # ----------------------------------------------------------------------- resources
 
 
-def _local_load_samples(path: Path) -> list[dict]:
-    samples = []
-    for line in path.read_text().splitlines():
-        try:
-            samples.append(json.loads(line))
-        except ValueError:
-            continue
-    return sorted(samples, key=lambda s: s["t"])
-
-
-def _local_service_usage(samples: list[dict], start: float, end: float) -> dict[str, dict]:
-    win = [s for s in samples if start <= s["t"] <= end]
-    out: dict[str, dict] = {}
-    for name in sorted({n for s in win for n in s.get("services", {})}):
-        rows = [s["services"][name] for s in win if name in s.get("services", {})]
-        user = rows[-1].get("cpu_user_s", 0) - rows[0].get("cpu_user_s", 0)
-        system = rows[-1].get("cpu_system_s", 0) - rows[0].get("cpu_system_s", 0)
-        rss = [r["rss_bytes"] for r in rows if r.get("rss_bytes") is not None]
-        out[name] = {
-            "cpu_user_s": user,
-            "cpu_system_s": system,
-            "cpu_total_s": user + system,
-            "rss_peak_bytes": max(rss) if rss else None,
-        }
-    return out
-
-
 def load_resource_samples(resources_dir: str | Path) -> dict[str, list[dict]]:
-    """{source: samples} for every raw/resources/*.jsonl (source = file stem, e.g. a host)."""
+    """{source: samples} for every raw/resources/<source>.csv (or .jsonl, as runs before the
+    CSV form stored them); source = file stem, e.g. a host."""
     resources_dir = Path(resources_dir)
-    reader = load_samples or _local_load_samples
-    return {p.stem: reader(p) for p in sorted(resources_dir.glob("*.jsonl"))}
+    files = [p for p in sorted(resources_dir.iterdir()) if p.suffix in (".csv", ".jsonl")] \
+        if resources_dir.is_dir() else []
+    return {p.stem: load_samples(p) for p in files}
 
 
 def resource_usage(sources: dict[str, list[dict]], start: float, end: float) -> dict[str, dict]:
     """Per service (prefixed "<source>/" when several sample files exist): cpu_total_s,
     cpu_user_s, cpu_system_s, rss_peak_bytes in [start, end]."""
-    usage_fn = service_usage or _local_service_usage
     out = {}
     for source, samples in sources.items():
-        for name, u in usage_fn(samples, start, end).items():
+        for name, u in service_usage(samples, start, end).items():
             out[f"{source}/{name}" if len(sources) > 1 else name] = u
     return out
 

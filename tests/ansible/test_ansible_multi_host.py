@@ -274,8 +274,8 @@ def _distributed_experiment_3(workdir: Path, state_dir: Path, inventory: Path,
     assert senders == {"lab-redis", "lab-model"}
     # The samplers on the load-generator hosts saw the workers, labelled as the load generator.
     for host in ("lab-redis", "lab-model"):
-        samples = (folder / "raw/resources" / f"{host}.jsonl").read_text()
-        assert '"loadgen"' in samples, host
+        samples = (folder / "raw/resources" / f"{host}.csv").read_text()
+        assert ".loadgen." in samples.splitlines()[0], host
     # Each host's job directory stays there, and nothing of it runs any more.
     for host in ("redis", "model"):
         assert len(list((workdir / f"run-{host}" / "locust").iterdir())) == len(

@@ -44,7 +44,7 @@ def test_manifest_complete_and_every_timing_in_the_csv(folder):
     # Interleaved: each (repeat, N) pair has both architectures, each first sometimes.
     firsts = {r["arch"] for r in rows if r["order"] == "0"}
     assert firsts == {"sync", "async"}
-    assert (folder / "raw/resources/localhost.jsonl").exists()
+    assert (folder / "raw/resources/localhost.csv").exists()
     assert m["headline"]["improvement_pct"] is not None
 
 

@@ -63,7 +63,7 @@ def test_manifest_is_complete_with_a_window_per_variant(folder):
     assert ("original", "probe-model", "sync") in ran
     assert ("async-sequential", "load_test-spread", "async") in ran
     assert ("async-sequential", "load_test-spread", "sync") not in ran
-    assert (folder / "raw/resources/localhost.jsonl").exists()
+    assert (folder / "raw/resources/localhost.csv").exists()
 
 
 def test_the_default_build_runs_again_after_the_ladder(folder, experiments_lab):

@@ -53,7 +53,7 @@ def test_the_run_succeeds_and_is_tagged_as_profiled(experiment):
     assert manifest["scenarios"] == []  # no timing result is recorded
     assert all(p["profiled"] for p in manifest["profiles"] + manifest["windows"])
     assert (_folder(lab) / "raw/hardware/localhost/system.json").exists()
-    assert list((_folder(lab) / "raw/resources").glob("*.jsonl"))
+    assert list((_folder(lab) / "raw/resources").glob("*.csv"))
 
 
 def test_profiles_of_both_sides_and_both_architectures_are_collected(experiment):

@@ -15,6 +15,7 @@ import subprocess
 import numpy as np
 import pytest
 
+from hardware.summary import load_samples
 from tests.conftest import ROOT, free_port, require
 
 pytestmark = pytest.mark.slow
@@ -86,9 +87,8 @@ def test_hardware_report_and_resource_samples_for_every_service(experiment):
     services = {p["service"] for p in system["lab_processes"]}
     assert services >= set(SERVICES) - {"loadgen"}
     seen = set()
-    with (raw / "resources/localhost.jsonl").open() as samples:
-        for line in samples:
-            seen |= set(json.loads(line)["services"])
+    for sample in load_samples(raw / "resources/localhost.csv"):
+        seen |= set(sample["services"])
     assert seen >= set(SERVICES)
 
 

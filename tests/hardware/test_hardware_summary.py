@@ -13,6 +13,7 @@ from hardware.summary import (
     load_samples,
     service_usage,
     total_cpu_seconds,
+    write_samples_csv,
 )
 
 
@@ -154,3 +155,25 @@ def test_load_samples_drops_a_torn_last_line(tmp_path):
     path.write_text(lines[0] + "\n{oops\n" + lines[1] + "\n")
     with pytest.raises(ValueError, match=":2:"):
         load_samples(path)
+
+
+def test_samples_round_trip_through_the_result_folders_csv_form(tmp_path):
+    """The CSV a result folder stores gives back exactly the sampler's samples: nested
+    services, per-core lists, lists that grow (a new worker pid), empty containers,
+    services that appear mid-run, ints staying ints."""
+    samples = [
+        {"t": 1.5, "cpu_percent_per_core": [10.0, 0.0],
+         "cpu_times_per_core": [{"user": 1.25, "idle": 9.0}, {"user": 2.0, "idle": 8.0}],
+         "net": {"bytes_sent": 10, "bytes_recv": 20}, "services": {}},
+        {"t": 2.5, "cpu_percent_per_core": [55.5, 1.0],
+         "cpu_times_per_core": [{"user": 1.8, "idle": 9.4}, {"user": 2.0, "idle": 9.0}],
+         "net": {"bytes_sent": 15, "bytes_recv": 31},
+         "services": {"model-sync": {"pids": [11, 12, 13], "cpu_user_s": 0.5, "rss_bytes": 7},
+                      "redis": {"pids": [], "cpu_user_s": 0.0}}},
+    ]
+    path = tmp_path / "host.csv"
+    write_samples_csv(samples, path)
+    header = path.read_text().splitlines()[0].split(",")
+    assert "services.model-sync.pids[2]" in header and "cpu_times_per_core[1].idle" in header
+    assert load_samples(path) == samples
+    assert isinstance(load_samples(path)[1]["services"]["model-sync"]["rss_bytes"], int)
