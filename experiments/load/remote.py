@@ -21,15 +21,13 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from experiments.load.procs import kill_group
-from experiments.load.worker_host import LOCUSTFILE, Job
-
-REPO_ROOT = LOCUSTFILE.parents[2]
+from experiments.load.worker_host import Job
+from experiments.topology import REPO_ROOT
 
 SSH_CONNECT_TIMEOUT_S = 10
 
@@ -148,10 +146,9 @@ class HostRun:
         with contextlib.suppress(OSError):
             assert self.proc.stdin is not None
             self.proc.stdin.close()
-        deadline = time.monotonic() + 20
-        while self.proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if self.proc.poll() is None:
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
             kill_group(self.proc)
         self._tar.close()
         self._log.close()
@@ -160,8 +157,8 @@ class HostRun:
         """Extract the host's files; move its request logs into out_dir. Returns its
         host_result.json, or a failure record when the host sent nothing usable."""
         if self.tar_path.stat().st_size == 0:
-            return self._failed(f"sent no files (exit {self.proc.returncode}); see "
-                                f"{self._rel(out_dir, self.dir / 'worker_host.log')}")
+            log = (self.dir / "worker_host.log").relative_to(out_dir)
+            return self._failed(f"sent no files (exit {self.proc.returncode}); see {log}")
         try:
             with tarfile.open(self.tar_path) as archive:
                 archive.extractall(self.dir, filter="data")
@@ -177,10 +174,6 @@ class HostRun:
 
     def _failed(self, why: str) -> dict[str, Any]:
         return {"host": self.host.host, "failed": f"load generator {self.host.host!r} {why}"}
-
-    @staticmethod
-    def _rel(out_dir: Path, path: Path) -> str:
-        return str(path.relative_to(out_dir))
 
     def logs(self) -> list[Path]:
         return sorted(self.dir.glob("locust_worker*.log")) + [self.dir / "worker_host.log"]

@@ -42,11 +42,10 @@ import psutil
 from experiments.load.procs import CpuGuard, kill_group
 from experiments.load.remote import HostRun, WorkerHost, master_bind_address
 from experiments.load.stages import duration_of, stages_for, write_scenario_file
-from experiments.load.worker_host import QUIT_GRACE_S, Job
+from experiments.load.worker_host import LOCUSTFILE, QUIT_GRACE_S, Job, worker_command
 from experiments.protocol import GuardParams, Scenario
+from experiments.topology import REPO_ROOT
 
-LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
-REPO_ROOT = Path(__file__).resolve().parents[2]
 CSV_PREFIX = "locust"
 LOCUST_CPU_WARNINGS = (
     "CPU usage above",
@@ -261,19 +260,7 @@ def run_locust(
             str(int(wait_workers_s)),
         ]
     if workers > 0 and not hosts:
-        worker_cmds = [
-            [
-                *base,
-                "--worker",
-                "--master-host",
-                "127.0.0.1",
-                "--master-port",
-                str(port),
-                "--loglevel",
-                "INFO",
-            ]
-            for _ in range(workers)
-        ]
+        worker_cmds = [worker_command("127.0.0.1", port, pin) for _ in range(workers)]
 
     # The guard here watches the local processes: all of them, or the master alone when the
     # workers run on worker hosts (each host guards its own with the same rule).

@@ -64,11 +64,17 @@ class Job:
         return cls(**{k: raw[k] for k in cls.__dataclass_fields__})
 
 
-def worker_commands(job: Job, python: str = sys.executable) -> list[list[str]]:
+def worker_command(master_host: str, master_port: int, pin: list[str],
+                   python: str = sys.executable) -> list[str]:
+    """One Locust worker process (here or on the controller, with local workers)."""
+    return [*pin, python, "-m", "locust", "-f", str(LOCUSTFILE), "--worker",
+            "--master-host", master_host, "--master-port", str(master_port),
+            "--loglevel", "INFO"]
+
+
+def worker_commands(job: Job) -> list[list[str]]:
     pin = [job.taskset, "-c", ",".join(map(str, job.cpus))] if job.taskset and job.cpus else []
-    return [[*pin, python, "-m", "locust", "-f", str(LOCUSTFILE), "--worker",
-             "--master-host", job.master_host, "--master-port", str(job.master_port),
-             "--loglevel", "INFO"] for _ in range(job.workers)]
+    return [worker_command(job.master_host, job.master_port, pin) for _ in range(job.workers)]
 
 
 def _watch_stdin(stop: threading.Event) -> None:
