@@ -18,6 +18,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tomllib
 from pathlib import Path
 
@@ -211,7 +212,11 @@ def test_meinheld_builds_on_gcc14_through_the_labs_install(
     out, compiled = _build(["sh", str(UV_SYNC)], uv, gcc14_cc, tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert compiled, "response.c was not compiled through the wrapper (a cached wheel?)"
-    assert all("-include sys/uio.h" in call for call in compiled)
+    # The flags come on top of Python's own CFLAGS (-O3, -DNDEBUG...), which $CFLAGS would replace.
+    python_cflags = sysconfig.get_config_var("CFLAGS").split()
+    for call in compiled:
+        assert "-D_GNU_SOURCE -include sys/uio.h" in call
+        assert set(python_cflags) <= set(call.split()), call
     python = tmp_path / "venv" / "bin" / "python"
     imported = subprocess.run(
         [str(python), "-c", "import meinheld.server, greenlet; print(meinheld.server.__file__)"],
