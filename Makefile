@@ -24,7 +24,7 @@ help: ## Show this help
 .PHONY: setup
 setup: ## Create .venv exactly from uv.lock (idempotent)
 	@$(UV) --version >/dev/null 2>&1 || $(BASE_PYTHON) -m pip install --quiet --user 'uv>=0.7'
-	$(UV) sync --frozen --python "$(BASE_PYTHON)"
+	UV="$(UV)" sh nix/uv-sync --python "$(BASE_PYTHON)"
 
 .PHONY: test
 test: setup ## Run the whole test suite (real Redis, servers, Ansible deploys, Locust runs)

@@ -19,6 +19,8 @@
         default = import ./nix/devshell.nix { pkgs = pkgsFor system; };
       });
 
-      formatter = forAllSystems (system: (pkgsFor system).nixpkgs-fmt);
+      # `nix fmt`: the official Nix formatter (nixfmt, RFC 166 style), which nixpkgs 25.05
+      # names nixfmt-rfc-style; nixpkgs-fmt is deprecated upstream.
+      formatter = forAllSystems (system: (pkgsFor system).nixfmt-rfc-style);
     };
 }

@@ -28,7 +28,8 @@ pkgs.mkShell {
   # Why uv instead of uv2nix: uv2nix would build every package in Nix, but needs extra flake
   # inputs (uv2nix, pyproject-nix, build-system-pkgs) whose hashes cannot be verified from
   # the offline machines this lab is developed on. `uv sync --frozen` installs exactly the
-  # lock, never re-resolves, and so cannot drift from what `make setup` installs.
+  # lock, never re-resolves, and so cannot drift from what `make setup` installs (both run it
+  # through nix/uv-sync).
 
   # uv must use the Nix interpreter, never one it downloads: the interpreter is part of the
   # pinned toolchain, and a downloaded one would bypass the flake.lock.
@@ -47,9 +48,10 @@ pkgs.mkShell {
     unset PYTHONPATH
 
     scoring_lab_root="$(git rev-parse --show-toplevel 2>/dev/null || pwd)"
-    # --frozen: install exactly uv.lock and never re-lock; nothing else installs packages.
-    if ! uv sync --frozen --project "$scoring_lab_root"; then
-      echo "devshell: 'uv sync --frozen' failed; .venv may be incomplete" >&2
+    # nix/uv-sync = `uv sync --frozen` (install exactly uv.lock, never re-lock) with the C
+    # flags meinheld needs on GCC 14, this pin's compiler; nothing else installs packages.
+    if ! sh "$scoring_lab_root/nix/uv-sync" --project "$scoring_lab_root"; then
+      echo "devshell: 'nix/uv-sync' (uv sync --frozen) failed; .venv may be incomplete" >&2
     fi
     export PATH="$scoring_lab_root/.venv/bin:$PATH"
     unset scoring_lab_root

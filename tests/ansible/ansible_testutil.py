@@ -20,12 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 ANSIBLE_DIR = ROOT / "ansible"
 IN_CI = os.environ.get("CI") == "true"
-# What a host's app is made of (the lab role's lab_source_entries).
-SOURCE_ENTRIES = ["pyproject.toml", "uv.lock", "README.md", "services", "hardware", "experiments"]
+# What a host's app is made of: the lab role's lab_source_entries, read from its defaults.
+SOURCE_ENTRIES = yaml.safe_load((ANSIBLE_DIR / "roles/lab/defaults/main.yml").read_text())[
+    "lab_source_entries"
+]
 HTTP_SERVICES = ("model-sync", "model-async", "scoring-sync", "scoring-async")
 PROBE_BODY = b"[5.1,3.5,1.4,0.2]"
 
@@ -65,6 +68,7 @@ def snapshot_sources(dest: Path) -> Path:
         if src.is_dir():
             shutil.copytree(src, dest / entry, ignore=ignore)
         else:
+            (dest / entry).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / entry)
     return dest
 

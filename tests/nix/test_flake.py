@@ -32,7 +32,7 @@ NIXPKGS_ORIGINAL = {"owner": "NixOS", "repo": "nixpkgs", "ref": "nixos-25.05", "
 # (pkgs/top-level/all-packages.nix or pkgs/by-name). The stub offers only these.
 VERIFIED_ATTRS = [
     "uv", "redis", "lshw", "openssh", "util-linux", "iproute2", "procps", "gnumake", "git",
-    "nixpkgs-fmt",
+    "nixfmt-rfc-style",
 ]  # fmt: skip
 REQUIRED_PACKAGES = {"python312", "uv", "redis", "lshw", "openssh", "util-linux", "iproute2"}
 
@@ -148,7 +148,7 @@ def test_devshell_text_uses_the_lock():
     text = DEVSHELL.read_text()
     for name in ("python312", "redis", "lshw", "uv"):
         assert f"pkgs.{name}" in text
-    assert "uv sync --frozen" in text
+    assert 'sh "$scoring_lab_root/nix/uv-sync" --project "$scoring_lab_root"' in text
     assert 'UV_PYTHON_DOWNLOADS = "never"' in text
     assert "pip install" not in text
     assert "UV_PROJECT_ENVIRONMENT =" not in text
@@ -210,7 +210,7 @@ def test_formatter_evaluates(nix_env, flake_copy, stub_nixpkgs):
         nix_env, flake_copy, stub_nixpkgs, "formatter", "--json", "--apply",
         "builtins.mapAttrs (s: f: f.name)",
     )  # fmt: skip
-    assert json.loads(out.stdout) == dict.fromkeys(SYSTEMS, "nixpkgs-fmt")
+    assert json.loads(out.stdout) == dict.fromkeys(SYSTEMS, "nixfmt-rfc-style")
 
 
 def test_shell_hook_syncs_from_the_lock(nix_env, flake_copy, stub_nixpkgs, tmp_path):
@@ -218,12 +218,13 @@ def test_shell_hook_syncs_from_the_lock(nix_env, flake_copy, stub_nixpkgs, tmp_p
         nix_env, flake_copy, stub_nixpkgs, "devShells.x86_64-linux.default.shellHook", "--raw"
     ).stdout
     project = tmp_path / "project"
-    project.mkdir()
+    (project / "nix").mkdir(parents=True)
+    shutil.copy2(ROOT / "nix" / "uv-sync", project / "nix" / "uv-sync")
     subprocess.run(["git", "init", "-q", str(project)], check=True)
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
     log = tmp_path / "uv.log"
-    (fake_bin / "uv").write_text(f'#!/bin/sh\necho "$@" >> "{log}"\n')
+    (fake_bin / "uv").write_text(f'#!/bin/sh\necho "$@ CPPFLAGS=$CPPFLAGS" >> "{log}"\n')
     (fake_bin / "uv").chmod(0o755)
     (fake_bin / "pip").write_text(f'#!/bin/sh\necho "pip $@" >> "{log}"\n')
     (fake_bin / "pip").chmod(0o755)
@@ -233,6 +234,9 @@ def test_shell_hook_syncs_from_the_lock(nix_env, flake_copy, stub_nixpkgs, tmp_p
         cwd=project, env=env, capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     path, pythonpath = out.stdout.splitlines()[-2:]
-    assert log.read_text().splitlines() == [f"sync --frozen --project {project.resolve()}"]
+    # Through nix/uv-sync, with the C flags meinheld needs on GCC 14 (tests/toolchain/).
+    assert log.read_text().splitlines() == [
+        f"sync --frozen --project {project.resolve()} CPPFLAGS=-D_GNU_SOURCE -include sys/uio.h"
+    ]
     assert path.split(":")[0] == f"{project.resolve()}/.venv/bin"
     assert pythonpath == "unset"
