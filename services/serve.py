@@ -11,7 +11,8 @@ from services.settings import Arch, Role, Settings, SyncWorker
 from services.workers import worker_count
 
 _GUNICORN_WORKER = {
-    SyncWorker.MEINHELD: "meinheld.gmeinheld.MeinheldWorker",
+    # meinheld's own worker minus two of its defects (see the module).
+    SyncWorker.MEINHELD: "services.sync_app.meinheld_worker.LabMeinheldWorker",
     SyncWorker.SYNC: "sync",
     SyncWorker.GTHREAD: "gthread",
 }
