@@ -40,7 +40,15 @@ class Service:
         return psutil.Process(self.process.pid)
 
     def workers(self) -> set[int]:
-        return {child.pid for child in self.master.children()}
+        """Live workers: a dead one stays a (zombie) child until the master reaps it."""
+        live = set()
+        for child in self.master.children():
+            try:
+                if child.status() != psutil.STATUS_ZOMBIE:
+                    live.add(child.pid)
+            except psutil.NoSuchProcess:
+                pass
+        return live
 
 
 def model_service(tmp_path, workers: int, sleep_s: float):
@@ -197,8 +205,11 @@ def test_a_chunked_trailer_kills_one_worker_which_the_master_replaces(two_slow_w
     assert service.process.poll() is None, service.log.read_text()
     log = service.log.read_text()
     assert log.count("was sent SIGSEGV") == 1, log
-    after = wait_for_replacement(service, before - service.workers(), count=2)
-    assert len(before & after) == 1  # exactly one worker died
+    wait_until(lambda: before - service.workers(), 30, "the worker's death")
+    dead = before - service.workers()
+    assert len(dead) == 1  # exactly one worker died
+    after = wait_for_replacement(service, dead, count=2)
+    assert before - dead <= after
     lost = [o for o in outcomes if o.status is None]
     # At most what the dead worker held, plus what it accepted while the packet was parsed.
     assert len(lost) <= max(held.values()) + 1, (held, outcomes)
