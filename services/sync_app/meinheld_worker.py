@@ -18,7 +18,9 @@ meinheld 1.0.2's defects (the project is unmaintained; the sync architecture sta
    meinheld's C loop clears a pending exception only after calling an access logger
    (log.c, ``call_access_logger``), which it calls in ``clean_client`` after every response,
    its own error pages included. So this worker always installs one, a no-op: the poison is
-   cleared when the poisoning connection closes, before the next request is read.
+   cleared when the poisoning connection closes, before the next request is read. When the
+   CONNECT is pipelined behind a good request on one connection, meinheld calls the app for
+   the good one before that close: the worker's WSGI entry point clears it first, too.
 
 Not contained here (no hook runs before meinheld's C parser; see README "Known limits"): a
 chunked request with a trailer field kills the worker with SIGSEGV (``add_header`` on a NULL
@@ -46,8 +48,12 @@ class _ServerLog:
 
     def access(self, environ) -> None:
         # Installed for defect 2 above, so it stays cheap: the lab writes no access logs
-        # (gunicorn's `accesslog` is None). A ctypes call into the C API raises the exception
-        # pending in the thread state, if any, as an ordinary one: caught, logged in one line.
+        # (gunicorn's `accesslog` is None).
+        self.clear_pending()
+
+    def clear_pending(self) -> None:
+        # A ctypes call into the C API raises the exception pending in the thread state, if
+        # any, as an ordinary one: caught here (which clears it) and logged in one line.
         try:
             _raise_pending()
         except Exception as exc:  # noqa: BLE001 - whatever meinheld left pending
@@ -69,7 +75,17 @@ class LabMeinheldWorker(MeinheldWorker):
 
     def init_process(self) -> None:
         # In the worker, after the fork: the master's copy of meinheld is never configured.
-        server_log = _ServerLog(self.log)
-        server.set_error_logger(server_log)
-        server.set_access_logger(server_log)
+        self._server_log = _ServerLog(self.log)
+        server.set_error_logger(self._server_log)
+        server.set_access_logger(self._server_log)
         super().init_process()
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        app, clear_pending = self.wsgi, self._server_log.clear_pending
+
+        def guarded(environ, start_response):
+            clear_pending()  # a pipelined CONNECT/Upgrade parsed before this request ran
+            return app(environ, start_response)
+
+        self.wsgi = guarded

@@ -188,6 +188,17 @@ def test_a_refused_upgrade_does_not_fail_the_next_client(one_worker, request_hea
     assert service.log.read_text().count("meinheld left an exception pending") == 3
 
 
+def test_a_connect_pipelined_behind_a_good_request_does_not_fail_it(one_worker):
+    service = one_worker
+    good = (b"POST /api/v1/ml/sync/predict HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 3\r\n\r\n[1]")
+    answer = raw_exchange(service.port, good + b"CONNECT a:1 HTTP/1.1\r\nHost: a:1\r\n\r\n")
+    first, _, rest = answer.partition(b"\r\n")
+    assert first == b"HTTP/1.1 200 OK", answer
+    assert b'"detail"' in rest and rest.endswith(MEINHELD_400), answer
+    assert predict(service.port)[0] == 200
+
+
 def test_a_chunked_trailer_kills_one_worker_which_the_master_replaces(two_slow_workers):
     """NOT contained: meinheld's parser dereferences a NULL header value (SIGSEGV) on any
     trailer field, before any Python code sees the connection. What the lab guarantees is the
