@@ -22,9 +22,12 @@ meinheld 1.0.2's defects (the project is unmaintained; the sync architecture sta
    CONNECT is pipelined behind a good request on one connection, meinheld calls the app for
    the good one before that close: the worker's WSGI entry point clears it first, too.
 
-Not contained here (no hook runs before meinheld's C parser; see README "Known limits"): a
-chunked request with a trailer field kills the worker with SIGSEGV (``add_header`` on a NULL
-header value in http_request_parser.c); the master replaces the worker.
+Not contained (no hook runs before meinheld's C parser; meinheld_limits.py, README "Known
+limits"): a chunked request with a trailer field kills the worker with SIGSEGV. After the last
+header, ``headers_complete_cb`` adds it and sets the pending field and value to NULL; the
+parser then reports trailer fields through the same ``header_field_cb``, which calls
+``add_header`` again and reads the NULL value (http_request_parser.c). The master replaces the
+worker (fast: serve.py imports the app's modules in the master).
 """
 
 from __future__ import annotations

@@ -15,15 +15,15 @@ from dataclasses import dataclass
 import psutil
 import pytest
 
+from services.sync_app import meinheld_limits
 from tests.conftest import free_port, http_ok, start_service, stop, wait_until
 
 pytestmark = pytest.mark.slow
 
 PREDICT = "/api/v1/ml/sync/predict"
 HEALTH = "/api/v1/healthcheck"
-# The reproducer of the SIGSEGV (README, "Known limits"): a chunked request with a trailer field.
-TRAILER_PACKET = (b"GET /api/v1/healthcheck HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
-                  b"\r\n0\r\nX-T: t\r\n\r\n")
+# The reproducer of the SIGSEGV the README and the experiment reports state.
+TRAILER_PACKET = meinheld_limits.TRAILER_REPRODUCER
 # meinheld's own error page, written in C before the app runs (README lists these exceptions).
 MEINHELD_400 = (b"<html><head><title>Bad Request</title></head><body><p>Bad Request.</p>"
                 b"</body></html>")
