@@ -3,6 +3,7 @@ ones. The process stays the server's master, so a supervisor's SIGTERM stops its
 
 from __future__ import annotations
 
+import importlib
 import logging
 
 from gunicorn.app.base import BaseApplication
@@ -11,7 +12,8 @@ from services.settings import Arch, Role, Settings, SyncWorker
 from services.workers import worker_count
 
 _GUNICORN_WORKER = {
-    SyncWorker.MEINHELD: "meinheld.gmeinheld.MeinheldWorker",
+    # meinheld's own worker minus two of its defects (see the module).
+    SyncWorker.MEINHELD: "services.sync_app.meinheld_worker.LabMeinheldWorker",
     SyncWorker.SYNC: "sync",
     SyncWorker.GTHREAD: "gthread",
 }
@@ -38,6 +40,11 @@ class _Gunicorn(BaseApplication):
         self._factory_path = factory_path
         self._options = options
         super().__init__()
+        # The app's modules (Flask, requests, redis: ~1 s of imports on a loaded machine) are
+        # imported once in the master, so a worker that replaces a dead one (a SIGSEGV in
+        # meinheld's parser, an OOM kill) serves after a fork and `create_app`, not a second.
+        # Only modules: the app itself, its sockets and pools, are still made per worker.
+        importlib.import_module(factory_path.split(":")[0])
 
     def load_config(self) -> None:
         for name, value in self._options.items():
