@@ -5,29 +5,32 @@ A profile is a small override table (`[profiles.<name>...]`) deep-merged onto th
 tables; `full` is the file as written. Every key is validated and an error names the file,
 the table and the offending key or value.
 
-    protocol = load_protocol("experiments/config/experiment3.toml", "quick")
+    protocol = load_protocol("experiments/exp3_load/config.toml", "quick")
     protocol.scenario("load_test").duration_s
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-CONFIG_DIR = Path(__file__).resolve().parent / "config"
-FORMAT_VERSION = 1
-ARRIVALS = ("spread", "bursty")
+from experiments.config import (
+    HEADER_KEYS,
+    Checker,
+    ConfigError,
+    check_every_profile,
+    read,
+    resolve,
+)
+from experiments.constants import ARCHS, ARRIVALS
+from services.describe import predict_path
+
 KINDS = ("constant", "ramp")
 BREAKING_POINT = "breaking_point"
-
-
-class ProtocolError(ValueError):
-    """The protocol file is malformed: the message names the key and value."""
+DEFAULT_PAYLOAD = [5.1, 3.5, 1.4, 0.2]  # the original's curl examples
 
 
 @dataclass(frozen=True)
@@ -73,9 +76,9 @@ class Scenario:
     def with_users(self, users: int) -> Scenario:
         """The scenario holding `users` (used to resolve users = "breaking_point")."""
         if self.kind != "constant":
-            raise ProtocolError(f"scenario {self.name!r}: only a constant scenario takes users")
+            raise ConfigError(f"scenario {self.name!r}: only a constant scenario takes users")
         if users < 1:
-            raise ProtocolError(f"scenario {self.name!r}: users must be >= 1, got {users}")
+            raise ConfigError(f"scenario {self.name!r}: users must be >= 1, got {users}")
         return dataclasses.replace(self, users=int(users))
 
     def to_dict(self) -> dict[str, Any]:
@@ -121,7 +124,7 @@ class Protocol:
     profile: str
     description: str
     arrival: str
-    paths: dict[str, str]  # architecture -> scoring path
+    architectures: tuple[str, ...]
     payload: tuple[float, ...]
     scenarios: tuple[Scenario, ...]
     analysis: AnalysisParams
@@ -130,8 +133,9 @@ class Protocol:
     source: str = ""
 
     @property
-    def architectures(self) -> tuple[str, ...]:
-        return tuple(self.paths)
+    def paths(self) -> dict[str, str]:
+        """Architecture -> the scoring path (services.describe owns it)."""
+        return {arch: predict_path(arch) for arch in self.architectures}
 
     def scenario(self, name: str) -> Scenario:
         for s in self.scenarios:
@@ -176,96 +180,12 @@ _SCENARIO_KEYS = {
         "pacing_s",
     },
 }
-_TOP_KEYS = {
-    "format_version",
-    "pause_s",
-    "experiment",
-    "description",
-    "default_profile",
-    "arrival",
-    "architectures",
-    "request",
-    "scenarios",
-    "analysis",
-    "guard",
-    "profiles",
-}
+_TOP_KEYS = HEADER_KEYS | {"pause_s", "arrival", "architectures", "request", "scenarios",
+                           "analysis", "guard"}
+_PROFILE_KEYS = {"arrival", "pause_s", "request", "scenarios", "analysis", "guard"}
 
 
-class _Checker:
-    def __init__(self, source: str):
-        self.source = source
-
-    def fail(self, where: str, msg: str) -> ProtocolError:
-        return ProtocolError(f"{self.source}: [{where}] {msg}")
-
-    def keys(self, table: Any, where: str, allowed: set[str]) -> dict:
-        if not isinstance(table, dict):
-            raise self.fail(where, f"expected a table, got {table!r}")
-        unknown = sorted(set(table) - allowed)
-        if unknown:
-            raise self.fail(
-                where, f"unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})"
-            )
-        return table
-
-    def number(
-        self,
-        table: dict,
-        where: str,
-        key: str,
-        *,
-        default: Any = None,
-        lo: float | None = None,
-        hi: float | None = None,
-        lo_open: bool = False,
-        integer: bool = False,
-    ) -> Any:
-        if key not in table:
-            if default is None:
-                raise self.fail(where, f"missing key {key!r}")
-            return default
-        v = table[key]
-        ok = isinstance(v, int) if integer else isinstance(v, int | float)
-        if isinstance(v, bool) or not ok:
-            kind = "an integer" if integer else "a number"
-            raise self.fail(where, f"{key} = {v!r}: expected {kind}")
-        if lo is not None and (v <= lo if lo_open else v < lo):
-            raise self.fail(where, f"{key} = {v!r}: must be {'>' if lo_open else '>='} {lo}")
-        if hi is not None and v > hi:
-            raise self.fail(where, f"{key} = {v!r}: must be <= {hi}")
-        return v if integer else float(v)
-
-    def string(
-        self,
-        table: dict,
-        where: str,
-        key: str,
-        *,
-        default: str | None = None,
-        choices: tuple[str, ...] | None = None,
-    ) -> str:
-        v = table.get(key, default)
-        if v is None:
-            raise self.fail(where, f"missing key {key!r}")
-        if not isinstance(v, str):
-            raise self.fail(where, f"{key} = {v!r}: expected a string")
-        if choices and v not in choices:
-            raise self.fail(where, f"{key} = {v!r}: expected one of {', '.join(choices)}")
-        return v
-
-
-def _merge(base: dict, override: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in override.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
-def _scenario(c: _Checker, name: str, t: Any) -> Scenario:
+def _scenario(c: Checker, name: str, t: Any) -> Scenario:
     where = f"scenarios.{name}"
     if not isinstance(t, dict):
         raise c.fail(where, f"expected a table, got {t!r}")
@@ -306,7 +226,7 @@ def _scenario(c: _Checker, name: str, t: Any) -> Scenario:
     )
 
 
-def _breaking_point(c: _Checker, t: dict) -> BreakingPointParams:
+def _breaking_point(c: Checker, t: dict) -> BreakingPointParams:
     w = "analysis.breaking_point"
     fields = {f.name for f in dataclasses.fields(BreakingPointParams)}
     c.keys(t, w, fields)
@@ -334,7 +254,7 @@ def _breaking_point(c: _Checker, t: dict) -> BreakingPointParams:
     )
 
 
-def _analysis(c: _Checker, t: Any) -> AnalysisParams:
+def _analysis(c: Checker, t: Any) -> AnalysisParams:
     c.keys(t, "analysis", {"warmup_s", "alpha", "min_effect", "breaking_point"})
     d = AnalysisParams()
     return AnalysisParams(
@@ -345,7 +265,7 @@ def _analysis(c: _Checker, t: Any) -> AnalysisParams:
     )
 
 
-def _guard(c: _Checker, t: Any) -> GuardParams:
+def guard_params(c: Checker, t: Any) -> GuardParams:
     c.keys(t, "guard", {f.name for f in dataclasses.fields(GuardParams)})
     d = GuardParams()
     return GuardParams(
@@ -356,94 +276,41 @@ def _guard(c: _Checker, t: Any) -> GuardParams:
     )
 
 
-def parse_protocol(
-    data: dict, profile: str | None = None, *, source: str = "<protocol>", check_all: bool = True
-) -> Protocol:
+def parse_protocol(data: dict, profile: str | None = None, *, source: str = "<protocol>",
+                   check_all: bool = True) -> Protocol:
     """Validate a parsed TOML document and resolve `profile` (default: its default_profile).
     With check_all, every other profile is resolved too, so a typo in any profile fails."""
-    c = _Checker(source)
+    c = Checker(source)
     c.keys(data, "top level", _TOP_KEYS)
-    version = data.get("format_version", FORMAT_VERSION)
-    if version != FORMAT_VERSION:
-        raise c.fail("top level", f"format_version = {version!r}: this code reads {FORMAT_VERSION}")
-    profiles = data.get("profiles", {})
-    if not isinstance(profiles, dict):
-        raise c.fail("profiles", f"expected a table, got {profiles!r}")
-    profile = profile or c.string(data, "top level", "default_profile", default="full")
-    if profile not in profiles and profile != "full":
-        raise c.fail(
-            "profiles", f"unknown profile {profile!r} (have: {', '.join(sorted(profiles))})"
-        )
-    override = profiles.get(profile, {})
-    if not isinstance(override, dict):
-        raise c.fail(f"profiles.{profile}", "expected a table")
-    c.keys(
-        override,
-        f"profiles.{profile}",
-        {"arrival", "pause_s", "request", "scenarios", "analysis", "guard"},
-    )
-    for name in override.get("scenarios", {}):
+    merged, profile = resolve(data, profile, source=source, allowed=_PROFILE_KEYS)
+    c = Checker(source, profile)
+    for name in (data.get("profiles", {}).get(profile) or {}).get("scenarios", {}):
         if name not in data.get("scenarios", {}):
             raise c.fail(f"profiles.{profile}.scenarios", f"unknown scenario {name!r}")
-    base = {k: v for k, v in data.items() if k != "profiles"}
-    merged = _merge(base, override)
-
-    archs = c.keys(
-        merged.get("architectures", {}), "architectures", set(merged.get("architectures", {}))
-    )
-    if not archs:
-        raise c.fail("architectures", "no architecture defined")
-    paths = {}
-    for arch, t in archs.items():
-        c.keys(t, f"architectures.{arch}", {"path"})
-        path = c.string(t, f"architectures.{arch}", "path")
-        if not path.startswith("/"):
-            raise c.fail(f"architectures.{arch}", f"path = {path!r}: must start with '/'")
-        paths[arch] = path
     request = c.keys(merged.get("request", {}), "request", {"payload"})
-    payload = request.get("payload", [5.1, 3.5, 1.4, 0.2])
-    if not isinstance(payload, list) or not all(
-        isinstance(x, int | float) and not isinstance(x, bool) for x in payload
-    ):
-        raise c.fail("request", f"payload = {payload!r}: expected a list of numbers")
     scen_tables = merged.get("scenarios", {})
     if not isinstance(scen_tables, dict) or not scen_tables:
         raise c.fail("scenarios", "no scenario defined")
     scenarios = tuple(_scenario(c, name, t) for name, t in scen_tables.items())
     if check_all:
-        for other in profiles:
-            if other != profile:
-                parse_protocol(data, other, source=source, check_all=False)
+        check_every_profile(
+            data, lambda other: parse_protocol(data, other, source=source, check_all=False),
+            profile)
     return Protocol(
         experiment=c.string(merged, "top level", "experiment"),
         profile=profile,
         description=c.string(merged, "top level", "description", default=""),
         arrival=c.string(merged, "top level", "arrival", default="spread", choices=ARRIVALS),
-        paths=paths,
-        payload=tuple(float(x) for x in payload),
+        architectures=c.names(merged, "top level", "architectures", ARCHS),
+        payload=c.numbers(request, "request", "payload", DEFAULT_PAYLOAD),
         scenarios=scenarios,
         analysis=_analysis(c, merged.get("analysis", {})),
         pause_s=c.number(merged, "top level", "pause_s", default=0.0, lo=0),
-        guard=_guard(c, merged.get("guard", {})),
+        guard=guard_params(c, merged.get("guard", {})),
         source=source,
     )
 
 
-def load_protocol(
-    path: str | Path = CONFIG_DIR / "experiment3.toml", profile: str | None = None
-) -> Protocol:
+def load_protocol(path: str | Path, profile: str | None = None) -> Protocol:
     """Read and validate a protocol TOML file; `profile` None means its default_profile."""
-    path = Path(path)
-    try:
-        with path.open("rb") as f:
-            data = tomllib.load(f)
-    except tomllib.TOMLDecodeError as e:
-        raise ProtocolError(f"{path}: not valid TOML: {e}") from e
-    return parse_protocol(data, profile, source=str(path))
-
-
-def profiles_of(path: str | Path = CONFIG_DIR / "experiment3.toml") -> list[str]:
-    """Names of the profiles a protocol file defines (`full` always included)."""
-    with Path(path).open("rb") as f:
-        data = tomllib.load(f)
-    return sorted(set(data.get("profiles", {})) | {"full"})
+    return parse_protocol(read(path), profile, source=str(path))

@@ -39,12 +39,12 @@ from typing import Any
 
 import psutil
 
+from experiments.constants import REPO_ROOT
 from experiments.load.procs import CpuGuard, kill_group
 from experiments.load.remote import HostRun, WorkerHost, master_bind_address
 from experiments.load.stages import duration_of, stages_for, write_scenario_file
 from experiments.load.worker_host import LOCUSTFILE, QUIT_GRACE_S, Job, worker_command
 from experiments.protocol import GuardParams, Scenario
-from experiments.topology import REPO_ROOT
 
 CSV_PREFIX = "locust"
 LOCUST_CPU_WARNINGS = (

@@ -14,9 +14,9 @@ from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
-RUN = ("import sys; from pathlib import Path; from experiments.experiment2 import "
-       "run_experiment2; from experiments.session import RunOptions; "
-       "print(run_experiment2(profile='smoke', options=RunOptions(Path(sys.argv[1]), "
+RUN = ("import sys; from pathlib import Path; from experiments.exp2_timeit import "
+       "EXPERIMENT; from experiments.lab.session import RunOptions; "
+       "print(EXPERIMENT.execute('smoke', RunOptions(Path(sys.argv[1]), "
        "sys.argv[2], str(Path(sys.executable).with_name('ansible-playbook')))))")
 
 

@@ -18,9 +18,9 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.slow
 
 VARIANTS = ("original", "default", "async-sequential")
-RUN = ("import sys; from pathlib import Path; from experiments.experiment4 import "
-       "run_experiment4; from experiments.session import RunOptions; "
-       "print(run_experiment4(profile='smoke', options=RunOptions(Path(sys.argv[1]), "
+RUN = ("import sys; from pathlib import Path; from experiments.exp4_ladder import "
+       "EXPERIMENT; from experiments.lab.session import RunOptions; "
+       "print(EXPERIMENT.execute('smoke', RunOptions(Path(sys.argv[1]), "
        "sys.argv[2], str(Path(sys.executable).with_name('ansible-playbook')))))")
 
 

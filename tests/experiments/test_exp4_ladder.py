@@ -7,14 +7,18 @@ import tomllib
 
 import pytest
 
-from experiments import topology as topology_mod
-from experiments.experiment4 import CONFIG, load_ladder, parse_ladder
-from experiments.protocol import ProtocolError
+from experiments.config import ConfigError
+from experiments.exp4_ladder import EXPERIMENT
+from experiments.exp4_ladder.run import load_ladder, parse_ladder
+from experiments.lab import topology as topology_mod
+
+CONFIG = EXPERIMENT.config
 
 
 def _data():
     with CONFIG.open("rb") as f:
         return tomllib.load(f)
+CONFIG = EXPERIMENT.config
 
 
 def _topology(scoring_cpus=(0,), model_cpus=(0,)):
@@ -25,6 +29,7 @@ def _topology(scoring_cpus=(0,), model_cpus=(0,)):
                                    ("scoring-async", scoring_cpus))}
     return topology_mod.parse({"format_version": 1, "services": services,
                                "loadgen": [{"host": "localhost", "cpus": [1]}]})
+CONFIG = EXPERIMENT.config
 
 
 def test_profiles_and_the_smoke_subset():
@@ -40,6 +45,7 @@ def test_profiles_and_the_smoke_subset():
     quick = load_ladder(CONFIG, "quick")
     assert len(quick.variants) == len(full.variants)
     assert quick.total_s < full.total_s
+CONFIG = EXPERIMENT.config
 
 
 def test_runs_probe_each_arch_and_the_sync_model_api():
@@ -51,6 +57,7 @@ def test_runs_probe_each_arch_and_the_sync_model_api():
     gthread = next(v for v in load_ladder(CONFIG, "full").variants
                    if v.name == "sync-worker-gthread")
     assert gthread.arrivals == ("spread", "bursty")
+CONFIG = EXPERIMENT.config
 
 
 def test_deploy_vars_change_only_what_the_variant_names():
@@ -80,5 +87,5 @@ def test_deploy_vars_change_only_what_the_variant_names():
 def test_bad_ladders_name_the_problem(mutate, message):
     data = _data()
     mutate(data)
-    with pytest.raises(ProtocolError, match=message):
+    with pytest.raises(ConfigError, match=message):
         parse_ladder(data, "full")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from experiments.analysis.ceiling import ServiceInput, predict
-from experiments.report_exp4 import _decompose, _surprises
+from experiments.exp4_ladder.report import decompose, surprises
 
 
 def _row(variant, arch, p50, max_rps, services, cpu_scoring, arrival="spread", knee=True):
@@ -44,7 +44,7 @@ def test_latency_gap_split_into_concurrency_and_the_rest():
     probe = {("default", "scoring", "async"): rng.normal(55, 2, 40),
              ("async-sequential", "scoring", "async"): rng.normal(98, 2, 40),
              ("default", "scoring", "sync"): rng.normal(100, 2, 40)}
-    lat = _decompose(_res(), probe)["latency"]
+    lat = decompose(_res(), probe)["latency"]
     assert lat["gap_ms"] == pytest.approx(45.0)
     assert lat["concurrency_ms"] == pytest.approx(43.0)
     assert lat["concurrency_share"] == pytest.approx(43 / 45)
@@ -53,7 +53,7 @@ def test_latency_gap_split_into_concurrency_and_the_rest():
 
 
 def test_throughput_gap_split_into_blocking_workers_and_cpu_cost():
-    thr = _decompose(_res(), {})["throughput"]
+    thr = decompose(_res(), {})["throughput"]
     assert thr["gap_rps"] == pytest.approx(51.0)
     assert thr["sync_binding"] == "workers:scoring-sync"
     assert thr["async_binding"] == "cpu:0"
@@ -64,10 +64,10 @@ def test_throughput_gap_split_into_blocking_workers_and_cpu_cost():
     assert thr["best_sync"]["variant"] == "sync-client-per-request"
 
 
-def test_original_costs_and_surprises():
+def test_original_costs_andsurprises():
     res = _res()
-    orig = _decompose(res, {})["original"]
+    orig = decompose(res, {})["original"]
     assert orig["async"]["max_rps"] == (12.0, 70.0)
     assert orig["async"]["scoring_cpu_ms_per_request"] == (80.0, 10.0)
-    notes = _surprises(res)
+    notes = surprises(res)
     assert any("beats pooled keep-alive" in n for n in notes)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from experiments.session import LoadPlan
-from experiments.topology import SERVICES, parse
+from experiments.lab.session import LoadPlan
+from experiments.lab.topology import SERVICES, parse
 
 
 def _topology(*loadgens: dict) -> object:

@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from experiments.exp3_load import EXPERIMENT
+from experiments.exp3_load.report import analyse, headline
 from experiments.load.stages import write_scenario_file
-from experiments.protocol import load_protocol
-from experiments.report import build_headline, write_report
 from experiments.results import new_run_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_790_000_000.0
-PROTOCOL = load_protocol(profile="smoke")
+PROTOCOL = EXPERIMENT.configure("smoke")
 
 
 def _write_run(
@@ -180,9 +180,9 @@ def fixture_run(tmp_path):
 
 def test_report_numbers_match_the_csvs(fixture_run):
     run, expected = fixture_run
-    out = write_report(run.path)
-    numbers = json.loads(out["json"].read_text())["numbers"]
-    text = out["report"].read_text()
+    out = EXPERIMENT.rebuild(run.path)
+    numbers = json.loads(out.json.read_text())["numbers"]
+    text = out.markdown.read_text()
     for name in ("response_time", "load_test", "max_performance", "stress"):
         for arch in ("sync", "async"):
             got, exp = numbers[name][arch], expected[(name, arch)]
@@ -201,9 +201,9 @@ def test_report_numbers_match_the_csvs(fixture_run):
             cells = [c.strip() for c in row.split("|")[2:4]]
             assert cells == [fmt.format(expected[(name, a)][key]) for a in ("sync", "async")]
     # plots, resource usage, hardware, traps, rebuildable
-    for p in out["plots"]:
+    for p in out.plots:
         assert p.exists() and p.stat().st_size > 1000
-    assert {p.name for p in out["plots"]} >= {"plot_load_test.png", "plot_cpu.png"}
+    assert {p.name for p in out.plots} >= {"plot_load_test.png", "plot_cpu.png"}
     assert "## Resource usage" in text and "scoring-sync" in text
     assert "**lshw: missing: lshw not installed**" in text
     assert "Arrival pattern: **spread**" in text and "CPU guard" in text
@@ -212,7 +212,7 @@ def test_report_numbers_match_the_csvs(fixture_run):
 
 def test_cpu_per_request_is_from_the_samples(fixture_run):
     run, expected = fixture_run
-    res = json.loads(write_report(run.path)["json"].read_text())["resources"]
+    res = json.loads(EXPERIMENT.rebuild(run.path).json.read_text())["resources"]
     start, end = expected[("stress", "sync", "window")]
     u = res["stress"]["sync"]["scoring-sync"]
     # samples every second at 0.25 CPU s/s; the window holds whole seconds from start to end
@@ -224,10 +224,10 @@ def test_cpu_per_request_is_from_the_samples(fixture_run):
 
 def test_validity_warnings_are_at_the_top_in_bold(fixture_run):
     run, _ = fixture_run
-    text = write_report(run.path)["report"].read_text()
+    text = EXPERIMENT.rebuild(run.path).markdown.read_text()
     top = text.split("## ")[0]
     assert "**INVALID: stress/async: load generator CPU saturated: test**" in top
-    head = build_headline(run.path)
+    head = headline(analyse(run.path))
     assert head["async"]["valid"] is False and head["sync"]["valid"] is True
     assert head["sync"]["p50_ms_1_user"] > head["async"]["p50_ms_1_user"]
     assert "cpu_ms_per_request" in head["sync"]
@@ -236,7 +236,7 @@ def test_validity_warnings_are_at_the_top_in_bold(fixture_run):
 def test_incomplete_run_is_flagged(fixture_run):
     run, _ = fixture_run
     run.mark_interrupted("KeyboardInterrupt")
-    text = write_report(run.path)["report"].read_text()
+    text = EXPERIMENT.rebuild(run.path).markdown.read_text()
     assert text.split("## ")[0].count("**INCOMPLETE RUN (interrupted at") == 1
 
 
@@ -244,7 +244,7 @@ def test_report_rebuilds_from_the_command_line(fixture_run):
     run, _ = fixture_run
     assert not (run.path / "report.md").exists()
     subprocess.run(
-        [sys.executable, "-m", "experiments.report", str(run.path)],
+        [sys.executable, "-m", "experiments", "report", str(run.path)],
         cwd=ROOT,
         check=True,
         capture_output=True,

@@ -7,18 +7,21 @@ import json
 
 import pytest
 
-from experiments.experiment1 import CONFIG, load_config, profiles_of
-from experiments.profiling.breakdown import (
+from experiments.config import ConfigError
+from experiments.exp1_profiling import EXPERIMENT
+from experiments.exp1_profiling.breakdown import (
     classify_stack,
     combine,
     module_of,
     pyinstrument_breakdown,
 )
-from experiments.protocol import ProtocolError
+from experiments.exp1_profiling.run import load_config
 
 SITE = "/lab/app/.venv/lib/python3.12/site-packages"
 STD = "/usr/lib/python3.12"
 APP = "/var/tmp/scoring-lab/app/services"
+
+CONFIG = EXPERIMENT.config
 
 
 def frame(function: str, path: str, line: int = 1) -> str:
@@ -36,8 +39,8 @@ HANDLER = [*LOOP, frame("_run", f"{STD}/asyncio/events.py"),
 
 
 def test_every_profile_of_the_config_loads_and_smoke_is_the_smallest():
-    assert set(profiles_of()) >= {"full", "quick", "smoke"}
-    configs = {p: load_config(profile=p) for p in ("full", "quick", "smoke")}
+    assert set(EXPERIMENT.profiles()) >= {"full", "quick", "smoke"}
+    configs = {p: load_config(CONFIG, p) for p in ("full", "quick", "smoke")}
     assert configs["smoke"].planned_s < configs["quick"].planned_s <= configs["full"].planned_s
     assert configs["full"].architectures == ("sync", "async")
     assert configs["smoke"].repeats == 1 and configs["smoke"].window_s <= 5
@@ -48,10 +51,10 @@ def test_a_config_naming_an_unknown_profiler_is_refused(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text(text.replace('server_profilers = ["pyinstrument", "yappi"]',
                                 'server_profilers = ["cProfile"]'))
-    with pytest.raises(ProtocolError, match="cProfile"):
+    with pytest.raises(ConfigError, match="cProfile"):
         load_config(bad)
-    with pytest.raises(ProtocolError, match="no profile"):
-        load_config(profile="huge")
+    with pytest.raises(ConfigError, match="unknown profile"):
+        load_config(CONFIG, "huge")
 
 
 def test_module_of_paths():

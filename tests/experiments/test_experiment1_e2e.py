@@ -12,8 +12,8 @@ import urllib.request
 
 import pytest
 
-from experiments.profiling.breakdown import combine, pyinstrument_breakdown
-from experiments.profiling.report import index_profiles
+from experiments.exp1_profiling.breakdown import combine, pyinstrument_breakdown
+from experiments.exp1_profiling.report import index_profiles
 from services import profiling
 from tests.conftest import ROOT, private_lab_inventory, require
 
@@ -28,7 +28,7 @@ def experiment(tmp_path_factory):
     lab = private_lab_inventory(tmp_path_factory.mktemp("exp1"))
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "experiments.experiment1", "--profile", "smoke",
+            [sys.executable, "-m", "experiments", "run", "1", "--profile", "smoke",
              "--inventory", str(lab.inventory), "--results-dir", str(lab.results)],
             cwd=ROOT, env=lab.env, capture_output=True, text=True, timeout=900)
         topology = json.loads((lab.root / "state/topology.json").read_text())

@@ -9,12 +9,10 @@ import time
 from pathlib import Path
 
 from experiments.analysis.breaking_point import breaking_point_from_dir, users_to_hold
+from experiments.experiment import Finish
+from experiments.lab.session import RunOptions, session
 from experiments.protocol import Protocol, Scenario
-from experiments.report import build_headline, write_report
 from experiments.results import scenario_entry
-from experiments.session import RunOptions, completing, session
-
-EXPERIMENT = "experiment-3"
 
 
 def traps(protocol: Protocol, arrival: str) -> dict[str, str]:
@@ -35,10 +33,13 @@ def traps(protocol: Protocol, arrival: str) -> dict[str, str]:
     }
 
 
-def run_experiment3(protocol: Protocol, options: RunOptions, arrival: str) -> Path:
+def run(protocol: Protocol, options: RunOptions, finish: Finish) -> Path:
+    """Every scenario on every architecture, interleaved; the breaking point of each load
+    test detected at once and held by the scenarios that need it."""
+    arrival = protocol.arrival
     steps = len(protocol.scenarios) * len(protocol.architectures)
-    with session(EXPERIMENT, options, planned_s=protocol.total_s, steps=steps,
-                 guard=protocol.guard, finish=completing(build_headline, write_report),
+    with session(protocol.experiment, options, planned_s=protocol.total_s, steps=steps,
+                 guard=protocol.guard, finish=finish,
                  profile=protocol.profile,
                  protocol=protocol.to_dict(), arrival=arrival,
                  traps=traps(protocol, arrival)) as lab:

@@ -24,7 +24,14 @@ import numpy as np  # noqa: E402
 
 from experiments.analysis.stats import compare, mean_ci, stability_warning  # noqa: E402
 from experiments.analysis.summary import load_resource_samples, resource_usage  # noqa: E402
-from experiments.report import _f, _hardware_section, _json_safe, git_line  # noqa: E402
+from experiments.reporting import (  # noqa: E402
+    Report,
+    fmt,
+    footer_lines,
+    hardware_section,
+    header_lines,
+    write_files,
+)
 
 
 def read_timings(path: str | Path) -> list[dict[str, Any]]:
@@ -100,7 +107,7 @@ def summarise(rows: list[dict], *, confidence: float = 0.95, alpha: float = 0.05
     return {"points": points, "overall": overall, "archs": list(archs)}
 
 
-def analyse_folder(folder: str | Path) -> dict[str, Any]:
+def analyse(folder: str | Path) -> dict[str, Any]:
     run = Path(folder)
     manifest = json.loads((run / "manifest.json").read_text())
     proto = manifest.get("protocol") or {}
@@ -144,8 +151,9 @@ def _headline(res: dict) -> dict[str, Any]:
     }
 
 
-def build_headline(folder: str | Path) -> dict[str, Any]:
-    return analyse_folder(folder)["headline"]
+def headline(res: dict) -> dict[str, Any]:
+    """The improvement over the whole range, its verdict, and the time per call."""
+    return res["headline"]
 
 
 def _plot(run: Path, res: dict) -> str | None:
@@ -186,43 +194,31 @@ def _plot(run: Path, res: dict) -> str | None:
 
 def render(res: dict, run: Path, plot: str | None) -> str:
     m = res["manifest"]
-    meta = m.get("metadata") or {}
     proto = m.get("protocol") or {}
     a, b = res["archs"]
     o = res["overall"]
-    lines = [f"# {m.get('experiment')}: {m.get('name', run.name)}", ""]
-    if m.get("status") != "complete":
-        why = m.get("interrupted_reason", "still running or killed")
-        lines.append(f"- **INCOMPLETE RUN ({why}); the numbers cover what was measured.**")
-    for reason in (m.get("validity") or {}).get("reasons", []):
-        lines.append(f"- **INVALID: {reason}**")
+    lines = header_lines(m, run)
     lines += [
-        f"- Status: {m.get('status')}; profile: {m.get('profile')}",
-        f"- Started: {m.get('started_at')}; ended: {m.get('ended_at', 'n/a')}",
-        f"- Git: {git_line(meta)}; "
-        f"Python {meta.get('python_version', '?')}; host {meta.get('hostname', '?')}",
         f"- Protocol: N in {proto.get('ns')}, {proto.get('repeats')} repeats, "
         f"{proto.get('warmup_calls')} warm-up calls, one keep-alive connection per "
         "architecture from the load generator's cores; the architecture timed first "
         "alternates, so machine noise hits both.",
         "",
     ]
-    for w in (m.get("metadata_warnings") or []) + (m.get("warnings") or []):
-        lines.append(f"- Warning: {w}")
     imp = o["improvement_pct"]
     verdict = o["comparison"]["verdict"]
     if o["conclusive"]:
-        concl = (f"async takes {_f(imp)} % less time than sync over the whole range "
+        concl = (f"async takes {fmt(imp)} % less time than sync over the whole range "
                  f"({verdict}).")
     elif o["comparison"]["significant"]:
-        concl = (f"async takes {_f(imp)} % less time than sync over the whole range "
+        concl = (f"async takes {fmt(imp)} % less time than sync over the whole range "
                  f"({verdict}), but the spread is too large to conclude: "
                  + "; ".join(o["warnings"]) + ".")
     else:
-        concl = f"improvement {_f(imp)} %, {verdict}: the data do not separate the two."
+        concl = f"improvement {fmt(imp)} %, {verdict}: the data do not separate the two."
     lines += ["## Result", "",
               f"Overall (sum over N of the mean times; the original reported +29 %): {concl}",
-              f"Mean of the per-N improvements: {_f(o['mean_of_improvements_pct'])} %. "
+              f"Mean of the per-N improvements: {fmt(o['mean_of_improvements_pct'])} %. "
               f"Significance: Welch's t on the per-repeat totals ({a} vs {b}), alpha "
               f"{proto.get('alpha', 0.05)}; a point is conclusive only when significant and "
               f"both samples have std dev < {proto.get('stability_limit', 0.1):.0%} of their "
@@ -232,10 +228,10 @@ def render(res: dict, run: Path, plot: str | None) -> str:
               "|---" * 10 + "|"]
     for n, p in res["points"].items():
         lines.append(
-            f"| {n} | {_f(p[a]['mean'])} | {_f(p[a]['low'])}-{_f(p[a]['high'])} | "
-            f"{_f(p[b]['mean'])} | {_f(p[b]['low'])}-{_f(p[b]['high'])} | "
-            f"{_f(p[a]['per_call_ms'])} | {_f(p[b]['per_call_ms'])} | "
-            f"{_f(p['improvement_pct'])} | {p['comparison']['verdict']} | "
+            f"| {n} | {fmt(p[a]['mean'])} | {fmt(p[a]['low'])}-{fmt(p[a]['high'])} | "
+            f"{fmt(p[b]['mean'])} | {fmt(p[b]['low'])}-{fmt(p[b]['high'])} | "
+            f"{fmt(p[a]['per_call_ms'])} | {fmt(p[b]['per_call_ms'])} | "
+            f"{fmt(p['improvement_pct'])} | {p['comparison']['verdict']} | "
             f"{'yes' if p['conclusive'] else '**no**'} |")
     lines.append("")
     for w in o["warnings"]:
@@ -250,21 +246,16 @@ def render(res: dict, run: Path, plot: str | None) -> str:
                   "architecture served (Redis and the load generator: by all calls).", "",
                   "| service | CPU s | CPU ms/call |", "|---|---|---|"]
         for svc, u in sorted(res["cpu"].items()):
-            lines.append(f"| {svc} | {_f(u['cpu_s'], 2)} | {_f(u['cpu_ms_per_call'], 3)} |")
+            lines.append(f"| {svc} | {fmt(u['cpu_s'], 2)} | {fmt(u['cpu_ms_per_call'], 3)} |")
         lines.append("")
-    lines += _hardware_section(run)
-    lines += ["---", "Generated by `python -m experiments report` from this folder only.",
-              ""]
+    lines += hardware_section(run)
+    lines += footer_lines()
     return "\n".join(lines)
 
 
-def write_report(folder: str | Path) -> dict[str, Any]:
+def write_report(folder: str | Path, res: dict[str, Any]) -> Report:
     run = Path(folder)
-    res = analyse_folder(run)
     plot = _plot(run, res)
-    (run / "report.md").write_text(render(res, run, plot))
-    doc = _json_safe({"points": {str(n): p for n, p in res["points"].items()},
-                      "overall": res["overall"], "cpu": res["cpu"], "headline": res["headline"]})
-    (run / "report.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    return {"report": run / "report.md", "json": run / "report.json",
-            "plots": [run / plot] if plot else [], "headline": doc["headline"]}
+    doc = {"points": {str(n): p for n, p in res["points"].items()},
+           "overall": res["overall"], "cpu": res["cpu"], "headline": res["headline"]}
+    return write_files(run, render(res, run, plot), doc, [plot])

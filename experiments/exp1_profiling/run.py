@@ -6,45 +6,43 @@ load. The host data and the profiles are collected from every host, the report b
 time of one request down by category from the profiles, and the lab is redeployed without
 profiling at the end, whatever happened. Profiled runs give no timing results.
 
-    python -m experiments.experiment1 --profile quick --inventory inventories/single-host
+    python -m experiments run 1 --profile quick --inventory inventories/single-host
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import copy
 import csv
 import json
 import os
 import sys
 import threading
 import time
-import tomllib
 import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from experiments.deploy import redeploy
-from experiments.profiling.report import build_headline, write_report
-from experiments.protocol import CONFIG_DIR, GuardParams, ProtocolError, Scenario
-from experiments.results import iso, open_run_folder
-from experiments.session import RunOptions, Session, session
-from experiments.topology import REPO_ROOT
+from experiments.config import HEADER_KEYS, Checker, check_every_profile, read, resolve
+from experiments.constants import ARCHS
+from experiments.experiment import Finish
+from experiments.lab.deploy import redeploy
+from experiments.lab.session import RunOptions, Session, session
+from experiments.lab.verify import VerifyError
+from experiments.protocol import DEFAULT_PAYLOAD, GuardParams, Scenario, guard_params
+from experiments.results import iso
 from services import profiling as prof
+from services.describe import predict_path
 
-EXPERIMENT = "experiment-1"
-CONFIG = CONFIG_DIR / "experiment1.toml"
 PROFILING_ENV = {"SCORING_LAB_PROFILING": "true"}
 ROLES = {"scoring": "scoring handler", "model": "model API"}
 LOAD_SEEN_LATENCY_S = 2.0
 FLUSH_ROUNDS, FLUSH_REQUESTS = 2, 16  # after a window: 2 bursts of 16 requests, 4 at a time
 
 
-class ProfilingOff(RuntimeError):
-    pass
+class ProfilingOff(VerifyError):
+    """The lab answered without profiling: it was not deployed with SCORING_LAB_PROFILING."""
 
 
 # ------------------------------------------------------------------------------ config
@@ -90,51 +88,65 @@ class Config:
         return asdict(self)
 
 
-def _merge(base: dict, override: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        out[key] = (_merge(out[key], value) if isinstance(value, dict)
-                    and isinstance(out.get(key), dict) else value)
-    return out
+_TOP = HEADER_KEYS | {"architectures", "request", "single", "window", "deploy", "guard"}
+_PROFILE = {"request", "single", "window", "deploy", "guard"}
+_SINGLE = {"server_profilers", "client_profilers", "repeats", "warmup_requests", "timeout_s"}
+_WINDOW = {"profilers", "window_s", "users", "spawn_rate", "pacing_s", "lead_s", "tail_s"}
 
 
-def profiles_of(path: Path = CONFIG) -> list[str]:
-    with Path(path).open("rb") as f:
-        return sorted(tomllib.load(f).get("profiles", {}))
-
-
-def load_config(path: str | Path = CONFIG, profile: str | None = None) -> Config:
-    path = Path(path)
-    with path.open("rb") as f:
-        data = tomllib.load(f)
-    profile = profile or data.get("default_profile", "full")
-    profiles = data.get("profiles", {})
-    if profile not in profiles and profile != "full":
-        raise ProtocolError(f"{path}: no profile {profile!r}; have {sorted(profiles)}")
-    d = _merge({k: v for k, v in data.items() if k != "profiles"}, profiles.get(profile, {}))
-    try:
-        single, window = d["single"], d["window"]
-        for name in (*single["server_profilers"], *single["client_profilers"],
-                     *window["profilers"]):
+def _profilers(c: Checker, table: dict, where: str, key: str) -> tuple[str, ...]:
+    names = table.get(key)
+    if not isinstance(names, list) or not names:
+        raise c.fail(where, f"{key} = {names!r}: expected a non-empty list of profilers")
+    for name in names:
+        try:
             prof.parse_profiler(name, prof.Arch.SYNC)
-        prof.parse_window(str(window["window_s"]))
-        config = Config(
-            profile=profile, architectures=tuple(d["architectures"]),
-            payload=tuple(float(x) for x in d["request"]["payload"]),
-            server_profilers=tuple(single["server_profilers"]),
-            client_profilers=tuple(single["client_profilers"]),
-            repeats=int(single["repeats"]), warmup_requests=int(single["warmup_requests"]),
-            timeout_s=float(single["timeout_s"]), window_profilers=tuple(window["profilers"]),
-            window_s=float(window["window_s"]), users=int(window["users"]),
-            spawn_rate=float(window["spawn_rate"]), pacing_s=float(window["pacing_s"]),
-            lead_s=float(window["lead_s"]), tail_s=float(window["tail_s"]),
-            deploy_timeout_s=float(d["deploy"]["timeout_s"]), guard=GuardParams(**d["guard"]),
-            source=str(path))
-    except (KeyError, TypeError, ValueError, prof.errors.ApiError) as exc:
-        raise ProtocolError(f"{path} (profile {profile}): {exc}") from exc
-    if not set(config.architectures) <= {"sync", "async"} or config.repeats < 1:
-        raise ProtocolError(f"{path}: architectures must be sync/async and repeats >= 1")
+        except prof.errors.ApiError as exc:
+            raise c.fail(where, f"{key}: {exc}") from None
+    return tuple(names)
+
+
+def parse_config(data: dict, profile: str | None = None, *, source: str = "<experiment1>",
+                 check_all: bool = True) -> Config:
+    Checker(source).keys(data, "top level", _TOP)
+    d, profile = resolve(data, profile, source=source, allowed=_PROFILE)
+    c = Checker(source, profile)
+    single = c.keys(d.get("single", {}), "single", _SINGLE)
+    window = c.keys(d.get("window", {}), "window", _WINDOW)
+    request = c.keys(d.get("request", {}), "request", {"payload"})
+    deploy_table = c.keys(d.get("deploy", {}), "deploy", {"timeout_s"})
+    window_s = c.number(window, "window", "window_s", lo=0, lo_open=True)
+    try:
+        prof.parse_window(f"{window_s:g}")
+    except prof.errors.ApiError as exc:
+        raise c.fail("window", f"window_s = {window_s:g}: {exc}") from None
+    config = Config(
+        profile=profile, architectures=c.names(d, "top level", "architectures", ARCHS),
+        payload=c.numbers(request, "request", "payload", DEFAULT_PAYLOAD),
+        server_profilers=_profilers(c, single, "single", "server_profilers"),
+        client_profilers=_profilers(c, single, "single", "client_profilers"),
+        repeats=c.number(single, "single", "repeats", lo=1, integer=True),
+        warmup_requests=c.number(single, "single", "warmup_requests", lo=0, integer=True),
+        timeout_s=c.number(single, "single", "timeout_s", lo=0, lo_open=True),
+        window_profilers=_profilers(c, window, "window", "profilers"),
+        window_s=window_s,
+        users=c.number(window, "window", "users", lo=1, integer=True),
+        spawn_rate=c.number(window, "window", "spawn_rate", lo=0, lo_open=True),
+        pacing_s=c.number(window, "window", "pacing_s", lo=0, lo_open=True),
+        lead_s=c.number(window, "window", "lead_s", lo=0),
+        tail_s=c.number(window, "window", "tail_s", lo=0),
+        deploy_timeout_s=c.number(deploy_table, "deploy", "timeout_s", lo=0, lo_open=True),
+        guard=guard_params(c, d.get("guard", {})),
+        source=source)
+    if check_all:
+        check_every_profile(
+            data, lambda other: parse_config(data, other, source=source, check_all=False),
+            profile)
     return config
+
+
+def load_config(path: str | Path, profile: str | None = None) -> Config:
+    return parse_config(read(path), profile, source=str(path))
 
 
 # ------------------------------------------------------------------------------ deploy
@@ -162,7 +174,7 @@ def _post(url: str, body: bytes, headers: dict[str, str], timeout: float
 
 
 def _endpoint(lab: Session, role: str, arch: str) -> str:
-    return f"{lab.topology.url(f'{role}-{arch}')}/api/v1/ml/{arch}/predict"
+    return lab.topology.url(f"{role}-{arch}") + predict_path(arch)
 
 
 def profiled_request(url: str, body: bytes, headers: dict[str, str], timeout: float
@@ -332,22 +344,14 @@ def _window(lab: Session, config: Config, arch: str, profiler: str, step: int,
             "timing": "not reported: a profiled run is not a timing result"}
 
 
-def finish(folder: Path) -> dict[str, Any]:
-    out = write_report(folder)
-    open_run_folder(folder).complete(build_headline(folder))
-    return out
-
-
-def run_experiment1(config_path: str | Path, profile: str | None,
-                    options: RunOptions) -> Path:
+def run(config: Config, options: RunOptions, finish: Finish) -> Path:
     """Deploy with profiling, profile, collect, report; always redeploy without profiling."""
-    config = load_config(config_path, profile)
     print("deploying the lab with SCORING_LAB_PROFILING=true", file=sys.stderr, flush=True)
     folder: Path | None = None
     try:
         deploy_log = deploy(options, profiling=True, timeout_s=config.deploy_timeout_s)
         steps = len(config.architectures) * (1 + len(config.window_profilers))
-        with session(EXPERIMENT, options, planned_s=config.planned_s, steps=steps,
+        with session("experiment-1", options, planned_s=config.planned_s, steps=steps,
                      guard=config.guard, finish=finish, profile=config.profile,
                      protocol=config.to_dict(), profiled=True, arrival="spread",
                      timing_results=False) as lab:
@@ -372,24 +376,3 @@ def run_experiment1(config_path: str | Path, profile: str | None,
         log = deploy(options, profiling=False, timeout_s=config.deploy_timeout_s)
         if folder is not None:
             (folder / "raw" / "deploy-unprofiled.log").write_text(log)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.experiment1",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", default=None, choices=["full", *profiles_of()])
-    parser.add_argument("--config", type=Path, default=CONFIG)
-    parser.add_argument("--results-dir", type=Path,
-                        default=Path(os.environ.get("RESULTS_DIR") or REPO_ROOT / "results"))
-    parser.add_argument("--inventory", default=None,
-                        help="Ansible inventory (relative to ansible/ or absolute)")
-    args = parser.parse_args(argv)
-    options = RunOptions(results_dir=args.results_dir, inventory=args.inventory,
-                         ansible_playbook=str(Path(sys.executable).with_name("ansible-playbook")))
-    folder = run_experiment1(args.config, args.profile, options)
-    print(f"\nresult folder: {folder}\nreport:        {folder / 'report.md'}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

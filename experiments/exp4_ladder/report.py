@@ -27,7 +27,15 @@ from experiments.analysis.summary import (  # noqa: E402
     load_resource_samples,
     resource_usage,
 )
-from experiments.report import _f, _hardware_section, _json_safe, _params, git_line  # noqa: E402
+from experiments.reporting import (  # noqa: E402
+    Report,
+    analysis_params,
+    fmt,
+    footer_lines,
+    hardware_section,
+    header_lines,
+    write_files,
+)
 
 LOW_LOAD_USERS = 10  # "low load" in a ramp: seconds with at most this many users
 PROBE_WARMUP_S = 1.0  # the probe's first second (connection set-up) is left out
@@ -48,11 +56,11 @@ def _low_load_p50(rd) -> float | None:
     return float(np.median(req.rt_ms[sel])) if sel.any() else None
 
 
-def analyse_folder(folder: str | Path) -> dict[str, Any]:
+def analyse(folder: str | Path) -> dict[str, Any]:
     """Every number of the report: {"probes", "loads", "rows", "decomposition", ...}."""
     run = Path(folder)
     manifest = json.loads((run / "manifest.json").read_text())
-    analysis, _ = _params(manifest)
+    analysis, _ = analysis_params(manifest)
     sources = load_resource_samples(run / "raw" / "resources")
     topo = manifest.get("topology") or {}
     variants = {v["name"]: v for v in manifest.get("variants") or []}
@@ -114,7 +122,7 @@ def analyse_folder(folder: str | Path) -> dict[str, Any]:
         })
     res = {"manifest": manifest, "analysis": analysis, "rows": rows, "probes": probes,
            "loads": loads, "variants": variants}
-    res["decomposition"] = _decompose(res, probe_rt)
+    res["decomposition"] = decompose(res, probe_rt)
     res["headline"] = _headline(res)
     return res
 
@@ -151,7 +159,7 @@ def _num(x: Any) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
 
-def _decompose(res: dict, probe_rt: dict) -> dict[str, Any]:
+def decompose(res: dict, probe_rt: dict) -> dict[str, Any]:
     """The four answers of the issue, as numbers (None where a variant did not run)."""
     out: dict[str, Any] = {}
     d_sync, d_async = _row(res, "default", "sync"), _row(res, "default", "async")
@@ -238,8 +246,9 @@ def _headline(res: dict) -> dict[str, Any]:
     return head
 
 
-def build_headline(folder: str | Path) -> dict[str, Any]:
-    return analyse_folder(folder)["headline"]
+def headline(res: dict) -> dict[str, Any]:
+    """max req/s, predicted req/s and the 1-user median of the original and default builds."""
+    return res["headline"]
 
 
 # ---------------------------------------------------------------------------------- plot
@@ -290,15 +299,15 @@ def _decomposition_lines(res: dict) -> list[str]:
     lines = ["## Where the delta comes from", ""]
     lat = dec.get("latency")
     if lat:
-        s = (f"- **Low-load latency** (median at 1 user): sync {_f(lat['sync_ms'])} ms, async "
-             f"{_f(lat['async_ms'])} ms, a gap of {_f(lat['gap_ms'])} ms")
+        s = (f"- **Low-load latency** (median at 1 user): sync {fmt(lat['sync_ms'])} ms, async "
+             f"{fmt(lat['async_ms'])} ms, a gap of {fmt(lat['gap_ms'])} ms")
         if lat.get("gap_test"):
             s += f" ({lat['gap_test']['verdict']})"
         if "async_sequential_ms" in lat:
             s += (f". Awaiting the two model calls one after the other makes async "
-                  f"{_f(lat['async_sequential_ms'])} ms: running them concurrently saves "
-                  f"{_f(lat.get('concurrency_ms'))} ms, {_pct(lat.get('concurrency_share'))} "
-                  f"of the gap; the remaining {_f(lat.get('rest_ms'))} ms is the rest of the "
+                  f"{fmt(lat['async_sequential_ms'])} ms: running them concurrently saves "
+                  f"{fmt(lat.get('concurrency_ms'))} ms, {_pct(lat.get('concurrency_share'))} "
+                  f"of the gap; the remaining {fmt(lat.get('rest_ms'))} ms is the rest of the "
                   "path (framework, clients, server)")
             if lat.get("concurrency_test"):
                 s += f" (sequential vs concurrent: {lat['concurrency_test']['verdict']})"
@@ -306,22 +315,22 @@ def _decomposition_lines(res: dict) -> list[str]:
     thr = dec.get("throughput")
     d_sync, d_async = _row(res, "default", "sync"), _row(res, "default", "async")
     if thr:
-        s = (f"- **Throughput** (max req/s of the step load): sync {_f(thr['sync_max_rps'])}"
-             f"{_bound(d_sync)}, async {_f(thr['async_max_rps'])}{_bound(d_async)}, a gap of "
-             f"{_f(thr['gap_rps'])} req/s. The model "
+        s = (f"- **Throughput** (max req/s of the step load): sync {fmt(thr['sync_max_rps'])}"
+             f"{_bound(d_sync)}, async {fmt(thr['async_max_rps'])}{_bound(d_async)}, a gap of "
+             f"{fmt(thr['gap_rps'])} req/s. The model "
              f"says sync is bound by `{thr['sync_binding']}` (predicted "
-             f"{_f(thr['sync_predicted_rps'])}) and async by `{thr['async_binding']}` "
-             f"(predicted {_f(thr['async_predicted_rps'])}).")
+             f"{fmt(thr['sync_predicted_rps'])}) and async by `{thr['async_binding']}` "
+             f"(predicted {fmt(thr['async_predicted_rps'])}).")
         if thr.get("blocking_workers_rps") is not None:
             s += (f" Were its workers not blocking, the sync stack's own CPU cost would let it "
-                  f"reach {_f(thr['sync_cpu_ceiling_rps'])} req/s: blocking workers account for "
-                  f"{_f(thr['blocking_workers_rps'])} req/s of the gap, the CPU cost per request "
+                  f"reach {fmt(thr['sync_cpu_ceiling_rps'])} req/s: blocking workers account for "
+                  f"{fmt(thr['blocking_workers_rps'])} req/s of the gap, the CPU cost per request "
                   f"of the two stacks (event loop vs sync server) for "
-                  f"{_f(thr['cpu_cost_rps'])} req/s.")
+                  f"{fmt(thr['cpu_cost_rps'])} req/s.")
         if thr.get("best_sync"):
             b = thr["best_sync"]
             s += (f" The best sync variant measured is `{b['variant']}` ({b['arrival']}) at "
-                  f"{_f(b['max_rps'])} req/s.")
+                  f"{fmt(b['max_rps'])} req/s.")
         lines.append(s)
     for arch, o in (dec.get("original") or {}).items():
         (lo, ld), (mo, md), (co, cd) = (o["p50_1_user_ms"], o["max_rps"],
@@ -329,8 +338,8 @@ def _decomposition_lines(res: dict) -> list[str]:
         redis = " and blocking Redis call" if arch == "async" else ""
         lines.append(
             f"- **The original's per-request clients{redis} ({arch})**: 1-user median "
-            f"{_f(lo)} ms vs {_f(ld)} ms pooled; max "
-            f"{_f(mo)} vs {_f(md)} req/s; scoring handler CPU {_f(co, 2)} vs {_f(cd, 2)} ms "
+            f"{fmt(lo)} ms vs {fmt(ld)} ms pooled; max "
+            f"{fmt(mo)} vs {fmt(md)} req/s; scoring handler CPU {fmt(co, 2)} vs {fmt(cd, 2)} ms "
             "per request.")
     close = [r for r in res["rows"] if r["measured_over_predicted"] is not None]
     if close:
@@ -344,12 +353,12 @@ def _decomposition_lines(res: dict) -> list[str]:
     return lines + [""]
 
 
-def _surprises(res: dict) -> list[str]:
+def surprises(res: dict) -> list[str]:
     out = []
     d, cpr = _row(res, "default", "sync"), _row(res, "sync-client-per-request", "sync")
     if d and cpr and (cpr["max_rps"] or 0) > (d["max_rps"] or 0) * 1.05:
         out.append(f"A new connection per call beats pooled keep-alive on the sync stack: "
-                   f"{_f(cpr['max_rps'])} vs {_f(d['max_rps'])} req/s (a kept-alive connection "
+                   f"{fmt(cpr['max_rps'])} vs {fmt(d['max_rps'])} req/s (a kept-alive connection "
                    "stays with one busy blocking model worker).")
     for r in res["rows"]:
         ratio = r["measured_over_predicted"]
@@ -357,11 +366,11 @@ def _surprises(res: dict) -> list[str]:
                      ["breaking_point"].max_users)
         if ratio is not None and ratio > 1.15:
             out.append(f"{r['variant']}/{r['arch']}/{r['arrival']} exceeds its predicted ceiling "
-                       f"({_f(r['max_rps'])} vs {_f(r['predicted_rps'])} req/s): the model "
+                       f"({fmt(r['max_rps'])} vs {fmt(r['predicted_rps'])} req/s): the model "
                        "overestimates a hold time or a CPU cost.")
         elif ratio is not None and ratio < 0.7 and tested_to > (r["predicted_rps"] or 0):
             out.append(f"{r['variant']}/{r['arch']}/{r['arrival']} stays at {ratio:.0%} of its "
-                       f"predicted ceiling ({_f(r['max_rps'])} vs {_f(r['predicted_rps'])} "
+                       f"predicted ceiling ({fmt(r['max_rps'])} vs {fmt(r['predicted_rps'])} "
                        f"req/s, bound by {r['binding']}): something the model does not see "
                        "(queueing, uneven load across workers, contention) holds it back.")
     for r in res["rows"]:
@@ -370,30 +379,14 @@ def _surprises(res: dict) -> list[str]:
                 res, "default", r["arch"], "spread")
             if spread and r["low_load_p50_ms"] and spread["low_load_p50_ms"]:
                 out.append(f"{r['variant']}/{r['arch']} bursty: median at <= {LOW_LOAD_USERS} "
-                           f"users {_f(r['low_load_p50_ms'])} ms against "
-                           f"{_f(spread['low_load_p50_ms'])} ms with spread arrivals "
+                           f"users {fmt(r['low_load_p50_ms'])} ms against "
+                           f"{fmt(spread['low_load_p50_ms'])} ms with spread arrivals "
                            f"({spread['variant']}).")
     return out
 
 
 def render(res: dict, run: Path, plot: str | None) -> str:
-    m = res["manifest"]
-    meta = m.get("metadata") or {}
-    lines = [f"# {m.get('experiment')}: {m.get('name', run.name)}", ""]
-    if m.get("status") != "complete":
-        lines += [f"- **INCOMPLETE RUN ({m.get('interrupted_reason', 'still running or killed')})"
-                  "; the numbers cover what was measured.**"]
-    for reason in (m.get("validity") or {}).get("reasons", []):
-        lines.append(f"- **INVALID: {reason}**")
-    lines += [
-        f"- Status: {m.get('status')}; profile: {m.get('profile')}",
-        f"- Started: {m.get('started_at')}; ended: {m.get('ended_at', 'n/a')}",
-        f"- Git: {git_line(meta)}; "
-        f"Python {meta.get('python_version', '?')}; host {meta.get('hostname', '?')}",
-        "",
-    ]
-    for w in (m.get("metadata_warnings") or []) + (m.get("warnings") or []):
-        lines.append(f"- Warning: {w}")
+    lines = header_lines(res["manifest"], run)
     lines += ["## The ladder", "",
               "Each variant changes one factor of the default build through its settings; the "
               "lab was redeployed with it, verified, probed at 1 user, then given the step "
@@ -408,9 +401,9 @@ def render(res: dict, run: Path, plot: str | None) -> str:
                   "log under raw/deploy/ and the service logs say why):", ""]
         lines += [f"- **{v['name']}**: {v['failed']}" for v in failed]
     lines += ["", *_decomposition_lines(res)]
-    surprises = _surprises(res)
-    if surprises:
-        lines += ["## Surprises", "", *(f"- {s}" for s in surprises), ""]
+    notes = surprises(res)
+    if notes:
+        lines += ["## Surprises", "", *(f"- {s}" for s in notes), ""]
     lines += ["## Measured and predicted", "",
               "| variant | arch | arrival | p50 1 user ms | model API hold ms | p50 <= "
               f"{LOW_LOAD_USERS} users ms | breaking point users | max req/s | predicted req/s "
@@ -424,10 +417,10 @@ def render(res: dict, run: Path, plot: str | None) -> str:
             for k, w in r["workers"].items())
         ratio = r["measured_over_predicted"]
         lines.append(
-            f"| {r['variant']} | {r['arch']} | {r['arrival']} | {_f(r['p50_1_user_ms'])} | "
-            f"{_f(r['model_hold_ms'])} | {_f(r['low_load_p50_ms'])} | "
+            f"| {r['variant']} | {r['arch']} | {r['arrival']} | {fmt(r['p50_1_user_ms'])} | "
+            f"{fmt(r['model_hold_ms'])} | {fmt(r['low_load_p50_ms'])} | "
             f"{r['breaking_point_users'] or 'none <= ' + str(r['tested_users'])} | "
-            f"{_f(r['max_rps'])} | {_f(r['predicted_rps'])} | {r['binding'] or 'n/a'} | "
+            f"{fmt(r['max_rps'])} | {fmt(r['predicted_rps'])} | {r['binding'] or 'n/a'} | "
             f"{_pct(ratio)} | {cpu} | {workers} |" + ("" if r["valid"] else " **invalid**"))
     lines += ["", "Model per row (the smallest stage binds):", ""]
     for r in res["rows"]:
@@ -450,18 +443,14 @@ def render(res: dict, run: Path, plot: str | None) -> str:
         "", rule_sentence(res["analysis"].breaking_point), ""]
     if plot:
         lines += [f"![ladder]({plot})", ""]
-    lines += _hardware_section(run)
-    lines += ["---", "Generated by `python -m experiments report` from this folder only.", ""]
+    lines += hardware_section(run)
+    lines += footer_lines()
     return "\n".join(lines)
 
 
-def write_report(folder: str | Path) -> dict[str, Any]:
+def write_report(folder: str | Path, res: dict[str, Any]) -> Report:
     run = Path(folder)
-    res = analyse_folder(run)
     plot = _plot_ladder(run, res["rows"])
-    (run / "report.md").write_text(render(res, run, plot))
-    doc = _json_safe({"rows": res["rows"], "decomposition": res["decomposition"],
-                      "headline": res["headline"]})
-    (run / "report.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    return {"report": run / "report.md", "json": run / "report.json",
-            "plots": [run / plot] if plot else [], "headline": doc["headline"]}
+    doc = {"rows": res["rows"], "decomposition": res["decomposition"],
+           "headline": res["headline"]}
+    return write_files(run, render(res, run, plot), doc, [plot])

@@ -10,11 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from experiments.constants import ANSIBLE_DIR
+from experiments.lab.session import RunOptions
 from experiments.results import iso
-from experiments.session import RunOptions
-from experiments.topology import REPO_ROOT
-
-ANSIBLE_DIR = REPO_ROOT / "ansible"
 
 
 class DeployError(RuntimeError):

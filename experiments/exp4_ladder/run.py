@@ -3,42 +3,34 @@ copies), each deployed in turn by Ansible, verified, then measured: the latency 
 (scoring handler, and for sync variants the model API alone: a blocking worker's hold time),
 and experiment 3's step load per arrival pattern (breaking point, max requests/s, CPU seconds
 per request per service). The default build is redeployed at the end, whatever happened.
-The report (experiments/report_exp4.py) adds the ceiling model (experiments/analysis/ceiling.py)
+The report (report.py beside this module) adds the ceiling model (experiments/analysis/ceiling.py)
 and reads only the result folder.
 
-    ladder = load_ladder("experiments/config/experiment4.toml", "quick")
-    run_experiment4("experiments/config/experiment4.toml", "quick", options=options)
+    ladder = load_ladder("experiments/exp4_ladder/config.toml", "quick")
+    EXPERIMENT.execute("quick", options)     # experiments/exp4_ladder/__init__.py
 """
 
 from __future__ import annotations
 
 import json
 import time
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from experiments import topology as topology_mod
 from experiments.analysis.breaking_point import breaking_point_from_dir
 from experiments.analysis.ceiling import workers_in_effect
-from experiments.deploy import DeployError, redeploy
-from experiments.protocol import (
-    ARRIVALS,
-    CONFIG_DIR,
-    Protocol,
-    ProtocolError,
-    _Checker,
-    parse_protocol,
-)
+from experiments.config import Checker, read
+from experiments.constants import ARCHS, ARRIVALS
+from experiments.experiment import Finish
+from experiments.lab import topology as topology_mod
+from experiments.lab.deploy import DeployError, redeploy
+from experiments.lab.session import RunOptions, Session, session
+from experiments.lab.verify import VerifyError, verify
+from experiments.protocol import Protocol, parse_protocol
 from experiments.results import scenario_entry
-from experiments.session import RunOptions, Session, completing, session
-from experiments.verify import VerifyError, verify
 
-EXPERIMENT = "experiment-4"
-CONFIG = CONFIG_DIR / "experiment4.toml"
 PROBE, LOAD_TEST = "probe", "load_test"
-ARCHS = ("sync", "async")
 _VARIANT_KEYS = {"name", "description", "archs", "arrivals", "model_api_env",
                  "scoring_handler_env", "model_api_workers_per_core",
                  "scoring_handler_workers_per_core"}
@@ -109,7 +101,7 @@ class Ladder:
         return {"variants": [v.to_dict() for v in self.variants], "source": self.source}
 
 
-def _env(c: _Checker, where: str, table: Any) -> dict[str, str]:
+def _env(c: Checker, where: str, table: Any) -> dict[str, str]:
     c.keys(table, where, set(table) if isinstance(table, dict) else set())
     for key, value in table.items():
         if not key.startswith("SCORING_LAB_"):
@@ -119,16 +111,7 @@ def _env(c: _Checker, where: str, table: Any) -> dict[str, str]:
     return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in table.items()}
 
 
-def _names(c: _Checker, where: str, table: dict, key: str, allowed: tuple[str, ...],
-           default: tuple[str, ...]) -> tuple[str, ...]:
-    value = table.get(key, list(default))
-    if not isinstance(value, list) or not value or any(x not in allowed for x in value):
-        raise c.fail(where, f"{key} = {value!r}: expected a non-empty list of "
-                            f"{', '.join(allowed)}")
-    return tuple(value)
-
-
-def _variant(c: _Checker, i: int, t: Any) -> Variant:
+def _variant(c: Checker, i: int, t: Any) -> Variant:
     where = f"variants[{i}]"
     c.keys(t, where, _VARIANT_KEYS)
     name = c.string(t, where, "name")
@@ -140,8 +123,8 @@ def _variant(c: _Checker, i: int, t: Any) -> Variant:
     return Variant(
         name=name,
         description=c.string(t, where, "description", default=""),
-        archs=_names(c, where, t, "archs", ARCHS, ARCHS),
-        arrivals=_names(c, where, t, "arrivals", ARRIVALS, ("spread",)),
+        archs=c.names(t, where, "archs", ARCHS, ARCHS),
+        arrivals=c.names(t, where, "arrivals", ARRIVALS, ("spread",)),
         model_api_env=_env(c, f"{where}.model_api_env", t.get("model_api_env", {})),
         scoring_handler_env=_env(c, f"{where}.scoring_handler_env",
                                  t.get("scoring_handler_env", {})),
@@ -153,7 +136,7 @@ def parse_ladder(data: dict, profile: str | None = None, *,
                  source: str = "<experiment4>") -> Ladder:
     """Validate experiment 4's TOML: the protocol part by protocol.parse_protocol, the
     [[variants]] and each profile's `variants` selection here."""
-    c = _Checker(source)
+    c = Checker(source)
     data = dict(data)
     tables = data.pop("variants", None)
     if not isinstance(tables, list) or not tables:
@@ -192,14 +175,8 @@ def parse_ladder(data: dict, profile: str | None = None, *,
     return Ladder(protocol, tuple(variants), source)
 
 
-def load_ladder(path: str | Path = CONFIG, profile: str | None = None) -> Ladder:
-    path = Path(path)
-    try:
-        with path.open("rb") as f:
-            data = tomllib.load(f)
-    except tomllib.TOMLDecodeError as e:
-        raise ProtocolError(f"{path}: not valid TOML: {e}") from e
-    return parse_ladder(data, profile, source=str(path))
+def load_ladder(path: str | Path, profile: str | None = None) -> Ladder:
+    return parse_ladder(read(path), profile, source=str(path))
 
 
 # ------------------------------------------------------------------------------- running
@@ -260,21 +237,12 @@ def _switch(lab: Session, options: RunOptions, extra_vars: dict[str, Any], log: 
     return record
 
 
-def finish(folder: Path) -> dict:
-    # Imported here: the report module imports this one for its config types.
-    from experiments.report_exp4 import build_headline, write_report
-
-    return completing(build_headline, write_report)(folder)
-
-
-def run_experiment4(config_path: str | Path = CONFIG, profile: str | None = None, *,
-                    options: RunOptions) -> Path:
+def run(ladder: Ladder, options: RunOptions, finish: Finish) -> Path:
     """Deploy, verify and measure every variant of the ladder; redeploy the default build
     at the end (always); collect; report. Returns the result folder."""
-    ladder = load_ladder(config_path, profile)
     p = ladder.protocol
     steps = len(ladder.runs())
-    with session(EXPERIMENT, options, planned_s=ladder.total_s, steps=steps, guard=p.guard,
+    with session(p.experiment, options, planned_s=ladder.total_s, steps=steps, guard=p.guard,
                  finish=finish, profile=p.profile, protocol=p.to_dict(), arrival=p.arrival,
                  ladder=ladder.to_dict(), variants=[]) as lab:
         run = lab.run

@@ -11,11 +11,10 @@ import tarfile
 import time
 from pathlib import Path
 
+from experiments.constants import ANSIBLE_DIR
 from experiments.results import RunFolder
-from experiments.topology import REPO_ROOT
 from hardware.summary import cut, load_samples, write_samples_csv
 
-ANSIBLE_DIR = REPO_ROOT / "ansible"
 # Samples kept either side of the measured window, so plots show the lab at rest around it.
 WINDOW_MARGIN_S = 5.0
 

@@ -4,18 +4,19 @@ A committed run can be re-reported anywhere; every number in the report comes fr
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from experiments.profiling.breakdown import (
+from experiments.exp1_profiling.breakdown import (
     CATEGORIES,
     combine,
     pyinstrument_breakdown,
     yappi_top,
 )
-from experiments.results import write_json_atomic
+from experiments.reporting import Report, footer_lines, header_lines, write_files
 
 ROLE_LABELS = {"scoring": "scoring handler", "model": "model API", "client": "client"}
 _SUFFIXES = (".meta.json", ".pyisession", ".html", ".txt", ".json", ".callgrind", ".prof")
@@ -179,13 +180,14 @@ def _window_lines(windows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def render(numbers: dict[str, Any]) -> str:
-    lines = [f"# Experiment 1: profiling ({numbers.get('profile')})", "",
+def render(numbers: dict[str, Any], folder: Path) -> str:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    lines = [*header_lines(manifest, folder), "",
              "**Profiled run**: every service ran with `SCORING_LAB_PROFILING=true` and the "
              "profiled requests paid the profilers' overhead. Nothing here is a timing result; "
              "use experiment 3 for those.", "",
              "Each breakdown below is computed from the pyinstrument profiles in `raw/profiles/` "
-             "(experiments/profiling/breakdown.py): every sampled stack goes to the deepest "
+             "(experiments/exp1_profiling/breakdown.py): every sampled stack goes to the deepest "
              "frame of a specific category (HTTP calls, Redis, the model's prediction, "
              "serialization), else to the deepest framework / event loop / application frame.",
              "Async services were profiled on asyncio's own loop (pyinstrument cannot see "
@@ -207,28 +209,26 @@ def render(numbers: dict[str, Any]) -> str:
         suffixes = ", ".join(x.removeprefix(f["name"]) for x in f["files"])
         lines.append(f"| `{f['dir']}/{f['name']}` | {f['service']} | {f['profiler']} | "
                      f"{f['clock']} | {f['kind']} | {suffixes} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, "", *footer_lines()])
 
 
-def write_report(folder: str | Path) -> dict[str, str]:
-    folder = Path(folder)
-    numbers = analyse(folder)
-    write_json_atomic(folder / "report.json", numbers)
-    (folder / "report.md").write_text(render(numbers))
-    return {"report": str(folder / "report.md"), "numbers": str(folder / "report.json")}
-
-
-def build_headline(folder: str | Path) -> dict[str, Any]:
+def headline(numbers: dict[str, Any]) -> dict[str, Any]:
     """Per architecture: the scoring request's sampled wall time and its main shares."""
-    numbers = json.loads((Path(folder) / "report.json").read_text())
-    headline = {}
+    out = {}
     for arch, data in numbers["architectures"].items():
         scoring = data["request"].get("scoring")
         if not scoring or not scoring.get("profiles"):
             continue
         share = scoring["share"]
-        headline[arch] = {"request_ms": scoring["sampled_s"] * 1000,
-                          "model_calls_pct": share["http_calls"] * 100,
-                          "redis_pct": share["redis"] * 100,
-                          "framework_pct": share["framework"] * 100}
-    return headline
+        out[arch] = {"request_ms": scoring["sampled_s"] * 1000,
+                     "model_calls_pct": share["http_calls"] * 100,
+                     "redis_pct": share["redis"] * 100,
+                     "framework_pct": share["framework"] * 100}
+    return out
+
+
+def write_report(folder: str | Path, numbers: dict[str, Any]) -> Report:
+    """report.json is the analysis itself (every number of report.md)."""
+    folder = Path(folder)
+    report = write_files(folder, render(numbers, folder), numbers, [])
+    return dataclasses.replace(report, headline=headline(numbers))

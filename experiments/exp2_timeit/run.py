@@ -1,11 +1,11 @@
 """Experiment 2: timeit, as the original did it and then properly. For each N in a range, the
 wall time of N sequential scoring calls over one keep-alive connection, sync and async,
 repeated R times; the two architectures alternate which goes first so machine noise hits both.
-Every sample goes to raw/timeit/timings.csv; the report (experiments/report_exp2.py) gives
+Every sample goes to raw/timeit/timings.csv; the report (report.py beside this module) gives
 means with confidence intervals, the improvement of async over sync per N and overall, a
 significance test and pyperf's stability warning.
 
-    run_experiment2("experiments/config/experiment2.toml", "quick", options=options)
+    EXPERIMENT.execute("quick", options)     # experiments/exp2_timeit/__init__.py
 """
 
 from __future__ import annotations
@@ -14,22 +14,22 @@ import csv
 import http.client
 import json
 import time
-import tomllib
 import urllib.parse
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from experiments.protocol import CONFIG_DIR, GuardParams, ProtocolError, _Checker, _merge
-from experiments.session import RunOptions, completing, session
+from experiments.config import HEADER_KEYS, Checker, check_every_profile, read, resolve
+from experiments.constants import ARCHS
+from experiments.experiment import Finish
+from experiments.lab.session import RunOptions, session
+from experiments.protocol import DEFAULT_PAYLOAD, GuardParams
+from services.describe import predict_path
 
-EXPERIMENT = "experiment-2"
-CONFIG = CONFIG_DIR / "experiment2.toml"
 CSV_FIELDS = ("repeat", "n", "arch", "order", "started_at_unix", "seconds", "calls_ok",
               "calls_failed")
-_TOP = {"format_version", "experiment", "description", "default_profile", "ns", "repeats",
-        "warmup_calls", "pause_s", "timeout_s", "entity", "architectures", "request",
-        "analysis", "profiles"}
+_TOP = HEADER_KEYS | {"ns", "repeats", "warmup_calls", "pause_s", "timeout_s", "entity",
+                     "architectures", "request", "analysis"}
 _PROFILE = {"ns", "repeats", "warmup_calls", "pause_s", "timeout_s", "entity", "request",
             "analysis"}
 _ANALYSIS = {"confidence", "alpha", "min_effect", "stability_limit"}
@@ -46,7 +46,7 @@ class Timeit:
     pause_s: float
     timeout_s: float
     entity: str
-    paths: dict[str, str]
+    architectures: tuple[str, ...]
     payload: tuple[float, ...]
     confidence: float = 0.95
     alpha: float = 0.05
@@ -55,8 +55,9 @@ class Timeit:
     source: str = ""
 
     @property
-    def architectures(self) -> tuple[str, ...]:
-        return tuple(self.paths)
+    def paths(self) -> dict[str, str]:
+        """Architecture -> the scoring path (services.describe owns it)."""
+        return {arch: predict_path(arch) for arch in self.architectures}
 
     @property
     def calls(self) -> int:
@@ -71,37 +72,21 @@ class Timeit:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["ns"], d["payload"] = list(self.ns), list(self.payload)
+        d["paths"] = self.paths  # the report reads the architectures from it
+        del d["architectures"]
         return d
 
 
 def parse_timeit(data: dict, profile: str | None = None, *,
-                 source: str = "<experiment2>") -> Timeit:
-    c = _Checker(source)
-    c.keys(data, "top level", _TOP)
-    profiles = data.get("profiles", {})
-    profile = profile or c.string(data, "top level", "default_profile", default="full")
-    if profile != "full" and profile not in profiles:
-        raise c.fail("profiles", f"unknown profile {profile!r} "
-                                 f"(have: {', '.join(sorted({'full', *profiles}))})")
-    override = profiles.get(profile, {})
-    c.keys(override, f"profiles.{profile}", _PROFILE)
-    t = _merge({k: v for k, v in data.items() if k != "profiles"}, override)
+                 source: str = "<experiment2>", check_all: bool = True) -> Timeit:
+    Checker(source).keys(data, "top level", _TOP)
+    t, profile = resolve(data, profile, source=source, allowed=_PROFILE)
+    c = Checker(source, profile)
     ns = t.get("ns")
     if (not isinstance(ns, list) or not ns
             or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in ns)):
         raise c.fail("top level", f"ns = {ns!r}: expected a non-empty list of integers >= 1")
-    archs = c.keys(t.get("architectures", {}), "architectures", set(t.get("architectures", {})))
-    if not archs:
-        raise c.fail("architectures", "no architecture defined")
-    paths = {}
-    for arch, table in archs.items():
-        c.keys(table, f"architectures.{arch}", {"path"})
-        paths[arch] = c.string(table, f"architectures.{arch}", "path")
-    payload = c.keys(t.get("request", {}), "request", {"payload"}).get(
-        "payload", [5.1, 3.5, 1.4, 0.2])
-    if not isinstance(payload, list) or not all(
-            isinstance(x, int | float) and not isinstance(x, bool) for x in payload):
-        raise c.fail("request", f"payload = {payload!r}: expected a list of numbers")
+    request = c.keys(t.get("request", {}), "request", {"payload"})
     a = c.keys(t.get("analysis", {}), "analysis", _ANALYSIS)
     out = Timeit(
         experiment=c.string(t, "top level", "experiment"),
@@ -113,8 +98,8 @@ def parse_timeit(data: dict, profile: str | None = None, *,
         pause_s=c.number(t, "top level", "pause_s", default=0.0, lo=0),
         timeout_s=c.number(t, "top level", "timeout_s", default=10.0, lo=0, lo_open=True),
         entity=c.string(t, "top level", "entity", default="0"),
-        paths=paths,
-        payload=tuple(float(x) for x in payload),
+        architectures=c.names(t, "top level", "architectures", ARCHS),
+        payload=c.numbers(request, "request", "payload", DEFAULT_PAYLOAD),
         confidence=c.number(a, "analysis", "confidence", default=0.95, lo=0, lo_open=True,
                             hi=0.999),
         alpha=c.number(a, "analysis", "alpha", default=0.05, lo=0, lo_open=True, hi=0.5),
@@ -123,20 +108,15 @@ def parse_timeit(data: dict, profile: str | None = None, *,
                                  lo_open=True),
         source=source,
     )
-    for other in profiles:
-        if other not in (profile, "full") and profile == "full":
-            parse_timeit(data, other, source=source)
+    if check_all:
+        check_every_profile(
+            data, lambda other: parse_timeit(data, other, source=source, check_all=False),
+            profile)
     return out
 
 
-def load_timeit(path: str | Path = CONFIG, profile: str | None = None) -> Timeit:
-    path = Path(path)
-    try:
-        with path.open("rb") as f:
-            data = tomllib.load(f)
-    except tomllib.TOMLDecodeError as e:
-        raise ProtocolError(f"{path}: not valid TOML: {e}") from e
-    return parse_timeit(data, profile, source=str(path))
+def load_timeit(path: str | Path, profile: str | None = None) -> Timeit:
+    return parse_timeit(read(path), profile, source=str(path))
 
 
 class KeepAliveClient:
@@ -191,17 +171,9 @@ def schedule(timeit: Timeit) -> list[tuple[int, int, str, int]]:
     return out
 
 
-def finish(folder: Path) -> dict:
-    # Imported here: the report module imports this one for its config types.
-    from experiments.report_exp2 import build_headline, write_report
-
-    return completing(build_headline, write_report)(folder)
-
-
-def run_experiment2(config_path: str | Path = CONFIG, profile: str | None = None, *,
-                    options: RunOptions) -> Path:
-    timeit = load_timeit(config_path, profile)
-    with session(EXPERIMENT, options, planned_s=timeit.planned_s, steps=timeit.repeats,
+def run(timeit: Timeit, options: RunOptions, finish: Finish) -> Path:
+    """Warm up, then every (repeat, N, arch) of the schedule into raw/timeit/timings.csv."""
+    with session(timeit.experiment, options, planned_s=timeit.planned_s, steps=timeit.repeats,
                  guard=GuardParams(), finish=finish, profile=timeit.profile,
                  protocol=timeit.to_dict(), arrival="sequential") as lab:
         run, progress = lab.run, lab.progress

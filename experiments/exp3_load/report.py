@@ -1,16 +1,13 @@
-"""Write report.md, report.json and PNG plots of a result folder, from the folder alone
-(manifest.json, raw/locust/<scenario>/<arch>/ CSVs, raw/resources/<host>.csv,
+"""Experiment 3's report: report.md, report.json and PNG plots of a result folder, from the
+folder alone (manifest.json, raw/locust/<scenario>/<arch>/ CSVs, raw/resources/<host>.csv,
 raw/hardware/<host>/). Rebuildable at any time:
 
-    python -m experiments.report results/<run folder>
+    python -m experiments report results/<run folder>
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,32 +29,20 @@ from experiments.analysis.summary import (  # noqa: E402
     load_resource_samples,
     resource_usage,
 )
-from experiments.protocol import AnalysisParams, BreakingPointParams, GuardParams  # noqa: E402
+from experiments.protocol import GuardParams  # noqa: E402
+from experiments.reporting import (  # noqa: E402
+    Report,
+    analysis_params,
+    fmt,
+    footer_lines,
+    hardware_section,
+    header_lines,
+    write_files,
+)
 
 LOAD_TEST = "load_test"
 RESPONSE_TIME = "response_time"
 MAX_PERFORMANCE = "max_performance"
-
-
-def _f(v: Any, digits: int = 1) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "n/a"
-    return f"{v:.{digits}f}"
-
-
-def _known(cls: type, d: dict | None) -> dict:
-    """The keys of d that the dataclass cls knows (older or newer manifests still load)."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    return {k: v for k, v in (d or {}).items() if k in names}
-
-
-def _params(manifest: dict) -> tuple[AnalysisParams, GuardParams]:
-    """Analysis and guard parameters of the run, from the protocol in its manifest."""
-    proto = manifest.get("protocol") or {}
-    a = dict(proto.get("analysis") or {})
-    bp = BreakingPointParams(**_known(BreakingPointParams, a.pop("breaking_point", {})))
-    analysis = AnalysisParams(breaking_point=bp, **_known(AnalysisParams, a))
-    return analysis, GuardParams(**_known(GuardParams, proto.get("guard")))
 
 
 def _layout(run: Path, manifest: dict) -> tuple[list[str], list[str]]:
@@ -80,11 +65,11 @@ def _layout(run: Path, manifest: dict) -> tuple[list[str], list[str]]:
     return scenarios, archs
 
 
-def analyse_folder(run_path: str | Path) -> dict[str, Any]:
+def analyse(run_path: str | Path) -> dict[str, Any]:
     """Every number the report shows, computed from the folder."""
     run = Path(run_path)
     manifest = json.loads((run / "manifest.json").read_text())
-    analysis, guard = _params(manifest)
+    analysis, guard = analysis_params(manifest)
     scenarios, archs = _layout(run, manifest)
     data: dict[str, dict[str, RunData]] = {}
     for s in scenarios:
@@ -196,12 +181,6 @@ def _headline(res: dict[str, Any]) -> dict[str, Any]:
     return head
 
 
-def build_headline(run_path: str | Path) -> dict[str, Any]:
-    """{arch: {breaking_point_users, max_rps, max_performance_rps, p50_ms_1_user,
-    cpu_ms_per_request: {service: ms}, valid}} for the manifest and the results index."""
-    return analyse_folder(run_path)["headline"]
-
-
 # --------------------------------------------------------------------------- plots
 
 
@@ -274,28 +253,6 @@ def _plot_cpu(run: Path, res: dict[str, Any]) -> str | None:
 # -------------------------------------------------------------------------- markdown
 
 
-def _validity_lines(res: dict[str, Any]) -> list[str]:
-    m = res["manifest"]
-    reasons = list((m.get("validity") or {}).get("reasons", []))
-    for per_arch in res["data"].values():
-        for a, rd in per_arch.items():
-            for r in rd.numbers.reasons:
-                item = f"{rd.numbers.scenario}/{a}: {r}"
-                if item not in reasons:
-                    reasons.append(item)
-    lines = [f"**INVALID: {r}**" for r in reasons]
-    if m.get("status") != "complete":
-        if m.get("interrupted_at"):
-            why = f"interrupted at {m['interrupted_at']}: {m.get('interrupted_reason', '?')}"
-        else:
-            why = (
-                "status is still incomplete: the run had not finished when this report was "
-                "written, or it was killed without a record"
-            )
-        lines.insert(0, f"**INCOMPLETE RUN ({why}); the numbers cover what was measured.**")
-    return lines
-
-
 def _scenario_section(res: dict[str, Any], s: str, plot: str) -> list[str]:
     per_arch = res["data"][s]
     archs = [a for a in res["archs"] if a in per_arch]
@@ -343,17 +300,17 @@ def _scenario_section(res: dict[str, Any], s: str, plot: str) -> list[str]:
     ]
 
     def row(label, key, digits, cmp_key=None):
-        cells = [_f(getattr(N[a], key), digits) for a in archs]
+        cells = [fmt(getattr(N[a], key), digits) for a in archs]
         extra = ""
         if cmp_:
             c = cmp_[cmp_key] if cmp_key else None
-            extra = f" | {_f(c.ratio, 2)} | {c.verdict} |" if c else " | | |"
+            extra = f" | {fmt(c.ratio, 2)} | {c.verdict} |" if c else " | | |"
         return f"| {label} | " + " | ".join(cells) + (extra if cmp_ else " |")
 
     lines.append(row("requests/s", "rps", 2, "rps"))
     lines.append(
         "| requests/s 95 % CI | "
-        + " | ".join(f"{_f(N[a].rps_ci_low, 2)}-{_f(N[a].rps_ci_high, 2)}" for a in archs)
+        + " | ".join(f"{fmt(N[a].rps_ci_low, 2)}-{fmt(N[a].rps_ci_high, 2)}" for a in archs)
         + (" | | |" if cmp_ else " |")
     )
     lines.append(row("p50 ms", "p50_ms", 1, "latency"))
@@ -393,15 +350,15 @@ def _breaking_section(res: dict[str, Any]) -> list[str]:
     for a, bp in bps.items():
         if bp.found:
             lines.append(
-                f"| {a} | {bp.users} | {_f(bp.offered_rps, 0)} | {_f(bp.achieved_rps, 1)} "
-                f"| {_f(bp.p95_ms, 1)} | {_f(bp.t_s, 0)} | {bp.criterion} "
+                f"| {a} | {bp.users} | {fmt(bp.offered_rps, 0)} | {fmt(bp.achieved_rps, 1)} "
+                f"| {fmt(bp.p95_ms, 1)} | {fmt(bp.t_s, 0)} | {bp.criterion} "
                 f"(fired: {', '.join(f'{k} at {v:.0f} s' for k, v in bp.fired.items())}) "
-                f"| {_f(bp.baseline_p95_ms, 1)} | {_f(bp.max_achieved_rps, 1)} |"
+                f"| {fmt(bp.baseline_p95_ms, 1)} | {fmt(bp.max_achieved_rps, 1)} |"
             )
         else:
             lines.append(
-                f"| {a} | {bp.message} | | | | | | {_f(bp.baseline_p95_ms, 1)} | "
-                f"{_f(bp.max_achieved_rps, 1)} |"
+                f"| {a} | {bp.message} | | | | | | {fmt(bp.baseline_p95_ms, 1)} | "
+                f"{fmt(bp.max_achieved_rps, 1)} |"
             )
     lines.append("")
     for a, rec in recorded.items():
@@ -430,36 +387,14 @@ def _resources_section(res: dict[str, Any], cpu_plot: str | None) -> list[str]:
                 per = u.get("cpu_s_per_request")
                 rss = u.get("rss_peak_bytes")
                 lines.append(
-                    f"| {s} | {a} | {svc} | {_f(u['cpu_total_s'], 2)} | "
-                    f"{_f(per * 1000 if per is not None else None, 3)} | "
-                    f"{_f(rss / 2**20 if rss else None, 1)} |"
+                    f"| {s} | {a} | {svc} | {fmt(u['cpu_total_s'], 2)} | "
+                    f"{fmt(per * 1000 if per is not None else None, 3)} | "
+                    f"{fmt(rss / 2**20 if rss else None, 1)} |"
                 )
     lines.append("")
     if cpu_plot:
         lines += [f"![CPU per service]({cpu_plot})", ""]
     return lines
-
-
-def _hardware_section(run: Path) -> list[str]:
-    lines = ["## Hardware", ""]
-    hosts = sorted(p for p in (run / "raw" / "hardware").glob("*") if p.is_dir())
-    if not hosts:
-        return lines + ["No hardware report in raw/hardware/.", ""]
-    for h in hosts:
-        files = ", ".join(
-            f"[{f.name}](raw/hardware/{h.name}/{f.name})" for f in sorted(h.iterdir())
-        )
-        note = ""
-        sj = h / "system.json"
-        if sj.exists():
-            try:
-                status = json.loads(sj.read_text()).get("lshw")
-                if status and status != "ok":
-                    note = f" **lshw: {status}**"
-            except ValueError:
-                note = " (system.json unreadable)"
-        lines.append(f"- {h.name}: {files}{note}")
-    return lines + [""]
 
 
 def _method_section(res: dict[str, Any]) -> list[str]:
@@ -492,140 +427,46 @@ def _method_section(res: dict[str, Any]) -> list[str]:
     ]
 
 
-def topology_table(topology: dict[str, Any]) -> list[str]:
-    """Which service ran where, on which cores (as configured and as read back), how many
-    workers: from the deploy's topology.json recorded in the manifest."""
-    services = topology.get("services") or {}
-    if not services:
-        return []
-    lines = [
-        "| service | host | address | CPU set | affinity read back | workers |",
-        "|---|---|---|---|---|---|",
-    ]
-    rows = [(name, svc) for name, svc in sorted(services.items())]
-    rows += [("loadgen (Locust)", lg) for lg in topology.get("loadgen") or []]
-    for name, svc in rows:
-        cpus = ",".join(str(c) for c in svc.get("cpus") or [])
-        affinity = ",".join(str(c) for c in svc.get("affinity") or []) or "n/a"
-        workers = svc.get("workers") or "auto"
-        lines.append(f"| {name} | {svc.get('host')} | {svc.get('url') or svc.get('address')} | "
-                     f"{cpus} | {affinity} | {workers} |")
-    return [*lines, "", "Workers `auto`: the original images' rule counted on the pinned CPU set "
-            "(sync 2 per core, async 1 per core, at least 2).", ""]
-
-
-def git_line(meta: dict[str, Any]) -> str:
-    """The measured commit, and what differed from it when the tree was dirty."""
-    dirty = meta.get("git_dirty_paths") or []
-    if not meta.get("git_dirty"):
-        return str(meta.get("git_commit", "?"))
-    return f"{meta.get('git_commit', '?')} (dirty{': ' + ', '.join(dirty) if dirty else ''})"
-
-
-def load_generator_lines(loadgen: dict[str, Any]) -> list[str]:
-    """How Locust ran, from the manifest (runs before distributed mode recorded one host)."""
-    if loadgen.get("mode") == "distributed":
-        workers = ", ".join(f"{w['host']} ({w['workers']} on cores "
-                            f"{','.join(map(str, w['cpus'])) or 'any'})"
-                            for w in loadgen.get("workers") or [])
-        return [f"- Locust: distributed, master on the controller, workers on {workers}; each "
-                "host guards its own workers' CPU"]
-    if loadgen:
-        cores = ",".join(map(str, loadgen.get("cpus") or [])) or "any"
-        processes = loadgen.get("locust_workers") or 1
-        return [f"- Locust: on the controller, cores {cores}, {processes} process(es)"]
-    return []
+def _invalid_parts(res: dict[str, Any]) -> list[str]:
+    return [f"{rd.numbers.scenario}/{a}: {r}" for per_arch in res["data"].values()
+            for a, rd in per_arch.items() for r in rd.numbers.reasons]
 
 
 def render(res: dict[str, Any], run: Path, plots: dict[str, str], cpu_plot: str | None) -> str:
-    m = res["manifest"]
-    meta = m.get("metadata") or {}
-    lines = [f"# {m.get('experiment', 'experiment')}: {m.get('name', run.name)}", ""]
-    warn = _validity_lines(res)
-    if warn:
-        lines += [*(f"- {w}" for w in warn), ""]
-    lines += [
-        f"- Status: {m.get('status')}; profile: {m.get('profile')}; arrival: {m.get('arrival')}",
-        f"- Started: {m.get('started_at')}; ended: {m.get('ended_at', 'n/a')}",
-        f"- Git: {git_line(meta)}; "
-        f"Python {meta.get('python_version', '?')}; host {meta.get('hostname', '?')} "
-        f"(kernel {meta.get('kernel', '?')})",
-        f"- Packages: {', '.join(f'{k} {v}' for k, v in (meta.get('packages') or {}).items())}",
-        *load_generator_lines(m.get("loadgen") or {}),
-        "",
-        *topology_table(m.get("topology") or {}),
-    ]
-    for w in (m.get("metadata_warnings") or []) + (m.get("warnings") or []):
-        lines.append(f"- Warning: {w}")
+    lines = header_lines(res["manifest"], run, _invalid_parts(res))
     lines += _method_section(res)
     for s in res["scenarios"]:
         if s in res["data"]:
             lines += _scenario_section(res, s, plots[s])
     lines += _breaking_section(res)
     lines += _resources_section(res, cpu_plot)
-    lines += _hardware_section(run)
-    lines += [
-        "---",
-        "Generated by `python -m experiments.report` from this folder only; "
-        "raw/ is the data, this file can be rebuilt at any time.",
-        "",
-    ]
+    lines += hardware_section(run)
+    lines += footer_lines()
     return "\n".join(lines)
 
 
-def _json_safe(v: Any) -> Any:
-    if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
-        return None
-    if isinstance(v, dict):
-        return {k: _json_safe(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_json_safe(x) for x in v]
-    return v
+def headline(res: dict[str, Any]) -> dict[str, Any]:
+    """{arch: {breaking_point_users, max_rps, max_performance_rps, p50_ms_1_user,
+    cpu_ms_per_request: {service: ms}, valid}} for the manifest and the results index."""
+    return res["headline"]
 
 
-def write_report(run_folder_path: str | Path) -> dict[str, Any]:
-    """Write report.md, report.json and plots into the folder. Returns {"report": path,
-    "json": path, "plots": [paths], "headline": {...}, "numbers": {scenario: {arch: {...}}}}."""
+def write_report(run_folder_path: str | Path, res: dict[str, Any]) -> Report:
+    """Write report.md, report.json and plots of ``res`` (analyse's) into the folder."""
     run = Path(run_folder_path)
-    res = analyse_folder(run)
     plots = {s: _plot_scenario(run, s, per) for s, per in res["data"].items()}
     cpu_plot = _plot_cpu(run, res)
-    text = render(res, run, plots, cpu_plot)
-    (run / "report.md").write_text(text)
     numbers = {
         s: {a: rd.numbers.to_dict() for a, rd in per.items()} for s, per in res["data"].items()
     }
-    doc = _json_safe(
-        {
-            "numbers": numbers,
-            "comparisons": {
-                s: {k: c.to_dict() for k, c in d.items()} for s, d in res["comparisons"].items()
-            },
-            "breaking_points": {a: bp.to_dict() for a, bp in res["breaking_points"].items()},
-            "resources": res["resources"],
-            "headline": res["headline"],
-        }
-    )
-    (run / "report.json").write_text(json.dumps(doc, indent=2) + "\n")
-    all_plots = [run / p for p in plots.values()] + ([run / cpu_plot] if cpu_plot else [])
-    return {
-        "report": run / "report.md",
-        "json": run / "report.json",
-        "plots": all_plots,
-        "headline": doc["headline"],
+    doc = {
         "numbers": numbers,
+        "comparisons": {
+            s: {k: c.to_dict() for k, c in d.items()} for s, d in res["comparisons"].items()
+        },
+        "breaking_points": {a: bp.to_dict() for a, bp in res["breaking_points"].items()},
+        "resources": res["resources"],
+        "headline": res["headline"],
     }
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m experiments.report RUN_FOLDER", file=sys.stderr)
-        return 2
-    out = write_report(args[0])
-    print(out["report"])
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return write_files(run, render(res, run, plots, cpu_plot), doc,
+                       [*plots.values(), cpu_plot])

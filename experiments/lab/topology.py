@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from experiments.constants import REPO_ROOT
 from experiments.results import slug
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("redis", "model-sync", "model-async", "scoring-sync", "scoring-async")
 
 

@@ -15,13 +15,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from experiments import collect as collect_step
-from experiments import topology as topology_mod
+from experiments.lab import collect as collect_step
+from experiments.lab import topology as topology_mod
+from experiments.lab.verify import verify
 from experiments.load.remote import WorkerHost, master_bind_address
 from experiments.load.run import LocustResult, run_locust
 from experiments.protocol import GuardParams, Scenario
-from experiments.results import RunFolder, new_run_folder, open_run_folder, update_index
-from experiments.verify import verify
+from experiments.results import RunFolder, new_run_folder, update_index
+from services.describe import predict_path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,7 +128,7 @@ class Session:
         """One Locust run from the load generator, pinned to its cores and labelled
         ``loadgen`` for the resource sampler."""
         result = run_locust(
-            scenario, url or self.topology.scoring_url(arch), f"/api/v1/ml/{arch}/predict",
+            scenario, url or self.topology.scoring_url(arch), predict_path(arch),
             out_dir, arrival=arrival, cpus=self.load.local_cpus or None, guard=self.guard,
             payload=payload, arch=arch, progress=self.progress.ticker(step, label),
             workers=self.load.local_workers, worker_hosts=self.load.worker_hosts,
@@ -141,16 +142,6 @@ class Session:
         return result
 
 
-def completing(build_headline: Callable[[Path], dict[str, Any]],
-               write_report: Callable[[Path], dict[str, Any]]) -> Callable[[Path], dict]:
-    """A session's ``finish``: mark the run complete with its headline, then write the report
-    (in that order, so the report shows the final status; a failed report can be rebuilt)."""
-    def finish(folder: Path) -> dict[str, Any]:
-        open_run_folder(folder).complete(build_headline(folder))
-        return write_report(folder)
-    return finish
-
-
 def locust_workers(cpus: list[int]) -> int:
     """Locust uses one core per process: with several load-generator cores it runs as a master
     and one worker per core (0 = a single process)."""
@@ -159,10 +150,11 @@ def locust_workers(cpus: list[int]) -> int:
 
 @contextmanager
 def session(experiment: str, options: RunOptions, *, planned_s: float, steps: int,
-            guard: GuardParams, finish: Callable[[Path], dict[str, Any]],
+            guard: GuardParams, finish: Callable[[Path], Any],
             **manifest: Any) -> Iterator[Session]:
-    """Open a run on the deployed lab; on a normal exit collect host data, mark the run
-    complete with ``finish(folder)``'s headline (finish also writes the report)."""
+    """Open a run on the deployed lab; on a normal exit collect host data, then
+    ``finish(folder)``: the experiment's analysis, completion with its headline and report
+    (experiments/experiment.py)."""
     topology = topology_mod.load()
     load = LoadPlan.from_topology(topology)
     master = load.master_addresses()

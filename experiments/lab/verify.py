@@ -10,10 +10,11 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
-from experiments.topology import Topology
+from experiments.constants import ARCHS
+from experiments.lab.topology import Topology
+from services.describe import HEALTH_PATH, predict_path
 
 PAYLOAD = b"[5.1,3.5,1.4,0.2]"
-ARCHS = ("sync", "async")
 
 
 class VerifyError(RuntimeError):
@@ -54,13 +55,13 @@ def _prediction(status: int, body: object) -> float | None:
 def run_checks(topology: Topology, timeout: float = 10.0) -> list[Check]:
     checks = []
     for name in ("model-sync", "model-async", "scoring-sync", "scoring-async"):
-        url = topology.url(name) + "/api/v1/healthcheck"
+        url = topology.url(name) + HEALTH_PATH
         status, body = _call(url, None, timeout)
         checks.append(Check(f"{name} health", url, status == 200 and body == {"status": "OK"},
                             f"HTTP {status} {body!r}"))
     for arch in ARCHS:
         for role in ("model", "scoring"):
-            url = topology.url(f"{role}-{arch}") + f"/api/v1/ml/{arch}/predict"
+            url = topology.url(f"{role}-{arch}") + predict_path(arch)
             status, body = _call(url, PAYLOAD, timeout)
             value = _prediction(status, body)
             # A prediction is a sleep in seconds; the scoring handler's is the mean of two.
