@@ -45,6 +45,7 @@ from experiments.load.remote import HostRun, WorkerHost, master_bind_address
 from experiments.load.stages import duration_of, stages_for, write_scenario_file
 from experiments.load.worker_host import LOCUSTFILE, QUIT_GRACE_S, Job, worker_command
 from experiments.protocol import GuardParams, Scenario
+from hardware.cpus import parse_cpu_list
 
 CSV_PREFIX = "locust"
 LOCUST_CPU_WARNINGS = (
@@ -149,18 +150,6 @@ def _free_port(address: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def _cpu_list(cpus: Iterable[int] | str | None) -> list[int] | None:
-    if cpus is None:
-        return None
-    if isinstance(cpus, str):
-        out: list[int] = []
-        for part in cpus.split(","):
-            a, _, b = part.partition("-")
-            out.extend(range(int(a), int(b or a) + 1))
-        return out
-    return [int(c) for c in cpus]
-
-
 def _count_rows(path: Path) -> int:
     with path.open() as f:
         return max(0, sum(1 for _ in f) - 1)
@@ -200,7 +189,7 @@ def run_locust(
     guard = guard or GuardParams()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    cpu_list = _cpu_list(cpus)
+    cpu_list = None if cpus is None else parse_cpu_list(cpus)
     hosts = list(worker_hosts or [])
     planned = duration_of(stages_for(scenario))
     scenario_file = write_scenario_file(
