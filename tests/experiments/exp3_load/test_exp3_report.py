@@ -18,7 +18,7 @@ from experiments.exp3_load.report import analyse, headline
 from experiments.load.stages import write_scenario_file
 from experiments.results import new_run_folder
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 T0 = 1_790_000_000.0
 PROTOCOL = EXPERIMENT.configure("smoke")
 
