@@ -50,6 +50,7 @@ class ProfilingOff(VerifyError):
 
 @dataclass(frozen=True)
 class Config:
+    experiment: str
     profile: str
     architectures: tuple[str, ...]
     payload: tuple[float, ...]
@@ -121,6 +122,7 @@ def parse_config(data: dict, profile: str | None = None, *, source: str = "<expe
     except prof.errors.ApiError as exc:
         raise c.fail("window", f"window_s = {window_s:g}: {exc}") from None
     config = Config(
+        experiment=c.string(d, "top level", "experiment"),
         profile=profile, architectures=c.names(d, "top level", "architectures", ARCHS),
         payload=c.numbers(request, "request", "payload", DEFAULT_PAYLOAD),
         server_profilers=_profilers(c, single, "single", "server_profilers"),
@@ -351,7 +353,7 @@ def run(config: Config, options: RunOptions, finish: Finish) -> Path:
     try:
         deploy_log = deploy(options, profiling=True, timeout_s=config.deploy_timeout_s)
         steps = len(config.architectures) * (1 + len(config.window_profilers))
-        with session("experiment-1", options, planned_s=config.planned_s, steps=steps,
+        with session(config.experiment, options, planned_s=config.planned_s, steps=steps,
                      guard=config.guard, finish=finish, profile=config.profile,
                      protocol=config.to_dict(), profiled=True, arrival="spread",
                      timing_results=False) as lab:

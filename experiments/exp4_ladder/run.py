@@ -74,6 +74,10 @@ class Ladder:
     source: str
 
     @property
+    def experiment(self) -> str:
+        return self.protocol.experiment
+
+    @property
     def profile(self) -> str:
         return self.protocol.profile
 

@@ -27,8 +27,8 @@ def test_each_experiment_is_one_package_with_its_config(number):
     assert {"__init__.py", "run.py", "report.py"} <= {p.name for p in package.iterdir()}
     assert BY_NAME[e.name] is e
     assert {"full", "quick", "smoke"} <= set(e.profiles())
-    for profile in e.profiles():
-        assert e.configure(profile) is not None
+    for profile in e.profiles():  # the config names the experiment its package registers
+        assert e.configure(profile).experiment == e.name
 
 
 def test_arrival_is_refused_where_the_experiment_does_not_take_it():
