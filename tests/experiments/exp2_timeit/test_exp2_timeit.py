@@ -20,8 +20,6 @@ def _data():
     with CONFIG.open("rb") as f:
         return tomllib.load(f)
 
-CONFIG = EXPERIMENT.config
-
 
 def test_every_profile_loads():
     full = load_timeit(CONFIG, "full")
@@ -46,14 +44,10 @@ def test_bad_values_name_the_key(change, message):
     with pytest.raises(ConfigError, match=message):
         parse_timeit(data, "full")
 
-CONFIG = EXPERIMENT.config
-
 
 def test_unknown_profile():
     with pytest.raises(ConfigError, match="unknown profile"):
         load_timeit(CONFIG, "nope")
-
-CONFIG = EXPERIMENT.config
 
 
 def test_schedule_interleaves_and_alternates_who_goes_first():
@@ -68,16 +62,12 @@ def test_schedule_interleaves_and_alternates_who_goes_first():
     # Consecutive entries of a pair are back to back.
     assert all(plan[i][:2] == plan[i + 1][:2] for i in range(0, len(plan), 2))
 
-CONFIG = EXPERIMENT.config
-
 
 def test_improvement_pct():
     assert improvement_pct(100.0, 71.0) == pytest.approx(29.0)
     assert improvement_pct(100.0, 120.0) == pytest.approx(-20.0)
     assert improvement_pct(0.0, 1.0) is None
     assert improvement_pct(math.nan, 1.0) is None
-
-CONFIG = EXPERIMENT.config
 
 
 def _rows(sync_ms, async_ms, ns=(1, 2, 5), repeats=20, noise=0.02, seed=1):
@@ -92,8 +82,6 @@ def _rows(sync_ms, async_ms, ns=(1, 2, 5), repeats=20, noise=0.02, seed=1):
                              "calls_failed": 0})
     return rows
 
-CONFIG = EXPERIMENT.config
-
 
 def test_a_clear_difference_is_significant_and_conclusive():
     res = summarise(_rows(100.0, 55.0))
@@ -106,8 +94,6 @@ def test_a_clear_difference_is_significant_and_conclusive():
     assert o["conclusive"] and o["improvement_pct"] == pytest.approx(45, abs=3)
     assert o["sum_of_means_ms"]["sync"] == pytest.approx(800, rel=0.03)
 
-CONFIG = EXPERIMENT.config
-
 
 def test_no_difference_is_not_significant():
     res = summarise(_rows(100.0, 100.0, noise=0.03))
@@ -115,16 +101,12 @@ def test_no_difference_is_not_significant():
     assert "not significant" in res["overall"]["comparison"]["verdict"]
     assert not res["overall"]["conclusive"]
 
-CONFIG = EXPERIMENT.config
-
 
 def test_a_large_spread_warns_that_it_cannot_conclude():
     res = summarise(_rows(100.0, 55.0, noise=0.3))
     assert res["overall"]["warnings"]
     assert not res["overall"]["conclusive"]
     assert any("unstable" in (p["sync"]["warning"] or "") for p in res["points"].values())
-
-CONFIG = EXPERIMENT.config
 
 
 def test_failed_samples_are_left_out_and_counted():

@@ -18,7 +18,6 @@ CONFIG = EXPERIMENT.config
 def _data():
     with CONFIG.open("rb") as f:
         return tomllib.load(f)
-CONFIG = EXPERIMENT.config
 
 
 def _topology(scoring_cpus=(0,), model_cpus=(0,)):
@@ -29,7 +28,6 @@ def _topology(scoring_cpus=(0,), model_cpus=(0,)):
                                    ("scoring-async", scoring_cpus))}
     return topology_mod.parse({"format_version": 1, "services": services,
                                "loadgen": [{"host": "localhost", "cpus": [1]}]})
-CONFIG = EXPERIMENT.config
 
 
 def test_profiles_and_the_smoke_subset():
@@ -45,7 +43,6 @@ def test_profiles_and_the_smoke_subset():
     quick = load_ladder(CONFIG, "quick")
     assert len(quick.variants) == len(full.variants)
     assert quick.total_s < full.total_s
-CONFIG = EXPERIMENT.config
 
 
 def test_runs_probe_each_arch_and_the_sync_model_api():
@@ -57,7 +54,6 @@ def test_runs_probe_each_arch_and_the_sync_model_api():
     gthread = next(v for v in load_ladder(CONFIG, "full").variants
                    if v.name == "sync-worker-gthread")
     assert gthread.arrivals == ("spread", "bursty")
-CONFIG = EXPERIMENT.config
 
 
 def test_deploy_vars_change_only_what_the_variant_names():
