@@ -6,11 +6,14 @@ tables, and ``[profiles.<name>]`` override tables. A profile is deep-merged onto
 tables one way for all (``resolve``); ``full`` is the file as written. The experiment's own
 parser then reads the merged table through a ``Checker``, which refuses unknown keys, checks
 named ranges and raises a ``ConfigError`` naming the file, the profile and the key.
+The typed config itself is a pydantic model (``Table``: frozen, unknown keys refused, numbers
+never taken from booleans or strings, ranges declared with ``Field``); ``Checker.validate``
+builds one and turns pydantic's errors into that one line.
 
     data = read(path)
     merged, profile = resolve(data, profile, source=str(path), allowed=PROFILE_KEYS)
     c = Checker(str(path), profile)
-    repeats = c.number(merged, "top level", "repeats", lo=2, integer=True)
+    timeit = c.validate(Timeit, {...merged keys..., "profile": profile}, "top level")
 """
 
 from __future__ import annotations
@@ -19,12 +22,26 @@ import copy
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Strict, ValidationError
 
 FORMAT_VERSION = 1
 HEADER_KEYS = frozenset({"format_version", "experiment", "description", "default_profile",
                          "profiles"})
 T = TypeVar("T")
+M = TypeVar("M", bound="Table")
+
+# Strict scalars: TOML's true is not 1, "5" is not 5 (an int is still a fine float).
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict()]
+Str = Annotated[str, Strict()]
+
+
+class Table(BaseModel):
+    """A typed, frozen config table: unknown keys refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ConfigError(ValueError):
@@ -41,6 +58,34 @@ class Checker:
         profile = f" (profile {self.profile})" if self.profile else ""
         return ConfigError(f"{self.source}{profile}: [{where}] {msg}")
 
+    def validate(self, model: type[M], table: dict[str, Any], where: str) -> M:
+        """``model`` built from ``table``; the first error names the table, key and value."""
+        try:
+            return model.model_validate(table)
+        except ValidationError as exc:
+            raise self._error(exc.errors()[0], where) from None
+
+    def _error(self, e: Any, where: str) -> ConfigError:
+        loc = [str(x) for x in e["loc"]]
+        key = loc[-1] if loc else "?"
+        parent = ".".join(loc[:-1])
+        table = parent if where == "top level" and parent else ".".join(
+            x for x in (where, parent) if x)
+        ctx = e.get("ctx") or {}
+        bound = next(((op, ctx[k]) for k, op in (("ge", ">="), ("gt", ">"), ("le", "<="),
+                                                  ("lt", "<")) if k in ctx), None)
+        if e["type"] == "extra_forbidden":
+            return self.fail(table, f"unknown key {key!r}")
+        if e["type"] == "missing":
+            return self.fail(table, f"missing key {key!r}")
+        if bound:
+            return self.fail(table, f"{key} = {e['input']!r}: must be {bound[0]} {bound[1]:g}")
+        if e["type"] == "literal_error":
+            return self.fail(table, f"{key} = {e['input']!r}: expected one of "
+                                    f"{ctx.get('expected')}")
+        msg = e["msg"].removeprefix("Value error, ")
+        return self.fail(table, f"{key} = {e['input']!r}: {msg[:1].lower()}{msg[1:]}")
+
     def keys(self, table: Any, where: str, allowed: set[str] | frozenset[str]) -> dict:
         if not isinstance(table, dict):
             raise self.fail(where, f"expected a table, got {table!r}")
@@ -50,24 +95,6 @@ class Checker:
                 where, f"unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})"
             )
         return table
-
-    def number(self, table: dict, where: str, key: str, *, default: Any = None,
-               lo: float | None = None, hi: float | None = None, lo_open: bool = False,
-               integer: bool = False) -> Any:
-        if key not in table:
-            if default is None:
-                raise self.fail(where, f"missing key {key!r}")
-            return default
-        v = table[key]
-        ok = isinstance(v, int) if integer else isinstance(v, int | float)
-        if isinstance(v, bool) or not ok:
-            kind = "an integer" if integer else "a number"
-            raise self.fail(where, f"{key} = {v!r}: expected {kind}")
-        if lo is not None and (v <= lo if lo_open else v < lo):
-            raise self.fail(where, f"{key} = {v!r}: must be {'>' if lo_open else '>='} {lo}")
-        if hi is not None and v > hi:
-            raise self.fail(where, f"{key} = {v!r}: must be <= {hi}")
-        return v if integer else float(v)
 
     def string(self, table: dict, where: str, key: str, *, default: str | None = None,
                choices: tuple[str, ...] | None = None) -> str:
@@ -79,26 +106,6 @@ class Checker:
         if choices and v not in choices:
             raise self.fail(where, f"{key} = {v!r}: expected one of {', '.join(choices)}")
         return v
-
-    def names(self, table: dict, where: str, key: str, allowed: tuple[str, ...],
-              default: tuple[str, ...] | None = None) -> tuple[str, ...]:
-        """A non-empty list of names out of ``allowed``."""
-        value = table.get(key, list(default) if default is not None else None)
-        if value is None:
-            raise self.fail(where, f"missing key {key!r}")
-        if not isinstance(value, list) or not value or any(x not in allowed for x in value):
-            raise self.fail(where, f"{key} = {value!r}: expected a non-empty list of "
-                                   f"{', '.join(allowed)}")
-        return tuple(value)
-
-    def numbers(self, table: dict, where: str, key: str, default: list[float]
-                ) -> tuple[float, ...]:
-        """A list of numbers (a request payload)."""
-        value = table.get(key, default)
-        if not isinstance(value, list) or not all(
-                isinstance(x, int | float) and not isinstance(x, bool) for x in value):
-            raise self.fail(where, f"{key} = {value!r}: expected a list of numbers")
-        return tuple(float(x) for x in value)
 
 
 def merge(base: dict, override: dict) -> dict:

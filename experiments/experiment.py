@@ -55,7 +55,7 @@ class Experiment:
         if not self.arrival_option:
             raise ConfigError(f"--arrival {arrival}: experiment {self.number} sets its arrival "
                               f"patterns in {self.config}")
-        return dataclasses.replace(config, arrival=arrival)
+        return config.model_copy(update={"arrival": arrival})
 
     def execute(self, profile: str | None, options: Any, arrival: str | None = None) -> Path:
         return self.run(self.configure(profile, arrival), options, self.finish)

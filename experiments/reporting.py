@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from experiments.config import Table
 from experiments.protocol import AnalysisParams, BreakingPointParams, GuardParams
 
 
@@ -45,10 +46,9 @@ def json_safe(v: Any) -> Any:
     return v
 
 
-def _known(cls: type, d: dict | None) -> dict:
-    """The keys of d that the dataclass cls knows (older or newer manifests still load)."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    return {k: v for k, v in (d or {}).items() if k in names}
+def _known(cls: type[Table], d: dict | None) -> dict:
+    """The keys of d that the model cls knows (older or newer manifests still load)."""
+    return {k: v for k, v in (d or {}).items() if k in cls.model_fields}
 
 
 def analysis_params(manifest: dict) -> tuple[AnalysisParams, GuardParams]:

@@ -20,17 +20,28 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from experiments.config import HEADER_KEYS, Checker, check_every_profile, read, resolve
+from pydantic import AfterValidator, Field, field_validator
+
+from experiments.config import (
+    HEADER_KEYS,
+    Checker,
+    Float,
+    Int,
+    Str,
+    Table,
+    check_every_profile,
+    read,
+    resolve,
+)
 from experiments.constants import ARCHS
 from experiments.experiment import Finish
 from experiments.lab.deploy import redeploy
 from experiments.lab.session import RunOptions, Session, session
 from experiments.lab.verify import VerifyError
-from experiments.protocol import DEFAULT_PAYLOAD, GuardParams, Scenario, guard_params
+from experiments.protocol import DEFAULT_PAYLOAD, Arch, GuardParams, Scenario
 from experiments.results import iso
 from services import profiling as prof
 from services.describe import predict_path
@@ -48,63 +59,87 @@ class ProfilingOff(VerifyError):
 # ------------------------------------------------------------------------------ config
 
 
-@dataclass(frozen=True)
-class Config:
-    experiment: str
-    profile: str
-    architectures: tuple[str, ...]
-    payload: tuple[float, ...]
-    server_profilers: tuple[str, ...]
-    client_profilers: tuple[str, ...]
-    repeats: int
-    warmup_requests: int
-    timeout_s: float
-    window_profilers: tuple[str, ...]
-    window_s: float
-    users: int
-    spawn_rate: float
-    pacing_s: float
-    lead_s: float
-    tail_s: float
-    deploy_timeout_s: float
-    guard: GuardParams
-    source: str = ""
-
-    @property
-    def window_load_s(self) -> float:
-        # + the Locust history's 1 s write interval, by which the trigger sees the load late
-        return self.lead_s + self.window_s + self.tail_s + LOAD_SEEN_LATENCY_S
-
-    def window_scenario(self, profiler: str) -> Scenario:
-        return Scenario(name=f"window_{profiler}", kind="constant", users=self.users,
-                        spawn_rate=self.spawn_rate, pacing_s=self.pacing_s,
-                        duration_s=self.window_load_s)
-
-    @property
-    def planned_s(self) -> float:
-        per_arch = len(self.window_profilers) * self.window_load_s
-        return per_arch * len(self.architectures)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-_TOP = HEADER_KEYS | {"architectures", "request", "single", "window", "deploy", "guard"}
-_PROFILE = {"request", "single", "window", "deploy", "guard"}
-_SINGLE = {"server_profilers", "client_profilers", "repeats", "warmup_requests", "timeout_s"}
-_WINDOW = {"profilers", "window_s", "users", "spawn_rate", "pacing_s", "lead_s", "tail_s"}
-
-
-def _profilers(c: Checker, table: dict, where: str, key: str) -> tuple[str, ...]:
-    names = table.get(key)
-    if not isinstance(names, list) or not names:
-        raise c.fail(where, f"{key} = {names!r}: expected a non-empty list of profilers")
+def _profilers(names: tuple[str, ...]) -> tuple[str, ...]:
     for name in names:
         try:
             prof.parse_profiler(name, prof.Arch.SYNC)
         except prof.errors.ApiError as exc:
-            raise c.fail(where, f"{key}: {exc}") from None
-    return tuple(names)
+            raise ValueError(exc.message) from None
+    return names
+
+
+Profilers = Annotated[tuple[Str, ...], Field(min_length=1), AfterValidator(_profilers)]
+
+
+class Single(Table):
+    """Single requests, one at a time on an otherwise idle lab."""
+
+    server_profilers: Profilers
+    client_profilers: Profilers
+    repeats: Int = Field(ge=1)
+    warmup_requests: Int = Field(ge=0)
+    timeout_s: Float = Field(gt=0)
+
+
+class Window(Table):
+    """A window profile under a constant Locust load."""
+
+    profilers: Profilers
+    window_s: Float = Field(gt=0)
+    users: Int = Field(ge=1)
+    spawn_rate: Float = Field(gt=0)
+    pacing_s: Float = Field(gt=0)
+    lead_s: Float = Field(ge=0)
+    tail_s: Float = Field(ge=0)
+
+    @field_validator("window_s")
+    @classmethod
+    def _a_window_the_services_take(cls, window_s: float) -> float:
+        try:
+            prof.parse_window(f"{window_s:g}")
+        except prof.errors.ApiError as exc:
+            raise ValueError(exc.message) from None
+        return window_s
+
+
+class Deploy(Table):
+    timeout_s: Float = Field(gt=0)  # each ansible-playbook deploy, with and without profiling
+
+
+class Config(Table):
+    experiment: Str
+    profile: Str
+    description: Str = ""
+    architectures: tuple[Arch, ...] = Field(ARCHS, min_length=1)
+    payload: tuple[Float, ...] = tuple(DEFAULT_PAYLOAD)
+    single: Single
+    window: Window
+    deploy: Deploy
+    guard: GuardParams = GuardParams()
+    source: Str = ""
+
+    @property
+    def window_load_s(self) -> float:
+        # + the Locust history's 1 s write interval, by which the trigger sees the load late
+        w = self.window
+        return w.lead_s + w.window_s + w.tail_s + LOAD_SEEN_LATENCY_S
+
+    def window_scenario(self, profiler: str) -> Scenario:
+        return Scenario(name=f"window_{profiler}", kind="constant", users=self.window.users,
+                        spawn_rate=self.window.spawn_rate, pacing_s=self.window.pacing_s,
+                        duration_s=self.window_load_s)
+
+    @property
+    def planned_s(self) -> float:
+        per_arch = len(self.window.profilers) * self.window_load_s
+        return per_arch * len(self.architectures)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump()
+
+
+_TOP = HEADER_KEYS | {"architectures", "request", "single", "window", "deploy", "guard"}
+_PROFILE = {"request", "single", "window", "deploy", "guard"}
 
 
 def parse_config(data: dict, profile: str | None = None, *, source: str = "<experiment1>",
@@ -112,34 +147,10 @@ def parse_config(data: dict, profile: str | None = None, *, source: str = "<expe
     Checker(source).keys(data, "top level", _TOP)
     d, profile = resolve(data, profile, source=source, allowed=_PROFILE)
     c = Checker(source, profile)
-    single = c.keys(d.get("single", {}), "single", _SINGLE)
-    window = c.keys(d.get("window", {}), "window", _WINDOW)
-    request = c.keys(d.get("request", {}), "request", {"payload"})
-    deploy_table = c.keys(d.get("deploy", {}), "deploy", {"timeout_s"})
-    window_s = c.number(window, "window", "window_s", lo=0, lo_open=True)
-    try:
-        prof.parse_window(f"{window_s:g}")
-    except prof.errors.ApiError as exc:
-        raise c.fail("window", f"window_s = {window_s:g}: {exc}") from None
-    config = Config(
-        experiment=c.string(d, "top level", "experiment"),
-        profile=profile, architectures=c.names(d, "top level", "architectures", ARCHS),
-        payload=c.numbers(request, "request", "payload", DEFAULT_PAYLOAD),
-        server_profilers=_profilers(c, single, "single", "server_profilers"),
-        client_profilers=_profilers(c, single, "single", "client_profilers"),
-        repeats=c.number(single, "single", "repeats", lo=1, integer=True),
-        warmup_requests=c.number(single, "single", "warmup_requests", lo=0, integer=True),
-        timeout_s=c.number(single, "single", "timeout_s", lo=0, lo_open=True),
-        window_profilers=_profilers(c, window, "window", "profilers"),
-        window_s=window_s,
-        users=c.number(window, "window", "users", lo=1, integer=True),
-        spawn_rate=c.number(window, "window", "spawn_rate", lo=0, lo_open=True),
-        pacing_s=c.number(window, "window", "pacing_s", lo=0, lo_open=True),
-        lead_s=c.number(window, "window", "lead_s", lo=0),
-        tail_s=c.number(window, "window", "tail_s", lo=0),
-        deploy_timeout_s=c.number(deploy_table, "deploy", "timeout_s", lo=0, lo_open=True),
-        guard=guard_params(c, d.get("guard", {})),
-        source=source)
+    request = c.keys(d.pop("request", {}), "request", {"payload"})
+    fields = {k: v for k, v in d.items() if k not in ("format_version", "default_profile")}
+    config = c.validate(Config, {**fields, **request, "profile": profile, "source": source},
+                        "top level")
     if check_all:
         check_every_profile(
             data, lambda other: parse_config(data, other, source=source, check_all=False),
@@ -250,12 +261,13 @@ def _single_requests(lab: Session, config: Config, arch: str) -> list[dict[str, 
     body = json.dumps(list(config.payload)).encode()
     entries = []
     for role in ROLES:
-        warm_up(_endpoint(lab, role, arch), body, config.warmup_requests, config.timeout_s)
-    for profiler in config.server_profilers:
-        for repeat in range(config.repeats):
+        warm_up(_endpoint(lab, role, arch), body, config.single.warmup_requests,
+                config.single.timeout_s)
+    for profiler in config.single.server_profilers:
+        for repeat in range(config.single.repeats):
             for role in ROLES:
                 got = profiled_request(_endpoint(lab, role, arch), body,
-                                       {prof.PROFILE_HEADER: profiler}, config.timeout_s)
+                                       {prof.PROFILE_HEADER: profiler}, config.single.timeout_s)
                 if got[prof.STATUS_HEADER.lower()] != "written":
                     lab.run.warn(f"{role}-{arch} {profiler}: {got[prof.STATUS_HEADER.lower()]}")
                     continue
@@ -265,8 +277,8 @@ def _single_requests(lab: Session, config: Config, arch: str) -> list[dict[str, 
                                 "profiler": profiler, "repeat": repeat, "kind": "request",
                                 "name": got[prof.FILE_HEADER.lower()], "profiled": True})
     client_dir = lab.run.profiles_dir() / "client"
-    for profiler in config.client_profilers:
-        for repeat in range(config.repeats):
+    for profiler in config.single.client_profilers:
+        for repeat in range(config.single.repeats):
             name = profile_client_call(arch, _endpoint(lab, "scoring", arch),
                                        list(config.payload), profiler, client_dir,
                                        len(entries) + 1)
@@ -292,7 +304,7 @@ def _requests_seen(history_csv: Path) -> int:
 def _window(lab: Session, config: Config, arch: str, profiler: str, step: int,
             steps: int) -> dict[str, Any]:
     body = json.dumps(list(config.payload)).encode()
-    scenario = config.window_scenario(profiler)
+    scenario = config.window.window_scenario(profiler)
     opened: dict[str, Any] = {}
 
     def trigger() -> None:
@@ -300,7 +312,7 @@ def _window(lab: Session, config: Config, arch: str, profiler: str, step: int,
             try:
                 got = profiled_request(_endpoint(lab, role, arch), body, {
                     prof.PROFILE_HEADER: profiler,
-                    prof.WINDOW_HEADER: f"{config.window_s:g}"}, config.timeout_s)
+                    prof.WINDOW_HEADER: f"{config.window.window_s:g}"}, config.single.timeout_s)
                 opened[role] = {"status": got[prof.STATUS_HEADER.lower()],
                                 "window_id": got.get(prof.WINDOW_ID_HEADER.lower()),
                                 "opened_at": iso()}
@@ -315,22 +327,22 @@ def _window(lab: Session, config: Config, arch: str, profiler: str, step: int,
         deadline = time.monotonic() + scenario.total_s + 60
         while not stop.is_set() and time.monotonic() < deadline:
             if _requests_seen(out_dir / "locust_stats_history.csv") > 0:
-                if not stop.wait(config.lead_s):
+                if not stop.wait(config.window.lead_s):
                     trigger()
                 return
             stop.wait(0.2)
 
     thread = threading.Thread(target=open_window_under_load, daemon=True)
     label = f"window {profiler} {arch}"
-    lab.progress.say(f"step {step}/{steps} {label} ({config.users} users, "
-                     f"{scenario.total_s:.0f} s, {config.window_s:g} s window)")
+    lab.progress.say(f"step {step}/{steps} {label} ({config.window.users} users, "
+                     f"{scenario.total_s:.0f} s, {config.window.window_s:g} s window)")
     thread.start()
     try:
         result = lab.locust(scenario, arch, out_dir, arrival="spread", payload=config.payload,
                             step=step, label=label)
     finally:
         stop.set()
-        thread.join(config.timeout_s * 2 + 5)
+        thread.join(config.single.timeout_s * 2 + 5)
     if not opened:
         lab.run.warn(f"window {profiler} {arch}: Locust answered no request, no window opened")
     # A worker writes its window file at its first request after the window. The scoring
@@ -338,9 +350,9 @@ def _window(lab: Session, config: Config, arch: str, profiler: str, step: int,
     # trigger, for one): a few bursts of requests on new connections reach every worker.
     for role in ROLES:
         for _ in range(FLUSH_ROUNDS):
-            warm_up(_endpoint(lab, role, arch), body, FLUSH_REQUESTS, config.timeout_s)
+            warm_up(_endpoint(lab, role, arch), body, FLUSH_REQUESTS, config.single.timeout_s)
     return {"arch": arch, "profiler": profiler, "kind": "window", "profiled": True,
-            "window_s": config.window_s, "users": config.users, "services": opened,
+            "window_s": config.window.window_s, "users": config.window.users, "services": opened,
             "locust_dir": lab.run.rel(result.out_dir), "locust_valid": result.valid,
             "locust_reasons": list(result.reasons),
             "timing": "not reported: a profiled run is not a timing result"}
@@ -351,8 +363,8 @@ def run(config: Config, options: RunOptions, finish: Finish) -> Path:
     print("deploying the lab with SCORING_LAB_PROFILING=true", file=sys.stderr, flush=True)
     folder: Path | None = None
     try:
-        deploy_log = deploy(options, profiling=True, timeout_s=config.deploy_timeout_s)
-        steps = len(config.architectures) * (1 + len(config.window_profilers))
+        deploy_log = deploy(options, profiling=True, timeout_s=config.deploy.timeout_s)
+        steps = len(config.architectures) * (1 + len(config.window.profilers))
         with session(config.experiment, options, planned_s=config.planned_s, steps=steps,
                      guard=config.guard, finish=finish, profile=config.profile,
                      protocol=config.to_dict(), profiled=True, arrival="spread",
@@ -365,7 +377,7 @@ def run(config: Config, options: RunOptions, finish: Finish) -> Path:
                 lab.progress.say(f"step {step}/{steps} single requests {arch}")
                 profiles += _single_requests(lab, config, arch)
                 lab.run.update(profiles=profiles)
-                for profiler in config.window_profilers:
+                for profiler in config.window.profilers:
                     step += 1
                     windows.append(_window(lab, config, arch, profiler, step, steps))
                     lab.run.update(windows=windows)
@@ -375,6 +387,6 @@ def run(config: Config, options: RunOptions, finish: Finish) -> Path:
         return folder
     finally:
         print("redeploying the lab without profiling", file=sys.stderr, flush=True)
-        log = deploy(options, profiling=False, timeout_s=config.deploy_timeout_s)
+        log = deploy(options, profiling=False, timeout_s=config.deploy.timeout_s)
         if folder is not None:
             (folder / "raw" / "deploy-unprofiled.log").write_text(log)

@@ -15,15 +15,26 @@ import http.client
 import json
 import time
 import urllib.parse
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from experiments.config import HEADER_KEYS, Checker, check_every_profile, read, resolve
+from pydantic import Field, Strict
+
+from experiments.config import (
+    HEADER_KEYS,
+    Checker,
+    Float,
+    Int,
+    Str,
+    Table,
+    check_every_profile,
+    read,
+    resolve,
+)
 from experiments.constants import ARCHS
 from experiments.experiment import Finish
 from experiments.lab.session import RunOptions, session
-from experiments.protocol import DEFAULT_PAYLOAD, GuardParams
+from experiments.protocol import DEFAULT_PAYLOAD, Arch, GuardParams
 from services.describe import predict_path
 
 CSV_FIELDS = ("repeat", "n", "arch", "order", "started_at_unix", "seconds", "calls_ok",
@@ -35,24 +46,23 @@ _PROFILE = {"ns", "repeats", "warmup_calls", "pause_s", "timeout_s", "entity", "
 _ANALYSIS = {"confidence", "alpha", "min_effect", "stability_limit"}
 
 
-@dataclass(frozen=True)
-class Timeit:
-    experiment: str
-    profile: str
-    description: str
-    ns: tuple[int, ...]
-    repeats: int
-    warmup_calls: int
-    pause_s: float
-    timeout_s: float
-    entity: str
-    architectures: tuple[str, ...]
-    payload: tuple[float, ...]
-    confidence: float = 0.95
-    alpha: float = 0.05
-    min_effect: float = 0.02
-    stability_limit: float = 0.10
-    source: str = ""
+class Timeit(Table):
+    experiment: Str
+    profile: Str
+    description: Str = ""
+    ns: tuple[Annotated[int, Strict(), Field(ge=1)], ...] = Field(min_length=1)
+    repeats: Int = Field(ge=2)
+    warmup_calls: Int = Field(0, ge=0)
+    pause_s: Float = Field(0.0, ge=0)
+    timeout_s: Float = Field(10.0, gt=0)
+    entity: Str = "0"
+    architectures: tuple[Arch, ...] = Field(ARCHS, min_length=1)
+    payload: tuple[Float, ...] = tuple(DEFAULT_PAYLOAD)
+    confidence: Float = Field(0.95, gt=0, le=0.999)
+    alpha: Float = Field(0.05, gt=0, le=0.5)
+    min_effect: Float = Field(0.02, ge=0)
+    stability_limit: Float = Field(0.10, gt=0)
+    source: Str = ""
 
     @property
     def paths(self) -> dict[str, str]:
@@ -70,10 +80,9 @@ class Timeit:
         return self.calls * 0.1 + self.repeats * len(self.ns) * len(self.paths) * self.pause_s
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = self.model_dump(exclude={"architectures"})
         d["ns"], d["payload"] = list(self.ns), list(self.payload)
         d["paths"] = self.paths  # the report reads the architectures from it
-        del d["architectures"]
         return d
 
 
@@ -82,32 +91,12 @@ def parse_timeit(data: dict, profile: str | None = None, *,
     Checker(source).keys(data, "top level", _TOP)
     t, profile = resolve(data, profile, source=source, allowed=_PROFILE)
     c = Checker(source, profile)
-    ns = t.get("ns")
-    if (not isinstance(ns, list) or not ns
-            or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in ns)):
-        raise c.fail("top level", f"ns = {ns!r}: expected a non-empty list of integers >= 1")
-    request = c.keys(t.get("request", {}), "request", {"payload"})
-    a = c.keys(t.get("analysis", {}), "analysis", _ANALYSIS)
-    out = Timeit(
-        experiment=c.string(t, "top level", "experiment"),
-        profile=profile,
-        description=c.string(t, "top level", "description", default=""),
-        ns=tuple(ns),
-        repeats=c.number(t, "top level", "repeats", lo=2, integer=True),
-        warmup_calls=c.number(t, "top level", "warmup_calls", default=0, lo=0, integer=True),
-        pause_s=c.number(t, "top level", "pause_s", default=0.0, lo=0),
-        timeout_s=c.number(t, "top level", "timeout_s", default=10.0, lo=0, lo_open=True),
-        entity=c.string(t, "top level", "entity", default="0"),
-        architectures=c.names(t, "top level", "architectures", ARCHS),
-        payload=c.numbers(request, "request", "payload", DEFAULT_PAYLOAD),
-        confidence=c.number(a, "analysis", "confidence", default=0.95, lo=0, lo_open=True,
-                            hi=0.999),
-        alpha=c.number(a, "analysis", "alpha", default=0.05, lo=0, lo_open=True, hi=0.5),
-        min_effect=c.number(a, "analysis", "min_effect", default=0.02, lo=0),
-        stability_limit=c.number(a, "analysis", "stability_limit", default=0.10, lo=0,
-                                 lo_open=True),
-        source=source,
-    )
+    request = c.keys(t.pop("request", {}), "request", {"payload"})
+    analysis = c.keys(t.pop("analysis", {}), "analysis", _ANALYSIS)
+    fields = {k: v for k, v in t.items() if k not in ("format_version", "default_profile")}
+    # [analysis] is flat in the model (and so in the manifest the report reads).
+    out = c.validate(Timeit, {**fields, **request, **analysis, "profile": profile,
+                              "source": source}, "top level")
     if check_all:
         check_every_profile(
             data, lambda other: parse_timeit(data, other, source=source, check_all=False),

@@ -14,20 +14,22 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from experiments.analysis.breaking_point import breaking_point_from_dir
 from experiments.analysis.ceiling import workers_in_effect
-from experiments.config import Checker, read
-from experiments.constants import ARCHS, ARRIVALS
+from experiments.config import Checker, Float, Str, Table, read
+from experiments.constants import ARCHS
 from experiments.experiment import Finish
 from experiments.lab import topology as topology_mod
 from experiments.lab.deploy import DeployError, redeploy
 from experiments.lab.session import RunOptions, Session, session
 from experiments.lab.verify import VerifyError, verify
-from experiments.protocol import Protocol, parse_protocol
+from experiments.protocol import Arch, Arrival, Protocol, parse_protocol
 from experiments.results import scenario_entry
 
 PROBE, LOAD_TEST = "probe", "load_test"
@@ -36,16 +38,17 @@ _VARIANT_KEYS = {"name", "description", "archs", "arrivals", "model_api_env",
                  "scoring_handler_workers_per_core"}
 
 
-@dataclass(frozen=True)
-class Variant:
-    name: str
-    description: str
-    archs: tuple[str, ...]
-    arrivals: tuple[str, ...] = ("spread",)
-    model_api_env: dict[str, str] = field(default_factory=dict)
-    scoring_handler_env: dict[str, str] = field(default_factory=dict)
-    model_api_workers_per_core: float | None = None
-    scoring_handler_workers_per_core: float | None = None
+class Variant(Table):
+    """One rung of the ladder: the default build with the settings it names."""
+
+    name: Str
+    description: Str = ""
+    archs: tuple[Arch, ...] = Field(ARCHS, min_length=1)
+    arrivals: tuple[Arrival, ...] = Field(("spread",), min_length=1)
+    model_api_env: dict[str, str] = {}
+    scoring_handler_env: dict[str, str] = {}
+    model_api_workers_per_core: Float | None = Field(None, gt=0)
+    scoring_handler_workers_per_core: Float | None = Field(None, gt=0)
 
     def deploy_vars(self, topology: topology_mod.Topology) -> dict[str, Any]:
         """Extra vars of `ansible-playbook deploy.yml -e`: only what this variant changes
@@ -64,7 +67,7 @@ class Variant:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return self.model_dump()
 
 
 @dataclass(frozen=True)
@@ -116,24 +119,11 @@ def _env(c: Checker, where: str, table: Any) -> dict[str, str]:
 
 
 def _variant(c: Checker, i: int, t: Any) -> Variant:
-    where = f"variants[{i}]"
-    c.keys(t, where, _VARIANT_KEYS)
-    name = c.string(t, where, "name")
-    where = f"variants.{name}"
-    per_core = {
-        key: (c.number(t, where, key, lo=0, lo_open=True) if key in t else None)
-        for key in ("model_api_workers_per_core", "scoring_handler_workers_per_core")
-    }
-    return Variant(
-        name=name,
-        description=c.string(t, where, "description", default=""),
-        archs=c.names(t, where, "archs", ARCHS, ARCHS),
-        arrivals=c.names(t, where, "arrivals", ARRIVALS, ("spread",)),
-        model_api_env=_env(c, f"{where}.model_api_env", t.get("model_api_env", {})),
-        scoring_handler_env=_env(c, f"{where}.scoring_handler_env",
-                                 t.get("scoring_handler_env", {})),
-        **per_core,
-    )
+    c.keys(t, f"variants[{i}]", _VARIANT_KEYS)
+    where = f"variants.{c.string(t, f'variants[{i}]', 'name')}"
+    envs = {key: _env(c, f"{where}.{key}", t.get(key, {}))
+            for key in ("model_api_env", "scoring_handler_env")}
+    return c.validate(Variant, {**t, **envs}, where)
 
 
 def parse_ladder(data: dict, profile: str | None = None, *,

@@ -25,7 +25,6 @@ CPU warning.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import socket
@@ -298,7 +297,7 @@ def run_locust(
             job = Job(host=h.host, out_dir=h.job_dir(job_name), master_host=reach[h.host],
                       master_port=port, workers=h.workers, cpus=h.cpus, taskset=h.taskset,
                       scenario=json.loads(scenario_file.read_text()),
-                      guard=dataclasses.asdict(guard), deadline_s=deadline_s + QUIT_GRACE_S,
+                      guard=guard.model_dump(), deadline_s=deadline_s + QUIT_GRACE_S,
                       env=host_env)
             host_runs.append(HostRun(h, job, out_dir))
         cpu_guard = CpuGuard([psutil.Process(p.pid) for p in procs], cores, guard)

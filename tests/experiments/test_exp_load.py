@@ -40,9 +40,8 @@ def test_ramp_tick_at_given_times():
 
 
 def test_stepped_ramp_caps_at_end_users_and_holds():
-    import dataclasses
 
-    lt = dataclasses.replace(EXP3.configure("smoke").scenario("load_test"), hold_s=3)
+    lt = EXP3.configure("smoke").scenario("load_test").model_copy(update={"hold_s": 3.0})
     stages = stages_for(lt)
     assert [s.users for s in stages] == [1, 3, 5, 7, 8, 8]
     assert tick_at(stages, 9.5) == (8, 2.0)

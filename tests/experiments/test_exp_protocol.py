@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import tomllib
 
+import pydantic
 import pytest
 
 from experiments.config import ConfigError
@@ -45,7 +45,7 @@ def test_profiles_scale_durations():
 
 def test_protocol_is_frozen_and_serialisable():
     p = load_protocol(CONFIG, "smoke")
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
         p.profile = "x"
     d = p.to_dict()
     assert d["scenarios"][1]["name"] == "load_test" and d["scenarios"][1]["total_s"] == 10

@@ -43,7 +43,7 @@ def test_every_profile_of_the_config_loads_and_smoke_is_the_smallest():
     configs = {p: load_config(CONFIG, p) for p in ("full", "quick", "smoke")}
     assert configs["smoke"].planned_s < configs["quick"].planned_s <= configs["full"].planned_s
     assert configs["full"].architectures == ("sync", "async")
-    assert configs["smoke"].repeats == 1 and configs["smoke"].window_s <= 5
+    assert configs["smoke"].single.repeats == 1 and configs["smoke"].window.window_s <= 5
 
 
 def test_a_config_naming_an_unknown_profiler_is_refused(tmp_path):
