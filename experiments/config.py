@@ -163,3 +163,26 @@ def check_every_profile(data: dict[str, Any], parse: Callable[[str], T], profile
     for other in profiles_of(data):
         if other != profile:
             parse(other)
+
+
+def parse(model: type[M], data: dict[str, Any], profile: str | None, *, source: str,
+          top: set[str] | frozenset[str], allowed: set[str] | frozenset[str],
+          flat: dict[str, set[str]], check_all: bool = True) -> M:
+    """``model`` for ``profile`` of a config whose tables map onto the model's fields: ``top``
+    are the keys the file may have besides the header, ``allowed`` those a profile may
+    override, ``flat`` the tables (and their keys) whose values sit at the model's top
+    (``request.payload``, say). With check_all, every other profile is parsed too."""
+    Checker(source).keys(data, "top level", HEADER_KEYS | top)
+    merged, profile = resolve(data, profile, source=source, allowed=allowed)
+    c = Checker(source, profile)
+    fields = {k: v for k, v in merged.items() if k not in HEADER_KEYS | set(flat)}
+    for table, keys in flat.items():
+        fields.update(c.keys(merged.get(table, {}), table, keys))
+    out = c.validate(model, {**fields, "experiment": merged.get("experiment"),
+                             "description": merged.get("description", ""),
+                             "profile": profile, "source": source}, "top level")
+    if check_all:
+        check_every_profile(data, lambda other: parse(
+            model, data, other, source=source, top=top, allowed=allowed, flat=flat,
+            check_all=False), profile)
+    return out

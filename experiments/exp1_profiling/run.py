@@ -26,15 +26,12 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, Field, field_validator
 
 from experiments.config import (
-    HEADER_KEYS,
-    Checker,
     Float,
     Int,
     Str,
     Table,
-    check_every_profile,
+    parse,
     read,
-    resolve,
 )
 from experiments.constants import ARCHS
 from experiments.experiment import Finish
@@ -138,24 +135,14 @@ class Config(Table):
         return self.model_dump()
 
 
-_TOP = HEADER_KEYS | {"architectures", "request", "single", "window", "deploy", "guard"}
+_TOP = {"architectures", "request", "single", "window", "deploy", "guard"}
 _PROFILE = {"request", "single", "window", "deploy", "guard"}
 
 
-def parse_config(data: dict, profile: str | None = None, *, source: str = "<experiment1>",
-                 check_all: bool = True) -> Config:
-    Checker(source).keys(data, "top level", _TOP)
-    d, profile = resolve(data, profile, source=source, allowed=_PROFILE)
-    c = Checker(source, profile)
-    request = c.keys(d.pop("request", {}), "request", {"payload"})
-    fields = {k: v for k, v in d.items() if k not in ("format_version", "default_profile")}
-    config = c.validate(Config, {**fields, **request, "profile": profile, "source": source},
-                        "top level")
-    if check_all:
-        check_every_profile(
-            data, lambda other: parse_config(data, other, source=source, check_all=False),
-            profile)
-    return config
+def parse_config(data: dict, profile: str | None = None, *,
+                 source: str = "<experiment1>") -> Config:
+    return parse(Config, data, profile, source=source, top=_TOP, allowed=_PROFILE,
+                 flat={"request": {"payload"}})
 
 
 def load_config(path: str | Path, profile: str | None = None) -> Config:

@@ -21,15 +21,12 @@ from typing import Annotated, Any
 from pydantic import Field, Strict
 
 from experiments.config import (
-    HEADER_KEYS,
-    Checker,
     Float,
     Int,
     Str,
     Table,
-    check_every_profile,
+    parse,
     read,
-    resolve,
 )
 from experiments.constants import ARCHS
 from experiments.experiment import Finish
@@ -39,7 +36,7 @@ from services.describe import predict_path
 
 CSV_FIELDS = ("repeat", "n", "arch", "order", "started_at_unix", "seconds", "calls_ok",
               "calls_failed")
-_TOP = HEADER_KEYS | {"ns", "repeats", "warmup_calls", "pause_s", "timeout_s", "entity",
+_TOP = {"ns", "repeats", "warmup_calls", "pause_s", "timeout_s", "entity",
                      "architectures", "request", "analysis"}
 _PROFILE = {"ns", "repeats", "warmup_calls", "pause_s", "timeout_s", "entity", "request",
             "analysis"}
@@ -87,21 +84,10 @@ class Timeit(Table):
 
 
 def parse_timeit(data: dict, profile: str | None = None, *,
-                 source: str = "<experiment2>", check_all: bool = True) -> Timeit:
-    Checker(source).keys(data, "top level", _TOP)
-    t, profile = resolve(data, profile, source=source, allowed=_PROFILE)
-    c = Checker(source, profile)
-    request = c.keys(t.pop("request", {}), "request", {"payload"})
-    analysis = c.keys(t.pop("analysis", {}), "analysis", _ANALYSIS)
-    fields = {k: v for k, v in t.items() if k not in ("format_version", "default_profile")}
-    # [analysis] is flat in the model (and so in the manifest the report reads).
-    out = c.validate(Timeit, {**fields, **request, **analysis, "profile": profile,
-                              "source": source}, "top level")
-    if check_all:
-        check_every_profile(
-            data, lambda other: parse_timeit(data, other, source=source, check_all=False),
-            profile)
-    return out
+                 source: str = "<experiment2>") -> Timeit:
+    # [analysis] sits flat in the model (and so in the manifest the report reads).
+    return parse(Timeit, data, profile, source=source, top=_TOP, allowed=_PROFILE,
+                 flat={"request": {"payload"}, "analysis": _ANALYSIS})
 
 
 def load_timeit(path: str | Path, profile: str | None = None) -> Timeit:
