@@ -16,6 +16,7 @@ from typing import Any
 
 from experiments.config import Table
 from experiments.protocol import AnalysisParams, BreakingPointParams, GuardParams
+from hardware.cpus import format_cpu_list
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,12 +73,12 @@ def load_generator_lines(loadgen: dict[str, Any]) -> list[str]:
     """How Locust ran, from the manifest (runs before distributed mode recorded one host)."""
     if loadgen.get("mode") == "distributed":
         workers = ", ".join(f"{w['host']} ({w['workers']} on cores "
-                            f"{','.join(map(str, w['cpus'])) or 'any'})"
+                            f"{format_cpu_list(w['cpus']) if w['cpus'] else 'any'})"
                             for w in loadgen.get("workers") or [])
         return [f"- Locust: distributed, master on the controller, workers on {workers}; each "
                 "host guards its own workers' CPU"]
     if loadgen:
-        cores = ",".join(map(str, loadgen.get("cpus") or [])) or "any"
+        cores = format_cpu_list(loadgen["cpus"]) if loadgen.get("cpus") else "any"
         processes = loadgen.get("locust_workers") or 1
         return [f"- Locust: on the controller, cores {cores}, {processes} process(es)"]
     return []
@@ -96,8 +97,8 @@ def topology_table(topology: dict[str, Any]) -> list[str]:
     rows = [(name, svc) for name, svc in sorted(services.items())]
     rows += [("loadgen (Locust)", lg) for lg in topology.get("loadgen") or []]
     for name, svc in rows:
-        cpus = ",".join(str(c) for c in svc.get("cpus") or [])
-        affinity = ",".join(str(c) for c in svc.get("affinity") or []) or "n/a"
+        cpus = format_cpu_list(svc["cpus"]) if svc.get("cpus") else ""
+        affinity = format_cpu_list(svc["affinity"]) if svc.get("affinity") else "n/a"
         workers = svc.get("workers") or "auto"
         lines.append(f"| {name} | {svc.get('host')} | {svc.get('url') or svc.get('address')} | "
                      f"{cpus} | {affinity} | {workers} |")
