@@ -1,5 +1,6 @@
 """``python -m experiments`` (also installed as ``scoring-lab``): run an experiment against the
-deployed lab, or rebuild a run's report and the results index from committed folders."""
+deployed lab, or rebuild a run's report and the results index from committed folders. Every
+experiment comes from one table (experiments/registry.py)."""
 
 from __future__ import annotations
 
@@ -9,40 +10,32 @@ import os
 import sys
 from pathlib import Path
 
-from experiments import runner
-from experiments.collect import CollectError
-from experiments.deploy import DeployError
-from experiments.experiment1 import ProfilingOff, run_experiment1
-from experiments.experiment2 import run_experiment2
-from experiments.experiment4 import run_experiment4
+from experiments.config import ConfigError
+from experiments.constants import ARRIVALS, REPO_ROOT
+from experiments.lab.collect import CollectError
+from experiments.lab.deploy import DeployError
+from experiments.lab.session import RunOptions
+from experiments.lab.topology import TopologyError
+from experiments.lab.verify import VerifyError
 from experiments.load.remote import RemoteError
-from experiments.profiling.report import write_report as write_report_exp1
-from experiments.protocol import CONFIG_DIR, ProtocolError, load_protocol, profiles_of
-from experiments.report import write_report
-from experiments.report_exp2 import write_report as write_report_exp2
-from experiments.report_exp4 import write_report as write_report_exp4
+from experiments.registry import BY_NAME, EXPERIMENTS
 from experiments.results import headline_text, open_run_folder, update_index
-from experiments.session import RunOptions
-from experiments.topology import REPO_ROOT, TopologyError
-from experiments.verify import VerifyError
 
-EXPERIMENTS = {
-    "1": CONFIG_DIR / "experiment1.toml",  # profiling (pyinstrument, yappi)
-    "2": CONFIG_DIR / "experiment2.toml",  # timeit: N sequential calls
-    "3": CONFIG_DIR / "experiment3.toml",  # Locust load tests and breaking points
-    "4": CONFIG_DIR / "experiment4.toml",  # the delta decomposition: a ladder of variants
-}
+# A lab that is not there or not right: one line, no traceback.
+LAB_ERRORS = (TopologyError, VerifyError, CollectError, DeployError, RemoteError)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m experiments", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run an experiment on the deployed lab")
-    run.add_argument("experiment", choices=sorted(EXPERIMENTS), help="experiment number")
+    run.add_argument("experiment", choices=sorted(EXPERIMENTS),
+                     help="; ".join(f"{n}: {e.summary}" for n, e in sorted(EXPERIMENTS.items())))
     run.add_argument("--profile", default=None,
                      help="protocol profile: full (the original's durations), quick, smoke")
-    run.add_argument("--arrival", choices=["spread", "bursty"], default=None,
-                     help="spread user phases (default) or the original's in-phase bursts")
+    run.add_argument("--arrival", choices=ARRIVALS, default=None,
+                     help="spread user phases (default) or the original's in-phase bursts "
+                          "(experiments whose config has an arrival)")
     run.add_argument("--results-dir", type=Path,
                      default=Path(os.environ.get("RESULTS_DIR") or REPO_ROOT / "results"))
     run.add_argument("--inventory", default=None,
@@ -55,29 +48,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    config = EXPERIMENTS[args.experiment]
     options = RunOptions(
         results_dir=args.results_dir,
         inventory=args.inventory,
         ansible_playbook=str(Path(sys.executable).with_name("ansible-playbook")),
     )
     try:
-        if args.experiment == "3":
-            if args.profile is not None and args.profile not in {"full", *profiles_of(config)}:
-                print(f"error: --profile {args.profile!r} is not one of "
-                      f"{', '.join(sorted({'full', *profiles_of(config)}))}", file=sys.stderr)
-                return 2
-            protocol = load_protocol(config, args.profile)
-            folder = runner.run_experiment3(protocol, options, args.arrival or protocol.arrival)
-        else:
-            if args.arrival is not None:
-                print(f"error: --arrival is for experiment 3; experiment {args.experiment} "
-                      "sets its arrival patterns in its config", file=sys.stderr)
-                return 2
-            run = {"1": run_experiment1, "2": run_experiment2, "4": run_experiment4}
-            folder = run[args.experiment](config, args.profile, options=options)
-    except (TopologyError, VerifyError, CollectError, DeployError, ProfilingOff,
-            RemoteError) as exc:
+        folder = EXPERIMENTS[args.experiment].execute(args.profile, options, args.arrival)
+    except LAB_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -99,11 +77,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not (args.folder / "manifest.json").exists():
         print(f"error: {args.folder} is not a run folder (no manifest.json)", file=sys.stderr)
         return 2
-    run = open_run_folder(args.folder)
-    writers = {"experiment-1": write_report_exp1, "experiment-2": write_report_exp2,
-               "experiment-4": write_report_exp4}
-    out = writers.get(run.manifest.get("experiment"), write_report)(run.path)
-    print(out["report"] if isinstance(out, dict) else out)
+    name = open_run_folder(args.folder).manifest.get("experiment")
+    if name not in BY_NAME:
+        print(f"error: {args.folder}: experiment {name!r} is not one of "
+              f"{', '.join(sorted(BY_NAME))}", file=sys.stderr)
+        return 2
+    print(BY_NAME[name].rebuild(args.folder).markdown)
     return 0
 
 
@@ -119,6 +98,6 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return {"run": cmd_run, "report": cmd_report, "index": cmd_index}[args.command](args)
-    except ProtocolError as exc:
+    except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,53 +1,61 @@
-"""Experiment protocols: a TOML file (durations, loads, analysis parameters, profiles) read
-into frozen dataclasses.
+"""The load protocol of experiments 3 and 4: scenarios (durations, loads), analysis and
+guard parameters, read from the experiment's TOML into frozen, typed models.
 
 A profile is a small override table (`[profiles.<name>...]`) deep-merged onto the base
-tables; `full` is the file as written. Every key is validated and an error names the file,
-the table and the offending key or value.
+tables (experiments/config.py); `full` is the file as written. Every key is validated and an
+error names the file, the profile, the table and the offending key or value.
 
-    protocol = load_protocol("experiments/config/experiment3.toml", "quick")
+    protocol = load_protocol("experiments/exp3_load/config.toml", "quick")
     protocol.scenario("load_test").duration_s
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import math
-import tomllib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-CONFIG_DIR = Path(__file__).resolve().parent / "config"
-FORMAT_VERSION = 1
-ARRIVALS = ("spread", "bursty")
+from pydantic import Field
+
+from experiments.config import (
+    HEADER_KEYS,
+    Checker,
+    ConfigError,
+    Float,
+    Int,
+    Str,
+    Table,
+    check_every_profile,
+    read,
+    resolve,
+)
+from experiments.constants import ARCHS, ARRIVALS
+from services.describe import predict_path
+
 KINDS = ("constant", "ramp")
 BREAKING_POINT = "breaking_point"
+DEFAULT_PAYLOAD = [5.1, 3.5, 1.4, 0.2]  # the original's curl examples
+Arch = Literal[ARCHS]  # a value out of constants.ARCHS
+Arrival = Literal[ARRIVALS]
 
 
-class ProtocolError(ValueError):
-    """The protocol file is malformed: the message names the key and value."""
-
-
-@dataclass(frozen=True)
-class Scenario:
+class Scenario(Table):
     """One load scenario. `constant`: hold `users` (reached at `spawn_rate`/s) for
     `duration_s`. `ramp`: `start_users` + `step_users` every `step_interval_s` up to
     `end_users`, then `hold_s`. Each user sends one request per `pacing_s`."""
 
-    name: str
-    kind: str
-    pacing_s: float = 1.0
-    users: int | None = None  # constant; None while it awaits the breaking point
-    users_from: str | None = None  # "breaking_point" when users come from the load test
-    spawn_rate: float = 1.0
-    duration_s: float = 0.0  # constant only; a ramp's duration follows from its steps
-    start_users: int = 1
-    end_users: int = 1
-    step_users: int = 1
-    step_interval_s: float = 1.0
-    hold_s: float = 0.0
+    name: Str
+    kind: Literal["constant", "ramp"]
+    pacing_s: Float = Field(1.0, gt=0)
+    users: Int | None = Field(None, ge=1)  # constant; None while it awaits the breaking point
+    users_from: Literal["breaking_point"] | None = None  # users come from the load test
+    spawn_rate: Float = Field(1.0, gt=0)
+    duration_s: Float = Field(0.0, ge=0)  # constant only; a ramp's follows from its steps
+    start_users: Int = Field(1, ge=1)
+    end_users: Int = Field(1, ge=1)
+    step_users: Int = Field(1, ge=1)
+    step_interval_s: Float = Field(1.0, gt=0)
+    hold_s: Float = Field(0.0, ge=0)
 
     @property
     def needs_breaking_point(self) -> bool:
@@ -73,65 +81,60 @@ class Scenario:
     def with_users(self, users: int) -> Scenario:
         """The scenario holding `users` (used to resolve users = "breaking_point")."""
         if self.kind != "constant":
-            raise ProtocolError(f"scenario {self.name!r}: only a constant scenario takes users")
+            raise ConfigError(f"scenario {self.name!r}: only a constant scenario takes users")
         if users < 1:
-            raise ProtocolError(f"scenario {self.name!r}: users must be >= 1, got {users}")
-        return dataclasses.replace(self, users=int(users))
+            raise ConfigError(f"scenario {self.name!r}: users must be >= 1, got {users}")
+        return self.model_copy(update={"users": int(users)})
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["total_s"] = self.total_s
-        return d
+        return {**self.model_dump(), "total_s": self.total_s}
 
 
-@dataclass(frozen=True)
-class BreakingPointParams:
-    throughput_ratio: float = 0.9
-    min_deficit_rps: float = 2.0
-    noise_sigmas: float = 2.0
-    latency_factor: float = 3.0
-    latency_min_increase_ms: float = 20.0
-    error_rate: float = 0.01
-    smoothing_s: int = 5
-    sustain_s: int = 5
-    baseline_skip_s: int = 2
-    baseline_s: int = 10
-    lag_s: float = 1.0
+class BreakingPointParams(Table):
+    throughput_ratio: Float = Field(0.9, gt=0, le=1)
+    min_deficit_rps: Float = Field(2.0, ge=0)
+    noise_sigmas: Float = Field(2.0, ge=0)
+    latency_factor: Float = Field(3.0, gt=1)
+    latency_min_increase_ms: Float = Field(20.0, ge=0)
+    error_rate: Float = Field(0.01, ge=0, le=1)
+    smoothing_s: Int = Field(5, ge=1)
+    sustain_s: Int = Field(5, ge=1)
+    baseline_skip_s: Int = Field(2, ge=0)
+    baseline_s: Int = Field(10, ge=1)
+    lag_s: Float = Field(1.0, ge=0)
 
 
-@dataclass(frozen=True)
-class AnalysisParams:
-    warmup_s: float = 5.0
-    alpha: float = 0.05
-    min_effect: float = 0.02
+class AnalysisParams(Table):
+    warmup_s: Float = Field(5.0, ge=0)
+    alpha: Float = Field(0.05, gt=0, le=0.5)
+    min_effect: Float = Field(0.02, ge=0)
     breaking_point: BreakingPointParams = BreakingPointParams()
 
 
-@dataclass(frozen=True)
-class GuardParams:
-    interval_s: float = 1.0
-    threshold: float = 0.8
-    sustain_s: float = 3.0
-    grace_s: float = 3.0
+class GuardParams(Table):
+    interval_s: Float = Field(1.0, gt=0)
+    threshold: Float = Field(0.8, gt=0, le=1)
+    sustain_s: Float = Field(3.0, ge=0)
+    grace_s: Float = Field(3.0, ge=0)
 
 
-@dataclass(frozen=True)
-class Protocol:
-    experiment: str
-    profile: str
-    description: str
-    arrival: str
-    paths: dict[str, str]  # architecture -> scoring path
-    payload: tuple[float, ...]
-    scenarios: tuple[Scenario, ...]
-    analysis: AnalysisParams
-    guard: GuardParams
-    pause_s: float = 0.0  # rest between two Locust runs
-    source: str = ""
+class Protocol(Table):
+    experiment: Str
+    profile: Str
+    description: Str = ""
+    arrival: Arrival = "spread"
+    architectures: tuple[Arch, ...] = Field(ARCHS, min_length=1)
+    payload: tuple[Float, ...] = tuple(DEFAULT_PAYLOAD)
+    scenarios: tuple[Scenario, ...] = Field(min_length=1)
+    analysis: AnalysisParams = AnalysisParams()
+    guard: GuardParams = GuardParams()
+    pause_s: Float = Field(0.0, ge=0)  # rest between two Locust runs
+    source: Str = ""
 
     @property
-    def architectures(self) -> tuple[str, ...]:
-        return tuple(self.paths)
+    def paths(self) -> dict[str, str]:
+        """Architecture -> the scoring path (services.describe owns it)."""
+        return {arch: predict_path(arch) for arch in self.architectures}
 
     def scenario(self, name: str) -> Scenario:
         for s in self.scenarios:
@@ -155,295 +158,76 @@ class Protocol:
             "paths": dict(self.paths),
             "payload": list(self.payload),
             "scenarios": [s.to_dict() for s in self.scenarios],
-            "analysis": dataclasses.asdict(self.analysis),
-            "guard": dataclasses.asdict(self.guard),
+            "analysis": self.analysis.model_dump(),
+            "guard": self.guard.model_dump(),
             "pause_s": self.pause_s,
             "source": self.source,
         }
 
 
-# --------------------------------------------------------------------------- validation
+# --------------------------------------------------------------------------- reading
 
+# Keys of a scenario table per kind, and those a kind cannot do without.
 _SCENARIO_KEYS = {
     "constant": {"kind", "users", "spawn_rate", "duration_s", "pacing_s"},
-    "ramp": {
-        "kind",
-        "start_users",
-        "end_users",
-        "step_users",
-        "step_interval_s",
-        "hold_s",
-        "pacing_s",
-    },
+    "ramp": {"kind", "start_users", "end_users", "step_users", "step_interval_s", "hold_s",
+             "pacing_s"},
 }
-_TOP_KEYS = {
-    "format_version",
-    "pause_s",
-    "experiment",
-    "description",
-    "default_profile",
-    "arrival",
-    "architectures",
-    "request",
-    "scenarios",
-    "analysis",
-    "guard",
-    "profiles",
-}
+_REQUIRED = {"constant": ("users", "spawn_rate", "duration_s"),
+             "ramp": ("start_users", "end_users", "step_users", "step_interval_s")}
+_TOP_KEYS = HEADER_KEYS | {"pause_s", "arrival", "architectures", "request", "scenarios",
+                           "analysis", "guard"}
+_PROFILE_KEYS = {"arrival", "pause_s", "request", "scenarios", "analysis", "guard"}
 
 
-class _Checker:
-    def __init__(self, source: str):
-        self.source = source
-
-    def fail(self, where: str, msg: str) -> ProtocolError:
-        return ProtocolError(f"{self.source}: [{where}] {msg}")
-
-    def keys(self, table: Any, where: str, allowed: set[str]) -> dict:
-        if not isinstance(table, dict):
-            raise self.fail(where, f"expected a table, got {table!r}")
-        unknown = sorted(set(table) - allowed)
-        if unknown:
-            raise self.fail(
-                where, f"unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})"
-            )
-        return table
-
-    def number(
-        self,
-        table: dict,
-        where: str,
-        key: str,
-        *,
-        default: Any = None,
-        lo: float | None = None,
-        hi: float | None = None,
-        lo_open: bool = False,
-        integer: bool = False,
-    ) -> Any:
-        if key not in table:
-            if default is None:
-                raise self.fail(where, f"missing key {key!r}")
-            return default
-        v = table[key]
-        ok = isinstance(v, int) if integer else isinstance(v, int | float)
-        if isinstance(v, bool) or not ok:
-            kind = "an integer" if integer else "a number"
-            raise self.fail(where, f"{key} = {v!r}: expected {kind}")
-        if lo is not None and (v <= lo if lo_open else v < lo):
-            raise self.fail(where, f"{key} = {v!r}: must be {'>' if lo_open else '>='} {lo}")
-        if hi is not None and v > hi:
-            raise self.fail(where, f"{key} = {v!r}: must be <= {hi}")
-        return v if integer else float(v)
-
-    def string(
-        self,
-        table: dict,
-        where: str,
-        key: str,
-        *,
-        default: str | None = None,
-        choices: tuple[str, ...] | None = None,
-    ) -> str:
-        v = table.get(key, default)
-        if v is None:
-            raise self.fail(where, f"missing key {key!r}")
-        if not isinstance(v, str):
-            raise self.fail(where, f"{key} = {v!r}: expected a string")
-        if choices and v not in choices:
-            raise self.fail(where, f"{key} = {v!r}: expected one of {', '.join(choices)}")
-        return v
-
-
-def _merge(base: dict, override: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in override.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
-def _scenario(c: _Checker, name: str, t: Any) -> Scenario:
+def _scenario(c: Checker, name: str, t: Any) -> Scenario:
     where = f"scenarios.{name}"
     if not isinstance(t, dict):
         raise c.fail(where, f"expected a table, got {t!r}")
     kind = c.string(t, where, "kind", choices=KINDS)
     c.keys(t, where, _SCENARIO_KEYS[kind])
-    pacing = c.number(t, where, "pacing_s", default=1.0, lo=0, lo_open=True)
-    if kind == "ramp":
-        start = c.number(t, where, "start_users", lo=1, integer=True)
-        end = c.number(t, where, "end_users", lo=1, integer=True)
-        if end < start:
-            raise c.fail(where, f"end_users = {end}: must be >= start_users ({start})")
-        return Scenario(
-            name=name,
-            kind=kind,
-            pacing_s=pacing,
-            start_users=start,
-            end_users=end,
-            step_users=c.number(t, where, "step_users", lo=1, integer=True),
-            step_interval_s=c.number(t, where, "step_interval_s", lo=0, lo_open=True),
-            hold_s=c.number(t, where, "hold_s", default=0.0, lo=0),
-        )
-    users = t.get("users")
-    users_from = None
-    if users == BREAKING_POINT:
-        users, users_from = None, BREAKING_POINT
-    elif isinstance(users, str):
-        raise c.fail(where, f"users = {users!r}: expected an integer or {BREAKING_POINT!r}")
-    else:
-        users = c.number(t, where, "users", lo=1, integer=True)
-    return Scenario(
-        name=name,
-        kind=kind,
-        pacing_s=pacing,
-        users=users,
-        users_from=users_from,
-        spawn_rate=c.number(t, where, "spawn_rate", lo=0, lo_open=True),
-        duration_s=c.number(t, where, "duration_s", lo=0, lo_open=True),
-    )
+    for key in _REQUIRED[kind]:
+        if key not in t:
+            raise c.fail(where, f"missing key {key!r}")
+    fields = {**t, "name": name}
+    if t.get("users") == BREAKING_POINT:
+        fields.update(users=None, users_from=BREAKING_POINT)
+    elif isinstance(t.get("users"), str):
+        raise c.fail(where, f"users = {t['users']!r}: expected an integer or "
+                            f"{BREAKING_POINT!r}")
+    if kind == "constant" and t["duration_s"] == 0:
+        raise c.fail(where, "duration_s = 0: must be > 0")
+    scenario = c.validate(Scenario, fields, where)
+    if scenario.end_users < scenario.start_users:
+        raise c.fail(where, f"end_users = {scenario.end_users}: must be >= start_users "
+                            f"({scenario.start_users})")
+    return scenario
 
 
-def _breaking_point(c: _Checker, t: dict) -> BreakingPointParams:
-    w = "analysis.breaking_point"
-    fields = {f.name for f in dataclasses.fields(BreakingPointParams)}
-    c.keys(t, w, fields)
-    d = BreakingPointParams()
-    return BreakingPointParams(
-        throughput_ratio=c.number(
-            t, w, "throughput_ratio", default=d.throughput_ratio, lo=0, lo_open=True, hi=1
-        ),
-        min_deficit_rps=c.number(t, w, "min_deficit_rps", default=d.min_deficit_rps, lo=0),
-        noise_sigmas=c.number(t, w, "noise_sigmas", default=d.noise_sigmas, lo=0),
-        latency_factor=c.number(
-            t, w, "latency_factor", default=d.latency_factor, lo=1, lo_open=True
-        ),
-        latency_min_increase_ms=c.number(
-            t, w, "latency_min_increase_ms", default=d.latency_min_increase_ms, lo=0
-        ),
-        error_rate=c.number(t, w, "error_rate", default=d.error_rate, lo=0, hi=1),
-        smoothing_s=c.number(t, w, "smoothing_s", default=d.smoothing_s, lo=1, integer=True),
-        sustain_s=c.number(t, w, "sustain_s", default=d.sustain_s, lo=1, integer=True),
-        baseline_skip_s=c.number(
-            t, w, "baseline_skip_s", default=d.baseline_skip_s, lo=0, integer=True
-        ),
-        baseline_s=c.number(t, w, "baseline_s", default=d.baseline_s, lo=1, integer=True),
-        lag_s=c.number(t, w, "lag_s", default=d.lag_s, lo=0),
-    )
-
-
-def _analysis(c: _Checker, t: Any) -> AnalysisParams:
-    c.keys(t, "analysis", {"warmup_s", "alpha", "min_effect", "breaking_point"})
-    d = AnalysisParams()
-    return AnalysisParams(
-        warmup_s=c.number(t, "analysis", "warmup_s", default=d.warmup_s, lo=0),
-        alpha=c.number(t, "analysis", "alpha", default=d.alpha, lo=0, lo_open=True, hi=0.5),
-        min_effect=c.number(t, "analysis", "min_effect", default=d.min_effect, lo=0),
-        breaking_point=_breaking_point(c, t.get("breaking_point", {})),
-    )
-
-
-def _guard(c: _Checker, t: Any) -> GuardParams:
-    c.keys(t, "guard", {f.name for f in dataclasses.fields(GuardParams)})
-    d = GuardParams()
-    return GuardParams(
-        interval_s=c.number(t, "guard", "interval_s", default=d.interval_s, lo=0, lo_open=True),
-        threshold=c.number(t, "guard", "threshold", default=d.threshold, lo=0, lo_open=True, hi=1),
-        sustain_s=c.number(t, "guard", "sustain_s", default=d.sustain_s, lo=0),
-        grace_s=c.number(t, "guard", "grace_s", default=d.grace_s, lo=0),
-    )
-
-
-def parse_protocol(
-    data: dict, profile: str | None = None, *, source: str = "<protocol>", check_all: bool = True
-) -> Protocol:
+def parse_protocol(data: dict, profile: str | None = None, *, source: str = "<protocol>",
+                   check_all: bool = True) -> Protocol:
     """Validate a parsed TOML document and resolve `profile` (default: its default_profile).
     With check_all, every other profile is resolved too, so a typo in any profile fails."""
-    c = _Checker(source)
-    c.keys(data, "top level", _TOP_KEYS)
-    version = data.get("format_version", FORMAT_VERSION)
-    if version != FORMAT_VERSION:
-        raise c.fail("top level", f"format_version = {version!r}: this code reads {FORMAT_VERSION}")
-    profiles = data.get("profiles", {})
-    if not isinstance(profiles, dict):
-        raise c.fail("profiles", f"expected a table, got {profiles!r}")
-    profile = profile or c.string(data, "top level", "default_profile", default="full")
-    if profile not in profiles and profile != "full":
-        raise c.fail(
-            "profiles", f"unknown profile {profile!r} (have: {', '.join(sorted(profiles))})"
-        )
-    override = profiles.get(profile, {})
-    if not isinstance(override, dict):
-        raise c.fail(f"profiles.{profile}", "expected a table")
-    c.keys(
-        override,
-        f"profiles.{profile}",
-        {"arrival", "pause_s", "request", "scenarios", "analysis", "guard"},
-    )
-    for name in override.get("scenarios", {}):
+    Checker(source).keys(data, "top level", _TOP_KEYS)
+    merged, profile = resolve(data, profile, source=source, allowed=_PROFILE_KEYS)
+    c = Checker(source, profile)
+    for name in (data.get("profiles", {}).get(profile) or {}).get("scenarios", {}):
         if name not in data.get("scenarios", {}):
             raise c.fail(f"profiles.{profile}.scenarios", f"unknown scenario {name!r}")
-    base = {k: v for k, v in data.items() if k != "profiles"}
-    merged = _merge(base, override)
-
-    archs = c.keys(
-        merged.get("architectures", {}), "architectures", set(merged.get("architectures", {}))
-    )
-    if not archs:
-        raise c.fail("architectures", "no architecture defined")
-    paths = {}
-    for arch, t in archs.items():
-        c.keys(t, f"architectures.{arch}", {"path"})
-        path = c.string(t, f"architectures.{arch}", "path")
-        if not path.startswith("/"):
-            raise c.fail(f"architectures.{arch}", f"path = {path!r}: must start with '/'")
-        paths[arch] = path
-    request = c.keys(merged.get("request", {}), "request", {"payload"})
-    payload = request.get("payload", [5.1, 3.5, 1.4, 0.2])
-    if not isinstance(payload, list) or not all(
-        isinstance(x, int | float) and not isinstance(x, bool) for x in payload
-    ):
-        raise c.fail("request", f"payload = {payload!r}: expected a list of numbers")
-    scen_tables = merged.get("scenarios", {})
-    if not isinstance(scen_tables, dict) or not scen_tables:
+    request = c.keys(merged.pop("request", {}), "request", {"payload"})
+    tables = merged.pop("scenarios", {})
+    if not isinstance(tables, dict) or not tables:
         raise c.fail("scenarios", "no scenario defined")
-    scenarios = tuple(_scenario(c, name, t) for name, t in scen_tables.items())
+    scenarios = tuple(_scenario(c, name, t) for name, t in tables.items())
     if check_all:
-        for other in profiles:
-            if other != profile:
-                parse_protocol(data, other, source=source, check_all=False)
-    return Protocol(
-        experiment=c.string(merged, "top level", "experiment"),
-        profile=profile,
-        description=c.string(merged, "top level", "description", default=""),
-        arrival=c.string(merged, "top level", "arrival", default="spread", choices=ARRIVALS),
-        paths=paths,
-        payload=tuple(float(x) for x in payload),
-        scenarios=scenarios,
-        analysis=_analysis(c, merged.get("analysis", {})),
-        pause_s=c.number(merged, "top level", "pause_s", default=0.0, lo=0),
-        guard=_guard(c, merged.get("guard", {})),
-        source=source,
-    )
+        check_every_profile(
+            data, lambda other: parse_protocol(data, other, source=source, check_all=False),
+            profile)
+    fields = {k: v for k, v in merged.items() if k not in ("format_version", "default_profile")}
+    return c.validate(Protocol, {**fields, **request, "scenarios": scenarios,
+                                 "profile": profile, "source": source}, "top level")
 
 
-def load_protocol(
-    path: str | Path = CONFIG_DIR / "experiment3.toml", profile: str | None = None
-) -> Protocol:
+def load_protocol(path: str | Path, profile: str | None = None) -> Protocol:
     """Read and validate a protocol TOML file; `profile` None means its default_profile."""
-    path = Path(path)
-    try:
-        with path.open("rb") as f:
-            data = tomllib.load(f)
-    except tomllib.TOMLDecodeError as e:
-        raise ProtocolError(f"{path}: not valid TOML: {e}") from e
-    return parse_protocol(data, profile, source=str(path))
-
-
-def profiles_of(path: str | Path = CONFIG_DIR / "experiment3.toml") -> list[str]:
-    """Names of the profiles a protocol file defines (`full` always included)."""
-    with Path(path).open("rb") as f:
-        data = tomllib.load(f)
-    return sorted(set(data.get("profiles", {})) | {"full"})
+    return parse_protocol(read(path), profile, source=str(path))

@@ -40,8 +40,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from experiments.constants import REPO_ROOT
+
 FORMAT_VERSION = 1
-REPO_ROOT = Path(__file__).resolve().parents[1]
 KEY_PACKAGES = (
     "flask",
     "gunicorn",

@@ -150,7 +150,7 @@ def collect_load_average() -> Fragment:
 
 def collect_reporter_affinity() -> Fragment:
     # Shows whether the reporter (and so, usually, its Ansible role) ran inside a CPU set.
-    return {"reporter_cpu_affinity": sorted(psutil.Process().cpu_affinity())}
+    return {"reporter_cpu_affinity": sorted(os.sched_getaffinity(0))}
 
 
 def collect_lab_processes(run_dir: str | None = None) -> Fragment:

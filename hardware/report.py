@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from hardware.collect import collect_system
+from hardware.cpus import format_cpu_list
 from hardware.lshw import run_lshw
 
 
@@ -37,25 +38,6 @@ def write_report(out_dir: Path, run_dir: str | None = None) -> dict:
     (out_dir / "system.json").write_text(json.dumps(doc, indent=2) + "\n")
     (out_dir / "system.md").write_text(render_markdown(doc))
     return doc
-
-
-def format_cpu_list(cpus: list[int] | None) -> str:
-    """[0, 1, 2, 5] -> "0-2,5", the notation of taskset and cpusets."""
-    if cpus is None:
-        return "?"
-    if not cpus:
-        return "-"
-    parts = []
-    cpus = sorted(cpus)
-    start = prev = cpus[0]
-    for cpu in cpus[1:] + [None]:
-        if cpu is not None and cpu == prev + 1:
-            prev = cpu
-            continue
-        parts.append(str(start) if start == prev else f"{start}-{prev}")
-        if cpu is not None:
-            start = prev = cpu
-    return ",".join(parts)
 
 
 def _gib(n: int | None) -> str:

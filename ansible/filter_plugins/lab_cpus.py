@@ -19,6 +19,10 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
+# A copy of hardware/cpus.py's parsing, on purpose: Ansible loads filter plugins in its own
+# interpreter and module path, where the project's packages are not importable, and these
+# filters must raise AnsibleFilterError for a bad inventory value.
+
 
 def _as_int(text: str, spec: object) -> int:
     text = text.strip()

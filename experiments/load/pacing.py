@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 
-ARRIVALS = ("spread", "bursty")
+from experiments.constants import ARRIVALS
 
 
 class Pacer:

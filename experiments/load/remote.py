@@ -25,9 +25,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from experiments.constants import REPO_ROOT
 from experiments.load.procs import kill_group
 from experiments.load.worker_host import Job
-from experiments.topology import REPO_ROOT
 
 SSH_CONNECT_TIMEOUT_S = 10
 

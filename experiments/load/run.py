@@ -25,7 +25,6 @@ CPU warning.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import socket
@@ -39,12 +38,13 @@ from typing import Any
 
 import psutil
 
+from experiments.constants import REPO_ROOT
 from experiments.load.procs import CpuGuard, kill_group
 from experiments.load.remote import HostRun, WorkerHost, master_bind_address
 from experiments.load.stages import duration_of, stages_for, write_scenario_file
 from experiments.load.worker_host import LOCUSTFILE, QUIT_GRACE_S, Job, worker_command
 from experiments.protocol import GuardParams, Scenario
-from experiments.topology import REPO_ROOT
+from hardware.cpus import parse_cpu_list
 
 CSV_PREFIX = "locust"
 LOCUST_CPU_WARNINGS = (
@@ -149,18 +149,6 @@ def _free_port(address: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def _cpu_list(cpus: Iterable[int] | str | None) -> list[int] | None:
-    if cpus is None:
-        return None
-    if isinstance(cpus, str):
-        out: list[int] = []
-        for part in cpus.split(","):
-            a, _, b = part.partition("-")
-            out.extend(range(int(a), int(b or a) + 1))
-        return out
-    return [int(c) for c in cpus]
-
-
 def _count_rows(path: Path) -> int:
     with path.open() as f:
         return max(0, sum(1 for _ in f) - 1)
@@ -200,7 +188,7 @@ def run_locust(
     guard = guard or GuardParams()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    cpu_list = _cpu_list(cpus)
+    cpu_list = None if cpus is None else parse_cpu_list(cpus)
     hosts = list(worker_hosts or [])
     planned = duration_of(stages_for(scenario))
     scenario_file = write_scenario_file(
@@ -309,7 +297,7 @@ def run_locust(
             job = Job(host=h.host, out_dir=h.job_dir(job_name), master_host=reach[h.host],
                       master_port=port, workers=h.workers, cpus=h.cpus, taskset=h.taskset,
                       scenario=json.loads(scenario_file.read_text()),
-                      guard=dataclasses.asdict(guard), deadline_s=deadline_s + QUIT_GRACE_S,
+                      guard=guard.model_dump(), deadline_s=deadline_s + QUIT_GRACE_S,
                       env=host_env)
             host_runs.append(HostRun(h, job, out_dir))
         cpu_guard = CpuGuard([psutil.Process(p.pid) for p in procs], cores, guard)

@@ -11,9 +11,10 @@ from experiments.analysis.breaking_point import (
     users_to_hold,
 )
 from experiments.analysis.history import PerSecond
-from experiments.protocol import BreakingPointParams, load_protocol
+from experiments.exp3_load import EXPERIMENT as EXP3
+from experiments.protocol import BreakingPointParams
 
-PARAMS = load_protocol(profile="full").analysis.breaking_point
+PARAMS = EXP3.configure("full").analysis.breaking_point
 
 
 def series(users, achieved, p95, failures=None):
@@ -49,7 +50,7 @@ def test_clear_knee_is_found_near_capacity():
     assert bp.baseline_p95_ms == pytest.approx(50)
     assert bp.last_good_users == bp.users - 1
     assert bp.at_unix == pytest.approx(1_000_000.0 + bp.t_s)
-    assert users_to_hold(bp, load_protocol(profile="full").scenario("load_test")) == bp.users
+    assert users_to_hold(bp, EXP3.configure("full").scenario("load_test")) == bp.users
 
 
 def test_throughput_only_knee():
@@ -66,7 +67,7 @@ def test_no_knee_within_the_tested_range():
     assert not bp.found and bp.users is None
     assert "no knee within the tested range" in bp.message
     assert bp.max_users == 300
-    lt = load_protocol(profile="full").scenario("load_test")
+    lt = EXP3.configure("full").scenario("load_test")
     assert users_to_hold(bp, lt) == 300
 
 

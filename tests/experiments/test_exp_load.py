@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from experiments.exp3_load import EXPERIMENT as EXP3
 from experiments.load.pacing import Pacer, simulate_arrivals
 from experiments.load.stages import Stage, stages_for, tick_at, users_at
-from experiments.protocol import load_protocol
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_constant_tick_at_given_times():
-    s = load_protocol(profile="full").scenario("stress")
+    s = EXP3.configure("full").scenario("stress")
     stages = stages_for(s)
     assert stages == [Stage(100.0, 500, 5.0)]
     assert tick_at(stages, 0) == (500, 5.0)
@@ -27,7 +27,7 @@ def test_constant_tick_at_given_times():
 
 
 def test_ramp_tick_at_given_times():
-    lt = load_protocol(profile="full").scenario("load_test")
+    lt = EXP3.configure("full").scenario("load_test")
     stages = stages_for(lt)
     assert len(stages) == 300
     assert tick_at(stages, 0) == (1, 1.0)
@@ -40,9 +40,8 @@ def test_ramp_tick_at_given_times():
 
 
 def test_stepped_ramp_caps_at_end_users_and_holds():
-    import dataclasses
 
-    lt = dataclasses.replace(load_protocol(profile="smoke").scenario("load_test"), hold_s=3)
+    lt = EXP3.configure("smoke").scenario("load_test").model_copy(update={"hold_s": 3.0})
     stages = stages_for(lt)
     assert [s.users for s in stages] == [1, 3, 5, 7, 8, 8]
     assert tick_at(stages, 9.5) == (8, 2.0)
@@ -51,7 +50,7 @@ def test_stepped_ramp_caps_at_end_users_and_holds():
 
 
 def test_unresolved_breaking_point_scenario_refuses_stages():
-    mp = load_protocol(profile="smoke").scenario("max_performance")
+    mp = EXP3.configure("smoke").scenario("max_performance")
     with pytest.raises(ValueError, match="with_users"):
         stages_for(mp)
     assert stages_for(mp.with_users(12))[0].users == 12
@@ -63,9 +62,9 @@ def test_locust_shape_classes_tick(tmp_path):
 import json
 from experiments.load import shapes
 from experiments.load.stages import stages_for
-from experiments.protocol import load_protocol
+from experiments.exp3_load import EXPERIMENT as EXP3
 from dataclasses import asdict
-lt = load_protocol(profile="quick").scenario("load_test")
+lt = EXP3.configure("quick").scenario("load_test")
 cls = shapes.shape_for({"scenario": lt.to_dict(), "stages": [asdict(s) for s in stages_for(lt)]})
 shape = cls()
 shape.get_run_time = lambda: 5.0

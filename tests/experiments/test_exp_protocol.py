@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
 import tomllib
 
+import pydantic
 import pytest
 
-from experiments.protocol import CONFIG_DIR, ProtocolError, load_protocol, parse_protocol
+from experiments.config import ConfigError
+from experiments.exp3_load import EXPERIMENT
+from experiments.protocol import load_protocol, parse_protocol
 
-CONFIG = CONFIG_DIR / "experiment3.toml"
+CONFIG = EXPERIMENT.config
 
 
 def _data():
@@ -43,7 +45,7 @@ def test_profiles_scale_durations():
 
 def test_protocol_is_frozen_and_serialisable():
     p = load_protocol(CONFIG, "smoke")
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
         p.profile = "x"
     d = p.to_dict()
     assert d["scenarios"][1]["name"] == "load_test" and d["scenarios"][1]["total_s"] == 10
@@ -72,18 +74,18 @@ def test_protocol_is_frozen_and_serialisable():
 def test_bad_values_are_named(mutate, message):
     data = _data()
     mutate(data)
-    with pytest.raises(ProtocolError, match="experiment3.toml") as e:
+    with pytest.raises(ConfigError, match="experiment3.toml") as e:
         parse_protocol(data, "full", source="experiment3.toml")
     assert message in str(e.value)
 
 
 def test_unknown_profile_lists_the_known_ones():
-    with pytest.raises(ProtocolError, match="unknown profile 'huge'.*quick"):
+    with pytest.raises(ConfigError, match="unknown profile 'huge'.*quick"):
         load_protocol(CONFIG, "huge")
 
 
 def test_bad_override_is_named():
     data = _data()
     data["profiles"]["smoke"]["scenarios"]["stress"]["spawn_rate"] = -1
-    with pytest.raises(ProtocolError, match=r"\[scenarios.stress\] spawn_rate = -1"):
+    with pytest.raises(ConfigError, match=r"\[scenarios.stress\] spawn_rate = -1"):
         parse_protocol(data, "smoke")

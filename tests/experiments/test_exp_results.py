@@ -153,11 +153,11 @@ def test_index_lists_runs_sorted_with_headlines(tmp_path):
 
 
 def test_scenario_entry_from_a_locust_result(tmp_path):
+    from experiments.exp3_load import EXPERIMENT as EXP3
     from experiments.load.run import LocustResult
-    from experiments.protocol import load_protocol
 
     run = new_run_folder(tmp_path, "experiment-3", "local", "abc", when=WHEN, collect=False)
-    sc = load_protocol(profile="smoke").scenario("stress")
+    sc = EXP3.configure("smoke").scenario("stress")
     out = run.locust_dir("stress", "sync")
     res = LocustResult(scenario="stress", arch="sync", out_dir=out, host_url="http://h",
                        path="/p", arrival="spread", workers=0, cpus=None, command=[],

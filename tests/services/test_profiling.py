@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from experiments.profiling.breakdown import pyinstrument_breakdown, yappi_top
+from experiments.exp1_profiling.breakdown import pyinstrument_breakdown, yappi_top
 from services import profiling
 from services.async_app import model_api as async_model
 from services.settings import Settings

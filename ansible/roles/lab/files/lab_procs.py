@@ -30,6 +30,8 @@ def _read(path: str) -> bytes:
         return b""
 
 
+# A copy of hardware/cpus.py's parsing, on purpose: Ansible copies this file alone to each host
+# and runs it with the host's system Python (stdlib only), where the project is not installed.
 def cpu_list(text: str) -> list[int]:
     cpus: list[int] = []
     for part in text.strip().split(","):

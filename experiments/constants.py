@@ -1,0 +1,15 @@
+"""Facts every part of the experiments shares, defined here once: where the repository and its
+Ansible playbooks are, which architectures the lab serves (the services own that list) and
+which arrival patterns a load may use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from services.settings import Arch
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ANSIBLE_DIR = REPO_ROOT / "ansible"
+ARCHS: tuple[str, ...] = tuple(a.value for a in Arch)  # ("sync", "async"), sync first
+# spread: each Locust user keeps a random phase; bursty: the original's in-phase bursts.
+ARRIVALS = ("spread", "bursty")

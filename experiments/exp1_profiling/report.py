@@ -1,0 +1,234 @@
+"""Experiment 1's report: read the run folder only (manifest + raw/profiles), break every
+pyinstrument profile down by category (breakdown.py), and write report.json and report.md.
+A committed run can be re-reported anywhere; every number in the report comes from a file."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from experiments.exp1_profiling.breakdown import (
+    CATEGORIES,
+    combine,
+    pyinstrument_breakdown,
+    yappi_top,
+)
+from experiments.reporting import Report, footer_lines, header_lines, write_files
+
+ROLE_LABELS = {"scoring": "scoring handler", "model": "model API", "client": "client"}
+_SUFFIXES = (".meta.json", ".pyisession", ".html", ".txt", ".json", ".callgrind", ".prof")
+
+
+def index_profiles(folder: Path) -> dict[str, Path]:
+    """name -> directory of every profile under raw/profiles/ (any host, the client)."""
+    found: dict[str, Path] = {}
+    for meta in (folder / "raw" / "profiles").rglob("*.meta.json"):
+        found[meta.name.removesuffix(".meta.json")] = meta.parent
+    return found
+
+
+def _files(directory: Path, name: str) -> list[str]:
+    return sorted(p.name for p in directory.glob(f"{name}.*"))
+
+
+def _analyse_one(folder: Path, directory: Path, name: str) -> dict[str, Any]:
+    meta = json.loads((directory / f"{name}.meta.json").read_text())
+    entry = {"name": name, "dir": str(directory.relative_to(folder)),
+             "files": _files(directory, name), "profiler": meta["profiler"],
+             "clock": meta["clock"], "kind": meta["kind"], "service": meta.get("service"),
+             "pid": meta.get("pid"), "requests": meta.get("requests"),
+             "async_mode": meta.get("async_mode"), "duration_s": meta.get("duration_s")}
+    if meta["profiler"] == "pyinstrument":
+        entry["breakdown"] = pyinstrument_breakdown(directory / f"{name}.pyisession")
+    else:
+        entry["yappi"] = yappi_top(directory / f"{name}.json")
+    return entry
+
+
+def analyse(folder: str | Path) -> dict[str, Any]:
+    folder = Path(folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    found = index_profiles(folder)
+    missing: list[str] = []
+    out: dict[str, Any] = {"profile": manifest.get("profile"), "architectures": {},
+                           "missing": missing}
+    archs = out["architectures"]
+    singles: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for entry in manifest.get("profiles") or []:
+        if entry["name"] not in found:
+            missing.append(f"{entry['service']} {entry['profiler']}: {entry['name']}")
+            continue
+        singles[(entry["arch"], entry["role"])].append(
+            _analyse_one(folder, found[entry["name"]], entry["name"]))
+    for (arch, role), profiles in singles.items():
+        pyi = [p["breakdown"] for p in profiles if "breakdown" in p]
+        archs.setdefault(arch, {"request": {}, "yappi": {}, "windows": []})
+        archs[arch]["request"][role] = {**combine(pyi), "files": [p["name"] for p in profiles]}
+        yappis = [p for p in profiles if "yappi" in p]
+        if yappis:
+            archs[arch]["yappi"][role] = {**yappis[0]["yappi"], "name": yappis[0]["name"]}
+    for window in manifest.get("windows") or []:
+        arch = window["arch"]
+        archs.setdefault(arch, {"request": {}, "yappi": {}, "windows": []})
+        services = {}
+        for role, opened in window.get("services", {}).items():
+            wid = opened.get("window_id")
+            names = sorted(n for n in found if wid and f"_win-{wid}_" in n)
+            if not names:
+                missing.append(f"{role}-{arch} window {window['profiler']}: "
+                               f"{opened.get('error') or opened.get('status') or 'no file'}")
+                continue
+            workers = [_analyse_one(folder, found[n], n) for n in names]
+            pyi = [w["breakdown"] for w in workers if "breakdown" in w]
+            services[role] = {
+                "window_id": wid, "workers": len(workers), "files": names,
+                "requests": sum(w["requests"] or 0 for w in workers),
+                "clock": workers[0]["clock"], "profiler": workers[0]["profiler"],
+                **({"breakdown": combine(pyi)} if pyi else {}),
+                **({"yappi": [w["yappi"] for w in workers if "yappi" in w]}
+                   if not pyi else {})}
+        archs[arch]["windows"].append({"profiler": window["profiler"],
+                                       "window_s": window["window_s"],
+                                       "users": window["users"], "services": services})
+    out["files"] = [_analyse_one(folder, d, n) | {"breakdown": None, "yappi": None}
+                    for n, d in sorted(found.items())]
+    return out
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def _summary(arch: str, request: dict[str, Any]) -> str:
+    scoring = request.get("scoring")
+    if not scoring or not scoring.get("profiles"):
+        return f"No pyinstrument profile of a {arch} scoring request was collected."
+    share, total = scoring["share"], scoring["sampled_s"]
+    top = sorted((k for k in CATEGORIES if share.get(k)), key=lambda k: -share[k])
+    parts = ", ".join(f"{CATEGORIES[k].split(' (')[0]} {share[k]:.0%}" for k in top[:5])
+    return (f"**{arch}**: one scoring request took {_ms(total)} in the scoring handler "
+            f"(pyinstrument, wall clock, mean of {scoring['profiles']}): {parts}.")
+
+
+def _request_table(request: dict[str, Any]) -> list[str]:
+    roles = [r for r in ("scoring", "model", "client") if r in request]
+    lines = ["| where the wall time goes | " + " | ".join(ROLE_LABELS[r] for r in roles) + " |",
+             "|---|" + "---:|" * len(roles)]
+    for key, label in CATEGORIES.items():
+        if not any(request[r]["seconds"].get(key) for r in roles):
+            continue
+        cells = [f"{_ms(request[r]['seconds'][key])} ({request[r]['share'][key]:.1%})"
+                 for r in roles]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("| **total (sampled wall time)** | "
+                 + " | ".join(f"**{_ms(request[r]['sampled_s'])}**" for r in roles) + " |")
+    lines.append("| profiles averaged | " + " | ".join(str(request[r]["profiles"])
+                                                       for r in roles) + " |")
+    return lines
+
+
+def _yappi_lines(yappi: dict[str, Any]) -> list[str]:
+    lines = []
+    for role, data in yappi.items():
+        lines += ["", f"yappi, {ROLE_LABELS[role]} (clock: **{data['clock']}**, "
+                      f"`{data['name']}`): functions with the most own time",
+                  "", "| function | category | calls | own time | total time |",
+                  "|---|---|---:|---:|---:|"]
+        for row in data["top"][:6]:
+            lines.append(f"| `{row['function']}` | {row['category']} | {row['ncall']} | "
+                         f"{_ms(row['tsub_s'])} | {_ms(row['ttot_s'])} |")
+    return lines
+
+
+def _window_lines(windows: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for w in windows:
+        services = w["services"]
+        head = (f"Window profile, {w['profiler']}: {w['window_s']:g} s under {w['users']} "
+                "Locust users (every worker of each service that served a request in the "
+                "window; its whole thread, idle time included)")
+        lines += ["", head, ""]
+        pyi = {r: s for r, s in services.items() if "breakdown" in s}
+        for role, s in services.items():
+            lines.append(f"- {ROLE_LABELS[role]}: {s['workers']} worker file(s), "
+                         f"{s['requests']} requests, clock {s['clock']}")
+        if pyi:
+            roles = list(pyi)
+            lines += ["", "| category | " + " | ".join(ROLE_LABELS[r] for r in roles) + " |",
+                      "|---|" + "---:|" * len(roles)]
+            busy = {r: sum(v for k, v in pyi[r]["breakdown"]["seconds"].items()
+                           if k != "event_loop") for r in roles}
+            lines[-2] = ("| category (% of wall; % of non-idle) | "
+                         + " | ".join(ROLE_LABELS[r] for r in roles) + " |")
+            for key, label in CATEGORIES.items():
+                if not any(pyi[r]["breakdown"]["seconds"].get(key) for r in roles):
+                    continue
+                cells = []
+                for r in roles:
+                    b = pyi[r]["breakdown"]
+                    cell = f"{b['share'][key]:.1%}"
+                    if key != "event_loop" and busy[r]:
+                        cell += f"; {b['seconds'][key] / busy[r]:.0%}"
+                    cells.append(cell)
+                lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        for role, s in services.items():
+            for data in s.get("yappi", [])[:1]:
+                lines += _yappi_lines({role: {**data, "name": s["files"][0]}})
+    return lines
+
+
+def render(numbers: dict[str, Any], folder: Path) -> str:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    lines = [*header_lines(manifest, folder), "",
+             "**Profiled run**: every service ran with `SCORING_LAB_PROFILING=true` and the "
+             "profiled requests paid the profilers' overhead. Nothing here is a timing result; "
+             "use experiment 3 for those.", "",
+             "Each breakdown below is computed from the pyinstrument profiles in `raw/profiles/` "
+             "(experiments/exp1_profiling/breakdown.py): every sampled stack goes to the deepest "
+             "frame of a specific category (HTTP calls, Redis, the model's prediction, "
+             "serialization), else to the deepest framework / event loop / application frame.",
+             "Async services were profiled on asyncio's own loop (pyinstrument cannot see "
+             "awaits under uvloop).", "", "## Summary", ""]
+    for arch, data in numbers["architectures"].items():
+        lines.append("- " + _summary(arch, data["request"]))
+    for arch, data in numbers["architectures"].items():
+        lines += ["", f"## {arch}", "", "One scoring request (pyinstrument, wall clock; the "
+                  "client column is the caller's own profile of the same kind of call):", ""]
+        if data["request"]:
+            lines += _request_table(data["request"])
+        lines += _yappi_lines(data["yappi"])
+        lines += _window_lines(data["windows"])
+    if numbers["missing"]:
+        lines += ["", "## Missing profiles", ""] + [f"- {m}" for m in numbers["missing"]]
+    lines += ["", "## Files", "", "| profile | service | profiler | clock | kind | files |",
+              "|---|---|---|---|---|---|"]
+    for f in numbers["files"]:
+        suffixes = ", ".join(x.removeprefix(f["name"]) for x in f["files"])
+        lines.append(f"| `{f['dir']}/{f['name']}` | {f['service']} | {f['profiler']} | "
+                     f"{f['clock']} | {f['kind']} | {suffixes} |")
+    return "\n".join([*lines, "", *footer_lines()])
+
+
+def headline(numbers: dict[str, Any]) -> dict[str, Any]:
+    """Per architecture: the scoring request's sampled wall time and its main shares."""
+    out = {}
+    for arch, data in numbers["architectures"].items():
+        scoring = data["request"].get("scoring")
+        if not scoring or not scoring.get("profiles"):
+            continue
+        share = scoring["share"]
+        out[arch] = {"request_ms": scoring["sampled_s"] * 1000,
+                     "model_calls_pct": share["http_calls"] * 100,
+                     "redis_pct": share["redis"] * 100,
+                     "framework_pct": share["framework"] * 100}
+    return out
+
+
+def write_report(folder: str | Path, numbers: dict[str, Any]) -> Report:
+    """report.json is the analysis itself (every number of report.md)."""
+    folder = Path(folder)
+    report = write_files(folder, render(numbers, folder), numbers, [])
+    return dataclasses.replace(report, headline=headline(numbers))

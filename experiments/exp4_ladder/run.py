@@ -1,0 +1,282 @@
+"""Experiment 4: the delta decomposition. A ladder of variants of the same code (settings, not
+copies), each deployed in turn by Ansible, verified, then measured: the latency of one user
+(scoring handler, and for sync variants the model API alone: a blocking worker's hold time),
+and experiment 3's step load per arrival pattern (breaking point, max requests/s, CPU seconds
+per request per service). The default build is redeployed at the end, whatever happened.
+The report (report.py beside this module) adds the ceiling model (experiments/analysis/ceiling.py)
+and reads only the result folder.
+
+    ladder = load_ladder("experiments/exp4_ladder/config.toml", "quick")
+    EXPERIMENT.execute("quick", options)     # experiments/exp4_ladder/__init__.py
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from experiments.analysis.breaking_point import breaking_point_from_dir
+from experiments.analysis.ceiling import workers_in_effect
+from experiments.config import Checker, Float, Str, Table, read
+from experiments.constants import ARCHS
+from experiments.experiment import Finish
+from experiments.lab import topology as topology_mod
+from experiments.lab.deploy import DeployError, redeploy
+from experiments.lab.session import RunOptions, Session, session
+from experiments.lab.verify import VerifyError, verify
+from experiments.protocol import Arch, Arrival, Protocol, parse_protocol
+from experiments.results import scenario_entry
+
+PROBE, LOAD_TEST = "probe", "load_test"
+_VARIANT_KEYS = {"name", "description", "archs", "arrivals", "model_api_env",
+                 "scoring_handler_env", "model_api_workers_per_core",
+                 "scoring_handler_workers_per_core"}
+
+
+class Variant(Table):
+    """One rung of the ladder: the default build with the settings it names."""
+
+    name: Str
+    description: Str = ""
+    archs: tuple[Arch, ...] = Field(ARCHS, min_length=1)
+    arrivals: tuple[Arrival, ...] = Field(("spread",), min_length=1)
+    model_api_env: dict[str, str] = {}
+    scoring_handler_env: dict[str, str] = {}
+    model_api_workers_per_core: Float | None = Field(None, gt=0)
+    scoring_handler_workers_per_core: Float | None = Field(None, gt=0)
+
+    def deploy_vars(self, topology: topology_mod.Topology) -> dict[str, Any]:
+        """Extra vars of `ansible-playbook deploy.yml -e`: only what this variant changes
+        (nothing for the default build, so the inventory's own settings apply)."""
+        out: dict[str, Any] = {}
+        if self.model_api_env:
+            out["model_api_env"] = dict(self.model_api_env)
+        if self.scoring_handler_env:
+            out["scoring_handler_env"] = dict(self.scoring_handler_env)
+        for role, per_core, service in (
+                ("model_api", self.model_api_workers_per_core, "model-sync"),
+                ("scoring_handler", self.scoring_handler_workers_per_core, "scoring-sync")):
+            if per_core is not None:
+                cores = len(topology.services[service].get("cpus") or [0])
+                out[f"{role}_workers"] = max(1, round(per_core * cores))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump()
+
+
+@dataclass(frozen=True)
+class Ladder:
+    protocol: Protocol
+    variants: tuple[Variant, ...]
+    source: str
+
+    @property
+    def experiment(self) -> str:
+        return self.protocol.experiment
+
+    @property
+    def profile(self) -> str:
+        return self.protocol.profile
+
+    def runs(self) -> list[tuple[Variant, str, str, str]]:
+        """(variant, step, arch, arrival) in the order they run."""
+        out = []
+        for v in self.variants:
+            for arch in v.archs:
+                out.append((v, "probe", arch, "spread"))
+                if arch == "sync":
+                    out.append((v, "probe-model", arch, "spread"))
+            for arrival in v.arrivals:
+                for arch in v.archs:
+                    out.append((v, LOAD_TEST, arch, arrival))
+        return out
+
+    @property
+    def total_s(self) -> float:
+        p = self.protocol
+        per = {"probe": p.scenario(PROBE).total_s, "probe-model": p.scenario(PROBE).total_s,
+               LOAD_TEST: p.scenario(LOAD_TEST).total_s}
+        return sum(per[step] + p.pause_s for _, step, _, _ in self.runs())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"variants": [v.to_dict() for v in self.variants], "source": self.source}
+
+
+def _env(c: Checker, where: str, table: Any) -> dict[str, str]:
+    c.keys(table, where, set(table) if isinstance(table, dict) else set())
+    for key, value in table.items():
+        if not key.startswith("SCORING_LAB_"):
+            raise c.fail(where, f"{key}: only SCORING_LAB_* variables (services/settings.py)")
+        if not isinstance(value, str | int | float | bool):
+            raise c.fail(where, f"{key} = {value!r}: expected a string, number or boolean")
+    return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in table.items()}
+
+
+def _variant(c: Checker, i: int, t: Any) -> Variant:
+    c.keys(t, f"variants[{i}]", _VARIANT_KEYS)
+    where = f"variants.{c.string(t, f'variants[{i}]', 'name')}"
+    envs = {key: _env(c, f"{where}.{key}", t.get(key, {}))
+            for key in ("model_api_env", "scoring_handler_env")}
+    return c.validate(Variant, {**t, **envs}, where)
+
+
+def parse_ladder(data: dict, profile: str | None = None, *,
+                 source: str = "<experiment4>") -> Ladder:
+    """Validate experiment 4's TOML: the protocol part by protocol.parse_protocol, the
+    [[variants]] and each profile's `variants` selection here."""
+    c = Checker(source)
+    data = dict(data)
+    tables = data.pop("variants", None)
+    if not isinstance(tables, list) or not tables:
+        raise c.fail("variants", "no [[variants]] defined")
+    variants = [_variant(c, i, t) for i, t in enumerate(tables)]
+    names = [v.name for v in variants]
+    if len(set(names)) != len(names):
+        raise c.fail("variants", f"duplicate variant names in {names}")
+    profiles = {k: dict(v) if isinstance(v, dict) else v
+                for k, v in (data.get("profiles") or {}).items()}
+    selections: dict[str, list[str]] = {}
+    for pname, ptable in profiles.items():
+        if isinstance(ptable, dict) and "variants" in ptable:
+            chosen = ptable.pop("variants")
+            if not isinstance(chosen, list) or not chosen:
+                raise c.fail(f"profiles.{pname}", "variants: expected a non-empty list of names")
+            unknown = [x for x in chosen if x not in names]
+            if unknown:
+                raise c.fail(f"profiles.{pname}", f"unknown variant {unknown[0]!r} "
+                                                  f"(have: {', '.join(names)})")
+            selections[pname] = chosen
+    data["profiles"] = profiles
+    protocol = parse_protocol(data, profile, source=source)
+    for needed in (PROBE, LOAD_TEST):
+        try:
+            protocol.scenario(needed)
+        except KeyError:
+            raise c.fail("scenarios", f"experiment 4 needs a scenario {needed!r}") from None
+    if protocol.scenario(PROBE).kind != "constant" or protocol.scenario(PROBE).users != 1:
+        raise c.fail("scenarios.probe", "the probe must be a constant scenario with users = 1")
+    if protocol.scenario(LOAD_TEST).kind != "ramp":
+        raise c.fail("scenarios.load_test", "the load test must be a ramp")
+    chosen = selections.get(protocol.profile)
+    if chosen:
+        variants = [v for v in variants if v.name in chosen]
+    return Ladder(protocol, tuple(variants), source)
+
+
+def load_ladder(path: str | Path, profile: str | None = None) -> Ladder:
+    return parse_ladder(read(path), profile, source=str(path))
+
+
+# ------------------------------------------------------------------------------- running
+
+
+def workers_of(topology: topology_mod.Topology, variant: Variant) -> dict[str, Any]:
+    """Workers (and threads) in effect per service, from the deployed topology."""
+    out: dict[str, Any] = {}
+    for service in ("model-sync", "model-async", "scoring-sync", "scoring-async"):
+        s = topology.services[service]
+        arch = service.rsplit("-", 1)[1]
+        env = variant.model_api_env if service.startswith("model") else variant.scoring_handler_env
+        entry = {"workers": workers_in_effect(arch, len(s.get("cpus") or []), s.get("workers")),
+                 "cpus": s.get("cpus"), "env": dict(env)}
+        if arch == "sync":
+            entry["worker_class"] = env.get("SCORING_LAB_SYNC_WORKER", "meinheld")
+            if entry["worker_class"] == "gthread":
+                entry["threads"] = int(env.get("SCORING_LAB_GTHREAD_THREADS", 4))
+        out[service] = entry
+    return out
+
+
+def _measure(lab: Session, ladder: Ladder, variant: Variant, step_no: list[int],
+             steps: int) -> None:
+    run, p = lab.run, ladder.protocol
+    for v, step, arch, arrival in ladder.runs():
+        if v is not variant:
+            continue
+        step_no[0] += 1
+        scenario = p.scenario(LOAD_TEST if step == LOAD_TEST else PROBE)
+        role, url = "scoring", None
+        if step == "probe-model":
+            role, url = "model", lab.topology.url(f"model-{arch}")
+        sub = f"{step}-{arrival}" if step == LOAD_TEST else step
+        out = run.raw / "locust" / variant.name / sub / arch
+        label = f"{variant.name} {sub} {arch}"
+        lab.progress.say(f"step {step_no[0]}/{steps} {label} ({scenario.total_s:.0f} s)")
+        result = lab.locust(scenario, arch, out, arrival=arrival, payload=p.payload,
+                            step=step_no[0], label=label, url=url)
+        extra: dict[str, Any] = {"variant": variant.name, "step": sub, "role": role}
+        if step == LOAD_TEST:
+            bp = breaking_point_from_dir(out, p.analysis.breaking_point,
+                                         pacing_s=scenario.pacing_s)
+            extra["breaking_point"] = bp.to_dict()
+            lab.progress.say(f"{label}: {bp.message}")
+        run.add_scenario(scenario_entry(run, scenario, arch, result, **extra))
+        time.sleep(p.pause_s)
+
+
+def _switch(lab: Session, options: RunOptions, extra_vars: dict[str, Any], log: Path,
+            what: str) -> dict[str, Any]:
+    lab.progress.say(f"deploying {what} ({json.dumps(extra_vars) or 'default'})")
+    record = redeploy(options, extra_vars, log=log)
+    del record["output"]  # kept in the log file, not in the manifest
+    lab.topology = topology_mod.load()
+    record["verify"] = [asdict(c) for c in verify(lab.topology)]
+    record["log"] = lab.run.rel(log)
+    return record
+
+
+def run(ladder: Ladder, options: RunOptions, finish: Finish) -> Path:
+    """Deploy, verify and measure every variant of the ladder; redeploy the default build
+    at the end (always); collect; report. Returns the result folder."""
+    p = ladder.protocol
+    steps = len(ladder.runs())
+    with session(p.experiment, options, planned_s=ladder.total_s, steps=steps, guard=p.guard,
+                 finish=finish, profile=p.profile, protocol=p.to_dict(), arrival=p.arrival,
+                 ladder=ladder.to_dict(), variants=[]) as lab:
+        run = lab.run
+        deploy_dir = run.raw / "deploy"
+        current: dict[str, Any] | None = None  # unknown until the first deploy
+        records: list[dict[str, Any]] = []
+        step_no = [0]
+        try:
+            for i, variant in enumerate(ladder.variants, 1):
+                extra_vars = variant.deploy_vars(lab.topology)
+                entry: dict[str, Any] = {**variant.to_dict(), "deploy_vars": extra_vars}
+                if extra_vars != current:
+                    current = None  # unknown until this deploy and its verify succeed
+                    try:
+                        entry["deploy"] = _switch(lab, options, extra_vars,
+                                                  deploy_dir / f"{i:02d}-{variant.name}.log",
+                                                  f"variant {variant.name}")
+                    except (DeployError, VerifyError) as exc:
+                        # A variant that does not deploy or answer is a finding, not a reason
+                        # to lose the rest of the ladder: record it and go on.
+                        entry["failed"] = str(exc)
+                        records.append(entry)
+                        run.update(variants=records)
+                        run.warn(f"variant {variant.name} was not measured: {exc}")
+                        lab.progress.say(f"WARNING variant {variant.name} failed: {exc}")
+                        continue
+                    current = extra_vars
+                else:
+                    entry["deploy"] = {"skipped": "same deployment as the previous variant"}
+                entry["workers"] = workers_of(lab.topology, variant)
+                entry["window_start"] = time.time()
+                records.append(entry)
+                _measure(lab, ladder, variant, step_no, steps)
+                entry["window_end"] = time.time()
+                run.update(variants=records)
+        finally:
+            if current != {}:
+                restore = _switch(lab, options, {}, deploy_dir / "99-restore-default.log",
+                                  "the default build again")
+                run.update(restore_default=restore)
+            else:
+                run.update(restore_default={"skipped": "the last variant was the default build"})
+    return run.path

@@ -1,0 +1,70 @@
+"""What an experiment is: the whole contract, in one record.
+
+An experiment is a package ``experiments/<name>/`` holding its ``config.toml`` (the protocol,
+with profiles), ``run.py`` (what it does on the deployed lab) and ``report.py`` (what it makes
+of a result folder), and an ``__init__.py`` whose ``EXPERIMENT`` fills in this record. The
+registry (experiments/registry.py) lists every package once; the CLI dispatches from it.
+
+The life of a run is the same for every experiment:
+
+1. ``load(config, profile)``: the validated config for a profile (experiments/config.py);
+2. ``run(config, options, finish)``: measure inside ``lab.session.session`` and return the
+   result folder; the session calls ``finish`` after collecting host data;
+3. ``finish``: ``analyse`` the folder once, mark the run complete with ``headline`` of that
+   analysis, then ``write_report`` from the same analysis (the report shows the final status;
+   a report that fails can be rebuilt). ``python -m experiments report`` runs ``analyse`` and
+   ``write_report`` alone, from the folder alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from experiments.config import ConfigError, profiles_of, read
+from experiments.reporting import Report
+from experiments.results import open_run_folder
+
+Analysis = dict[str, Any]  # every number a report shows, computed from the folder alone
+Finish = Callable[[Path], Report]
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    number: str                # `python -m experiments run <number>`
+    name: str                  # the manifest's "experiment" and the result folder's label
+    summary: str               # one line for `--help`
+    config: Path               # its protocol TOML, beside its run module
+    load: Callable[[Path, str | None], Any]
+    run: Callable[[Any, Any, Finish], Path]
+    analyse: Callable[[Path], Analysis]
+    headline: Callable[[Analysis], dict[str, Any]]
+    write_report: Callable[[Path, Analysis], Report]
+    arrival_option: bool = False  # takes `--arrival` (its config has an `arrival` key)
+
+    def profiles(self) -> list[str]:
+        return profiles_of(read(self.config))
+
+    def configure(self, profile: str | None, arrival: str | None = None) -> Any:
+        """The config for ``profile``, with ``--arrival`` applied where the experiment takes it."""
+        config = self.load(self.config, profile)
+        if arrival is None:
+            return config
+        if not self.arrival_option:
+            raise ConfigError(f"--arrival {arrival}: experiment {self.number} sets its arrival "
+                              f"patterns in {self.config}")
+        return config.model_copy(update={"arrival": arrival})
+
+    def execute(self, profile: str | None, options: Any, arrival: str | None = None) -> Path:
+        return self.run(self.configure(profile, arrival), options, self.finish)
+
+    def finish(self, folder: Path) -> Report:
+        analysis = self.analyse(folder)
+        open_run_folder(folder).complete(self.headline(analysis))
+        return self.write_report(folder, analysis)
+
+    def rebuild(self, folder: Path) -> Report:
+        """report.md, report.json and plots again, from the folder alone."""
+        return self.write_report(folder, self.analyse(folder))

@@ -1,0 +1,79 @@
+"""Collect what a run needs from every monitored host: a hardware report written now (lshw,
+system facts, each lab process's CPU affinity as deployed) and the resource samples, cut to
+the run's window. One ansible-playbook call fetches from every host, local or remote."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+from experiments.constants import ANSIBLE_DIR
+from experiments.results import RunFolder
+from hardware.summary import cut, load_samples, write_samples_csv
+
+# Samples kept either side of the measured window, so plots show the lab at rest around it.
+WINDOW_MARGIN_S = 5.0
+
+
+class CollectError(RuntimeError):
+    pass
+
+
+def fetch(run: RunFolder, inventory: str | None, ansible_playbook: str,
+          since: float | None = None) -> Path:
+    """Run ansible/collect.yml; returns the staging dir (<host>/hardware, <host>/monitor,
+    <host>/profiles.tar.gz with the profiles written since `since`)."""
+    staging = run.raw / ".collect"
+    staging.mkdir()
+    extra = {"collect_dest": str(staging.resolve()), "collect_id": run.name}
+    if since is not None:  # generous: the playbook runs a while later; store() cuts exactly
+        extra["collect_profiles_max_age_s"] = int(time.time() - since + 600)
+    cmd = [ansible_playbook, "collect.yml", "-e", json.dumps(extra)]
+    if inventory:
+        cmd[1:1] = ["-i", inventory]
+    done = subprocess.run(cmd, cwd=ANSIBLE_DIR, capture_output=True, text=True, timeout=900)
+    (run.raw / "collect.log").write_text(done.stdout + done.stderr)
+    if done.returncode != 0:
+        raise CollectError(f"ansible collect.yml failed (exit {done.returncode}); see "
+                           f"{run.rel(run.raw / 'collect.log')}")
+    return staging
+
+
+def store(run: RunFolder, staging: Path, start: float, end: float) -> dict[str, list[str]]:
+    """Move fetched files into raw/hardware/<host>/ and raw/resources/<host>.csv, and the
+    profiles written since `start` into raw/profiles/<host>/."""
+    stored: dict[str, list[str]] = {"hardware": [], "resources": [], "profiles": []}
+    for host_dir in sorted(p for p in staging.iterdir() if p.is_dir()):
+        host = host_dir.name
+        if (host_dir / "profiles.tar.gz").exists():  # experiment 1: raw/profiles/<host>/
+            target = run.profiles_dir() / host
+            target.mkdir(parents=True, exist_ok=True)
+            with tarfile.open(host_dir / "profiles.tar.gz") as archive:
+                members = [m for m in archive.getmembers() if m.mtime >= start - WINDOW_MARGIN_S]
+                archive.extractall(target, members=members, filter="data")
+            stored["profiles"].append(run.rel(target))
+        for report_file in sorted((host_dir / "hardware").glob("*")):
+            target = run.hardware_dir(host) / report_file.name
+            shutil.move(report_file, target)
+            stored["hardware"].append(run.rel(target))
+        samples = []
+        # A restarted sampler leaves several files; together they are one time series.
+        for part in sorted((host_dir / "monitor").glob("samples*.jsonl")):
+            samples.extend(load_samples(part))
+        samples.sort(key=lambda s: s["t"])
+        window = cut(samples, start - WINDOW_MARGIN_S, end + WINDOW_MARGIN_S)
+        if window:
+            target = run.resources_dir() / f"{host}.csv"
+            write_samples_csv(window, target)
+            stored["resources"].append(run.rel(target))
+    shutil.rmtree(staging)
+    return stored
+
+
+def collect(run: RunFolder, inventory: str | None, ansible_playbook: str,
+            start: float, end: float) -> dict[str, list[str]]:
+    return store(run, fetch(run, inventory, ansible_playbook, since=start), start, end)

@@ -1,0 +1,79 @@
+"""Before anything is timed, every endpoint must answer correctly (TechEmpower's verify step):
+health checks, a model prediction per architecture within the configured sleep range, and a
+scoring request per architecture that found the seeded features. Otherwise the run stops."""
+
+from __future__ import annotations
+
+import json
+import math
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+
+from experiments.constants import ARCHS
+from experiments.lab.topology import Topology
+from services.describe import HEALTH_PATH, predict_path
+
+PAYLOAD = b"[5.1,3.5,1.4,0.2]"
+
+
+class VerifyError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Check:
+    what: str
+    url: str
+    ok: bool
+    detail: str
+
+
+def _call(url: str, body: bytes | None, timeout: float) -> tuple[int, object]:
+    request = urllib.request.Request(
+        url, data=body, method="POST" if body is not None else "GET",
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()[:200]
+    except (OSError, ValueError) as error:
+        return 0, str(error)
+
+
+def _prediction(status: int, body: object) -> float | None:
+    if status != 200 or not isinstance(body, dict):
+        return None
+    value = body.get("detail")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def run_checks(topology: Topology, timeout: float = 10.0) -> list[Check]:
+    checks = []
+    for name in ("model-sync", "model-async", "scoring-sync", "scoring-async"):
+        url = topology.url(name) + HEALTH_PATH
+        status, body = _call(url, None, timeout)
+        checks.append(Check(f"{name} health", url, status == 200 and body == {"status": "OK"},
+                            f"HTTP {status} {body!r}"))
+    for arch in ARCHS:
+        for role in ("model", "scoring"):
+            url = topology.url(f"{role}-{arch}") + predict_path(arch)
+            status, body = _call(url, PAYLOAD, timeout)
+            value = _prediction(status, body)
+            # A prediction is a sleep in seconds; the scoring handler's is the mean of two.
+            ok = value is not None and 0 < value < 60
+            checks.append(Check(f"{role}-{arch} prediction", url, ok, f"HTTP {status} {body!r}"))
+    return checks
+
+
+def verify(topology: Topology) -> list[Check]:
+    checks = run_checks(topology)
+    failed = [c for c in checks if not c.ok]
+    if failed:
+        lines = "\n".join(f"  - {c.what}: {c.url} -> {c.detail}" for c in failed)
+        raise VerifyError(f"the lab does not answer correctly, nothing was measured:\n{lines}")
+    return checks

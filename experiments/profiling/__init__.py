@@ -1,1 +1,0 @@
-"""Experiment 1 helpers: breaking profiles down by category, and the report."""

@@ -1,0 +1,183 @@
+"""The report toolkit every experiment's report.py uses: one header (run, status, validity,
+versions, load generator, topology), number formatting, the hardware section, the footer, JSON
+that stays valid (NaN -> null), the run's analysis parameters, and writing the files.
+
+    lines = [*header_lines(manifest, run), ...the experiment's sections..., *footer_lines(run)]
+    return write_files(run, "\n".join(lines), {"numbers": ..., "headline": ...}, plots)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from experiments.config import Table
+from experiments.protocol import AnalysisParams, BreakingPointParams, GuardParams
+from hardware.cpus import format_cpu_list
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+    """What writing a report produced (every experiment's write_report returns one)."""
+
+    markdown: Path
+    json: Path
+    plots: list[Path]
+    headline: dict[str, Any]
+
+
+def fmt(v: Any, digits: int = 1) -> str:
+    """A number with ``digits`` decimals; "n/a" for None and NaN."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    return f"{v:.{digits}f}"
+
+
+def json_safe(v: Any) -> Any:
+    """``v`` with NaN and infinities as None, so report.json is strict JSON."""
+    if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
+        return None
+    if isinstance(v, dict):
+        return {k: json_safe(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [json_safe(x) for x in v]
+    return v
+
+
+def _known(cls: type[Table], d: dict | None) -> dict:
+    """The keys of d that the model cls knows (older or newer manifests still load)."""
+    return {k: v for k, v in (d or {}).items() if k in cls.model_fields}
+
+
+def analysis_params(manifest: dict) -> tuple[AnalysisParams, GuardParams]:
+    """Analysis and guard parameters of the run, from the protocol in its manifest."""
+    proto = manifest.get("protocol") or {}
+    a = dict(proto.get("analysis") or {})
+    bp = BreakingPointParams(**_known(BreakingPointParams, a.pop("breaking_point", {})))
+    analysis = AnalysisParams(breaking_point=bp, **_known(AnalysisParams, a))
+    return analysis, GuardParams(**_known(GuardParams, proto.get("guard")))
+
+
+def git_line(meta: dict[str, Any]) -> str:
+    """The measured commit, and what differed from it when the tree was dirty."""
+    dirty = meta.get("git_dirty_paths") or []
+    if not meta.get("git_dirty"):
+        return str(meta.get("git_commit", "?"))
+    return f"{meta.get('git_commit', '?')} (dirty{': ' + ', '.join(dirty) if dirty else ''})"
+
+
+def load_generator_lines(loadgen: dict[str, Any]) -> list[str]:
+    """How Locust ran, from the manifest (runs before distributed mode recorded one host)."""
+    if loadgen.get("mode") == "distributed":
+        workers = ", ".join(f"{w['host']} ({w['workers']} on cores "
+                            f"{format_cpu_list(w['cpus']) if w['cpus'] else 'any'})"
+                            for w in loadgen.get("workers") or [])
+        return [f"- Locust: distributed, master on the controller, workers on {workers}; each "
+                "host guards its own workers' CPU"]
+    if loadgen:
+        cores = format_cpu_list(loadgen["cpus"]) if loadgen.get("cpus") else "any"
+        processes = loadgen.get("locust_workers") or 1
+        return [f"- Locust: on the controller, cores {cores}, {processes} process(es)"]
+    return []
+
+
+def topology_table(topology: dict[str, Any]) -> list[str]:
+    """Which service ran where, on which cores (as configured and as read back), how many
+    workers: from the deploy's topology.json recorded in the manifest."""
+    services = topology.get("services") or {}
+    if not services:
+        return []
+    lines = [
+        "| service | host | address | CPU set | affinity read back | workers |",
+        "|---|---|---|---|---|---|",
+    ]
+    rows = [(name, svc) for name, svc in sorted(services.items())]
+    rows += [("loadgen (Locust)", lg) for lg in topology.get("loadgen") or []]
+    for name, svc in rows:
+        cpus = format_cpu_list(svc["cpus"]) if svc.get("cpus") else ""
+        affinity = format_cpu_list(svc["affinity"]) if svc.get("affinity") else "n/a"
+        workers = svc.get("workers") or "auto"
+        lines.append(f"| {name} | {svc.get('host')} | {svc.get('url') or svc.get('address')} | "
+                     f"{cpus} | {affinity} | {workers} |")
+    return [*lines, "", "Workers `auto`: the original images' rule counted on the pinned CPU set "
+            "(sync 2 per core, async 1 per core, at least 2).", ""]
+
+
+def status_lines(manifest: dict[str, Any], reasons: list[str] = ()) -> list[str]:
+    """An incomplete run first, then every reason the run (or one of its parts) is invalid."""
+    reasons = list((manifest.get("validity") or {}).get("reasons", [])) + [
+        r for r in reasons if r not in (manifest.get("validity") or {}).get("reasons", [])]
+    lines = [f"**INVALID: {r}**" for r in reasons]
+    if manifest.get("status") != "complete":
+        if manifest.get("interrupted_at"):
+            why = (f"interrupted at {manifest['interrupted_at']}: "
+                   f"{manifest.get('interrupted_reason', '?')}")
+        else:
+            why = ("status is still incomplete: the run had not finished when this report was "
+                   "written, or it was killed without a record")
+        lines.insert(0, f"**INCOMPLETE RUN ({why}); the numbers cover what was measured.**")
+    return lines
+
+
+def header_lines(manifest: dict[str, Any], run: Path, reasons: list[str] = ()) -> list[str]:
+    """The top of every report: what ran, when, on which commit, versions and topology, and
+    whether its numbers can be trusted. ``reasons``: invalid parts the analysis found."""
+    m, meta = manifest, manifest.get("metadata") or {}
+    lines = [f"# {m.get('experiment', 'experiment')}: {m.get('name', run.name)}", ""]
+    warn = status_lines(m, reasons)
+    if warn:
+        lines += [*(f"- {w}" for w in warn), ""]
+    lines += [
+        f"- Status: {m.get('status')}; profile: {m.get('profile')}; arrival: {m.get('arrival')}",
+        f"- Started: {m.get('started_at')}; ended: {m.get('ended_at', 'n/a')}",
+        f"- Git: {git_line(meta)}; "
+        f"Python {meta.get('python_version', '?')}; host {meta.get('hostname', '?')} "
+        f"(kernel {meta.get('kernel', '?')})",
+        f"- Packages: {', '.join(f'{k} {v}' for k, v in (meta.get('packages') or {}).items())}",
+        *load_generator_lines(m.get("loadgen") or {}),
+        "",
+        *topology_table(m.get("topology") or {}),
+    ]
+    for w in (m.get("metadata_warnings") or []) + (m.get("warnings") or []):
+        lines.append(f"- Warning: {w}")
+    return lines
+
+
+def hardware_section(run: Path) -> list[str]:
+    lines = ["## Hardware", ""]
+    hosts = sorted(p for p in (run / "raw" / "hardware").glob("*") if p.is_dir())
+    if not hosts:
+        return lines + ["No hardware report in raw/hardware/.", ""]
+    for h in hosts:
+        files = ", ".join(
+            f"[{f.name}](raw/hardware/{h.name}/{f.name})" for f in sorted(h.iterdir())
+        )
+        note = ""
+        sj = h / "system.json"
+        if sj.exists():
+            try:
+                status = json.loads(sj.read_text()).get("lshw")
+                if status and status != "ok":
+                    note = f" **lshw: {status}**"
+            except ValueError:
+                note = " (system.json unreadable)"
+        lines.append(f"- {h.name}: {files}{note}")
+    return lines + [""]
+
+
+def footer_lines() -> list[str]:
+    return ["---", "Generated by `python -m experiments report` from this folder only; raw/ is "
+            "the data, this file can be rebuilt at any time.", ""]
+
+
+def write_files(run: Path, markdown: str, doc: dict[str, Any], plots: list[str | None]
+                ) -> Report:
+    """Write report.md and report.json (``doc`` made strict JSON) into the run folder."""
+    (run / "report.md").write_text(markdown)
+    doc = json_safe(doc)
+    (run / "report.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    return Report(run / "report.md", run / "report.json", [run / p for p in plots if p],
+                  doc.get("headline") or {})

@@ -1,0 +1,107 @@
+"""Experiment 4 with the smoke profile (three variants), end to end on a private deployed lab:
+redeploys per variant, probes, step loads, the default build restored, collection, the report
+with the ceiling model's prediction beside each measurement."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from experiments.analysis.summary import analyse_run_dir
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+VARIANTS = ("original", "default", "async-sequential")
+RUN = ("import sys; from pathlib import Path; from experiments.exp4_ladder import "
+       "EXPERIMENT; from experiments.lab.session import RunOptions; "
+       "print(EXPERIMENT.execute('smoke', RunOptions(Path(sys.argv[1]), "
+       "sys.argv[2], str(Path(sys.executable).with_name('ansible-playbook')))))")
+
+
+@pytest.fixture(scope="module")
+def folder(experiments_lab):
+    results = experiments_lab.root / "results-exp4"
+    done = subprocess.run([sys.executable, "-c", RUN, str(results),
+                           str(experiments_lab.inventory)], cwd=ROOT, env=experiments_lab.env,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    runs = [p for p in results.iterdir() if p.is_dir()]
+    assert len(runs) == 1, runs
+    assert done.stdout.strip().endswith(runs[0].name)
+    return runs[0]
+
+
+def _requests(d: Path) -> list[dict]:
+    rows = []
+    for path in d.glob("requests_*.csv"):
+        with path.open() as f:
+            rows += list(csv.DictReader(f))
+    return rows
+
+
+def test_manifest_is_complete_with_a_window_per_variant(folder):
+    m = json.loads((folder / "manifest.json").read_text())
+    assert m["status"] == "complete" and m["experiment"] == "experiment-4"
+    assert m["profile"] == "smoke"
+    assert [v["name"] for v in m["variants"]] == list(VARIANTS)
+    for v in m["variants"]:
+        assert v["window_start"] < v["window_end"]
+        assert v["deploy"]["verify"] and all(c["ok"] for c in v["deploy"]["verify"])
+        assert (folder / v["deploy"]["log"]).exists()
+        assert v["workers"]["scoring-sync"]["workers"] >= 1
+    assert m["variants"][0]["deploy_vars"]["scoring_handler_env"][
+        "SCORING_LAB_CLIENT_PER_REQUEST"] == "true"
+    assert m["variants"][1]["deploy_vars"] == {}
+    assert m["restore_default"]["verify"]
+    ran = {(s["variant"], s["step"], s["arch"]) for s in m["scenarios"]}
+    assert ("original", "probe-model", "sync") in ran
+    assert ("async-sequential", "load_test-spread", "async") in ran
+    assert ("async-sequential", "load_test-spread", "sync") not in ran
+    assert (folder / "raw/resources/localhost.csv").exists()
+
+
+def test_the_default_build_runs_again_after_the_ladder(folder, experiments_lab):
+    topology = json.loads((Path(experiments_lab.env["LAB_STATE_DIR"]) / "topology.json")
+                          .read_text())
+    pid = topology["services"]["scoring-async"]["pids"]
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    assert not any(e.startswith(b"SCORING_LAB_SEQUENTIAL_MODEL_CALLS") for e in environ)
+    assert not any(e.startswith(b"SCORING_LAB_CLIENT_PER_REQUEST") for e in environ)
+
+
+def test_report_puts_predicted_beside_measured_from_the_csvs(folder):
+    report = json.loads((folder / "report.json").read_text())
+    text = (folder / "report.md").read_text()
+    rows = {(r["variant"], r["arch"], r["arrival"]): r for r in report["rows"]}
+    assert set(rows) == {("original", "sync", "spread"), ("original", "async", "spread"),
+                         ("default", "sync", "spread"), ("default", "async", "spread"),
+                         ("async-sequential", "async", "spread")}
+    for (variant, arch, _), r in rows.items():
+        assert r["predicted_rps"] and r["predicted_rps"] > 0, r
+        assert r["binding"], r
+        assert r["max_rps"] > 0
+        assert f"| {variant} | {arch} | spread | {r['p50_1_user_ms']:.1f} |" in text
+        probe = folder / "raw/locust" / variant / "probe" / arch
+        ok_ms = [float(x["response_time_ms"]) for x in _requests(probe) if x["ok"] == "1"]
+        assert min(ok_ms) <= r["p50_1_user_ms"] <= max(ok_ms)
+        assert r["p50_1_user_ms"] == pytest.approx(
+            analyse_run_dir(probe, warmup_s=1.0).numbers.p50_ms)
+    # Blocking sync stack: a worker stage; uvicorn: CPU only.
+    assert rows[("default", "sync", "spread")]["model_hold_ms"] > 30
+    assert any(s["kind"] == "workers" for s in rows[("default", "sync", "spread")]["model"]
+               ["stages"])
+    assert rows[("default", "async", "spread")]["binding"].startswith("cpu:")
+    # Sequential model calls: about one more model sleep at one user.
+    assert (rows[("async-sequential", "async", "spread")]["p50_1_user_ms"]
+            > rows[("default", "async", "spread")]["p50_1_user_ms"] + 25)
+    assert "Where the delta comes from" in text and "Low-load latency" in text
+    assert (folder / "plot_ladder.png").stat().st_size > 0
+    dec = report["decomposition"]
+    assert dec["latency"]["concurrency_ms"] > 25
+    assert set(dec["original"]) == {"sync", "async"}

@@ -1,0 +1,87 @@
+"""Experiment 4's ladder file: profiles, variant selection, deploy vars, validation."""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+
+import pytest
+
+from experiments.config import ConfigError
+from experiments.exp4_ladder import EXPERIMENT
+from experiments.exp4_ladder.run import load_ladder, parse_ladder
+from experiments.lab import topology as topology_mod
+
+CONFIG = EXPERIMENT.config
+
+
+def _data():
+    with CONFIG.open("rb") as f:
+        return tomllib.load(f)
+
+
+def _topology(scoring_cpus=(0,), model_cpus=(0,)):
+    services = {name: {"host": "localhost", "url": "http://127.0.0.1:1", "cpus": list(cpus),
+                       "workers": None}
+                for name, cpus in (("redis", model_cpus), ("model-sync", model_cpus),
+                                   ("model-async", model_cpus), ("scoring-sync", scoring_cpus),
+                                   ("scoring-async", scoring_cpus))}
+    return topology_mod.parse({"format_version": 1, "services": services,
+                               "loadgen": [{"host": "localhost", "cpus": [1]}]})
+
+
+def test_profiles_and_the_smoke_subset():
+    full = load_ladder(CONFIG, "full")
+    names = [v.name for v in full.variants]
+    assert names[:2] == ["original", "default"]
+    assert {"async-sequential", "sync-meinheld-patch", "sync-workers-4x", "sync-worker-sync",
+            "sync-worker-gthread", "async-aiohttp"} <= set(names)
+    assert full.protocol.scenario("load_test").end_users == 300
+    smoke = load_ladder(CONFIG, "smoke")
+    assert [v.name for v in smoke.variants] == ["original", "default", "async-sequential"]
+    assert smoke.protocol.scenario("load_test").end_users == 8
+    quick = load_ladder(CONFIG, "quick")
+    assert len(quick.variants) == len(full.variants)
+    assert quick.total_s < full.total_s
+
+
+def test_runs_probe_each_arch_and_the_sync_model_api():
+    smoke = load_ladder(CONFIG, "smoke")
+    runs = [(v.name, step, arch, arrival) for v, step, arch, arrival in smoke.runs()]
+    assert ("original", "probe-model", "sync", "spread") in runs
+    assert ("async-sequential", "probe", "async", "spread") in runs
+    assert not any(name == "async-sequential" and arch == "sync" for name, _, arch, _ in runs)
+    gthread = next(v for v in load_ladder(CONFIG, "full").variants
+                   if v.name == "sync-worker-gthread")
+    assert gthread.arrivals == ("spread", "bursty")
+
+
+def test_deploy_vars_change_only_what_the_variant_names():
+    variants = {v.name: v for v in load_ladder(CONFIG, "full").variants}
+    topo = _topology()
+    assert variants["default"].deploy_vars(topo) == {}
+    assert variants["original"].deploy_vars(topo) == {"scoring_handler_env": {
+        "SCORING_LAB_CLIENT_PER_REQUEST": "true", "SCORING_LAB_BLOCKING_REDIS": "true"}}
+    assert variants["sync-workers-4x"].deploy_vars(topo) == {
+        "model_api_workers": 4, "scoring_handler_workers": 4}
+    wide = _topology(scoring_cpus=(2, 3, 4), model_cpus=(0, 1))
+    assert variants["sync-workers-4x"].deploy_vars(wide) == {
+        "model_api_workers": 8, "scoring_handler_workers": 12}
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d["variants"][0].update(bogus=1), "bogus"),
+    (lambda d: d["variants"][0].update(archs=["sync", "nope"]), "archs"),
+    (lambda d: d["variants"][0].update(arrivals=[]), "arrivals"),
+    (lambda d: d["variants"][0].update(scoring_handler_env={"PATH": "x"}), "SCORING_LAB_"),
+    (lambda d: d["variants"].append(copy.deepcopy(d["variants"][0])), "duplicate"),
+    (lambda d: d["profiles"]["smoke"].update(variants=["nope"]), "unknown variant"),
+    (lambda d: d.pop("variants"), "no \\[\\[variants\\]\\]"),
+    (lambda d: d["scenarios"].pop("probe"), "probe"),
+    (lambda d: d["scenarios"]["probe"].update(users=3), "users = 1"),
+])
+def test_bad_ladders_name_the_problem(mutate, message):
+    data = _data()
+    mutate(data)
+    with pytest.raises(ConfigError, match=message):
+        parse_ladder(data, "full")

@@ -1,0 +1,73 @@
+"""Experiment 4's decomposition arithmetic on fixture rows (no lab, no Locust)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from experiments.analysis.ceiling import ServiceInput, predict
+from experiments.exp4_ladder.report import decompose, surprises
+
+
+def _row(variant, arch, p50, max_rps, services, cpu_scoring, arrival="spread", knee=True):
+    model = predict(services)
+    return {"variant": variant, "arch": arch, "arrival": arrival, "p50_1_user_ms": p50,
+            "max_rps": max_rps, "predicted_rps": model.predicted_rps,
+            "binding": model.binding.name, "model": model.to_dict(),
+            "measured_over_predicted": max_rps / model.predicted_rps,
+            "cpu_ms_per_request": {f"scoring-{arch}": cpu_scoring}, "low_load_p50_ms": p50,
+            "knee": knee, "tested_users": 150}
+
+
+SYNC = [ServiceInput("scoring-sync", (0,), 2, 0.100, 1, 0.004),
+        ServiceInput("model-sync", (0,), 2, 0.046, 2, 0.002)]
+ASYNC = [ServiceInput("scoring-async", (0,), None, None, 1, 0.010),
+         ServiceInput("model-async", (0,), None, None, 1, 0.0025)]
+
+
+def _res():
+    rows = [
+        _row("default", "sync", 100.0, 19.0, SYNC, 4.0),
+        _row("default", "async", 55.0, 70.0, ASYNC, 10.0),
+        _row("async-sequential", "async", 98.0, 72.0, ASYNC, 9.5),
+        _row("original", "async", 150.0, 12.0,
+             [ServiceInput("scoring-async", (0,), None, None, 1, 0.080)], 80.0),
+        _row("original", "sync", 104.0, 18.0, SYNC, 9.0),
+        _row("sync-client-per-request", "sync", 104.0, 23.0, SYNC, 9.0),
+    ]
+    return {"rows": rows, "loads": {(r["variant"], r["arch"], r["arrival"]): {
+        "breaking_point": type("BP", (), {"max_users": 150})()} for r in rows}}
+
+
+def test_latency_gap_split_into_concurrency_and_the_rest():
+    rng = np.random.default_rng(0)
+    probe = {("default", "scoring", "async"): rng.normal(55, 2, 40),
+             ("async-sequential", "scoring", "async"): rng.normal(98, 2, 40),
+             ("default", "scoring", "sync"): rng.normal(100, 2, 40)}
+    lat = decompose(_res(), probe)["latency"]
+    assert lat["gap_ms"] == pytest.approx(45.0)
+    assert lat["concurrency_ms"] == pytest.approx(43.0)
+    assert lat["concurrency_share"] == pytest.approx(43 / 45)
+    assert lat["rest_ms"] == pytest.approx(2.0)
+    assert lat["concurrency_test"]["significant"]
+
+
+def test_throughput_gap_split_into_blocking_workers_and_cpu_cost():
+    thr = decompose(_res(), {})["throughput"]
+    assert thr["gap_rps"] == pytest.approx(51.0)
+    assert thr["sync_binding"] == "workers:scoring-sync"
+    assert thr["async_binding"] == "cpu:0"
+    # sync CPU ceiling: 1 core / 6 ms = 166.7 req/s, far above: the whole gap is blocking.
+    assert thr["sync_cpu_ceiling_rps"] == pytest.approx(1 / 0.006)
+    assert thr["blocking_workers_rps"] == pytest.approx(51.0)
+    assert thr["cpu_cost_rps"] == pytest.approx(0.0)
+    assert thr["best_sync"]["variant"] == "sync-client-per-request"
+
+
+def test_original_costs_andsurprises():
+    res = _res()
+    orig = decompose(res, {})["original"]
+    assert orig["async"]["max_rps"] == (12.0, 70.0)
+    assert orig["async"]["scoring_cpu_ms_per_request"] == (80.0, 10.0)
+    notes = surprises(res)
+    assert any("beats pooled keep-alive" in n for n in notes)

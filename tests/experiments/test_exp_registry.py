@@ -1,0 +1,97 @@
+"""The experiment contract: every experiment is one package, registered once, dispatched
+from one table, finished in one order; config and CLI errors are one line naming the value."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from experiments import cli
+from experiments.config import ConfigError
+from experiments.experiment import Experiment
+from experiments.registry import BY_NAME, EXPERIMENTS
+from experiments.reporting import Report
+from experiments.results import new_run_folder, open_run_folder
+from tests.conftest import ROOT
+
+
+@pytest.mark.parametrize("number", sorted(EXPERIMENTS))
+def test_each_experiment_is_one_package_with_its_config(number):
+    e = EXPERIMENTS[number]
+    package = e.config.parent
+    assert e.config.name == "config.toml"
+    assert {"__init__.py", "run.py", "report.py"} <= {p.name for p in package.iterdir()}
+    assert BY_NAME[e.name] is e
+    assert {"full", "quick", "smoke"} <= set(e.profiles())
+    for profile in e.profiles():  # the config names the experiment its package registers
+        assert e.configure(profile).experiment == e.name
+
+
+def test_arrival_is_refused_where_the_experiment_does_not_take_it():
+    assert EXPERIMENTS["3"].configure("smoke", "bursty").arrival == "bursty"
+    with pytest.raises(ConfigError, match="--arrival bursty: experiment 2"):
+        EXPERIMENTS["2"].configure("smoke", "bursty")
+
+
+def test_a_bad_profile_key_names_file_profile_and_key(tmp_path):
+    e = EXPERIMENTS["1"]
+    bad = tmp_path / "config.toml"
+    bad.write_text(e.config.read_text().replace("[profiles.smoke.single]\n",
+                                                "[profiles.smoke.single]\nrepeat = 2\n"))
+    with pytest.raises(ConfigError) as err:
+        e.load(bad, "quick")  # every profile is checked, whichever one is run
+    assert str(bad) in str(err.value) and "(profile smoke)" in str(err.value)
+    assert "unknown key 'repeat'" in str(err.value)
+
+
+def test_finish_analyses_once_then_completes_then_reports(tmp_path):
+    calls: list[str] = []
+    run = new_run_folder(tmp_path, "experiment-x", "local", "abc1234", collect=False)
+
+    def analyse(folder: Path) -> dict:
+        calls.append("analyse")
+        return {"n": 1}
+
+    def headline(analysis: dict) -> dict:
+        calls.append("headline")
+        return {"n": analysis["n"]}
+
+    def write_report(folder: Path, analysis: dict) -> Report:
+        # the report sees the run complete, with the headline of the same analysis
+        manifest = open_run_folder(folder).manifest
+        calls.append(f"report {manifest['status']} {manifest['headline']}")
+        return Report(folder / "report.md", folder / "report.json", [], {})
+
+    e = Experiment("9", "experiment-x", "test", tmp_path / "config.toml", lambda p, q: None,
+                   lambda c, o, f: tmp_path, analyse, headline, write_report)
+    e.finish(run.path)
+    assert calls == ["analyse", "headline", "report complete {'n': 1}"]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "experiments", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("args, named", [
+    (("run", "3", "--profile", "huge"), "unknown profile 'huge'"),
+    (("run", "4", "--arrival", "bursty"), "--arrival bursty"),
+    (("report", "/nonexistent-run"), "/nonexistent-run"),
+])
+def test_cli_errors_are_one_line_naming_the_value(args, named):
+    done = _cli(*args)
+    assert done.returncode == 2
+    assert named in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_report_of_an_unknown_experiment_is_refused(tmp_path, capsys):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "manifest.json").write_text(json.dumps({"experiment": "experiment-99"}))
+    assert cli.main(["report", str(folder)]) == 2
+    assert "experiment-99" in capsys.readouterr().err
