@@ -172,7 +172,10 @@ def test_single_host_deploy_pins_serves_is_idempotent_and_tears_down(workdir: Pa
     extra = {"lab_run_dir": str(run_dir), "lab_ports": ports, "lab_source_dir": str(source)}
 
     def playbook(name: str, log: str, *args: str):
-        return run_playbook(name, workdir / log, state_dir, extra_vars=extra, args=args)
+        return run_playbook(name, workdir / log, state_dir, extra_vars=extra,
+                            args=(*secret_args, *args))
+
+    secret_args: tuple[str, ...] = ()
 
     deployed = False
     try:
@@ -264,11 +267,18 @@ def test_single_host_deploy_pins_serves_is_idempotent_and_tears_down(workdir: Pa
         print(f"\nRedis restart -> both scoring handlers answer the seeded entity: {timings}")
 
         # --- a Redis password: refused without it, every lab client has it ------------------
+        # As an inventory would hold it (a vars file, 0600), never on a command line.
         secret = secrets.token_hex(20)
-        extra["feature_store_password"] = secret
+        secret_file = workdir / "secrets.json"
+        secret_file.touch(mode=0o600)
+        secret_file.write_text(json.dumps({"feature_store_password": secret}))
+        secret_args = ("-e", f"@{secret_file}")
         with_auth = playbook("deploy.yml", "deploy-auth.log")
         assert with_auth.returncode == 0, with_auth.explain()
-        assert "already seeded" in with_auth.output  # the restarted Redis reloaded its snapshot
+        # Redis restarted with its new redis.conf and reloaded its snapshot: no reseed.
+        assert "RUNNING HANDLER [feature_store : Restart redis]" in with_auth.output
+        seed_task = with_auth.output.split("TASK [feature_store : Seed the features", 1)[1]
+        assert seed_task.split("TASK [", 1)[0].count("ok: [localhost]") == 1, seed_task[:400]
         topology = json.loads((state_dir / "topology.json").read_text())
         services = topology["services"]
         assert services["redis"]["auth"] is True
@@ -288,8 +298,7 @@ def test_single_host_deploy_pins_serves_is_idempotent_and_tears_down(workdir: Pa
         assert again.recap()["localhost"]["changed"] == 0, again.explain()
         check = playbook("deploy.yml", "deploy-auth-check.log", "--check", "--diff")
         assert check.returncode == 0, check.explain()
-        _secret_kept(secret, run_dir, state_dir,
-                     [with_auth.log, again.log, check.log])
+        _secret_kept(secret, run_dir, state_dir, [with_auth.log, again.log, check.log])
 
         # --- teardown leaves nothing running ------------------------------------------------
         down = playbook("teardown.yml", "teardown.log")
