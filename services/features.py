@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import urllib.parse
 
 from services import errors
 
@@ -60,3 +61,32 @@ def seed(client, entities: int, batch: int = 1000) -> int:
         created += len(names) - existed
     client.set(COUNT_KEY, max(entities, int(client.get(COUNT_KEY) or 0)))
     return created
+
+
+def stored_entities(client) -> int:
+    """How many entities a completely seeded store holds (0 for an empty or partial one)."""
+    return int(client.get(COUNT_KEY) or 0)
+
+
+def unsaved_changes(client) -> int:
+    """Writes since the last snapshot (RDB): 0 means a restarted Redis comes back with them."""
+    return int(client.info("persistence").get("rdb_changes_since_last_save", 0))
+
+
+def persist(client) -> None:
+    """Write the snapshot now (SAVE, synchronous: seeding has just finished and the data set is
+    small), so a restarted Redis reloads the features instead of answering 404 for each."""
+    client.save()
+
+
+def redact(url: str) -> str:
+    """A Redis URL fit for logs and messages: any password replaced by ``***``."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        if parts.password is None:
+            return url
+    except ValueError:
+        return "<unparsable URL>"
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))

@@ -21,9 +21,17 @@ off" would need a header scan on every request of the measured build). On, one m
 
 Response headers: ``X-Scoring-Lab-Profile-File: <name>`` (files ``<name>.*`` under
 ``<run_dir>/profiles/``), ``X-Scoring-Lab-Profile-Window-Id: <id>`` (in every file name of that
-window) and ``X-Scoring-Lab-Profile-Status``: written, window-started, in-window or busy (one
-profile at a time per worker: a busy worker serves the request unprofiled). A bad header value
-gets a 400 in the lab's error shape; no header value ever reaches a file name.
+window) and ``X-Scoring-Lab-Profile-Status``: written, window-started, in-window, busy (one
+profile at a time per worker: a busy worker serves the request unprofiled), capped or
+not-written (the directory cannot be written; the request is served unprofiled). A bad
+header value gets a 400 in the lab's error shape; no header value ever reaches a file name.
+
+Disk cap: a profile is 150-440 KB per request (more for a window), so the files under
+``<run_dir>/profiles/`` are capped at ``SCORING_LAB_PROFILES_MAX_BYTES`` (all services of the
+run dir together; measured before each profile starts). At the cap a request is served
+unprofiled with status ``capped``, no window opens or is joined, and the worker counts the
+refusals and logs the first one and every 100th. A profile that cannot be written (disk full)
+is logged and counted the same way. Neither ever turns the request into an error.
 
 Names: ``<service>_<pid>_<UTC time>_<sequence>_<req|win-ID>_<profiler>``. Files: pyinstrument
 ``.html``, ``.txt``, ``.pyisession`` (its sample stacks, read by the experiment's analysis);
@@ -38,6 +46,7 @@ import datetime as dt
 import io
 import itertools
 import json
+import logging
 import os
 import re
 import threading
@@ -59,6 +68,7 @@ PROFILERS = ("pyinstrument", "yappi", "yappi-wall", "yappi-cpu")
 WINDOW_MIN_S, WINDOW_MAX_S = 1.0, 30.0
 PYINSTRUMENT_INTERVAL_S = 0.001
 _SAFE = re.compile(r"[^A-Za-z0-9.-]+")
+log = logging.getLogger(__name__)
 
 
 def bad_request(message: str) -> errors.ApiError:
@@ -204,6 +214,32 @@ class Profiling:
         self.capture: Capture | None = None
         self._window: tuple[int, dict[str, Any]] | None = None  # (marker mtime_ns, marker)
         self._done_windows: set[str] = set()
+        self.max_bytes = settings.profiles_max_bytes
+        self.refused = 0  # profiles this worker did not write: cap reached or write failed
+
+    def bytes_used(self) -> int:
+        """Bytes of the files under the profiles directory now (all services of the run dir)."""
+        total = 0
+        try:
+            with os.scandir(self.directory) as entries:
+                for entry in entries:
+                    try:
+                        if entry.is_file(follow_symlinks=False):
+                            total += entry.stat(follow_symlinks=False).st_size
+                    except OSError:  # removed meanwhile
+                        continue
+        except OSError:  # none yet, or not a directory: writing will tell (and is caught)
+            return 0
+        return total
+
+    def capped(self) -> bool:
+        return self.bytes_used() >= self.max_bytes
+
+    def _refuse(self, why: str) -> None:
+        self.refused += 1
+        if self.refused == 1 or self.refused % 100 == 0:
+            log.warning("%s pid %d: profile not written (%s); %d refused so far", self.service,
+                        os.getpid(), why, self.refused)
 
     def _name(self, kind: str, profiler: str, clock: str) -> str:
         pid = os.getpid()
@@ -238,6 +274,12 @@ class Profiling:
                 self.capture.requests += 1
             out[STATUS_HEADER] = status
             return out, None
+        if self.capped():
+            self._lock.release()
+            self._refuse(f"{self.directory} holds {self.max_bytes} bytes or more "
+                         "(SCORING_LAB_PROFILES_MAX_BYTES)")
+            out[STATUS_HEADER] = "capped"
+            return out, None
         try:
             if seconds is not None:
                 window_id = f"{int(time.time() * 1000):x}"
@@ -258,6 +300,12 @@ class Profiling:
             capture.requests = 1
             capture.start()
             self.capture = capture
+        except OSError as exc:  # the profiles directory cannot be written: serve unprofiled
+            self.capture = None
+            self._lock.release()
+            self._refuse(f"cannot write under {self.directory}: {exc}")
+            out[STATUS_HEADER] = "not-written"
+            return out, None
         except BaseException:
             self.capture = None
             self._lock.release()
@@ -269,12 +317,20 @@ class Profiling:
         """After the response: write this request's profile, or close an ended window."""
         if capture is not None:
             try:
-                capture.stop_and_write(self.directory)
+                self._write(capture)
             finally:
                 self.capture = None
                 self._lock.release()
         else:
             self.close_window_if_due()
+
+    def _write(self, capture: Capture) -> None:
+        """Write a finished profile; a failed write (disk full, directory gone) is counted and
+        logged, never raised into the request."""
+        try:
+            capture.stop_and_write(self.directory)
+        except OSError as exc:
+            self._refuse(f"writing {capture.name} failed: {exc}")
 
     # --- windows ----------------------------------------------------------------------
     def _join_window(self) -> None:
@@ -283,7 +339,7 @@ class Profiling:
             return
         try:
             mtime = self.marker.stat().st_mtime_ns
-        except FileNotFoundError:
+        except OSError:  # no window (or no usable profiles directory): nothing to join
             return
         if self._window is None or self._window[0] != mtime:
             try:
@@ -292,6 +348,10 @@ class Profiling:
                 return
         marker = self._window[1]
         if marker["id"] in self._done_windows or time.time() >= marker["end_unix"]:
+            return
+        if self.capped():
+            self._done_windows.add(marker["id"])  # counted once per window, not per request
+            self._refuse(f"window {marker['id']}: {self.directory} is at its cap")
             return
         if not self._lock.acquire(blocking=False):
             return
@@ -327,7 +387,7 @@ class Profiling:
         if time.time() < capture.meta["window_end_unix"]:
             return
         try:
-            capture.stop_and_write(self.directory)
+            self._write(capture)
         finally:
             self.capture = None
             self._lock.release()

@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     # Experiment 1: accept per-request profile headers and write profiles under
     # <run_dir>/profiles/ (services/profiling.py). Off: nothing is installed.
     profiling: bool = False
+    # Cap on the bytes under <run_dir>/profiles/ (every service of the run dir together): once
+    # reached, requests are served unprofiled (status "capped", counted and logged), never
+    # failed. A profile already running may finish past it (one per worker). 0 = no profiles.
+    profiles_max_bytes: int = Field(256 * 1024 * 1024, ge=0)
 
     # --- dependencies --------------------------------------------------------------------
     redis_url: RedisDsn = RedisDsn("redis://127.0.0.1:6379/0")

@@ -3,8 +3,12 @@
 Each host is a network namespace with a veth into a bridge in the root namespace (addresses in
 198.18.0.0/15 only) and its own sshd. Redis, the model APIs and the scoring handlers go to
 different hosts, so a scoring request crosses hosts twice. The namespaces share this machine's
-filesystem, so each host has its own run dir. Everything is removed in a finalizer, even when
-the test fails. With CI=true a missing prerequisite (root, ip, sshd) fails the test.
+filesystem, so each host has its own run dir. Redis listens on its host's network address, so it
+requires the inventory's password: a client from another host without it is refused, the scoring
+chain works with it, the secret shows up in no topology, log, result folder or command line, a
+deploy without it fails before touching Redis, and a Redis killed by PID comes back (restarted by
+supervisord) with its features. Everything is removed in a finalizer, even when the test fails.
+With CI=true a missing prerequisite (root, ip, sshd) fails the test.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import contextlib
 import json
 import os
 import random
+import secrets
 import shutil
 import signal
 import socket
@@ -20,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +50,9 @@ pytestmark = pytest.mark.slow
 SSHD = "/usr/sbin/sshd"
 # Host name -> last octet of its address; Redis, model APIs, scoring handlers on three hosts.
 HOSTS = {"lab-scoring": 11, "lab-model": 12, "lab-redis": 13}
+# A fresh secret per run, given to the deploy by the inventory only.
+REDIS_PASSWORD = secrets.token_hex(20)
+ENTITIES = 100
 PORTS = {
     "redis": 26379,
     "model_sync": 25000,
@@ -220,7 +229,8 @@ def _inventory(lab: NetnsLab, key: Path, uv: str, workdir: Path) -> Path:
                 "scoring_handler_workers": 1,
                 "loadgen_cpus": "0",
                 "monitor_cpus": "0",
-                "feature_store_entities": 100,
+                "feature_store_entities": ENTITIES,
+                "feature_store_password": REDIS_PASSWORD,
             },
             "hosts": hosts,
             "children": {
@@ -236,6 +246,74 @@ def _inventory(lab: NetnsLab, key: Path, uv: str, workdir: Path) -> Path:
     path = workdir / "inventory.json"
     path.write_text(json.dumps(inventory, indent=2))
     return path
+
+
+# Talks RESP to Redis from inside a host's namespace; the password, if any, comes on stdin
+# (never on a command line). Prints Redis's raw answers.
+_RESP_PROBE = """
+import socket, sys
+password = sys.stdin.read().strip()
+sock = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+if password:
+    sock.sendall(b"AUTH " + password.encode() + b"\\r\\n")
+    print(sock.recv(256).decode().strip())
+sock.sendall(b"PING\\r\\n")
+print(sock.recv(256).decode().strip())
+sock.sendall(b"DBSIZE\\r\\n")
+print(sock.recv(256).decode().strip())
+"""
+
+
+def _redis_from(ns: str, address: str, password: str = "") -> list[str]:
+    done = subprocess.run(
+        ["ip", "netns", "exec", ns, "/usr/bin/python3", "-c", _RESP_PROBE, address,
+         str(PORTS["redis"])],
+        input=password, capture_output=True, text=True, timeout=30, check=True)
+    return done.stdout.split()
+
+
+def _check_redis_auth(lab: NetnsLab, services: dict, state_dir: Path, deploy_log: Path) -> None:
+    """Redis on the network: refused without the password from another host, served with it;
+    the secret is only in the 0600 files that need it."""
+    redis_address = lab.address(HOSTS["lab-redis"])
+    scoring_ns = lab.namespaces[list(HOSTS).index("lab-scoring")]
+    assert services["redis"]["auth"] is True
+    anonymous = _redis_from(scoring_ns, redis_address)
+    assert anonymous[0].startswith("-NOAUTH"), anonymous
+    assert _redis_from(scoring_ns, redis_address, "wrong-" + REDIS_PASSWORD)[0].startswith(
+        "-WRONGPASS")
+    authed = _redis_from(scoring_ns, redis_address, REDIS_PASSWORD)
+    assert authed[:2] == ["+OK", "+PONG"] and authed[2] == f":{ENTITIES + 1}", authed
+    assert REDIS_PASSWORD not in (state_dir / "topology.json").read_text()
+    assert REDIS_PASSWORD not in deploy_log.read_text(errors="replace")
+    for proc in os.listdir("/proc"):
+        if proc.isdigit():
+            with contextlib.suppress(OSError):
+                cmdline = Path(f"/proc/{proc}/cmdline").read_bytes()
+                assert REDIS_PASSWORD.encode() not in cmdline, (proc, cmdline[:200])
+
+
+def _score(services: dict, entity: str) -> None:
+    for name in ("scoring-sync", "scoring-async"):
+        status, body = post_json(services[name]["url"] + predict_path(name) + f"?entity={entity}")
+        assert status == 200 and isinstance(body["detail"], float), (name, body)
+
+
+def _redis_killed_comes_back_with_its_features(services: dict) -> float:
+    """SIGKILL Redis by PID; supervisord restarts it and it reloads its snapshot: seconds until
+    both scoring handlers (on another host) serve the last seeded entity again."""
+    os.kill(services["redis"]["pids"], signal.SIGKILL)
+    started = time.monotonic()
+    while True:
+        try:
+            _score(services, str(ENTITIES - 1))
+            return time.monotonic() - started
+        except urllib.error.HTTPError as exc:
+            assert exc.code != 404, "the features were lost with the Redis restart"
+        except OSError:
+            pass
+        assert time.monotonic() - started < 60, "Redis did not come back within 60 s"
+        time.sleep(0.05)
 
 
 def _distributed_experiment_3(workdir: Path, state_dir: Path, inventory: Path,
@@ -280,6 +358,10 @@ def _distributed_experiment_3(workdir: Path, state_dir: Path, inventory: Path,
     for host in ("redis", "model"):
         assert len(list((workdir / f"run-{host}" / "locust").iterdir())) == len(
             manifest["scenarios"])
+    # The Redis password is in no file of the result folder.
+    for path in folder.rglob("*"):
+        if path.is_file():
+            assert REDIS_PASSWORD.encode() not in path.read_bytes(), path
 
 
 def test_multi_host_deploy_over_ssh_to_network_namespaces() -> None:
@@ -362,6 +444,19 @@ def test_multi_host_deploy_over_ssh_to_network_namespaces() -> None:
         assert no_loopback.returncode != 0
         for name in HTTP_SERVICES:
             assert services[name]["workers"] == 1
+
+        # --- Redis requires the inventory's password; its features survive a kill ----------
+        _check_redis_auth(lab, services, state_dir, deploy.log)
+        back_s = _redis_killed_comes_back_with_its_features(services)
+        print(f"\nRedis SIGKILLed: both scoring handlers served its features after {back_s:.2f} s")
+        # Without the password the deploy stops at the feature store's preflight, Redis untouched.
+        refused = run_playbook(
+            "deploy.yml", workdir / "deploy-no-password.log", state_dir,
+            {**extra, "feature_store_password": ""}, inventory, args=("--limit", "lab-redis"))
+        assert refused.returncode != 0
+        assert "is not loopback: set feature_store_password" in refused.output, refused.explain()
+        assert _redis_from(lab.namespaces[list(HOSTS).index("lab-scoring")],
+                           redis, REDIS_PASSWORD)[:2] == ["+OK", "+PONG"]
 
         _distributed_experiment_3(workdir, state_dir, inventory, lab)
 

@@ -3,19 +3,30 @@
 Ports, run dir and controller state dir are moved so the test does not collide with a
 developer's running lab. Checks: health checks and one scoring request per architecture, every
 process's CPU affinity equals its CPU set, topology.json, Redis bound to the lab address only,
-a second deploy and a --check --diff run report no change, teardown leaves no process.
+a second deploy and a --check --diff run report no change, the seeded features survive a Redis
+restart (supervisorctl restart, and SIGKILL with supervisord restarting it), a deploy with a
+Redis password makes Redis refuse unauthenticated clients while every lab client still works and
+the secret stays out of topology.json, logs, command lines and world-readable files, teardown
+leaves no process.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
+import signal
 import socket
+import stat
+import subprocess
 import tempfile
+import time
+import urllib.error
 from pathlib import Path
 
 import pytest
+import redis as redis_py
 from ansible_testutil import (
     HTTP_SERVICES,
     cpus_allowed,
@@ -32,7 +43,11 @@ from ansible_testutil import (
     wait_gone,
 )
 
+from services import features
+
 pytestmark = pytest.mark.slow
+ENTITIES = 1000  # the single-host inventory's feature_store_entities
+LAST_ENTITY = str(ENTITIES - 1)
 
 
 def _free_ports(count: int) -> list[int]:
@@ -46,6 +61,100 @@ def _free_ports(count: int) -> list[int]:
     finally:
         for sock in socks:
             sock.close()
+
+
+def _supervisorctl(run_dir: Path, *args: str) -> str:
+    done = subprocess.run(
+        [str(run_dir / "app/.venv/bin/supervisorctl"), "-c",
+         str(run_dir / "supervisor/supervisord.conf"), *args],
+        capture_output=True, text=True, timeout=60)
+    return done.stdout.strip()
+
+
+def _redis_pid(run_dir: Path) -> int:
+    out = _supervisorctl(run_dir, "pid", "redis")
+    return int(out) if out.isdigit() else 0
+
+
+def _score_until_ok(services: dict, entity: str, timeout: float = 60) -> float:
+    """Seconds until both scoring handlers answer 200 for the entity (a 404 means the features
+    were lost, and fails at once; a 503 while Redis is down is retried)."""
+    started = time.monotonic()
+    pending = ["scoring-sync", "scoring-async"]
+    while pending:
+        name = pending[0]
+        try:
+            status, body = post_json(services[name]["url"] + predict_path(name)
+                                     + f"?entity={entity}")
+            assert status == 200 and isinstance(body["detail"], float), (name, body)
+            pending.pop(0)
+        except urllib.error.HTTPError as exc:
+            assert exc.code != 404, f"{name}: entity {entity} is gone after the Redis restart"
+        except (urllib.error.URLError, OSError):
+            pass
+        if pending:
+            assert time.monotonic() - started < timeout, f"{pending} still failing"
+            time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def _features_survive_restarts(run_dir: Path, services: dict, port: int,
+                               password: str | None = None) -> dict[str, float]:
+    """Restart Redis twice (supervisorctl, then SIGKILL and supervisord's autorestart) and
+    time until the seeded features are served again, without any reseeding."""
+    assert (run_dir / "state/redis/features.rdb").stat().st_size > 0
+    timings = {}
+    before = _redis_pid(run_dir)
+    started = time.monotonic()
+    assert "started" in _supervisorctl(run_dir, "restart", "redis")
+    after = _redis_pid(run_dir)
+    assert after not in (0, before)
+    timings["supervisorctl restart -> both scoring handlers serve it"] = (
+        time.monotonic() - started + _score_until_ok(services, LAST_ENTITY))
+
+    store = redis_py.Redis(host="127.0.0.1", port=port, password=password,
+                           socket_connect_timeout=1, socket_timeout=1)
+    started = time.monotonic()
+    os.kill(after, signal.SIGKILL)
+    while True:  # Redis itself: accepting connections with its snapshot loaded
+        try:
+            if store.exists(features.key(LAST_ENTITY)):
+                break
+        except redis_py.ConnectionError:  # refused, or still loading
+            pass
+        assert time.monotonic() - started < 60, "Redis did not come back"
+        time.sleep(0.02)
+    timings["SIGKILL -> Redis serves the entity"] = time.monotonic() - started
+    timings["SIGKILL -> both scoring handlers serve it"] = (
+        time.monotonic() - started + _score_until_ok(services, LAST_ENTITY))
+    assert _redis_pid(run_dir) not in (0, after)
+    assert store.dbsize() == ENTITIES + 1  # the vectors and the entity count
+    store.close()
+    return {k: round(v, 3) for k, v in timings.items()}
+
+
+def _secret_kept(secret: str, run_dir: Path, state_dir: Path, logs: list[Path]) -> None:
+    """The Redis password is nowhere but in the owner-only files that need it."""
+    assert secret not in (state_dir / "topology.json").read_text()
+    for log in logs:
+        assert secret not in log.read_text(errors="replace"), log
+    for path in (run_dir / "logs").rglob("*"):
+        if path.is_file():
+            assert secret not in path.read_text(errors="replace"), path
+    holders = set()
+    for path in [*(run_dir / "supervisor").rglob("*"), *(run_dir / "state").rglob("*")]:
+        if path.is_file() and not path.is_socket() and secret.encode() in path.read_bytes():
+            holders.add(path.relative_to(run_dir).as_posix())
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    assert holders == {"state/redis/redis.conf", "state/redis/password",
+                       "supervisor/conf.d/scoring-sync.conf",
+                       "supervisor/conf.d/scoring-async.conf"}, holders
+    for pid in [int(p) for p in os.listdir("/proc") if p.isdigit()]:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        assert secret.encode() not in cmdline, (pid, cmdline[:200])
 
 
 @pytest.fixture
@@ -76,7 +185,10 @@ def test_single_host_deploy_pins_serves_is_idempotent_and_tears_down(workdir: Pa
     extra = {"lab_run_dir": str(run_dir), "lab_ports": ports, "lab_source_dir": str(source)}
 
     def playbook(name: str, log: str, *args: str):
-        return run_playbook(name, workdir / log, state_dir, extra_vars=extra, args=args)
+        return run_playbook(name, workdir / log, state_dir, extra_vars=extra,
+                            args=(*secret_args, *args))
+
+    secret_args: tuple[str, ...] = ()
 
     deployed = False
     try:
@@ -161,6 +273,47 @@ def test_single_host_deploy_pins_serves_is_idempotent_and_tears_down(workdir: Pa
         check = playbook("deploy.yml", "deploy-check.log", "--check", "--diff")
         assert check.returncode == 0, check.explain()
         assert check.recap()["localhost"]["changed"] == 0, check.explain()
+
+        # --- the seeded features survive a Redis restart, without a reseed ------------------
+        assert services["redis"]["auth"] is False
+        timings = _features_survive_restarts(run_dir, services, redis)
+        print(f"\nRedis restart -> both scoring handlers answer the seeded entity: {timings}")
+
+        # --- a Redis password: refused without it, every lab client has it ------------------
+        # As an inventory would hold it (a vars file, 0600), never on a command line.
+        secret = secrets.token_hex(20)
+        secret_file = workdir / "secrets.json"
+        secret_file.touch(mode=0o600)
+        secret_file.write_text(json.dumps({"feature_store_password": secret}))
+        secret_args = ("-e", f"@{secret_file}")
+        with_auth = playbook("deploy.yml", "deploy-auth.log")
+        assert with_auth.returncode == 0, with_auth.explain()
+        # Redis restarted with its new redis.conf and reloaded its snapshot: no reseed.
+        assert "RUNNING HANDLER [feature_store : Restart redis]" in with_auth.output
+        seed_task = with_auth.output.split("TASK [feature_store : Seed the features", 1)[1]
+        assert seed_task.split("TASK [", 1)[0].count("ok: [localhost]") == 1, seed_task[:400]
+        topology = json.loads((state_dir / "topology.json").read_text())
+        services = topology["services"]
+        assert services["redis"]["auth"] is True
+        assert services["scoring-sync"]["redis_url"] == f"redis://127.0.0.1:{redis}/0"
+        anonymous = redis_py.Redis(host="127.0.0.1", port=redis, socket_timeout=5)
+        with pytest.raises(redis_py.AuthenticationError):
+            anonymous.ping()
+        with pytest.raises(redis_py.AuthenticationError):
+            redis_py.Redis(host="127.0.0.1", port=redis, password="wrong" + secret).ping()
+        authed = redis_py.Redis(host="127.0.0.1", port=redis, password=secret)
+        assert authed.dbsize() == ENTITIES + 1
+        authed.close()
+        _score_until_ok(services, LAST_ENTITY)
+        again = playbook("deploy.yml", "deploy-auth-2.log")
+        assert again.returncode == 0, again.explain()
+        assert again.recap()["localhost"]["changed"] == 0, again.explain()
+        check = playbook("deploy.yml", "deploy-auth-check.log", "--check", "--diff")
+        assert check.returncode == 0, check.explain()
+        assert check.recap()["localhost"]["changed"] == 0, check.explain()
+        # (restarts move Redis's pid, so topology.json would change: after the idempotence runs)
+        print(f"with a password: {_features_survive_restarts(run_dir, services, redis, secret)}")
+        _secret_kept(secret, run_dir, state_dir, [with_auth.log, again.log, check.log])
 
         # --- teardown leaves nothing running ------------------------------------------------
         down = playbook("teardown.yml", "teardown.log")

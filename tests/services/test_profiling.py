@@ -27,9 +27,9 @@ NAME = re.compile(r"^model-(sync|async)_\d+_\d{8}T\d{9}Z_\d{4}_(req|win-[0-9a-f]
                   r"(pyinstrument|yappi-wall|yappi-cpu)$")
 
 
-def _settings(run_dir: Path | None, on: bool) -> Settings:
+def _settings(run_dir: Path | None, on: bool, **extra) -> Settings:
     return Settings(profiling=on, run_dir=str(run_dir) if run_dir else None,
-                    service="", sleep_min_s=0.02, sleep_max_s=0.02)
+                    service="", sleep_min_s=0.02, sleep_max_s=0.02, **extra)
 
 
 class Client:
@@ -60,8 +60,8 @@ def arch(request) -> str:
     return request.param
 
 
-def _client(arch: str, tmp_path: Path, on: bool = True) -> Client:
-    return Client(arch, _settings(tmp_path / "run", on))
+def _client(arch: str, tmp_path: Path, on: bool = True, **extra) -> Client:
+    return Client(arch, _settings(tmp_path / "run", on, **extra))
 
 
 def _tree(root: Path) -> set[str]:
@@ -141,6 +141,54 @@ def test_bad_header_values_get_400_in_the_lab_shape_and_write_nothing(arch, head
     assert body["message"]
     assert not (tmp_path / "run/profiles").exists() or _tree(tmp_path / "run/profiles") == set()
     assert not Path("/tmp/evil").exists()
+
+
+def test_profiles_stop_at_the_disk_cap_and_requests_still_succeed(arch, tmp_path, caplog):
+    """Past SCORING_LAB_PROFILES_MAX_BYTES nothing more is written (requests and windows),
+    every request still gets its 200, and the refusals are counted and logged."""
+    # A cap of 1 byte: the directory is under it only while empty, so exactly one profile fits
+    # (a profile already started may end past the cap).
+    client = _client(arch, tmp_path, profiles_max_bytes=1)
+    profiles = tmp_path / "run/profiles"
+    try:
+        statuses = []
+        for _ in range(3):
+            status, headers, body = client.post(**{profiling.PROFILE_HEADER: "pyinstrument"})
+            assert status == 200 and body["detail"] > 0
+            statuses.append(headers[profiling.STATUS_HEADER.lower()])
+        written = _tree(profiles)
+        status, headers, _ = client.post(**{profiling.PROFILE_HEADER: "yappi",
+                                            profiling.WINDOW_HEADER: "1"})
+        assert status == 200 and headers[profiling.STATUS_HEADER.lower()] == "capped"
+        assert profiling.WINDOW_ID_HEADER.lower() not in headers
+        status, _, _ = client.post()
+        assert status == 200
+    finally:
+        client.close()
+    assert statuses == ["written", "capped", "capped"]
+    assert _tree(profiles) == written  # no window marker, no second profile
+    refusals = [r for r in caplog.records if "profile not written" in r.getMessage()]
+    assert refusals and "1 refused so far" in refusals[0].getMessage()
+
+
+def test_a_zero_cap_writes_nothing_and_an_unwritable_directory_is_no_error(arch, tmp_path):
+    zero = _client(arch, tmp_path / "a", profiles_max_bytes=0)
+    try:
+        status, headers, _ = zero.post(**{profiling.PROFILE_HEADER: "pyinstrument"})
+    finally:
+        zero.close()
+    assert status == 200 and headers[profiling.STATUS_HEADER.lower()] == "capped"
+    assert not (tmp_path / "a/run/profiles").exists()
+    # The profiles directory cannot be created (a file is in the way): served unprofiled.
+    (tmp_path / "b/run").mkdir(parents=True)
+    (tmp_path / "b/run/profiles").write_text("not a directory")
+    blocked = _client(arch, tmp_path / "b")
+    try:
+        status, headers, body = blocked.post(**{profiling.PROFILE_HEADER: "pyinstrument"})
+    finally:
+        blocked.close()
+    assert status == 200 and body["detail"] > 0
+    assert headers[profiling.STATUS_HEADER.lower()] == "not-written"
 
 
 def test_a_window_profiles_the_next_requests_of_the_worker(arch, tmp_path):
