@@ -1,0 +1,154 @@
+"""Capacity under a latency bound, as MLPerf LoadGen's server scenario defines it: the highest
+arrival rate whose p99 *response time* (measured from each request's scheduled send time) is
+within a bound and whose errors stay under a small fraction. Pure logic: the caller supplies
+`measure(rate) -> StepResult` (an open-model Locust step) and this module decides what to try
+next and what the answer is.
+
+The search is a bracket, not a ramp read-out: grow the rate geometrically from a start rate
+until a step fails (or the configured maximum is reached), then bisect between the highest
+passing and the lowest failing rate until they are within `precision` of each other. A step
+the load generator itself limited (its CPU over half its cores, or sending slower than the
+schedule without the system holding requests back) is *invalid*: the search stops and says so
+instead of reporting a capacity it cannot vouch for.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class Bound:
+    """One product requirement, shared by every architecture (absolute milliseconds)."""
+
+    p99_ms: float
+    max_error_fraction: float = 0.01
+    # The generator must send at least this share of the schedule ...
+    min_achieved_fraction: float = 0.95
+    # ... and use at most this share of its cores, or the step measured the generator.
+    max_loadgen_cpu_fraction: float = 0.5
+
+
+@dataclass(frozen=True)
+class StepResult:
+    rate: float  # scheduled arrivals per second
+    achieved_rate: float  # requests actually sent per second of the step
+    requests: int
+    errors: int
+    p99_response_ms: float  # from the scheduled send time
+    p99_service_ms: float  # from the actual send time
+    loadgen_cpu_fraction: float  # busiest generator host: CPU used / its cores
+    # Requests that waited because the generator's in-flight cap was reached: the system
+    # under test held them back (overload), so a shortfall they explain is not invalid.
+    inflight_cap_hits: int = 0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: str  # "pass", "fail" or "invalid"
+    reason: str
+
+
+def judge(step: StepResult, bound: Bound) -> Verdict:
+    if step.loadgen_cpu_fraction > bound.max_loadgen_cpu_fraction:
+        return Verdict("invalid", f"load generator at {step.loadgen_cpu_fraction:.0%} of its "
+                                  f"cores (limit {bound.max_loadgen_cpu_fraction:.0%})")
+    short = step.achieved_rate < bound.min_achieved_fraction * step.rate
+    if short and not step.inflight_cap_hits:
+        return Verdict("invalid", f"sent {step.achieved_rate:.1f}/s of {step.rate:.1f}/s "
+                                  "scheduled with no in-flight cap reached: the generator "
+                                  "fell behind")
+    if step.requests == 0:
+        return Verdict("invalid", "no request completed")
+    error_fraction = step.errors / step.requests
+    if error_fraction > bound.max_error_fraction:
+        return Verdict("fail", f"errors {error_fraction:.1%} > {bound.max_error_fraction:.1%}")
+    if short:
+        return Verdict("fail", f"in-flight cap reached {step.inflight_cap_hits} times: the "
+                               f"system held requests back (sent {step.achieved_rate:.1f}/s "
+                               f"of {step.rate:.1f}/s)")
+    if not step.p99_response_ms <= bound.p99_ms:
+        return Verdict("fail", f"p99 {step.p99_response_ms:.0f} ms > {bound.p99_ms:g} ms")
+    return Verdict("pass", f"p99 {step.p99_response_ms:.0f} ms <= {bound.p99_ms:g} ms")
+
+
+@dataclass
+class CapacityResult:
+    """status: "found" (capacity bracketed within precision), "above_range" (every rate up to
+    max_rate passed: capacity is a lower bound), "below_range" (even min_rate failed),
+    "invalid" (a step was limited by the generator; capacity, if any, is the last rate that
+    passed before it), "unfinished" (max_steps reached before the bracket closed)."""
+
+    status: str
+    capacity: float | None  # highest passing rate
+    first_failing: float | None  # lowest failing rate
+    steps: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def search_capacity(
+    measure: Callable[[float], StepResult],
+    bound: Bound,
+    *,
+    start_rate: float,
+    max_rate: float,
+    min_rate: float = 1.0,
+    growth: float = 2.0,
+    precision: float = 0.05,
+    max_steps: int = 16,
+) -> CapacityResult:
+    if not 0 < min_rate <= start_rate <= max_rate:
+        raise ValueError(f"need 0 < min_rate ({min_rate}) <= start_rate ({start_rate}) "
+                         f"<= max_rate ({max_rate})")
+    if growth <= 1 or precision <= 0:
+        raise ValueError(f"growth ({growth}) must be > 1 and precision ({precision}) > 0")
+    steps: list[dict] = []
+    good: float | None = None
+    bad: float | None = None
+
+    def run(rate: float) -> str:
+        step = measure(rate)
+        verdict = judge(step, bound)
+        steps.append({**asdict(step), "outcome": verdict.outcome, "reason": verdict.reason})
+        return verdict.outcome
+
+    def result(status: str) -> CapacityResult:
+        return CapacityResult(status, good, bad, steps)
+
+    rate = start_rate
+    while True:  # bracket: up from a pass, or down from a fail
+        if len(steps) >= max_steps:
+            return result("unfinished")
+        outcome = run(rate)
+        if outcome == "invalid":
+            return result("invalid")
+        if outcome == "pass":
+            good = rate
+            if bad is not None:
+                break
+            if rate >= max_rate:
+                return result("above_range")
+            rate = min(rate * growth, max_rate)
+        else:
+            bad = rate
+            if good is not None:
+                break
+            if rate <= min_rate:
+                return result("below_range")
+            rate = max(rate / growth, min_rate)
+    while bad / good > 1 + precision:  # bisect (geometric middle: rates span decades)
+        if len(steps) >= max_steps:
+            return result("unfinished")
+        mid = math.sqrt(good * bad)
+        outcome = run(mid)
+        if outcome == "invalid":
+            return result("invalid")
+        if outcome == "pass":
+            good = mid
+        else:
+            bad = mid
+    return result("found")
