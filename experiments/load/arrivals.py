@@ -85,3 +85,32 @@ def merged_times(processes: list[ArrivalProcess], duration_s: float) -> np.ndarr
     if not processes:
         return np.empty(0)
     return np.sort(np.concatenate([p.times(duration_s) for p in processes]))
+
+
+@dataclass(frozen=True)
+class OpenModel:
+    """An open-model scenario's load: `rate` arrivals per second from `process`, split over
+    the Locust processes that run users (one user each drives one stream). A stream keeps at
+    most `inflight_cap` requests in flight; a send that must wait for one to finish is
+    counted (reported per run, never silent) and its response time still runs from its
+    scheduled time."""
+
+    rate: float
+    process: str = "poisson"
+    seed: int = 0
+    inflight_cap: int = 256
+    # the whole exchange, so that a hung server cannot hold a stream's slots forever
+    request_timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        ArrivalProcess(self.rate, self.process, self.seed)  # validates rate and process
+        if self.inflight_cap < 1:
+            raise ValueError(f"inflight_cap = {self.inflight_cap!r}: must be >= 1")
+        if not self.request_timeout_s > 0:
+            raise ValueError(f"request_timeout_s = {self.request_timeout_s!r}: must be > 0")
+
+    def stream(self, index: int, streams: int) -> ArrivalProcess:
+        return ArrivalProcess(self.rate, self.process, self.seed).split(streams)[index]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
