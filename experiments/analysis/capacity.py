@@ -14,9 +14,15 @@ instead of reporting a capacity it cannot vouch for.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from experiments.analysis.history import read_requests
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,41 @@ class StepResult:
     # Requests that waited because the generator's in-flight cap was reached: the system
     # under test held them back (overload), so a shortfall they explain is not invalid.
     inflight_cap_hits: int = 0
+
+
+def step_result(run_dir: str | Path, grace_s: float = 3.0) -> StepResult:
+    """A finished open-model Locust run folder (result.json, requests_*.csv, guard samples)
+    as one step of the search. Percentiles are exact, over every scheduled request (those
+    unanswered at the end count as errors). The generator's CPU is its mean over the run
+    after the start-up grace, as a share of the cores it may use; the busiest of the local
+    tree and every remote host counts."""
+    run_dir = Path(run_dir)
+    result = json.loads((run_dir / "result.json").read_text())
+    counts = result.get("open_model")
+    if not counts:
+        raise ValueError(f"{run_dir} is not an open-model run (no open_model in result.json)")
+    reqs = read_requests(run_dir)
+    start = result["started_at"] + grace_s
+    # the local tree (master, local workers) and each load-generator host's own guard
+    guards = [run_dir / "guard.json", *sorted(run_dir.glob("hosts/*/guard.json"))]
+    fractions = [_mean_cpu_fraction(json.loads(p.read_text()), start) for p in guards
+                 if p.exists()]
+    pct = (lambda a: float(np.percentile(a, 99))) if len(reqs) else (lambda a: math.nan)
+    return StepResult(
+        rate=float(counts["rate"]),
+        achieved_rate=float(counts["achieved_rate"]),
+        requests=len(reqs),
+        errors=reqs.failures,
+        p99_response_ms=pct(reqs.response_ms),
+        p99_service_ms=pct(reqs.service_ms),
+        loadgen_cpu_fraction=max(fractions, default=0.0),
+        inflight_cap_hits=int(counts["inflight_cap_hits"]),
+    )
+
+
+def _mean_cpu_fraction(guard: dict, start: float) -> float:
+    busy = [s["total_percent"] for s in guard.get("samples", []) if s["t"] >= start]
+    return float(np.mean(busy)) / (100 * max(1, guard.get("cores", 1))) if busy else 0.0
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,9 @@ class OpenModel:
     inflight_cap: int = 256
     # the whole exchange, so that a hung server cannot hold a stream's slots forever
     request_timeout_s: float = 10.0
+    # how long a step runs past its schedule for the last answers; still unanswered then,
+    # a request is logged as failed ("unfinished"). None: request_timeout_s.
+    drain_s: float | None = None
 
     def __post_init__(self) -> None:
         ArrivalProcess(self.rate, self.process, self.seed)  # validates rate and process
@@ -108,6 +111,12 @@ class OpenModel:
             raise ValueError(f"inflight_cap = {self.inflight_cap!r}: must be >= 1")
         if not self.request_timeout_s > 0:
             raise ValueError(f"request_timeout_s = {self.request_timeout_s!r}: must be > 0")
+        if self.drain_s is not None and not self.drain_s >= 0:
+            raise ValueError(f"drain_s = {self.drain_s!r}: must be >= 0")
+
+    @property
+    def drain(self) -> float:
+        return self.request_timeout_s if self.drain_s is None else self.drain_s
 
     def stream(self, index: int, streams: int) -> ArrivalProcess:
         return ArrivalProcess(self.rate, self.process, self.seed).split(streams)[index]

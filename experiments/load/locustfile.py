@@ -162,7 +162,7 @@ class ScoringUser(FastHttpUser):
             _check(resp)
 
 
-_OPEN_FIELDS = ("rate", "process", "seed", "inflight_cap", "request_timeout_s")
+_OPEN_FIELDS = ("rate", "process", "seed", "inflight_cap", "request_timeout_s", "drain_s")
 
 
 class OpenModelUser(FastHttpUser):

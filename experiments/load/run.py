@@ -203,7 +203,7 @@ def run_locust(
         open_doc = {**open_model.to_dict(), "streams": streams, "schedule_s": scenario.duration_s}
         scenario = dataclasses.replace(
             scenario, kind="constant", users=streams, spawn_rate=float(streams),
-            duration_s=scenario.duration_s + open_model.request_timeout_s,
+            duration_s=scenario.duration_s + open_model.drain,
         )
     planned = duration_of(stages_for(scenario))
     scenario_file = write_scenario_file(

@@ -25,6 +25,8 @@ _one_at_a_time = threading.Lock()
 
 class _SlowHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # headers and body go out in two writes: without this, Nagle + delayed ACK add ~40 ms
+    disable_nagle_algorithm = True
 
     def do_POST(self):  # noqa: N802 - http.server's naming
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -88,3 +90,32 @@ def test_open_model_counts_the_queue_a_closed_loop_hides(slow_server, tmp_path):
     closed_reqs = read_requests(tmp_path / "closed")
     assert not closed_reqs.open_model
     assert float(np.percentile(closed_reqs.response_ms, 99)) < 500 < response_p99
+
+
+@pytest.mark.slow
+def test_capacity_search_finds_the_configured_ceiling(slow_server, tmp_path):
+    """One blocking worker holding each request HOLD_S: its ceiling is 1 / HOLD_S = 20 req/s.
+    Constant arrivals queue only above that rate, so the highest rate whose p99 response time
+    stays within a few holds is the ceiling; the search, with real Locust steps, must land
+    within 15 % of it."""
+    from experiments.analysis.capacity import Bound, search_capacity, step_result
+
+    ceiling = 1 / HOLD_S
+    steps = []
+
+    def measure(rate: float):
+        out = tmp_path / f"step{len(steps)}"
+        model = OpenModel(rate=rate, process="constant", seed=2, drain_s=1.5)
+        scenario = Scenario(name="capacity", kind="constant", users=1, duration_s=5.0)
+        run = run_locust(scenario, slow_server, "/p", out, timeout_margin_s=30,
+                         open_model=model, seed=1)
+        assert run.exit_code in (0, 1), (out / "locust.log").read_text()[-2000:]
+        steps.append(out)
+        return step_result(out)
+
+    result = search_capacity(measure, Bound(p99_ms=6 * HOLD_S * 1000), start_rate=5,
+                             max_rate=80, precision=0.08, max_steps=10)
+    assert result.status == "found", result.steps
+    assert 0.85 * ceiling <= result.capacity <= 1.15 * ceiling, result.steps
+    # every step sent its schedule: the generator never limited the result
+    assert all(s["achieved_rate"] >= 0.95 * s["rate"] for s in result.steps)
