@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -131,6 +131,12 @@ class CapacityResult:
         return asdict(self)
 
 
+def step_duration(rate: float, min_duration_s: float, min_requests: int) -> float:
+    """How long a step's schedule runs: at least min_duration_s, and long enough for about
+    min_requests arrivals, so that its p99 rests on enough requests (100 give one above it)."""
+    return max(float(min_duration_s), min_requests / rate)
+
+
 def search_capacity(
     measure: Callable[[float], StepResult],
     bound: Bound,
@@ -141,55 +147,56 @@ def search_capacity(
     growth: float = 2.0,
     precision: float = 0.05,
     max_steps: int = 16,
+    prior: Iterable[StepResult] = (),
 ) -> CapacityResult:
+    """Search with `measure`; `prior` steps (measured already, e.g. by a search under another
+    bound) are judged under this bound first and narrow the bracket without being re-run."""
     if not 0 < min_rate <= start_rate <= max_rate:
         raise ValueError(f"need 0 < min_rate ({min_rate}) <= start_rate ({start_rate}) "
                          f"<= max_rate ({max_rate})")
     if growth <= 1 or precision <= 0:
         raise ValueError(f"growth ({growth}) must be > 1 and precision ({precision}) > 0")
     steps: list[dict] = []
-    good: float | None = None
-    bad: float | None = None
 
-    def run(rate: float) -> str:
-        step = measure(rate)
+    def record(step: StepResult, reused: bool) -> str:
         verdict = judge(step, bound)
-        steps.append({**asdict(step), "outcome": verdict.outcome, "reason": verdict.reason})
+        steps.append({**asdict(step), "outcome": verdict.outcome, "reason": verdict.reason,
+                      "reused": reused})
         return verdict.outcome
 
-    def result(status: str) -> CapacityResult:
-        return CapacityResult(status, good, bad, steps)
-
-    rate = start_rate
-    while True:  # bracket: up from a pass, or down from a fail
-        if len(steps) >= max_steps:
-            return result("unfinished")
-        outcome = run(rate)
+    outcomes = [(step.rate, record(step, True)) for step in sorted(prior, key=lambda s: s.rate)]
+    bad = min((r for r, o in outcomes if o == "fail"), default=None)
+    good = max((r for r, o in outcomes if o == "pass" and (bad is None or r < bad)),
+               default=None)
+    measured = 0
+    while True:
+        if good is not None and bad is not None:
+            if bad / good <= 1 + precision:
+                status = "found"
+                break
+            rate = math.sqrt(good * bad)  # geometric middle: rates span decades
+        elif good is not None:
+            if good >= max_rate:
+                status = "above_range"
+                break
+            rate = min(good * growth, max_rate)
+        elif bad is not None:
+            if bad <= min_rate:
+                status = "below_range"
+                break
+            rate = max(bad / growth, min_rate)
+        else:
+            rate = start_rate
+        if measured >= max_steps:
+            status = "unfinished"
+            break
+        outcome = record(measure(rate), False)
+        measured += 1
         if outcome == "invalid":
-            return result("invalid")
+            status = "invalid"
+            break
         if outcome == "pass":
             good = rate
-            if bad is not None:
-                break
-            if rate >= max_rate:
-                return result("above_range")
-            rate = min(rate * growth, max_rate)
         else:
             bad = rate
-            if good is not None:
-                break
-            if rate <= min_rate:
-                return result("below_range")
-            rate = max(rate / growth, min_rate)
-    while bad / good > 1 + precision:  # bisect (geometric middle: rates span decades)
-        if len(steps) >= max_steps:
-            return result("unfinished")
-        mid = math.sqrt(good * bad)
-        outcome = run(mid)
-        if outcome == "invalid":
-            return result("invalid")
-        if outcome == "pass":
-            good = mid
-        else:
-            bad = mid
-    return result("found")
+    return CapacityResult(status, good, bad, steps)

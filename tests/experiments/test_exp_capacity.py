@@ -92,3 +92,30 @@ def test_capacity_of_a_queue_is_below_its_ceiling_and_close_to_it():
                         start_rate=2, max_rate=100, precision=0.02)
     assert r.status == "found"
     assert 0.8 * 20 <= r.capacity < 20 <= r.first_failing * 1.5
+
+
+def test_prior_steps_narrow_the_bracket_without_being_rerun():
+    measure, calls = _threshold(37.0)
+    first = search_capacity(measure, BOUND, start_rate=10, max_rate=1000, precision=0.02)
+    measured = [StepResult(**{k: v for k, v in s.items()
+                              if k not in ("outcome", "reason", "reused")}) for s in first.steps]
+    calls.clear()
+    # the same steps judged under a stricter bound: fails above 20 where p99 was 5000 ms ...
+    strict = Bound(p99_ms=50)  # ... and everything fails (p99 100 ms > 50 ms)
+    again = search_capacity(measure, strict, start_rate=10, max_rate=1000, min_rate=2,
+                            prior=measured)
+    assert again.status == "below_range" and again.capacity is None
+    assert all(s["reused"] for s in again.steps[: len(measured)])
+    assert min(calls) >= 2 and len(calls) <= 3  # only rates below every prior failure
+    # under the same bound, the prior bracket is already closed: nothing is measured
+    calls.clear()
+    same = search_capacity(measure, BOUND, start_rate=10, max_rate=1000, precision=0.02,
+                           prior=measured)
+    assert (same.status, same.capacity, calls) == ("found", first.capacity, [])
+
+
+def test_step_duration_covers_both_minimums():
+    from experiments.analysis.capacity import step_duration
+
+    assert step_duration(200.0, 10.0, 500) == 10.0
+    assert step_duration(20.0, 10.0, 500) == 25.0
