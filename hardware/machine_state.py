@@ -17,6 +17,9 @@ import subprocess
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from hardware.cpus import format_cpu_list as fmt
+from hardware.cpus import parse_cpu_list
+
 PROC = Path("/proc")
 SYS_CPU = Path("/sys/devices/system/cpu")
 SYS_NODE = Path("/sys/devices/system/node")
@@ -36,19 +39,11 @@ def _read(path: Path) -> str | None:
         return None
 
 
-def parse_cpu_list(text: str | None) -> list[int]:
-    """The kernel's CPU-list syntax ("0-3,8,10-11"; "" is empty) as sorted CPU numbers.
-
-    isolcpus may carry flags before the list ("domain,managed_irq,2-3"): words are skipped.
-    """
-    cpus: set[int] = set()
-    for part in (text or "").split(","):
-        part = part.strip()
-        if not part or not part[0].isdigit():
-            continue
-        first, _, last = part.partition("-")
-        cpus.update(range(int(first), int(last or first) + 1))
-    return sorted(cpus)
+def kernel_cpus(text: str | None) -> list[int]:
+    """A CPU list as the kernel writes it in /sys and on its command line: "" (none) is
+    empty, and isolcpus' flags before the list ("domain,managed_irq,2-3") are skipped."""
+    parts = [p for p in (text or "").strip().split(",") if p[:1].isdigit()]
+    return parse_cpu_list(",".join(parts)) if parts else []
 
 
 def _selected(text: str | None) -> str | None:
@@ -86,8 +81,8 @@ def collect_cpu_isolation() -> Fragment:
     return {
         "machine_state": {
             "isolation": {
-                "isolated": parse_cpu_list(_read(SYS_CPU / "isolated")),
-                "nohz_full": None if nohz is None else parse_cpu_list(nohz),
+                "isolated": kernel_cpus(_read(SYS_CPU / "isolated")),
+                "nohz_full": None if nohz is None else kernel_cpus(nohz),
                 "cmdline": params,
             }
         }
@@ -98,12 +93,12 @@ def collect_cpu_topology() -> Fragment:
     """Per online CPU: its SMT siblings, core and package (what decides whether two pinned CPU
     sets share a physical core)."""
     cpus = {}
-    for cpu in parse_cpu_list(_read(SYS_CPU / "online")):
+    for cpu in kernel_cpus(_read(SYS_CPU / "online")):
         topo = SYS_CPU / f"cpu{cpu}" / "topology"
         core = _read(topo / "core_id")
         package = _read(topo / "physical_package_id")
         cpus[str(cpu)] = {
-            "siblings": parse_cpu_list(_read(topo / "thread_siblings_list")) or [cpu],
+            "siblings": kernel_cpus(_read(topo / "thread_siblings_list")) or [cpu],
             "core_id": None if core is None else int(core),
             "package_id": None if package is None else int(package),
         }
@@ -113,7 +108,7 @@ def collect_cpu_topology() -> Fragment:
 def collect_numa() -> Fragment:
     nodes = {}
     for path in sorted(SYS_NODE.glob("node[0-9]*")):
-        nodes[path.name.removeprefix("node")] = parse_cpu_list(_read(path / "cpulist"))
+        nodes[path.name.removeprefix("node")] = kernel_cpus(_read(path / "cpulist"))
     return {"machine_state": {"numa_nodes": nodes or None}}
 
 
@@ -147,8 +142,8 @@ def collect_irq_affinity() -> Fragment:
         irqs[path.name] = {
             "name": name,
             "count": count,
-            "allowed": parse_cpu_list(allowed),
-            "effective": parse_cpu_list(_read(path / "effective_affinity_list") or allowed),
+            "allowed": kernel_cpus(allowed),
+            "effective": kernel_cpus(_read(path / "effective_affinity_list") or allowed),
         }
     default = _read(PROC / "irq" / "default_smp_affinity")
     return {"machine_state": {"irqs": irqs, "irq_default_affinity_mask": default}}
@@ -183,10 +178,6 @@ COLLECTORS = (
 def _core_of(state: Mapping, cpu: int) -> frozenset[int]:
     entry = (state.get("cpus") or {}).get(str(cpu)) or {}
     return frozenset(entry.get("siblings") or [cpu])
-
-
-def _fmt(cpus: Iterable[int]) -> str:
-    return ",".join(str(c) for c in sorted(cpus))
 
 
 def noise_warnings(system: Mapping, cpu_sets: Mapping[str, Iterable[int]]) -> list[str]:
@@ -241,9 +232,9 @@ def noise_warnings(system: Mapping, cpu_sets: Mapping[str, Iterable[int]]) -> li
     not_isolated = services - isolated
     if services and not_isolated:
         out.append(
-            f"Service CPUs {_fmt(not_isolated)} are not isolated (isolcpus/nohz_full unset for "
+            f"Service CPUs {fmt(not_isolated)} are not isolated (isolcpus/nohz_full unset for "
             "them): the kernel may schedule other tasks and timer ticks there. Fix: boot with "
-            f"`isolcpus={_fmt(services)} nohz_full={_fmt(services)} rcu_nocbs={_fmt(services)}`."
+            f"`isolcpus={fmt(services)} nohz_full={fmt(services)} rcu_nocbs={fmt(services)}`."
         )
     busy_irqs = sorted(
         (irq for irq in (state.get("irqs") or {}).items()
@@ -254,7 +245,7 @@ def noise_warnings(system: Mapping, cpu_sets: Mapping[str, Iterable[int]]) -> li
         named = ", ".join(f"{n} ({e['name']}, {e['count']})" for n, e in busy_irqs[:5])
         more = f" and {len(busy_irqs) - 5} more" if len(busy_irqs) > 5 else ""
         out.append(
-            f"Interrupts are served on service CPUs {_fmt(services)}: IRQ {named}{more}. "
+            f"Interrupts are served on service CPUs {fmt(services)}: IRQ {named}{more}. "
             "Fix: `echo <other cpus> > /proc/irq/<n>/smp_affinity_list` for each "
             "(and stop irqbalance, or pass it --banirq)."
         )
@@ -262,7 +253,7 @@ def noise_warnings(system: Mapping, cpu_sets: Mapping[str, Iterable[int]]) -> li
         shared = loadgen & services
         if shared:
             out.append(
-                f"The load generator and the services share CPUs {_fmt(shared)}: the generator's "
+                f"The load generator and the services share CPUs {fmt(shared)}: the generator's "
                 "CPU is taken from the system it measures. Give them disjoint CPU sets."
             )
         else:
@@ -270,7 +261,7 @@ def noise_warnings(system: Mapping, cpu_sets: Mapping[str, Iterable[int]]) -> li
             siblings = {c for c in loadgen if _core_of(state, c) in service_cores}
             if siblings:
                 out.append(
-                    f"Load-generator CPUs {_fmt(siblings)} are SMT siblings of service CPUs: they "
+                    f"Load-generator CPUs {fmt(siblings)} are SMT siblings of service CPUs: they "
                     "share one physical core's execution units and caches. Pin them to other "
                     "cores, or turn SMT off (`echo off > /sys/devices/system/cpu/smt/control`)."
                 )

@@ -23,8 +23,8 @@ def _lscpu_rows(columns: str) -> list[list[str]]:
     [("", []), ("0", [0]), ("0-3", [0, 1, 2, 3]), ("1,3-4", [1, 3, 4]),
      ("domain,managed_irq,2-3", [2, 3]), (None, [])],
 )
-def test_parse_cpu_list(text, cpus):
-    assert ms.parse_cpu_list(text) == cpus
+def test_kernel_cpus(text, cpus):
+    assert ms.kernel_cpus(text) == cpus
 
 
 def test_aslr_matches_sysctl():
@@ -90,7 +90,7 @@ def test_irq_affinity_matches_proc_interrupts():
         label, _, rest = line.partition(":")
         if label.strip().isdigit():
             listed[label.strip()] = sum(int(x) for x in rest.split()[:ncpu])
-    online = set(ms.parse_cpu_list((ms.SYS_CPU / "online").read_text()))
+    online = set(ms.kernel_cpus((ms.SYS_CPU / "online").read_text()))
     for number, entry in irqs.items():
         assert set(entry["effective"]) <= online
         if number in listed:
@@ -142,7 +142,7 @@ def test_a_tuned_machine_with_disjoint_sets_has_no_warning():
     [
         ({"aslr": {"value": 0}}, "randomize_va_space=2"),
         ({"transparent_hugepages": {"enabled": "always"}}, "transparent_hugepage/enabled"),
-        ({"isolation": {"isolated": [], "cmdline": {}}}, "isolcpus=0,1"),
+        ({"isolation": {"isolated": [], "cmdline": {}}}, "isolcpus=0-1"),
         ({"irqs": {"36": {"name": "virtio1-req.0", "count": 11637, "effective": [1]}}},
          "IRQ 36 (virtio1-req.0, 11637)"),
         ({"cpus": {"0": {"siblings": [0, 2]}, "1": {"siblings": [1, 3]},
