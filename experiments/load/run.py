@@ -201,10 +201,10 @@ def run_locust(
     if open_model is not None:
         streams = max(workers, 1)
         open_doc = {**open_model.to_dict(), "streams": streams, "schedule_s": scenario.duration_s}
-        scenario = dataclasses.replace(
-            scenario, kind="constant", users=streams, spawn_rate=float(streams),
-            duration_s=scenario.duration_s + open_model.drain,
-        )
+        scenario = scenario.model_copy(update={
+            "kind": "constant", "users": streams, "spawn_rate": float(streams),
+            "duration_s": scenario.duration_s + open_model.drain,
+        })
     planned = duration_of(stages_for(scenario))
     scenario_file = write_scenario_file(
         out_dir / "scenario.json",
