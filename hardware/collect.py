@@ -20,6 +20,7 @@ from pathlib import Path
 
 import psutil
 
+from hardware import machine_state
 from hardware.labprocs import find_lab_processes
 
 FORMAT_VERSION = 1
@@ -205,6 +206,7 @@ def default_collectors(run_dir: str | None = None) -> list[Callable[[], Fragment
         collect_load_average,
         collect_reporter_affinity,
         partial(collect_lab_processes, run_dir),
+        *machine_state.COLLECTORS,
     ]
 
 

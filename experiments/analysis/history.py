@@ -22,13 +22,32 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Requests:
-    """Every request of a run, sorted by start: start (unix s), response time (ms),
-    HTTP status (0 = none), ok (bool)."""
+    """Every request of a run, sorted by start: start (unix s, the actual send), service time
+    `rt_ms` (ms, from the send), HTTP status (0 = none), ok (bool), and for open-model runs
+    the scheduled send time (unix s; NaN for closed-loop requests)."""
 
     start: np.ndarray
     rt_ms: np.ndarray
     status: np.ndarray
     ok: np.ndarray
+    scheduled: np.ndarray | None = None
+
+    @property
+    def open_model(self) -> bool:
+        return self.scheduled is not None and bool(np.isfinite(self.scheduled).any())
+
+    @property
+    def service_ms(self) -> np.ndarray:
+        return self.rt_ms
+
+    @property
+    def response_ms(self) -> np.ndarray:
+        """Latency as a user sees it: from the scheduled send time where there is one (so
+        queueing in the generator and a late send count), else from the actual send."""
+        if self.scheduled is None:
+            return self.rt_ms
+        from_schedule = (self.end - self.scheduled) * 1000.0
+        return np.where(np.isfinite(self.scheduled), from_schedule, self.rt_ms)
 
     def __len__(self) -> int:
         return len(self.start)
@@ -42,7 +61,10 @@ class Requests:
         return int((~self.ok).sum())
 
     def select(self, mask: np.ndarray) -> Requests:
-        return Requests(self.start[mask], self.rt_ms[mask], self.status[mask], self.ok[mask])
+        scheduled = None if self.scheduled is None else self.scheduled[mask]
+        return Requests(
+            self.start[mask], self.rt_ms[mask], self.status[mask], self.ok[mask], scheduled
+        )
 
     def completed_between(self, t0: float, t1: float) -> Requests:
         """Requests whose completion time is in [t0, t1)."""
@@ -50,24 +72,28 @@ class Requests:
         return self.select((end >= t0) & (end < t1))
 
     @classmethod
-    def from_rows(cls, rows: Iterable[tuple[float, float, int, bool]]) -> Requests:
-        rows = sorted(rows)
+    def from_rows(cls, rows: Iterable[tuple]) -> Requests:
+        """Rows of (start, rt_ms, status, ok) or (start, rt_ms, status, ok, scheduled); the
+        scheduled column is kept only when some row has one."""
+        rows = sorted(rows, key=lambda r: r[:4])
         if not rows:
             return cls(
                 np.array([]), np.array([]), np.array([], dtype=int), np.array([], dtype=bool)
             )
-        start, rt, status, ok = zip(*rows, strict=True)
+        start, rt, status, ok = (list(col) for col in zip(*(r[:4] for r in rows), strict=True))
+        scheduled = np.array([r[4] if len(r) > 4 else math.nan for r in rows], dtype=float)
         return cls(
             np.array(start, dtype=float),
             np.array(rt, dtype=float),
             np.array(status, dtype=int),
             np.array(ok, dtype=bool),
+            scheduled if np.isfinite(scheduled).any() else None,
         )
 
 
 def read_requests(paths: Iterable[str | Path] | str | Path) -> Requests:
-    """Merge per-request CSVs (columns start_unix, response_time_ms, status, ok, error).
-    A directory means all its requests_*.csv files."""
+    """Merge per-request CSVs (columns start_unix, response_time_ms, status, ok, error and,
+    from open-model runs, scheduled_unix). A directory means all its requests_*.csv files."""
     if isinstance(paths, str | Path):
         p = Path(paths)
         paths = sorted(p.glob("requests_*.csv")) if p.is_dir() else [p]
@@ -82,6 +108,7 @@ def read_requests(paths: Iterable[str | Path] | str | Path) -> Requests:
                             float(r["response_time_ms"]),
                             int(r["status"] or 0),
                             r["ok"] == "1",
+                            float(r.get("scheduled_unix") or "nan"),
                         )
                     )
                 except (KeyError, ValueError, TypeError):

@@ -215,3 +215,58 @@ def compare(
         verdict,
         notes,
     )
+
+
+CV_LIMIT = 0.10  # a headline figure whose repeats vary by more than this is flagged unstable
+BOOTSTRAP_RESAMPLES = 10_000
+
+
+@dataclass(frozen=True)
+class RepeatSummary:
+    """One headline figure over the repeats of a run: the median, a bootstrap confidence
+    interval of the median, the coefficient of variation (std dev / mean) and whether it
+    exceeds CV_LIMIT. The interval resamples whole repeats, so it carries run-to-run spread
+    (connection assignment, worker placement), not the spread of requests within one run."""
+
+    n: int
+    median: float
+    low: float
+    high: float
+    cv: float
+    unstable: bool
+    values: tuple[float, ...]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["values"] = list(self.values)
+        return d
+
+
+def repeat_summary(
+    values: Iterable[float], confidence: float = 0.95, seed: int = 0
+) -> RepeatSummary:
+    """Median, percentile-bootstrap CI (seeded: the same repeats give the same interval) and
+    CV of one figure's per-repeat values. NaN repeats (a figure a repeat could not measure)
+    are left out; fewer than two values give no interval and no CV."""
+    a = _arr(values)
+    n = len(a)
+    if n == 0:
+        return RepeatSummary(0, math.nan, math.nan, math.nan, math.nan, False, ())
+    median = float(np.median(a))
+    if n == 1 or np.all(a == a[0]):
+        low = high = median if n > 1 else math.nan
+        cv = 0.0 if n > 1 else math.nan
+        return RepeatSummary(n, median, low, high, cv, False, tuple(map(float, a)))
+    ci = sps.bootstrap(
+        (a,),
+        np.median,
+        confidence_level=confidence,
+        n_resamples=BOOTSTRAP_RESAMPLES,
+        method="percentile",
+        random_state=np.random.default_rng(seed),
+    ).confidence_interval
+    mean = float(a.mean())
+    cv = float(a.std(ddof=1) / abs(mean)) if mean else math.inf
+    return RepeatSummary(
+        n, median, float(ci.low), float(ci.high), cv, cv > CV_LIMIT, tuple(map(float, a))
+    )

@@ -8,12 +8,22 @@ path, arrival pattern, pacing, payload, seed); without it the file still runs wi
 and SCORING_LAB_PATH / SCORING_LAB_ARRIVAL. Every request is also written, with its exact
 timing (Locust's stats round response times to about two significant digits), to
 `<SCORING_LAB_REQUEST_LOG>_<pid>.csv` by each process that runs users.
+
+Two kinds of load. Closed loop (the original's four scenarios): `ScoringUser`s, one request
+per pacing period each, the next one sent only after the answer. Open model (the scenario
+document has `open_model`): one `OpenModelUser` per Locust process drives its stream of an
+arrival schedule (experiments.load.arrivals), sending every request at its scheduled time
+whatever is in flight; its log rows carry the scheduled time, so response time (from the
+schedule) and service time (from the send) can both be computed, and each process writes
+`open_model_<pid>.json` (requests scheduled, sent, late for want of an in-flight slot,
+unfinished when the step ended).
 """
 
 from __future__ import annotations
 
 import atexit
 import csv
+import json
 import os
 import random
 import sys
@@ -24,14 +34,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import gevent  # noqa: E402
-from locust import FastHttpUser, events, task  # noqa: E402
+import gevent.pool  # noqa: E402
+from locust import FastHttpUser, constant, events, task  # noqa: E402
 from locust.runners import MasterRunner  # noqa: E402
 
 from experiments.load import shapes  # noqa: E402
+from experiments.load.arrivals import OpenModel  # noqa: E402
 from experiments.load.pacing import Pacer  # noqa: E402
 from experiments.load.stages import read_scenario_file  # noqa: E402
 
-REQUEST_LOG_COLUMNS = ["start_unix", "response_time_ms", "status", "ok", "error"]
+# start_unix and response_time_ms are the actual send and the service time; scheduled_unix is
+# the open model's intended send time (empty in closed-loop runs).
+REQUEST_LOG_COLUMNS = ["start_unix", "response_time_ms", "status", "ok", "error", "scheduled_unix"]
 
 _scenario_path = os.environ.get("SCORING_LAB_SCENARIO")
 DOC = read_scenario_file(_scenario_path) if _scenario_path else {}
@@ -39,6 +53,7 @@ PATH = DOC.get("path") or os.environ.get("SCORING_LAB_PATH", "/api/v1/ml/sync/pr
 ARRIVAL = DOC.get("arrival") or os.environ.get("SCORING_LAB_ARRIVAL", "spread")
 PACING_S = float(DOC.get("pacing_s") or os.environ.get("SCORING_LAB_PACING_S", "1.0"))
 PAYLOAD = DOC.get("payload") or [5.1, 3.5, 1.4, 0.2]
+OPEN = DOC.get("open_model")  # {..OpenModel fields.., "streams", "schedule_s"} or None
 _seed = DOC.get("seed")
 _rng = random.Random(None if _seed is None else int(_seed) + os.getpid())
 
@@ -71,8 +86,13 @@ class RequestLog:
         status = getattr(response, "status_code", 0) or 0
         error = "" if exception is None else str(exception).replace("\n", " ")[:200]
         start = start_time if start_time is not None else time.time() - response_time / 1000
+        self.write(start, response_time, status, exception is None, error,
+                   (context or {}).get("scheduled_unix"))
+
+    def write(self, start, response_time_ms, status, ok, error, scheduled=None):
+        when = "" if scheduled is None else f"{scheduled:.6f}"
         self._writer.writerow(
-            [f"{start:.6f}", f"{response_time:.3f}", status, 0 if exception else 1, error]
+            [f"{start:.6f}", f"{response_time_ms:.3f}", status, 1 if ok else 0, error, when]
         )
 
     def close(self):
@@ -100,9 +120,26 @@ def _close_request_log(environment, **_kw):
         _log.close()
 
 
+def _check(resp) -> None:
+    """A response counts only when it is HTTP 200 with a numeric `detail`."""
+    if resp.status_code != 200:
+        resp.failure(f"HTTP {resp.status_code}")
+        return
+    try:
+        detail = resp.json()["detail"]
+    except Exception as e:  # noqa: BLE001 - any bad body is a failed request
+        resp.failure(f"bad JSON body: {e!r}")
+        return
+    if isinstance(detail, bool) or not isinstance(detail, int | float):
+        resp.failure(f"detail is not a number: {detail!r}")
+    else:
+        resp.success()
+
+
 class ScoringUser(FastHttpUser):
-    """Posts the iris features as JSON once per pacing period; a response counts only when
-    it is HTTP 200 with a numeric `detail`."""
+    """Closed loop: posts the iris features as JSON once per pacing period."""
+
+    abstract = OPEN is not None
 
     def on_start(self):
         self._pacer = Pacer(PACING_S, ARRIVAL, _rng)
@@ -122,15 +159,95 @@ class ScoringUser(FastHttpUser):
             name=PATH,
             catch_response=True,
         ) as resp:
-            if resp.status_code != 200:
-                resp.failure(f"HTTP {resp.status_code}")
-                return
-            try:
-                detail = resp.json()["detail"]
-            except Exception as e:  # noqa: BLE001 - any bad body is a failed request
-                resp.failure(f"bad JSON body: {e!r}")
-                return
-            if isinstance(detail, bool) or not isinstance(detail, int | float):
-                resp.failure(f"detail is not a number: {detail!r}")
-            else:
-                resp.success()
+            _check(resp)
+
+
+_OPEN_FIELDS = ("rate", "process", "seed", "inflight_cap", "request_timeout_s", "drain_s")
+
+
+class OpenModelUser(FastHttpUser):
+    """Open model: sends this process's stream of the arrival schedule, each request at its
+    scheduled time in a greenlet of its own, at most `inflight_cap` at once."""
+
+    abstract = OPEN is None
+    wait_time = constant(0)
+    if OPEN:
+        # the connection pool matches the in-flight cap: a slot never waits for a connection
+        concurrency = int(OPEN["inflight_cap"])
+        network_timeout = connection_timeout = float(OPEN["request_timeout_s"])
+
+    def on_start(self):
+        runner = self.environment.runner
+        self.index = max(0, int(getattr(runner, "worker_index", 0) or 0))
+        self.model = OpenModel(**{k: OPEN[k] for k in _OPEN_FIELDS})
+        self.stream = self.model.stream(self.index, int(OPEN["streams"]))
+        COUNTS.update(stream=self.index, streams=int(OPEN["streams"]),
+                      stream_rate=self.stream.stream_rate)
+
+    @task
+    def drive(self):
+        times = self.stream.times(float(OPEN["schedule_s"]))
+        pool = gevent.pool.Pool(self.model.inflight_cap)
+        POOLS.append(pool)
+        t0_mono, t0_unix = time.monotonic(), time.time()
+        COUNTS["schedule_start_unix"] = t0_unix
+        for t in times:
+            delay = t0_mono + t - time.monotonic()
+            if delay > 0:
+                gevent.sleep(delay)
+            if pool.full():
+                COUNTS["inflight_cap_hits"] += 1
+                pool.wait_available()
+            COUNTS["scheduled"] += 1
+            pool.spawn(self._send, t0_unix + float(t))
+        pool.join()  # the step's drain time bounds this: the run ends at the stage's end
+        while True:  # one schedule per step; idle until the shape stops the run
+            gevent.sleep(3600)
+
+    def _send(self, scheduled_unix: float) -> None:
+        key = object()
+        sent = time.time()
+        IN_FLIGHT[key] = (scheduled_unix, sent)
+        COUNTS["sent"] += 1
+        if sent - COUNTS["schedule_start_unix"] <= float(OPEN["schedule_s"]):
+            COUNTS["sent_in_schedule"] += 1  # what the achieved rate is computed from
+        COUNTS["max_late_ms"] = max(COUNTS["max_late_ms"], (sent - scheduled_unix) * 1000)
+        try:
+            with self.client.post(
+                PATH,
+                json=PAYLOAD,
+                headers={"Content-Type": "application/json"},
+                name=PATH,
+                catch_response=True,
+                context={"scheduled_unix": scheduled_unix},
+            ) as resp:
+                _check(resp)
+        finally:
+            IN_FLIGHT.pop(key, None)
+
+
+COUNTS = {"scheduled": 0, "sent": 0, "sent_in_schedule": 0, "inflight_cap_hits": 0,
+          "max_late_ms": 0.0, "unfinished": 0}
+IN_FLIGHT: dict[object, tuple[float, float]] = {}
+POOLS: list[gevent.pool.Pool] = []
+
+
+@events.test_stop.add_listener
+def _record_open_model(environment, **_kw):
+    """Requests still in flight when the step ends are logged as failed rows (they were
+    scheduled and never answered), and this process's counts are written beside its log."""
+    prefix = os.environ.get("SCORING_LAB_REQUEST_LOG")
+    if not OPEN or not prefix or isinstance(environment.runner, MasterRunner):
+        return
+    unanswered = list(IN_FLIGHT.values())
+    for pool in POOLS:  # an answer arriving after this point would be counted twice
+        pool.kill(block=True, timeout=5)
+    now = time.time()
+    for scheduled, sent in unanswered:
+        COUNTS["unfinished"] += 1
+        if _log is not None:
+            _log.write(sent, (now - sent) * 1000, 0, False, "unfinished when the step ended",
+                       scheduled)
+    IN_FLIGHT.clear()
+    out = Path(prefix).parent / f"open_model_{os.getpid()}.json"
+    out.write_text(json.dumps({**COUNTS, "pid": os.getpid()}, indent=2) + "\n")

@@ -39,6 +39,7 @@ from typing import Any
 import psutil
 
 from experiments.constants import REPO_ROOT
+from experiments.load.arrivals import OpenModel
 from experiments.load.procs import CpuGuard, kill_group
 from experiments.load.remote import HostRun, WorkerHost, master_bind_address
 from experiments.load.stages import duration_of, stages_for, write_scenario_file
@@ -87,6 +88,8 @@ class LocustResult:
     guard_samples: list[dict[str, Any]] = field(default_factory=list)
     n_requests: int = 0
     hosts: list[dict[str, Any]] = field(default_factory=list)
+    # open-model runs: the streams' counts summed (experiments.load.locustfile)
+    open_model: dict[str, Any] | None = None
     valid: bool = True
     reasons: list[str] = field(default_factory=list)
 
@@ -129,6 +132,7 @@ class LocustResult:
                 "guard": rel(self.guard_file),
             },
             "n_requests": self.n_requests,
+            "open_model": self.open_model,
             "hosts": self.hosts,
             "guard": {
                 "cores": self.guard_cores,
@@ -172,6 +176,7 @@ def run_locust(
     seed: int | None = None,
     progress: Callable[[float, float], None] | None = None,
     extra_env: dict[str, str] | None = None,
+    open_model: OpenModel | None = None,
 ) -> LocustResult:
     """Run `scenario` against host_url + path with Locust (headless, CSV + full history +
     HTML), killed after the planned duration + timeout_margin_s. Three shapes:
@@ -190,6 +195,16 @@ def run_locust(
     out_dir.mkdir(parents=True, exist_ok=True)
     cpu_list = None if cpus is None else parse_cpu_list(cpus)
     hosts = list(worker_hosts or [])
+    if hosts:
+        workers = sum(h.workers for h in hosts)
+    open_doc = None
+    if open_model is not None:
+        streams = max(workers, 1)
+        open_doc = {**open_model.to_dict(), "streams": streams, "schedule_s": scenario.duration_s}
+        scenario = scenario.model_copy(update={
+            "kind": "constant", "users": streams, "spawn_rate": float(streams),
+            "duration_s": scenario.duration_s + open_model.drain,
+        })
     planned = duration_of(stages_for(scenario))
     scenario_file = write_scenario_file(
         out_dir / "scenario.json",
@@ -198,6 +213,7 @@ def run_locust(
         arrival=arrival,
         payload=list(payload),
         seed=seed,
+        open_model=open_doc,
     )
     prefix = out_dir / CSV_PREFIX
     html = out_dir / "report.html"
@@ -229,7 +245,6 @@ def run_locust(
     wait_workers_s = 0.0
     reach: dict[str, str] = {}
     if hosts:
-        workers = sum(h.workers for h in hosts)
         bind, reach = master_addresses or master_bind_address(hosts)
     else:
         bind = "127.0.0.1"
@@ -365,6 +380,7 @@ def _collect_outputs(result: LocustResult, prefix: Path, html: Path) -> None:
     result.html = html if html.exists() else None
     result.request_csvs = sorted(result.out_dir.glob("requests_*.csv"))
     result.n_requests = sum(_count_rows(p) for p in result.request_csvs)
+    result.open_model = _open_model_counts(result)
     if result.n_requests == 0:
         result.invalidate("no request was recorded")
     if result.exit_code not in (0, 1):  # 1: the run had failed requests (a result, not an error)
@@ -377,6 +393,31 @@ def _collect_outputs(result: LocustResult, prefix: Path, html: Path) -> None:
                     result.invalidate(
                         f"Locust reported its own CPU warning ({pattern!r} in {log.name})"
                     )
+
+
+def _open_model_counts(result: LocustResult) -> dict[str, Any] | None:
+    """The open-model streams' own counts, summed; None for a closed-loop run. A run whose
+    schedule was not sent in full by the generator says so here (achieved vs scheduled)."""
+    scenario = json.loads(result.scenario_file.read_text()) if result.scenario_file else {}
+    spec = scenario.get("open_model")
+    if not spec:
+        return None
+    files = sorted(result.out_dir.rglob("open_model_*.json"))
+    parts = [json.loads(p.read_text()) for p in files]
+    summed = {k: sum(p.get(k, 0) for p in parts)
+              for k in ("scheduled", "sent", "sent_in_schedule", "inflight_cap_hits", "unfinished")}
+    schedule_s = float(spec["schedule_s"])
+    counts = {
+        **spec,
+        **summed,
+        "streams_reported": len(parts),
+        "max_late_ms": max((p.get("max_late_ms", 0.0) for p in parts), default=0.0),
+        # sends within the schedule's window: late sends after it do not make up the rate
+        "achieved_rate": summed["sent_in_schedule"] / schedule_s if schedule_s else 0.0,
+    }
+    if len(parts) < int(spec["streams"]):
+        result.invalidate(f"only {len(parts)} of {spec['streams']} open-model streams reported")
+    return counts
 
 
 def _write_result(result: LocustResult) -> None:

@@ -73,8 +73,10 @@ def write_scenario_file(
     arrival: str,
     payload: list[float] | tuple[float, ...],
     seed: int | None = None,
+    open_model: dict[str, Any] | None = None,
 ) -> Path:
-    """The JSON file given to the locustfile (through SCORING_LAB_SCENARIO)."""
+    """The JSON file given to the locustfile (through SCORING_LAB_SCENARIO). `open_model`:
+    the OpenModel fields plus `streams` and `schedule_s` (see experiments.load.run)."""
     path = Path(path)
     doc = {
         "scenario": scenario.to_dict(),
@@ -85,6 +87,8 @@ def write_scenario_file(
         "payload": list(payload),
         "seed": seed,
     }
+    if open_model is not None:
+        doc["open_model"] = open_model
     path.write_text(json.dumps(doc, indent=2) + "\n")
     return path
 

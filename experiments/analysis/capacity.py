@@ -1,0 +1,202 @@
+"""Capacity under a latency bound, as MLPerf LoadGen's server scenario defines it: the highest
+arrival rate whose p99 *response time* (measured from each request's scheduled send time) is
+within a bound and whose errors stay under a small fraction. Pure logic: the caller supplies
+`measure(rate) -> StepResult` (an open-model Locust step) and this module decides what to try
+next and what the answer is.
+
+The search is a bracket, not a ramp read-out: grow the rate geometrically from a start rate
+until a step fails (or the configured maximum is reached), then bisect between the highest
+passing and the lowest failing rate until they are within `precision` of each other. A step
+the load generator itself limited (its CPU over half its cores, or sending slower than the
+schedule without the system holding requests back) is *invalid*: the search stops and says so
+instead of reporting a capacity it cannot vouch for.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from experiments.analysis.history import read_requests
+
+
+@dataclass(frozen=True)
+class Bound:
+    """One product requirement, shared by every architecture (absolute milliseconds)."""
+
+    p99_ms: float
+    max_error_fraction: float = 0.01
+    # The generator must send at least this share of the schedule ...
+    min_achieved_fraction: float = 0.95
+    # ... and use at most this share of its cores, or the step measured the generator.
+    max_loadgen_cpu_fraction: float = 0.5
+
+
+@dataclass(frozen=True)
+class StepResult:
+    rate: float  # scheduled arrivals per second
+    achieved_rate: float  # requests actually sent per second of the step
+    requests: int
+    errors: int
+    p99_response_ms: float  # from the scheduled send time
+    p99_service_ms: float  # from the actual send time
+    loadgen_cpu_fraction: float  # busiest generator host: CPU used / its cores
+    # Requests that waited because the generator's in-flight cap was reached: the system
+    # under test held them back (overload), so a shortfall they explain is not invalid.
+    inflight_cap_hits: int = 0
+
+
+def step_result(run_dir: str | Path, grace_s: float = 3.0) -> StepResult:
+    """A finished open-model Locust run folder (result.json, requests_*.csv, guard samples)
+    as one step of the search. Percentiles are exact, over every scheduled request (those
+    unanswered at the end count as errors). The generator's CPU is its mean over the run
+    after the start-up grace, as a share of the cores it may use; the busiest of the local
+    tree and every remote host counts."""
+    run_dir = Path(run_dir)
+    result = json.loads((run_dir / "result.json").read_text())
+    counts = result.get("open_model")
+    if not counts:
+        raise ValueError(f"{run_dir} is not an open-model run (no open_model in result.json)")
+    reqs = read_requests(run_dir)
+    start = result["started_at"] + grace_s
+    # the local tree (master, local workers) and each load-generator host's own guard
+    guards = [run_dir / "guard.json", *sorted(run_dir.glob("hosts/*/guard.json"))]
+    fractions = [_mean_cpu_fraction(json.loads(p.read_text()), start) for p in guards
+                 if p.exists()]
+    pct = (lambda a: float(np.percentile(a, 99))) if len(reqs) else (lambda a: math.nan)
+    return StepResult(
+        rate=float(counts["rate"]),
+        achieved_rate=float(counts["achieved_rate"]),
+        requests=len(reqs),
+        errors=reqs.failures,
+        p99_response_ms=pct(reqs.response_ms),
+        p99_service_ms=pct(reqs.service_ms),
+        loadgen_cpu_fraction=max(fractions, default=0.0),
+        inflight_cap_hits=int(counts["inflight_cap_hits"]),
+    )
+
+
+def _mean_cpu_fraction(guard: dict, start: float) -> float:
+    busy = [s["total_percent"] for s in guard.get("samples", []) if s["t"] >= start]
+    return float(np.mean(busy)) / (100 * max(1, guard.get("cores", 1))) if busy else 0.0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: str  # "pass", "fail" or "invalid"
+    reason: str
+
+
+def judge(step: StepResult, bound: Bound) -> Verdict:
+    if step.loadgen_cpu_fraction > bound.max_loadgen_cpu_fraction:
+        return Verdict("invalid", f"load generator at {step.loadgen_cpu_fraction:.0%} of its "
+                                  f"cores (limit {bound.max_loadgen_cpu_fraction:.0%})")
+    short = step.achieved_rate < bound.min_achieved_fraction * step.rate
+    if short and not step.inflight_cap_hits:
+        return Verdict("invalid", f"sent {step.achieved_rate:.1f}/s of {step.rate:.1f}/s "
+                                  "scheduled with no in-flight cap reached: the generator "
+                                  "fell behind")
+    if step.requests == 0:
+        return Verdict("invalid", "no request completed")
+    error_fraction = step.errors / step.requests
+    if error_fraction > bound.max_error_fraction:
+        return Verdict("fail", f"errors {error_fraction:.1%} > {bound.max_error_fraction:.1%}")
+    if short:
+        return Verdict("fail", f"in-flight cap reached {step.inflight_cap_hits} times: the "
+                               f"system held requests back (sent {step.achieved_rate:.1f}/s "
+                               f"of {step.rate:.1f}/s)")
+    if not step.p99_response_ms <= bound.p99_ms:
+        return Verdict("fail", f"p99 {step.p99_response_ms:.0f} ms > {bound.p99_ms:g} ms")
+    return Verdict("pass", f"p99 {step.p99_response_ms:.0f} ms <= {bound.p99_ms:g} ms")
+
+
+@dataclass
+class CapacityResult:
+    """status: "found" (capacity bracketed within precision), "above_range" (every rate up to
+    max_rate passed: capacity is a lower bound), "below_range" (even min_rate failed),
+    "invalid" (a step was limited by the generator; capacity, if any, is the last rate that
+    passed before it), "unfinished" (max_steps reached before the bracket closed)."""
+
+    status: str
+    capacity: float | None  # highest passing rate
+    first_failing: float | None  # lowest failing rate
+    steps: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def step_duration(rate: float, min_duration_s: float, min_requests: int) -> float:
+    """How long a step's schedule runs: at least min_duration_s, and long enough for about
+    min_requests arrivals, so that its p99 rests on enough requests (100 give one above it)."""
+    return max(float(min_duration_s), min_requests / rate)
+
+
+def search_capacity(
+    measure: Callable[[float], StepResult],
+    bound: Bound,
+    *,
+    start_rate: float,
+    max_rate: float,
+    min_rate: float = 1.0,
+    growth: float = 2.0,
+    precision: float = 0.05,
+    max_steps: int = 16,
+    prior: Iterable[StepResult] = (),
+) -> CapacityResult:
+    """Search with `measure`; `prior` steps (measured already, e.g. by a search under another
+    bound) are judged under this bound first and narrow the bracket without being re-run."""
+    if not 0 < min_rate <= start_rate <= max_rate:
+        raise ValueError(f"need 0 < min_rate ({min_rate}) <= start_rate ({start_rate}) "
+                         f"<= max_rate ({max_rate})")
+    if growth <= 1 or precision <= 0:
+        raise ValueError(f"growth ({growth}) must be > 1 and precision ({precision}) > 0")
+    steps: list[dict] = []
+
+    def record(step: StepResult, reused: bool) -> str:
+        verdict = judge(step, bound)
+        steps.append({**asdict(step), "outcome": verdict.outcome, "reason": verdict.reason,
+                      "reused": reused})
+        return verdict.outcome
+
+    outcomes = [(step.rate, record(step, True)) for step in sorted(prior, key=lambda s: s.rate)]
+    bad = min((r for r, o in outcomes if o == "fail"), default=None)
+    good = max((r for r, o in outcomes if o == "pass" and (bad is None or r < bad)),
+               default=None)
+    measured = 0
+    while True:
+        if good is not None and bad is not None:
+            if bad / good <= 1 + precision:
+                status = "found"
+                break
+            rate = math.sqrt(good * bad)  # geometric middle: rates span decades
+        elif good is not None:
+            if good >= max_rate:
+                status = "above_range"
+                break
+            rate = min(good * growth, max_rate)
+        elif bad is not None:
+            if bad <= min_rate:
+                status = "below_range"
+                break
+            rate = max(bad / growth, min_rate)
+        else:
+            rate = start_rate
+        if measured >= max_steps:
+            status = "unfinished"
+            break
+        outcome = record(measure(rate), False)
+        measured += 1
+        if outcome == "invalid":
+            status = "invalid"
+            break
+        if outcome == "pass":
+            good = rate
+        else:
+            bad = rate
+    return CapacityResult(status, good, bad, steps)

@@ -1,0 +1,121 @@
+"""The capacity search on fake steps (known thresholds) and on a simulated queue of blocking
+workers whose ceiling is set by its configuration."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from experiments.analysis.capacity import Bound, StepResult, judge, search_capacity
+from experiments.load.arrivals import ArrivalProcess
+
+BOUND = Bound(p99_ms=500)
+
+
+def _step(rate, *, p99=100.0, errors=0, achieved=None, cpu=0.1, cap_hits=0):
+    return StepResult(rate, rate if achieved is None else achieved, 1000, errors, p99, p99 / 2,
+                      cpu, cap_hits)
+
+
+def _threshold(limit):
+    calls = []
+
+    def measure(rate):
+        calls.append(rate)
+        return _step(rate, p99=100.0 if rate <= limit else 5000.0)
+
+    return measure, calls
+
+
+@pytest.mark.parametrize("limit", [37.0, 3.3, 199.0])
+def test_finds_a_known_threshold_within_precision(limit):
+    measure, calls = _threshold(limit)
+    r = search_capacity(measure, BOUND, start_rate=10, max_rate=1000, precision=0.02)
+    assert r.status == "found"
+    assert r.capacity <= limit < r.first_failing <= r.capacity * 1.02
+    assert len(calls) == len(r.steps) <= 16
+
+
+def test_every_rate_passing_gives_a_lower_bound():
+    measure, _ = _threshold(1e9)
+    r = search_capacity(measure, BOUND, start_rate=10, max_rate=100)
+    assert (r.status, r.capacity, r.first_failing) == ("above_range", 100, None)
+
+
+def test_even_the_minimum_failing_is_below_range():
+    measure, _ = _threshold(0.5)
+    r = search_capacity(measure, BOUND, start_rate=10, max_rate=100, min_rate=2)
+    assert (r.status, r.capacity) == ("below_range", None)
+
+
+def test_a_generator_limited_step_stops_the_search():
+    def measure(rate):
+        return _step(rate, cpu=0.8 if rate > 50 else 0.2)
+
+    r = search_capacity(measure, BOUND, start_rate=20, max_rate=1000)
+    assert r.status == "invalid" and r.capacity == 40
+    assert "load generator at 80%" in r.steps[-1]["reason"]
+
+
+def test_judge():
+    assert judge(_step(10), BOUND).outcome == "pass"
+    assert judge(_step(10, p99=501), BOUND).outcome == "fail"
+    assert judge(_step(10, errors=11), BOUND).outcome == "fail"
+    # a shortfall the generator explains is invalid; one the system explains is a failure
+    assert judge(_step(10, achieved=9), BOUND).outcome == "invalid"
+    assert judge(_step(10, achieved=9, cap_hits=40), BOUND).outcome == "fail"
+
+
+def _simulated_queue(workers: int, hold_s: float, seed: int = 3):
+    """A service of `workers` blocking workers, each request holding one for hold_s, fed with
+    Poisson arrivals: response time = waiting for a free worker + hold (a FIFO multi-server
+    queue, computed exactly by keeping the time each worker frees up)."""
+
+    def measure(rate):
+        times = ArrivalProcess(rate, seed=seed).times(max(60.0, 3000 / rate))
+        free = np.zeros(workers)
+        response = np.empty(len(times))
+        for i, t in enumerate(times):
+            w = int(np.argmin(free))
+            start = max(t, free[w])
+            free[w] = start + hold_s
+            response[i] = free[w] - t
+        p99 = float(np.percentile(response, 99)) * 1000
+        return StepResult(rate, rate, len(times), 0, p99, hold_s * 1000, 0.1)
+
+    return measure
+
+
+def test_capacity_of_a_queue_is_below_its_ceiling_and_close_to_it():
+    workers, hold = 2, 0.1  # ceiling: 2 / 0.1 s = 20 req/s (Little's law)
+    r = search_capacity(_simulated_queue(workers, hold), Bound(p99_ms=1000),
+                        start_rate=2, max_rate=100, precision=0.02)
+    assert r.status == "found"
+    assert 0.8 * 20 <= r.capacity < 20 <= r.first_failing * 1.5
+
+
+def test_prior_steps_narrow_the_bracket_without_being_rerun():
+    measure, calls = _threshold(37.0)
+    first = search_capacity(measure, BOUND, start_rate=10, max_rate=1000, precision=0.02)
+    measured = [StepResult(**{k: v for k, v in s.items()
+                              if k not in ("outcome", "reason", "reused")}) for s in first.steps]
+    calls.clear()
+    # the same steps judged under a stricter bound: fails above 20 where p99 was 5000 ms ...
+    strict = Bound(p99_ms=50)  # ... and everything fails (p99 100 ms > 50 ms)
+    again = search_capacity(measure, strict, start_rate=10, max_rate=1000, min_rate=2,
+                            prior=measured)
+    assert again.status == "below_range" and again.capacity is None
+    assert all(s["reused"] for s in again.steps[: len(measured)])
+    assert min(calls) >= 2 and len(calls) <= 3  # only rates below every prior failure
+    # under the same bound, the prior bracket is already closed: nothing is measured
+    calls.clear()
+    same = search_capacity(measure, BOUND, start_rate=10, max_rate=1000, precision=0.02,
+                           prior=measured)
+    assert (same.status, same.capacity, calls) == ("found", first.capacity, [])
+
+
+def test_step_duration_covers_both_minimums():
+    from experiments.analysis.capacity import step_duration
+
+    assert step_duration(200.0, 10.0, 500) == 10.0
+    assert step_duration(20.0, 10.0, 500) == 25.0

@@ -1,0 +1,93 @@
+"""`compare` on fixture result folders: a significant difference, one that is not, refusals
+(different experiment, different protocol) and the environment warnings; and on the committed
+runs, which have no repeats."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from experiments.compare import CompareError, compare_runs, figures, render
+
+ROOT = Path(__file__).resolve().parents[2]
+PROTOCOL = {"experiment": "experiment-3", "profile": "quick", "repeats": 3,
+            "scenarios": [{"name": "capacity", "kind": "open", "duration_s": 20.0}]}
+META = {"kernel": "6.1", "python_version": "3.12.1", "packages": {"uvicorn": "0.54.0"}}
+
+
+def _summary(values):
+    ordered = sorted(values)
+    return {"median": ordered[len(ordered) // 2], "values": values}
+
+
+def _run(tmp_path: Path, name: str, sync, async_, *, protocol=None, metadata=None,
+         experiment="experiment-3") -> Path:
+    folder = tmp_path / name
+    (folder / "raw" / "hardware" / "localhost").mkdir(parents=True)
+    manifest = {"experiment": experiment, "status": "complete",
+                "protocol": protocol or PROTOCOL, "metadata": metadata or META,
+                "topology": {"services": {"scoring-sync": {"host": "localhost", "cpus": [0]}}}}
+    report = {"headline": {"sync": {"capacity_rps": _summary(sync)},
+                           "async": {"capacity_rps": _summary(async_)}, "valid": True}}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    (folder / "report.json").write_text(json.dumps(report))
+    (folder / "raw" / "hardware" / "localhost" / "system.json").write_text(
+        json.dumps({"cpu": {"model": "AMD EPYC", "logical_threads": 2}}))
+    return folder
+
+
+def test_figures_flatten_headlines_and_repeat_summaries():
+    headline = {"sync": {"max_rps": 22.0, "cpu": {"scoring": 3.4}, "valid": True},
+                "async": {"capacity_rps": {"median": 130.0, "values": [129.0, 130.0, 133.0]}}}
+    assert figures(headline) == {"sync.max_rps": [22.0], "sync.cpu.scoring": [3.4],
+                                 "async.capacity_rps": [129.0, 130.0, 133.0]}
+
+
+def test_significant_and_not_significant_rows(tmp_path):
+    a = _run(tmp_path, "a", [20.8, 21.5, 20.2], [130.8, 128.1, 133.0])
+    b = _run(tmp_path, "b", [12.0, 22.0, 17.5], [190.4, 195.0, 188.2])
+    result = compare_runs(a, b)
+    rows = {r["figure"]: r for r in result.rows}
+    assert rows["async.capacity_rps"]["significant"]
+    assert rows["async.capacity_rps"]["ratio"] == pytest.approx(190.4 / 130.8)
+    assert not rows["sync.capacity_rps"]["significant"]
+    assert rows["sync.capacity_rps"]["verdict"].startswith("not significant")
+    assert result.warnings == []
+    text = render(result)
+    assert "not significant" in text and "async.capacity_rps" in text
+
+
+def test_refuses_other_experiments_and_other_protocols(tmp_path):
+    a = _run(tmp_path, "a", [20.0, 21.0], [130.0, 131.0])
+    other = _run(tmp_path, "b", [20.0, 21.0], [130.0, 131.0], experiment="experiment-4")
+    with pytest.raises(CompareError, match="different experiments"):
+        compare_runs(a, other)
+    longer = {**PROTOCOL, "scenarios": [{"name": "capacity", "kind": "open", "duration_s": 60.0}]}
+    c = _run(tmp_path, "c", [20.0, 21.0], [130.0, 131.0], protocol=longer)
+    with pytest.raises(CompareError, match="scenario 'capacity' differs in duration_s"):
+        compare_runs(a, c)
+    with pytest.raises(CompareError, match="no manifest.json"):
+        compare_runs(a, tmp_path)
+
+
+def test_warns_on_environment_and_protocol_additions(tmp_path):
+    a = _run(tmp_path, "a", [20.0, 21.0], [130.0, 131.0])
+    meta = {**META, "kernel": "6.12", "packages": {"uvicorn": "0.55.0"}}
+    extra = {**PROTOCOL, "repeats": 5,
+             "scenarios": [*PROTOCOL["scenarios"], {"name": "stress", "kind": "constant"}]}
+    b = _run(tmp_path, "b", [20.0, 21.0], [130.0, 131.0], metadata=meta, protocol=extra)
+    warnings = "\n".join(compare_runs(a, b).warnings)
+    assert "kernel: A '6.1' vs B '6.12'" in warnings
+    assert "uvicorn 0.54.0 -> 0.55.0" in warnings
+    assert "scenario 'stress' only in B" in warnings
+    assert "repeats" not in warnings  # how often it was measured does not change what
+
+
+def test_committed_runs_compare_with_a_warning_and_no_verdict():
+    (run,) = sorted((ROOT / "results").glob("*_experiment-3_*"))[:1]
+    result = compare_runs(run, run)
+    assert any("without repeats" in w for w in result.warnings)
+    assert result.rows and all(not r["significant"] for r in result.rows)
+    assert all(r["verdict"].startswith("not testable") for r in result.rows)

@@ -1,0 +1,121 @@
+"""Open-model load through real Locust against a slow fake endpoint (one request at a time,
+50 ms each: 20 req/s at most). Offered 30 req/s, the open model's response time (from the
+scheduled send) includes the queue that builds up, while its service time (from the actual
+send) and a closed-loop run of the same endpoint stay near 50 ms: coordinated omission,
+shown and measured."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+
+from experiments.analysis.history import read_requests
+from experiments.load.arrivals import OpenModel
+from experiments.load.run import run_locust
+from experiments.protocol import Scenario
+
+HOLD_S = 0.05
+_one_at_a_time = threading.Lock()
+
+
+class _SlowHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    # headers and body go out in two writes: without this, Nagle + delayed ACK add ~40 ms
+    disable_nagle_algorithm = True
+
+    def do_POST(self):  # noqa: N802 - http.server's naming
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        with _one_at_a_time:  # a single blocking worker
+            time.sleep(HOLD_S)
+        out = json.dumps({"detail": 0.05}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def slow_server():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _SlowHandler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.mark.slow
+def test_open_model_counts_the_queue_a_closed_loop_hides(slow_server, tmp_path):
+    schedule_s, rate = 6.0, 30.0
+    # One request in flight at a time, like one closed-loop user: the generator has to wait
+    # for each answer, so sends fall behind the schedule. Counted, and response time runs
+    # from the schedule.
+    model = OpenModel(rate=rate, seed=4, inflight_cap=1, request_timeout_s=15.0)
+    scenario = Scenario(name="open", kind="constant", users=1, duration_s=schedule_s)
+    open_run = run_locust(scenario, slow_server, "/p", tmp_path / "open", timeout_margin_s=40,
+                          open_model=model, seed=1)
+    assert open_run.exit_code in (0, 1), (tmp_path / "open" / "locust.log").read_text()[-2000:]
+    counts = open_run.open_model
+    assert counts["streams_reported"] == 1 and counts["rate"] == rate
+    assert counts["scheduled"] == pytest.approx(rate * schedule_s, abs=4 * np.sqrt(180))
+    assert counts["inflight_cap_hits"] > 0.2 * counts["scheduled"]  # reported, not silent
+    assert counts["achieved_rate"] < 0.9 * rate
+
+    reqs = read_requests(tmp_path / "open")
+    assert reqs.open_model and len(reqs) == counts["scheduled"]
+    service_p99 = float(np.percentile(reqs.service_ms, 99))
+    response_p99 = float(np.percentile(reqs.response_ms, 99))
+    # At 30/s offered and 20/s served for 6 s, the last requests wait about 2 s behind
+    # schedule; the service time of each is one hold (plus loopback overhead).
+    assert response_p99 > 1000
+    assert service_p99 < 500
+    assert np.all(reqs.response_ms >= reqs.service_ms - 1e-6)
+
+    # A closed loop at the same nominal rate (1 user, a request every 1/30 s) only ever
+    # sees one request at a time: its latencies look like the service time.
+    closed = Scenario(name="closed", kind="constant", users=1, spawn_rate=1.0,
+                      duration_s=schedule_s, pacing_s=1 / rate)
+    closed_run = run_locust(closed, slow_server, "/p", tmp_path / "closed", timeout_margin_s=40,
+                            seed=1)
+    assert closed_run.open_model is None
+    closed_reqs = read_requests(tmp_path / "closed")
+    assert not closed_reqs.open_model
+    assert float(np.percentile(closed_reqs.response_ms, 99)) < 500 < response_p99
+
+
+@pytest.mark.slow
+def test_capacity_search_finds_the_configured_ceiling(slow_server, tmp_path):
+    """One blocking worker holding each request HOLD_S: its ceiling is 1 / HOLD_S = 20 req/s.
+    Constant arrivals queue only above that rate, so the highest rate whose p99 response time
+    stays within a few holds is the ceiling; the search, with real Locust steps, must land
+    within 15 % of it."""
+    from experiments.analysis.capacity import Bound, search_capacity, step_result
+
+    ceiling = 1 / HOLD_S
+    steps = []
+
+    def measure(rate: float):
+        out = tmp_path / f"step{len(steps)}"
+        model = OpenModel(rate=rate, process="constant", seed=2, drain_s=1.5)
+        scenario = Scenario(name="capacity", kind="constant", users=1, duration_s=5.0)
+        run = run_locust(scenario, slow_server, "/p", out, timeout_margin_s=30,
+                         open_model=model, seed=1)
+        assert run.exit_code in (0, 1), (out / "locust.log").read_text()[-2000:]
+        steps.append(out)
+        return step_result(out)
+
+    result = search_capacity(measure, Bound(p99_ms=6 * HOLD_S * 1000), start_rate=5,
+                             max_rate=80, precision=0.08, max_steps=10)
+    assert result.status == "found", result.steps
+    assert 0.85 * ceiling <= result.capacity <= 1.15 * ceiling, result.steps
+    # every step sent its schedule: the generator never limited the result
+    assert all(s["achieved_rate"] >= 0.95 * s["rate"] for s in result.steps)
