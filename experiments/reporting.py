@@ -17,6 +17,8 @@ from typing import Any
 from experiments.config import Table
 from experiments.protocol import AnalysisParams, BreakingPointParams, GuardParams
 from hardware.cpus import format_cpu_list
+from hardware.machine_state import noise_warnings
+from services.sync_app.meinheld_limits import REPORT_NOTE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,6 +145,35 @@ def header_lines(manifest: dict[str, Any], run: Path, reasons: list[str] = ()) -
     ]
     for w in (m.get("metadata_warnings") or []) + (m.get("warnings") or []):
         lines.append(f"- Warning: {w}")
+    lines += machine_state_lines(m.get("topology") or {}, run)
+    return [*lines, REPORT_NOTE, ""]
+
+
+def host_cpu_sets(topology: dict[str, Any]) -> dict[str, dict[str, list[int]]]:
+    """host -> {service or "loadgen": its CPUs}, from the deployed topology."""
+    sets: dict[str, dict[str, list[int]]] = {}
+    for name, svc in (topology.get("services") or {}).items():
+        if svc.get("host") and svc.get("cpus"):
+            sets.setdefault(svc["host"], {})[name] = list(svc["cpus"])
+    for gen in topology.get("loadgen") or []:
+        if gen.get("host") and gen.get("cpus"):
+            sets.setdefault(gen["host"], {}).setdefault("loadgen", []).extend(gen["cpus"])
+    return sets
+
+
+def machine_state_lines(topology: dict[str, Any], run: Path) -> list[str]:
+    """A warning for each machine setting that adds noise, per host, from the system.json
+    the run collected (hardware.machine_state; runs recorded before it have none)."""
+    lines = []
+    for host, cpu_sets in sorted(host_cpu_sets(topology).items()):
+        system = run / "raw" / "hardware" / host / "system.json"
+        try:
+            doc = json.loads(system.read_text())
+        except (OSError, ValueError):
+            continue
+        if "machine_state" not in doc:
+            continue
+        lines += [f"- Machine state ({host}): {w}" for w in noise_warnings(doc, cpu_sets)]
     return lines
 
 
