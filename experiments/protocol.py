@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from experiments.config import (
     HEADER_KEYS,
@@ -32,20 +32,25 @@ from experiments.config import (
 from experiments.constants import ARCHS, ARRIVALS
 from services.describe import predict_path
 
-KINDS = ("constant", "ramp")
+KINDS = ("constant", "ramp", "capacity", "open")
 BREAKING_POINT = "breaking_point"
+CAPACITY = "capacity"
 DEFAULT_PAYLOAD = [5.1, 3.5, 1.4, 0.2]  # the original's curl examples
 Arch = Literal[ARCHS]  # a value out of constants.ARCHS
 Arrival = Literal[ARRIVALS]
 
 
 class Scenario(Table):
-    """One load scenario. `constant`: hold `users` (reached at `spawn_rate`/s) for
-    `duration_s`. `ramp`: `start_users` + `step_users` every `step_interval_s` up to
-    `end_users`, then `hold_s`. Each user sends one request per `pacing_s`."""
+    """One load scenario. Closed loop (each user sends one request per `pacing_s`, the next
+    only after the answer): `constant` holds `users` (reached at `spawn_rate`/s) for
+    `duration_s`; `ramp` goes from `start_users` by `step_users` every `step_interval_s` up to
+    `end_users`, then holds `hold_s`. Open model (requests at scheduled times, whatever is in
+    flight: experiments.load.arrivals): `open` holds `rate` arrivals/s for `duration_s`
+    (rate "capacity": the capacity the same architecture's search found); `capacity` is the
+    search for the capacity under a latency bound, parameters in the protocol's [capacity]."""
 
     name: Str
-    kind: Literal["constant", "ramp"]
+    kind: Literal["constant", "ramp", "capacity", "open"]
     pacing_s: Float = Field(1.0, gt=0)
     users: Int | None = Field(None, ge=1)  # constant; None while it awaits the breaking point
     users_from: Literal["breaking_point"] | None = None  # users come from the load test
@@ -56,10 +61,27 @@ class Scenario(Table):
     step_users: Int = Field(1, ge=1)
     step_interval_s: Float = Field(1.0, gt=0)
     hold_s: Float = Field(0.0, ge=0)
+    rate: Float | None = Field(None, gt=0)  # open; None while it awaits the capacity
+    rate_from: Literal["capacity"] | None = None
 
     @property
     def needs_breaking_point(self) -> bool:
         return self.users_from == BREAKING_POINT and self.users is None
+
+    @property
+    def needs_capacity(self) -> bool:
+        return self.rate_from == CAPACITY and self.rate is None
+
+    @property
+    def open_model(self) -> bool:
+        return self.kind in ("open", "capacity")
+
+    def with_rate(self, rate: float) -> Scenario:
+        """The open scenario holding `rate` arrivals/s (resolves rate = "capacity")."""
+        if self.kind != "open" or not rate > 0:
+            raise ConfigError(f"scenario {self.name!r}: only an open scenario takes a rate "
+                              f"> 0, got {rate!r}")
+        return self.model_copy(update={"rate": float(rate)})
 
     @property
     def n_steps(self) -> int:
@@ -76,7 +98,7 @@ class Scenario(Table):
 
     @property
     def max_users(self) -> int | None:
-        return self.end_users if self.kind == "ramp" else self.users
+        return {"ramp": self.end_users, "constant": self.users}.get(self.kind)
 
     def with_users(self, users: int) -> Scenario:
         """The scenario holding `users` (used to resolve users = "breaking_point")."""
@@ -111,6 +133,43 @@ class AnalysisParams(Table):
     breaking_point: BreakingPointParams = BreakingPointParams()
 
 
+class CapacityParams(Table):
+    """The capacity search (experiments.analysis.capacity): one latency bound for every
+    architecture, how each step is run, and where the search starts and stops."""
+
+    p99_bound_ms: Float = Field(gt=0)  # the shared product requirement, absolute
+    # also reported: capacity at p99 <= factor x the architecture's own 1-user p99 (0: not)
+    relative_bound_factor: Float = Field(0.0, ge=0)
+    max_error_fraction: Float = Field(0.01, ge=0, le=1)
+    process: Literal["poisson", "constant"] = "poisson"
+    seed: Int = 1
+    start_rate: Float = Field(gt=0)
+    min_rate: Float = Field(1.0, gt=0)
+    max_rate: Float = Field(gt=0)
+    growth: Float = Field(2.0, gt=1)
+    precision: Float = Field(0.05, gt=0)
+    max_steps: Int = Field(12, ge=1)
+    min_step_s: Float = Field(gt=0)  # a step's schedule lasts at least this ...
+    min_requests: Int = Field(500, ge=1)  # ... and long enough for this many arrivals
+    drain_s: Float = Field(2.0, ge=0)
+    inflight_cap: Int = Field(512, ge=1)
+    request_timeout_s: Float = Field(10.0, gt=0)
+    max_loadgen_cpu_fraction: Float = Field(0.5, gt=0, le=1)
+    min_achieved_fraction: Float = Field(0.95, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _rates_in_order(self) -> CapacityParams:
+        if not self.min_rate <= self.start_rate <= self.max_rate:
+            raise ValueError(f"need min_rate ({self.min_rate:g}) <= start_rate "
+                             f"({self.start_rate:g}) <= max_rate ({self.max_rate:g})")
+        return self
+
+    @property
+    def planned_s(self) -> float:
+        """An upper estimate of one search's load time (each step plus start-up)."""
+        return self.max_steps * (self.min_step_s + self.drain_s + 5.0)
+
+
 class GuardParams(Table):
     interval_s: Float = Field(1.0, gt=0)
     threshold: Float = Field(0.8, gt=0, le=1)
@@ -128,6 +187,7 @@ class Protocol(Table):
     scenarios: tuple[Scenario, ...] = Field(min_length=1)
     analysis: AnalysisParams = AnalysisParams()
     guard: GuardParams = GuardParams()
+    capacity: CapacityParams | None = None
     pause_s: Float = Field(0.0, ge=0)  # rest between two Locust runs
     source: Str = ""
 
@@ -142,11 +202,18 @@ class Protocol(Table):
                 return s
         raise KeyError(f"no scenario {name!r}; have {[s.name for s in self.scenarios]}")
 
+    def scenario_s(self, scenario: Scenario) -> float:
+        """Planned load time of one scenario on one architecture (a capacity search counted
+        at its upper estimate)."""
+        if scenario.kind == "capacity" and self.capacity is not None:
+            return self.capacity.planned_s
+        return scenario.total_s
+
     @property
     def total_s(self) -> float:
         """Planned load time for all scenarios and architectures (breaking-point scenarios
         counted at their planned duration)."""
-        return sum(s.total_s for s in self.scenarios) * len(self.paths)
+        return sum(self.scenario_s(s) for s in self.scenarios) * len(self.paths)
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved protocol, for the manifest."""
@@ -160,6 +227,7 @@ class Protocol(Table):
             "scenarios": [s.to_dict() for s in self.scenarios],
             "analysis": self.analysis.model_dump(),
             "guard": self.guard.model_dump(),
+            **({"capacity": self.capacity.model_dump()} if self.capacity else {}),
             "pause_s": self.pause_s,
             "source": self.source,
         }
@@ -172,12 +240,15 @@ _SCENARIO_KEYS = {
     "constant": {"kind", "users", "spawn_rate", "duration_s", "pacing_s"},
     "ramp": {"kind", "start_users", "end_users", "step_users", "step_interval_s", "hold_s",
              "pacing_s"},
+    "capacity": {"kind"},
+    "open": {"kind", "rate", "duration_s"},
 }
 _REQUIRED = {"constant": ("users", "spawn_rate", "duration_s"),
-             "ramp": ("start_users", "end_users", "step_users", "step_interval_s")}
+             "ramp": ("start_users", "end_users", "step_users", "step_interval_s"),
+             "capacity": (), "open": ("rate", "duration_s")}
 _TOP_KEYS = HEADER_KEYS | {"pause_s", "arrival", "architectures", "request", "scenarios",
-                           "analysis", "guard"}
-_PROFILE_KEYS = {"arrival", "pause_s", "request", "scenarios", "analysis", "guard"}
+                           "analysis", "guard", "capacity"}
+_PROFILE_KEYS = {"arrival", "pause_s", "request", "scenarios", "analysis", "guard", "capacity"}
 
 
 def _scenario(c: Checker, name: str, t: Any) -> Scenario:
@@ -195,7 +266,11 @@ def _scenario(c: Checker, name: str, t: Any) -> Scenario:
     elif isinstance(t.get("users"), str):
         raise c.fail(where, f"users = {t['users']!r}: expected an integer or "
                             f"{BREAKING_POINT!r}")
-    if kind == "constant" and t["duration_s"] == 0:
+    if t.get("rate") == CAPACITY:
+        fields.update(rate=None, rate_from=CAPACITY)
+    elif isinstance(t.get("rate"), str):
+        raise c.fail(where, f"rate = {t['rate']!r}: expected a number or {CAPACITY!r}")
+    if kind in ("constant", "open") and t["duration_s"] == 0:
         raise c.fail(where, "duration_s = 0: must be > 0")
     scenario = c.validate(Scenario, fields, where)
     if scenario.end_users < scenario.start_users:
@@ -219,6 +294,15 @@ def parse_protocol(data: dict, profile: str | None = None, *, source: str = "<pr
     if not isinstance(tables, dict) or not tables:
         raise c.fail("scenarios", "no scenario defined")
     scenarios = tuple(_scenario(c, name, t) for name, t in tables.items())
+    searched = False
+    for s in scenarios:
+        if s.open_model and "capacity" not in merged:
+            raise c.fail(f"scenarios.{s.name}", f"a {s.kind} scenario needs the [capacity] "
+                                                "table (bound, arrival process, step lengths)")
+        searched = searched or s.kind == "capacity"
+        if s.needs_capacity and not searched:
+            raise c.fail(f"scenarios.{s.name}", "rate = 'capacity' needs a capacity scenario "
+                                                "before it")
     if check_all:
         check_every_profile(
             data, lambda other: parse_protocol(data, other, source=source, check_all=False),

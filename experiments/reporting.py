@@ -177,6 +177,66 @@ def machine_state_lines(topology: dict[str, Any], run: Path) -> list[str]:
     return lines
 
 
+def capacity_headline(entry: dict[str, Any] | None) -> dict[str, Any]:
+    """Headline figures of one architecture's capacity search (none without one)."""
+    if not entry:
+        return {}
+    shared = entry["shared"]
+    head = {"capacity_rps": _round(shared["capacity"]),
+            "capacity_status": shared["status"],
+            "first_overloaded_rps": _round(shared["first_failing"])}
+    if "relative" in entry:
+        head["capacity_relative_rps"] = _round(entry["relative"]["capacity"])
+    return head
+
+
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(v, 1)
+
+
+_STATUS = {
+    "found": "found",
+    "above_range": "every rate up to the maximum passed: a lower bound",
+    "below_range": "even the minimum rate failed",
+    "invalid": "**stopped: a step was limited by the load generator**",
+    "unfinished": "the step budget ran out before the bracket closed",
+}
+
+
+def capacity_section(capacity: dict[str, dict]) -> list[str]:
+    """The capacity searches: per architecture the capacity under each bound and every step."""
+    if not capacity:
+        return []
+    lines = ["## Capacity under a latency bound", "",
+             "The highest open-model arrival rate whose p99 response time (from each request's "
+             "scheduled send, so queueing counts) meets the bound with few enough errors "
+             "(MLPerf LoadGen's server scenario), found by growing the rate until a step fails "
+             "and bisecting. Every verdict below is recomputed from the step folders.", "",
+             "| architecture | bound | capacity req/s | first overloaded req/s | status |",
+             "|---|---|---|---|---|"]
+    for arch, entry in capacity.items():
+        for kind in ("shared", "relative"):
+            e = entry.get(kind)
+            if not e:
+                continue
+            bound = (f"p99 <= {e['p99_bound_ms']:.0f} ms" if kind == "shared" else
+                     f"p99 <= {e['factor']:g} x own 1-user p99 {e['one_user_p99_ms']:.0f} ms "
+                     f"= {e['p99_bound_ms']:.0f} ms")
+            lines.append(f"| {arch} | {bound} | {fmt(e['capacity'])} | "
+                         f"{fmt(e['first_failing'])} | {_STATUS.get(e['status'], e['status'])} |")
+    lines += ["", "| architecture | rate | sent/s | requests | errors | p99 response ms | "
+              "p99 service ms | generator CPU | in-flight cap hits | shared bound |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for arch, entry in capacity.items():
+        for st in sorted(entry["shared"]["steps"], key=lambda x: x["rate"]):
+            lines.append(
+                f"| {arch} | {fmt(st['rate'])} | {fmt(st['achieved_rate'])} | {st['requests']} | "
+                f"{st['errors']} | {fmt(st['p99_response_ms'])} | {fmt(st['p99_service_ms'])} | "
+                f"{st['loadgen_cpu_fraction']:.0%} | {st['inflight_cap_hits']} | "
+                f"{st['outcome']}: {st['reason']} |")
+    return [*lines, ""]
+
+
 def hardware_section(run: Path) -> list[str]:
     lines = ["## Hardware", ""]
     hosts = sorted(p for p in (run / "raw" / "hardware").glob("*") if p.is_dir())

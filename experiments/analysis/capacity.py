@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from experiments.analysis.history import read_requests
+from experiments.protocol import CapacityParams
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,9 @@ class StepResult:
     # Requests that waited because the generator's in-flight cap was reached: the system
     # under test held them back (overload), so a shortfall they explain is not invalid.
     inflight_cap_hits: int = 0
+    # What this step's schedule asked for, per second (a Poisson schedule of a few seconds
+    # differs from `rate` by chance): the achieved rate is held to this. None: `rate`.
+    scheduled_rate: float | None = None
 
 
 def step_result(run_dir: str | Path, grace_s: float = 3.0) -> StepResult:
@@ -78,6 +82,7 @@ def step_result(run_dir: str | Path, grace_s: float = 3.0) -> StepResult:
         p99_service_ms=pct(reqs.service_ms),
         loadgen_cpu_fraction=max(fractions, default=0.0),
         inflight_cap_hits=int(counts["inflight_cap_hits"]),
+        scheduled_rate=int(counts["scheduled"]) / float(counts["schedule_s"]),
     )
 
 
@@ -96,9 +101,10 @@ def judge(step: StepResult, bound: Bound) -> Verdict:
     if step.loadgen_cpu_fraction > bound.max_loadgen_cpu_fraction:
         return Verdict("invalid", f"load generator at {step.loadgen_cpu_fraction:.0%} of its "
                                   f"cores (limit {bound.max_loadgen_cpu_fraction:.0%})")
-    short = step.achieved_rate < bound.min_achieved_fraction * step.rate
+    scheduled = step.rate if step.scheduled_rate is None else step.scheduled_rate
+    short = step.achieved_rate < bound.min_achieved_fraction * scheduled
     if short and not step.inflight_cap_hits:
-        return Verdict("invalid", f"sent {step.achieved_rate:.1f}/s of {step.rate:.1f}/s "
+        return Verdict("invalid", f"sent {step.achieved_rate:.1f}/s of {scheduled:.1f}/s "
                                   "scheduled with no in-flight cap reached: the generator "
                                   "fell behind")
     if step.requests == 0:
@@ -109,7 +115,7 @@ def judge(step: StepResult, bound: Bound) -> Verdict:
     if short:
         return Verdict("fail", f"in-flight cap reached {step.inflight_cap_hits} times: the "
                                f"system held requests back (sent {step.achieved_rate:.1f}/s "
-                               f"of {step.rate:.1f}/s)")
+                               f"of {scheduled:.1f}/s)")
     if not step.p99_response_ms <= bound.p99_ms:
         return Verdict("fail", f"p99 {step.p99_response_ms:.0f} ms > {bound.p99_ms:g} ms")
     return Verdict("pass", f"p99 {step.p99_response_ms:.0f} ms <= {bound.p99_ms:g} ms")
@@ -200,3 +206,68 @@ def search_capacity(
         else:
             bad = rate
     return CapacityResult(status, good, bad, steps)
+
+
+# --------------------------------------------------------------------------- a result folder
+
+
+def bound_of(params: CapacityParams, p99_ms: float) -> Bound:
+    return Bound(p99_ms=p99_ms, max_error_fraction=params.max_error_fraction,
+                 min_achieved_fraction=params.min_achieved_fraction,
+                 max_loadgen_cpu_fraction=params.max_loadgen_cpu_fraction)
+
+
+def step_dirs(arch_dir: Path) -> list[Path]:
+    """The step folders of one architecture's searches (raw/locust/capacity/<arch>/NN_*),
+    in the order they ran."""
+    if not arch_dir.is_dir():
+        return []
+    return sorted(d for d in arch_dir.iterdir() if d.is_dir() and (d / "result.json").exists())
+
+
+def replay(params: CapacityParams, steps: Iterable[StepResult], p99_ms: float) -> CapacityResult:
+    """The capacity recorded steps show under p99 <= p99_ms, measuring nothing: what a report
+    derives from a folder. A step the generator limited makes the result "invalid"."""
+    def no_measure(rate: float) -> StepResult:
+        raise AssertionError(f"a replay measures nothing (asked for {rate})")
+
+    result = search_capacity(no_measure, bound_of(params, p99_ms), start_rate=params.min_rate,
+                             max_rate=params.max_rate, min_rate=params.min_rate,
+                             growth=params.growth, precision=params.precision, max_steps=0,
+                             prior=steps)
+    if any(s["outcome"] == "invalid" for s in result.steps):
+        result.status = "invalid"
+    return result
+
+
+def one_user_p99_ms(response_time_dir: Path) -> float | None:
+    """p99 (ms) of the successful requests of a 1-user run: the base of the relative bound."""
+    if not any(response_time_dir.glob("requests_*.csv")):
+        return None
+    reqs = read_requests(response_time_dir)
+    ok = reqs.rt_ms[reqs.ok]
+    return float(np.percentile(ok, 99)) if len(ok) else None
+
+
+def analyse_capacity(run: Path, protocol: dict, grace_s: float) -> dict[str, dict]:
+    """Per architecture, from the folder alone: the capacity under the shared bound and,
+    when the protocol asks for it, under factor x its own 1-user p99; every step re-judged."""
+    if not protocol.get("capacity"):
+        return {}
+    params = CapacityParams(**protocol["capacity"])
+    base = run / "raw" / "locust" / "capacity"
+    out: dict[str, dict] = {}
+    for arch_dir in sorted(d for d in base.iterdir() if d.is_dir()) if base.is_dir() else []:
+        steps = [step_result(d, grace_s=grace_s) for d in step_dirs(arch_dir)]
+        if not steps:
+            continue
+        entry = {"shared": {"p99_bound_ms": params.p99_bound_ms,
+                            **replay(params, steps, params.p99_bound_ms).to_dict()}}
+        one_user = one_user_p99_ms(run / "raw" / "locust" / "response_time" / arch_dir.name)
+        if params.relative_bound_factor and one_user is not None:
+            bound = params.relative_bound_factor * one_user
+            entry["relative"] = {"p99_bound_ms": bound, "one_user_p99_ms": one_user,
+                                 "factor": params.relative_bound_factor,
+                                 **replay(params, steps, bound).to_dict()}
+        out[arch_dir.name] = entry
+    return out

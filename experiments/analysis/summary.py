@@ -46,11 +46,19 @@ class RunNumbers:
     stability: str | None
     valid: bool
     reasons: tuple[str, ...]
+    # Open-model runs: the percentiles above are response times (from each request's scheduled
+    # send, queueing in the generator included); these are the service times (from the send).
+    open_model: bool = False
+    service_p50_ms: float | None = None
+    service_p99_ms: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["reasons"] = list(self.reasons)
         d["window"] = list(self.window)
+        if not self.open_model:  # closed-loop runs keep the fields they always had
+            for key in ("open_model", "service_p50_ms", "service_p99_ms"):
+                d.pop(key)
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
 
 
@@ -90,7 +98,8 @@ def analyse_run_dir(
     skip = min(int(math.ceil(warmup_s)), max(0, n - 1)) if n else 0
     w0, w1 = series.t0 + skip, series.t0 + n
     in_win = requests.completed_between(w0, w1)
-    ok_rt = in_win.rt_ms[in_win.ok]
+    ok_rt = in_win.response_ms[in_win.ok]  # the service time for closed-loop requests
+    service = percentiles(in_win.service_ms[in_win.ok], (50, 99))
     per_sec = series.achieved_rps[skip:]
     ci = mean_ci(per_sec)
     pct = percentiles(ok_rt, (50, 95, 99))
@@ -119,6 +128,9 @@ def analyse_run_dir(
         reasons=tuple(
             rdoc.get("reasons", []) if rdoc else ["no result.json: the Locust run did not finish"]
         ),
+        open_model=requests.open_model,
+        service_p50_ms=service["p50"],
+        service_p99_ms=service["p99"],
     )
     return RunData(numbers, requests, series, ok_rt, per_sec)
 

@@ -21,6 +21,7 @@ from experiments.analysis.breaking_point import (  # noqa: E402
     detect_breaking_point,
     rule_sentence,
 )
+from experiments.analysis.capacity import analyse_capacity  # noqa: E402
 from experiments.analysis.stats import compare  # noqa: E402
 from experiments.analysis.summary import (  # noqa: E402
     RunData,
@@ -33,6 +34,8 @@ from experiments.protocol import GuardParams  # noqa: E402
 from experiments.reporting import (  # noqa: E402
     Report,
     analysis_params,
+    capacity_headline,
+    capacity_section,
     fmt,
     footer_lines,
     hardware_section,
@@ -136,6 +139,7 @@ def analyse(run_path: str | Path) -> dict[str, Any]:
                     }
                     for svc, u in usage.items()
                 }
+    out["capacity"] = analyse_capacity(run, manifest.get("protocol") or {}, guard.grace_s)
     out["headline"] = _headline(out)
     return out
 
@@ -158,6 +162,7 @@ def _headline(res: dict[str, Any]) -> dict[str, Any]:
             else:
                 h["breaking_point_users"] = f"none <= {bp.max_users}" if bp.max_users else "no data"
             h["max_rps"] = round(bp.max_achieved_rps, 1)
+        h.update(capacity_headline(res["capacity"].get(a)))
         if MAX_PERFORMANCE in data and a in data[MAX_PERFORMANCE]:
             h["max_performance_rps"] = round(data[MAX_PERFORMANCE][a].numbers.rps, 1)
         if RESPONSE_TIME in data and a in data[RESPONSE_TIME]:
@@ -286,10 +291,20 @@ def _scenario_section(res: dict[str, Any], s: str, plot: str) -> list[str]:
             users = f"{sdoc.get('start_users')}->{sdoc.get('end_users')}"
         else:
             users = sdoc.get("users")
-        lines.append(
-            f"Planned: {sdoc.get('kind')}, users {users}, pacing {sdoc.get('pacing_s')} s, "
-            f"{sdoc.get('total_s')} s."
-        )
+        if sdoc.get("kind") == "open":
+            held = {e["arch"]: e.get("capacity_rps") for e in res["manifest"].get("scenarios", [])
+                    if e.get("name") == s}
+            rate = (f"the capacity found ({', '.join(f'{a}: {fmt(held.get(a), 1)}' for a in archs)}"
+                    " req/s)" if sdoc.get("rate_from") else f"{sdoc.get('rate')} req/s")
+            lines.append(f"Planned: open model (requests at scheduled times, whatever is in "
+                         f"flight), rate {rate}, {sdoc.get('total_s')} s. Latencies are response "
+                         "times from each request's scheduled send; service times (from the "
+                         "actual send) are in their own rows.")
+        else:
+            lines.append(
+                f"Planned: {sdoc.get('kind')} (closed loop), users {users}, pacing "
+                f"{sdoc.get('pacing_s')} s, {sdoc.get('total_s')} s."
+            )
     users_run = ", ".join(f"{a}: {N[a].max_users}" for a in archs)
     lines += [
         f"Users reached: {users_run}. Measured window: after {res['analysis'].warmup_s:g} s "
@@ -316,6 +331,9 @@ def _scenario_section(res: dict[str, Any], s: str, plot: str) -> list[str]:
     lines.append(row("p50 ms", "p50_ms", 1, "latency"))
     lines.append(row("p95 ms", "p95_ms", 1))
     lines.append(row("p99 ms", "p99_ms", 1))
+    if any(N[a].open_model for a in archs):
+        lines.append(row("service p50 ms", "service_p50_ms", 1))
+        lines.append(row("service p99 ms", "service_p99_ms", 1))
     lines.append(row("requests (window)", "requests", 0))
     lines.append(row("failures (window)", "failures", 0))
     lines.append(row("requests (whole run)", "total_requests", 0))
@@ -439,6 +457,7 @@ def render(res: dict[str, Any], run: Path, plots: dict[str, str], cpu_plot: str 
         if s in res["data"]:
             lines += _scenario_section(res, s, plots[s])
     lines += _breaking_section(res)
+    lines += capacity_section(res["capacity"])
     lines += _resources_section(res, cpu_plot)
     lines += hardware_section(run)
     lines += footer_lines()
@@ -465,6 +484,7 @@ def write_report(run_folder_path: str | Path, res: dict[str, Any]) -> Report:
             s: {k: c.to_dict() for k, c in d.items()} for s, d in res["comparisons"].items()
         },
         "breaking_points": {a: bp.to_dict() for a, bp in res["breaking_points"].items()},
+        **({"capacity": res["capacity"]} if res["capacity"] else {}),
         "resources": res["resources"],
         "headline": res["headline"],
     }

@@ -9,8 +9,10 @@ import time
 from pathlib import Path
 
 from experiments.analysis.breaking_point import breaking_point_from_dir, users_to_hold
+from experiments.analysis.capacity import one_user_p99_ms, step_dirs, step_result
 from experiments.experiment import Finish
-from experiments.lab.session import RunOptions, session
+from experiments.lab import capacity as capacity_search
+from experiments.lab.session import RunOptions, Session, session
 from experiments.protocol import Protocol, Scenario
 from experiments.results import scenario_entry
 
@@ -33,9 +35,37 @@ def traps(protocol: Protocol, arrival: str) -> dict[str, str]:
     }
 
 
+def run_capacity(lab: Session, protocol: Protocol, arch: str, step: int) -> dict:
+    """The capacity of arch under the shared bound and, when configured, under a bound
+    relative to its own 1-user p99; both recorded in the manifest."""
+    params, run = protocol.capacity, lab.run
+    arch_dir = run.locust_dir("capacity", arch)
+    common = {"payload": protocol.payload, "step": step, "guard": protocol.guard}
+    shared = capacity_search.search(lab, params, arch, arch_dir, p99_ms=params.p99_bound_ms,
+                                    label=f"capacity {arch} (p99 <= {params.p99_bound_ms:g} ms)",
+                                    **common)
+    entry = {"shared": {"p99_bound_ms": params.p99_bound_ms, **shared.to_dict()}}
+    lab.progress.say(f"capacity {arch}: {shared.status}, {shared.capacity} req/s "
+                     f"(first failing {shared.first_failing})")
+    base = (one_user_p99_ms(run.raw / "locust" / "response_time" / arch)
+            if params.relative_bound_factor else None)
+    if base is not None and shared.status != "invalid":
+        bound = params.relative_bound_factor * base
+        prior = [step_result(d, grace_s=protocol.guard.grace_s) for d in step_dirs(arch_dir)]
+        relative = capacity_search.search(
+            lab, params, arch, arch_dir, p99_ms=bound, prior=prior,
+            label=f"capacity {arch} (p99 <= {params.relative_bound_factor:g} x "
+                  f"{base:.0f} ms)", **common)
+        entry["relative"] = {"p99_bound_ms": bound, "one_user_p99_ms": base,
+                             "factor": params.relative_bound_factor, **relative.to_dict()}
+    run.update(capacity={**(run.manifest.get("capacity") or {}), arch: entry})
+    return entry
+
+
 def run(protocol: Protocol, options: RunOptions, finish: Finish) -> Path:
     """Every scenario on every architecture, interleaved; the breaking point of each load
-    test detected at once and held by the scenarios that need it."""
+    test detected at once and held by the scenarios that need it; the capacity of each
+    searched and held by an open scenario with rate = "capacity"."""
     arrival = protocol.arrival
     steps = len(protocol.scenarios) * len(protocol.architectures)
     with session(protocol.experiment, options, planned_s=protocol.total_s, steps=steps,
@@ -46,11 +76,29 @@ def run(protocol: Protocol, options: RunOptions, finish: Finish) -> Path:
         run, progress = lab.run, lab.progress
         load_tests: dict[str, Scenario] = {}
         breaking_points = {}
+        capacities: dict[str, dict] = {}
         step = 0
         for scenario in protocol.scenarios:
             for arch in protocol.architectures:
                 step += 1
-                planned, extra = scenario, {}
+                if scenario.kind == "capacity":
+                    capacities[arch] = run_capacity(lab, protocol, arch, step)
+                    time.sleep(protocol.pause_s)
+                    continue
+                planned, extra, model = scenario, {}, None
+                if scenario.needs_capacity:
+                    found = capacities[arch]["shared"]
+                    if not found["capacity"]:
+                        progress.say(f"{scenario.name} {arch}: skipped, no capacity was found "
+                                     f"({found['status']})")
+                        run.warn(f"{scenario.name}/{arch} not run: the capacity search "
+                                 f"ended {found['status']} with no passing rate")
+                        continue
+                    planned = scenario.with_rate(found["capacity"])
+                    extra.update(capacity_rps=found["capacity"],
+                                 first_overloaded_rps=found["first_failing"])
+                if planned.kind == "open":
+                    model = capacity_search.open_model(protocol.capacity, planned.rate)
                 if scenario.needs_breaking_point:
                     if arch not in breaking_points:
                         raise RuntimeError(f"{scenario.name} needs a breaking point, but no "
@@ -59,11 +107,13 @@ def run(protocol: Protocol, options: RunOptions, finish: Finish) -> Path:
                     planned = scenario.with_users(users)
                     extra["breaking_point_users"] = users
                 label = f"{planned.name} {arch}"
-                progress.say(f"step {step}/{steps} {label} "
-                             f"({planned.max_users} users max, {planned.total_s:.0f} s)")
+                load = (f"{planned.rate:.1f} req/s open model" if model else
+                        f"{planned.max_users} users max")
+                progress.say(f"step {step}/{steps} {label} ({load}, {planned.total_s:.0f} s)")
                 result = lab.locust(planned, arch, run.locust_dir(planned.name, arch),
-                                    arrival=arrival, payload=protocol.payload, step=step,
-                                    label=label)
+                                    arrival="open" if model else arrival,
+                                    payload=protocol.payload, step=step, label=label,
+                                    open_model=model)
                 run.add_scenario(scenario_entry(run, planned, arch, result, **extra))
                 if planned.kind == "ramp":
                     bp = breaking_point_from_dir(result.out_dir,

@@ -18,6 +18,7 @@ from typing import Any
 from experiments.lab import collect as collect_step
 from experiments.lab import topology as topology_mod
 from experiments.lab.verify import verify
+from experiments.load.arrivals import OpenModel
 from experiments.load.remote import WorkerHost, master_bind_address
 from experiments.load.run import LocustResult, run_locust
 from experiments.protocol import GuardParams, Scenario
@@ -124,9 +125,11 @@ class Session:
     progress: Progress
 
     def locust(self, scenario: Scenario, arch: str, out_dir: Path, *, arrival: str,
-               payload, step: int, label: str, url: str | None = None) -> LocustResult:
+               payload, step: int, label: str, url: str | None = None,
+               open_model: OpenModel | None = None) -> LocustResult:
         """One Locust run from the load generator, pinned to its cores and labelled
-        ``loadgen`` for the resource sampler."""
+        ``loadgen`` for the resource sampler (open model: `open_model`'s schedule for the
+        scenario's duration_s)."""
         result = run_locust(
             scenario, url or self.topology.scoring_url(arch), predict_path(arch),
             out_dir, arrival=arrival, cpus=self.load.local_cpus or None, guard=self.guard,
@@ -135,6 +138,7 @@ class Session:
             master_addresses=self.master,
             extra_env={"SCORING_LAB_SERVICE": "loadgen",
                        "SCORING_LAB_RUN_DIR": self.load.local_run_dir},
+            open_model=open_model,
         )
         self.progress.done_s += scenario.total_s
         if not result.valid:

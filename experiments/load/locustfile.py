@@ -162,6 +162,7 @@ class ScoringUser(FastHttpUser):
             _check(resp)
 
 
+SEND_SLACK_S = 0.25
 _OPEN_FIELDS = ("rate", "process", "seed", "inflight_cap", "request_timeout_s", "drain_s")
 
 
@@ -209,8 +210,10 @@ class OpenModelUser(FastHttpUser):
         sent = time.time()
         IN_FLIGHT[key] = (scheduled_unix, sent)
         COUNTS["sent"] += 1
-        if sent - COUNTS["schedule_start_unix"] <= float(OPEN["schedule_s"]):
-            COUNTS["sent_in_schedule"] += 1  # what the achieved rate is computed from
+        # what the achieved rate is computed from; the slack keeps a last send that left a few
+        # ms after the schedule's end (gevent's timer) from reading as a shortfall
+        if sent - COUNTS["schedule_start_unix"] <= float(OPEN["schedule_s"]) + SEND_SLACK_S:
+            COUNTS["sent_in_schedule"] += 1
         COUNTS["max_late_ms"] = max(COUNTS["max_late_ms"], (sent - scheduled_unix) * 1000)
         try:
             with self.client.post(

@@ -23,7 +23,11 @@ class Stage:
 
 def stages_for(scenario: Scenario) -> list[Stage]:
     """The stages of a scenario: one stage for a constant load, one per step for a ramp
-    (plus a final hold stage when hold_s > 0)."""
+    (plus a final hold stage when hold_s > 0). Open-model scenarios have none: run_locust
+    turns them into one user per Locust process driving the arrival schedule."""
+    if scenario.open_model:
+        raise ValueError(f"scenario {scenario.name!r} is an open model ({scenario.kind}): "
+                         "run it with run_locust(..., open_model=...)")
     if scenario.kind == "constant":
         if scenario.users is None:
             raise ValueError(

@@ -119,3 +119,11 @@ def test_step_duration_covers_both_minimums():
 
     assert step_duration(200.0, 10.0, 500) == 10.0
     assert step_duration(20.0, 10.0, 500) == 25.0
+
+
+def test_a_short_poisson_schedule_is_held_to_what_it_scheduled():
+    # 2/s for 3 s scheduled only 4 arrivals by chance: all 4 sent on time is not a shortfall
+    step = StepResult(2.0, 4 / 3, 4, 0, 110.0, 108.0, 0.1, 0, scheduled_rate=4 / 3)
+    assert judge(step, BOUND).outcome == "pass"
+    assert judge(StepResult(2.0, 1.0, 3, 0, 110.0, 108.0, 0.1, 0, scheduled_rate=4 / 3),
+                 BOUND).outcome == "invalid"

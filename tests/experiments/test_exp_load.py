@@ -13,6 +13,7 @@ import pytest
 from experiments.exp3_load import EXPERIMENT as EXP3
 from experiments.load.pacing import Pacer, simulate_arrivals
 from experiments.load.stages import Stage, stages_for, tick_at, users_at
+from experiments.protocol import Scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,10 +51,18 @@ def test_stepped_ramp_caps_at_end_users_and_holds():
 
 
 def test_unresolved_breaking_point_scenario_refuses_stages():
-    mp = EXP3.configure("smoke").scenario("max_performance")
+    mp = Scenario(name="max_performance", kind="constant", users_from="breaking_point",
+                  spawn_rate=5.0, duration_s=4.0)
     with pytest.raises(ValueError, match="with_users"):
         stages_for(mp)
     assert stages_for(mp.with_users(12))[0].users == 12
+
+
+def test_open_model_scenarios_have_no_user_stages():
+    open_mp = EXP3.configure("smoke").scenario("max_performance")
+    for scenario in (open_mp, open_mp.with_rate(5.0), EXP3.configure("smoke").scenario("capacity")):
+        with pytest.raises(ValueError, match="open model"):
+            stages_for(scenario)
 
 
 def test_locust_shape_classes_tick(tmp_path):

@@ -16,6 +16,7 @@ import pytest
 from experiments.exp3_load import EXPERIMENT
 from experiments.exp3_load.report import analyse, headline
 from experiments.load.stages import write_scenario_file
+from experiments.protocol import Scenario
 from experiments.results import new_run_folder
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -131,6 +132,9 @@ def fixture_run(tmp_path):
             sc = PROTOCOL.scenario(name)
             if sc.needs_breaking_point:
                 sc = sc.with_users(5)
+            if sc.open_model:  # rows written here are closed-loop ones: the same 5 users
+                sc = Scenario(name=name, kind="constant", users=5, spawn_rate=5.0,
+                              duration_s=sc.duration_s)
             valid = not (arch == "async" and name == "stress")
             rows = _write_run(
                 run.locust_dir(name, arch),

@@ -115,8 +115,12 @@ def test_report_numbers_match_the_csvs(experiment):
                     rows += list(csv.DictReader(f))
             assert numbers["total_requests"] == len(rows)
             t0, t1 = numbers["window"]
-            ok_ms = [float(r["response_time_ms"]) for r in rows if r["ok"] == "1"
-                     and t0 <= float(r["start_unix"]) + float(r["response_time_ms"]) / 1000 < t1]
+            ends = [(float(r["start_unix"]) + float(r["response_time_ms"]) / 1000, r)
+                    for r in rows if r["ok"] == "1"]
+            # open model (max performance): latency from the scheduled send, not the send
+            ok_ms = [(end - float(r["scheduled_unix"] or r["start_unix"])) * 1000
+                     if r.get("scheduled_unix") else float(r["response_time_ms"])
+                     for end, r in ends if t0 <= end < t1]
             assert numbers["p50_ms"] == pytest.approx(float(np.percentile(ok_ms, 50)))
             assert f"{numbers['p50_ms']:.1f}" in text
     # One request at a time: two sequential model calls for sync, two concurrent for async.
@@ -127,3 +131,26 @@ def test_report_numbers_match_the_csvs(experiment):
 def test_results_index_lists_the_run(experiment):
     folder = _folder(experiment[1])
     assert folder.name in (experiment[1] / "README.md").read_text()
+
+
+def test_capacity_search_and_max_performance_held_at_it(experiment):
+    folder = _folder(experiment[1])
+    manifest = json.loads((folder / "manifest.json").read_text())
+    report = json.loads((folder / "report.json").read_text())
+    for arch in ARCHS:
+        live = manifest["capacity"][arch]["shared"]
+        assert live["status"] in {"found", "above_range", "below_range", "unfinished"}
+        steps = sorted((folder / "raw/locust/capacity" / arch).iterdir())
+        assert len(steps) == len(report["capacity"][arch]["shared"]["steps"]) >= 1
+        for step in steps:
+            counts = json.loads((step / "result.json").read_text())["open_model"]
+            assert counts["scheduled"] > 0 and counts["streams_reported"] == counts["streams"]
+        # the report re-derives the capacity from the step folders alone
+        assert report["capacity"][arch]["shared"]["capacity"] == live["capacity"]
+        assert "relative" in report["capacity"][arch]
+        held = next(s for s in manifest["scenarios"]
+                    if s["name"] == "max_performance" and s["arch"] == arch)
+        assert held["capacity_rps"] == live["capacity"]
+        assert manifest["headline"][arch]["capacity_rps"] == pytest.approx(live["capacity"], 0.01)
+        assert report["numbers"]["max_performance"][arch]["open_model"] is True
+    assert "## Capacity under a latency bound" in (folder / "report.md").read_text()
