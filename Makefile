@@ -59,6 +59,10 @@ experiment-4: deploy ## The delta decomposition: a ladder of variants, each agai
 report: ## Rebuild report.md and plots of a run folder from its raw data (RUN=results/<run>)
 	$(BIN)/python -m experiments report $(RUN)
 
+.PHONY: compare
+compare: ## Compare two run folders figure by figure (A=results/<run> B=results/<run>)
+	$(BIN)/python -m experiments compare $(A) $(B)
+
 .PHONY: teardown
 teardown: setup ## Stop and remove everything the deploy started
 	cd ansible && ../$(BIN)/ansible-playbook -i $(INVENTORY) teardown.yml

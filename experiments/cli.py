@@ -10,6 +10,7 @@ import os
 import sys
 from pathlib import Path
 
+from experiments.compare import CompareError, compare_runs, render
 from experiments.config import ConfigError
 from experiments.constants import ARRIVALS, REPO_ROOT
 from experiments.lab.collect import CollectError
@@ -42,6 +43,11 @@ def _parser() -> argparse.ArgumentParser:
                      help="Ansible inventory (relative to ansible/), for collecting host data")
     report = commands.add_parser("report", help="rebuild report.md and plots of a run folder")
     report.add_argument("folder", type=Path)
+    compare = commands.add_parser(
+        "compare", help="compare two run folders figure by figure (ratio, significance)")
+    compare.add_argument("a", type=Path, help="run folder A (the baseline)")
+    compare.add_argument("b", type=Path, help="run folder B")
+    compare.add_argument("--json", action="store_true", help="print the comparison as JSON")
     index = commands.add_parser("index", help="rebuild results/README.md from the run folders")
     index.add_argument("results_dir", type=Path, nargs="?", default=REPO_ROOT / "results")
     return parser
@@ -86,6 +92,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    try:
+        result = compare_runs(args.a, args.b)
+    except CompareError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result.to_dict(), indent=2) if args.json else render(result))
+    return 0
+
+
 def cmd_index(args: argparse.Namespace) -> int:
     if not args.results_dir.is_dir():
         print(f"error: {args.results_dir} is not a directory", file=sys.stderr)
@@ -97,7 +113,8 @@ def cmd_index(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"run": cmd_run, "report": cmd_report, "index": cmd_index}[args.command](args)
+        return {"run": cmd_run, "report": cmd_report, "compare": cmd_compare,
+                "index": cmd_index}[args.command](args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

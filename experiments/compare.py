@@ -49,7 +49,7 @@ def load_run(path: str | Path) -> RunData:
         file = path / name
         if not file.is_file():
             raise CompareError(f"{path}: no {name} (not a result folder, or its report was "
-                               "never written: python -m experiments report {path})")
+                               f"never written: python -m experiments report {path})")
         try:
             docs[name] = json.loads(file.read_text())
         except json.JSONDecodeError as exc:

@@ -91,3 +91,16 @@ def test_committed_runs_compare_with_a_warning_and_no_verdict():
     assert any("without repeats" in w for w in result.warnings)
     assert result.rows and all(not r["significant"] for r in result.rows)
     assert all(r["verdict"].startswith("not testable") for r in result.rows)
+
+
+def test_cli_prints_the_table_and_refuses_with_one_line(tmp_path, capsys):
+    from experiments.cli import main
+
+    a = _run(tmp_path, "a", [20.8, 21.5, 20.2], [130.8, 128.1, 133.0])
+    b = _run(tmp_path, "b", [20.1, 21.0, 20.9], [190.4, 195.0, 188.2])
+    assert main(["compare", str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    assert "async.capacity_rps" in out and "significant" in out
+    assert main(["compare", str(a), str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "nowhere" in err and "Traceback" not in err
