@@ -120,8 +120,20 @@ def _close_request_log(environment, **_kw):
         _log.close()
 
 
+def _score(client, context: dict | None = None) -> None:
+    """One scoring request; it counts only when it is HTTP 200 with a numeric `detail`."""
+    with client.post(
+        PATH,
+        json=PAYLOAD,
+        headers={"Content-Type": "application/json"},
+        name=PATH,
+        catch_response=True,
+        context=context or {},
+    ) as resp:
+        _check(resp)
+
+
 def _check(resp) -> None:
-    """A response counts only when it is HTTP 200 with a numeric `detail`."""
     if resp.status_code != 200:
         resp.failure(f"HTTP {resp.status_code}")
         return
@@ -152,14 +164,7 @@ class ScoringUser(FastHttpUser):
 
     @task
     def score(self):
-        with self.client.post(
-            PATH,
-            json=PAYLOAD,
-            headers={"Content-Type": "application/json"},
-            name=PATH,
-            catch_response=True,
-        ) as resp:
-            _check(resp)
+        _score(self.client)
 
 
 SEND_SLACK_S = 0.25
@@ -216,15 +221,7 @@ class OpenModelUser(FastHttpUser):
             COUNTS["sent_in_schedule"] += 1
         COUNTS["max_late_ms"] = max(COUNTS["max_late_ms"], (sent - scheduled_unix) * 1000)
         try:
-            with self.client.post(
-                PATH,
-                json=PAYLOAD,
-                headers={"Content-Type": "application/json"},
-                name=PATH,
-                catch_response=True,
-                context={"scheduled_unix": scheduled_unix},
-            ) as resp:
-                _check(resp)
+            _score(self.client, {"scheduled_unix": scheduled_unix})
         finally:
             IN_FLIGHT.pop(key, None)
 

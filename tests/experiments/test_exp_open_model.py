@@ -6,11 +6,6 @@ shown and measured."""
 
 from __future__ import annotations
 
-import json
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import numpy as np
 import pytest
 
@@ -18,39 +13,15 @@ from experiments.analysis.history import read_requests
 from experiments.load.arrivals import OpenModel
 from experiments.load.run import run_locust
 from experiments.protocol import Scenario
+from tests.experiments.fake_endpoint import score_server
 
 HOLD_S = 0.05
-_one_at_a_time = threading.Lock()
-
-
-class _SlowHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    # headers and body go out in two writes: without this, Nagle + delayed ACK add ~40 ms
-    disable_nagle_algorithm = True
-
-    def do_POST(self):  # noqa: N802 - http.server's naming
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        with _one_at_a_time:  # a single blocking worker
-            time.sleep(HOLD_S)
-        out = json.dumps({"detail": 0.05}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(out)))
-        self.end_headers()
-        self.wfile.write(out)
-
-    def log_message(self, *args):
-        pass
 
 
 @pytest.fixture
 def slow_server():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _SlowHandler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with score_server(hold_s=HOLD_S, one_at_a_time=True) as url:
+        yield url
 
 
 @pytest.mark.slow

@@ -7,9 +7,7 @@ import json
 import socket
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import psutil
 import pytest
@@ -18,37 +16,13 @@ from experiments.load.remote import HostRun, RemoteError, WorkerHost, master_bin
 from experiments.load.run import CpuGuard, kill_group, load_result, run_locust
 from experiments.load.worker_host import Job
 from experiments.protocol import GuardParams, Scenario
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_POST(self):  # noqa: N802 - http.server's naming
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        ok = (
-            json.loads(body) == [5.1, 3.5, 1.4, 0.2]
-            and self.headers.get("Content-Type") == "application/json"
-        )
-        time.sleep(0.01)
-        out = json.dumps({"detail": 0.05} if ok else {"detail": "bad request"}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(out)))
-        self.end_headers()
-        self.wfile.write(out)
-
-    def log_message(self, *args):
-        pass
+from tests.experiments.fake_endpoint import score_server
 
 
 @pytest.fixture
 def server():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with score_server(hold_s=0.01) as url:
+        yield url
 
 
 @pytest.mark.slow
