@@ -1,0 +1,92 @@
+"""A deadline for a whole blocking HTTP call (connect, send, headers and body), for requests.
+
+requests' ``timeout`` bounds each socket operation, not the call: a model API sending one byte
+every 1.5 s never trips a 2 s read timeout. Here every read of a pooled connection sets the
+socket's timeout to the time left until the deadline of the call in progress, so the call ends
+at its deadline whatever the peer does. The deadline lives in a ContextVar: per thread (gthread
+workers) and per greenlet (meinheld), while the Session and its connection pool stay shared by
+the whole worker.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection
+from urllib3.connectionpool import HTTPConnectionPool
+
+_deadline: ContextVar[float | None] = ContextVar("scoring_lab_http_deadline", default=None)
+
+
+@contextmanager
+def deadline(seconds: float) -> Iterator[float]:
+    """Bound every read of this context's HTTP calls to ``seconds`` from now in total."""
+    at = time.monotonic() + seconds
+    token = _deadline.set(at)
+    try:
+        yield at
+    finally:
+        _deadline.reset(token)
+
+
+def remaining() -> float | None:
+    at = _deadline.get()
+    return None if at is None else at - time.monotonic()
+
+
+class _DeadlineReader(io.RawIOBase):
+    """What http.client reads a response through (status line, headers, body)."""
+
+    def __init__(self, sock) -> None:
+        self._sock = sock
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        left = remaining()
+        if left is not None:
+            if left <= 0:
+                raise TimeoutError("deadline of the HTTP call passed")
+            self._sock.settimeout(left)
+        return self._sock.recv_into(buffer)
+
+
+class _DeadlineSocket:
+    """The connection's socket with ``makefile`` reading under the deadline; everything else
+    (sendall, settimeout, fileno for urllib3's liveness check, close) goes to the socket."""
+
+    def __init__(self, sock) -> None:
+        self._sock = sock
+
+    def makefile(self, mode: str = "r", *args, **kwargs):
+        if mode != "rb":
+            return self._sock.makefile(mode, *args, **kwargs)
+        return io.BufferedReader(_DeadlineReader(self._sock))
+
+    def __getattr__(self, name: str):
+        return getattr(self._sock, name)
+
+
+class _DeadlineConnection(HTTPConnection):
+    def _new_conn(self):
+        return _DeadlineSocket(super()._new_conn())
+
+
+class _DeadlinePool(HTTPConnectionPool):
+    ConnectionCls = _DeadlineConnection
+
+
+class DeadlineAdapter(HTTPAdapter):
+    """An HTTPAdapter (plain http) whose connections read under the current deadline."""
+
+    def init_poolmanager(self, *args, **kwargs) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            **self.poolmanager.pool_classes_by_scheme, "http": _DeadlinePool,
+        }
