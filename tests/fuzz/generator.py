@@ -181,7 +181,7 @@ def case(seed: int, index: int, role: str) -> Case:
     rng = random.Random(f"{seed}/{role}/{index}")
     kind = rng.choices(list(KINDS), weights=[w for w, _ in KINDS.values()])[0]
     made = KINDS[kind][1](rng, role)
-    made.index, made.kind = index, kind
+    made.index, made.kind = index, made.kind or kind  # a builder may name a sub-kind
     return made
 
 
@@ -283,6 +283,10 @@ def _truncated(rng, role):
     full = len(made.message("sync"))
     made.cut_at = rng.randint(1, max(1, full - 1))
     made.incomplete = True
+    if len(made.body) > MAX_BODY_BYTES and made.cut_at > len(made.message("sync")) - len(made.body):
+        # A documented difference: uvicorn refuses a declared length over the limit at once
+        # (413), meinheld waits for the whole body before the app runs (408 when it stops).
+        made.kind = "truncated_oversize"
     return made
 
 

@@ -29,6 +29,7 @@ ROLES = ("scoring", "model")
 # ("Errors and limits"): kind -> the statuses each architecture answers.
 EXPECTED_DIFFERENCES = {"lf_only": {"sync": "200", "async": "400"},
                         "version_other": {"sync": "200", "async": "400"},
+                        "truncated_oversize": {"sync": "408", "async": "413"},
                         "empty_lines": {"sync": "400", "async": "408"}}
 ARCHS = ("sync", "async")
 
