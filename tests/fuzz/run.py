@@ -164,23 +164,26 @@ def send(port: int, arch: str, made: Case) -> Reply:
     return exchange(port, [made.message(arch)], made.method if made.raw is None else "")
 
 
+def answer_all(stack: Stacks, role: str, cases: list[Case],
+               concurrency: int = 16) -> list[tuple[Case, dict[str, Reply]]]:
+    """Each case sent to the sync and the async service of ``role``, ``concurrency`` at once."""
+    def one(made: Case) -> tuple[Case, dict[str, Reply]]:
+        return made, {arch: send(stack.ports[(role, arch)], arch, made) for arch in ARCHS}
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        return list(pool.map(one, cases))
+
+
 def run_role(stack: Stacks, role: str, seed: int, cases: int, concurrency: int = 16,
              first: int = 0) -> Result:
     result = Result(role)
-
-    def one(index: int) -> tuple[Case, dict[str, Reply]]:
-        made = case(seed, index, role)
-        return made, {arch: send(stack.ports[(role, arch)], arch, made) for arch in ARCHS}
-
     # Cases of the meinheld_* kinds crash or poison a meinheld worker (fixed on another
-    # branch): sent last, so that where they still do, no other kind's answer is collateral.
-    indices = range(first, first + cases)
-    late = {i for i in indices if case(seed, i, role).kind.startswith("meinheld_")}
-    phases = [[i for i in indices if i not in late], sorted(late)]
-    for phase in phases:
-        with ThreadPoolExecutor(concurrency) as pool:  # the first phase ends before the next
-            answered = list(pool.map(one, phase))
-        collect(result, answered)
+    # branch): sent after all others have been answered, so that where they still do, no
+    # other kind's answer is collateral damage.
+    made = [case(seed, i, role) for i in range(first, first + cases)]
+    for late in (False, True):
+        phase = [c for c in made if c.kind.startswith("meinheld_") == late]
+        collect(result, answer_all(stack, role, phase, concurrency))
     return result
 
 
