@@ -40,21 +40,29 @@ def remaining() -> float | None:
 
 
 class _DeadlineReader(io.RawIOBase):
-    """What http.client reads a response through (status line, headers, body)."""
+    """What http.client reads a response through (status line, headers, body): the socket's
+    own raw reader (which keeps the socket open until it is closed itself, as http.client
+    expects of ``makefile``), with the socket's timeout set to the time left before each
+    read."""
 
     def __init__(self, sock) -> None:
         self._sock = sock
+        self._raw = sock.makefile("rb", buffering=0)
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:
+    def readinto(self, buffer) -> int | None:
         left = remaining()
         if left is not None:
             if left <= 0:
                 raise TimeoutError("deadline of the HTTP call passed")
             self._sock.settimeout(left)
-        return self._sock.recv_into(buffer)
+        return self._raw.readinto(buffer)
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
 
 
 class _DeadlineSocket:

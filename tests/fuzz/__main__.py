@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -29,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.cases < 1:
         parser.error(f"--cases must be >= 1, got {args.cases}")
     args.out.mkdir(parents=True, exist_ok=True)
+    # A SIGTERM (make interrupted, a CI timeout) unwinds like Ctrl-C: the servers it started
+    # run in their own sessions and are stopped only by stacks()'s cleanup.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.monotonic()
     with stacks(args.out / "logs") as stack:
         before = stack.workers()
