@@ -30,9 +30,7 @@ class ModelClient:
 
     def _new_session(self) -> requests.Session:
         session = requests.Session()
-        adapter = deadline.DeadlineAdapter(
-            pool_connections=1, pool_maxsize=self._pool_size, max_retries=0
-        )
+        adapter = deadline.DeadlineAdapter(pool_connections=1, pool_maxsize=self._pool_size)
         session.mount("http://", adapter)
         return session
 

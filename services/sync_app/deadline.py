@@ -19,6 +19,7 @@ from contextvars import ContextVar
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection
 from urllib3.connectionpool import HTTPConnectionPool
+from urllib3.util.retry import Retry
 
 _deadline: ContextVar[float | None] = ContextVar("scoring_lab_http_deadline", default=None)
 
@@ -83,6 +84,13 @@ class _DeadlineSocket:
 
 class _DeadlineConnection(HTTPConnection):
     def _new_conn(self):
+        # A new connection (or a retried one) connects within the time left, not a fresh
+        # connect timeout.
+        left = remaining()
+        if left is not None:
+            if left <= 0:
+                raise TimeoutError("deadline of the HTTP call passed")
+            self.timeout = min(self.timeout, left) if self.timeout is not None else left
         return _DeadlineSocket(super()._new_conn())
 
 
@@ -90,8 +98,19 @@ class _DeadlinePool(HTTPConnectionPool):
     ConnectionCls = _DeadlineConnection
 
 
+# A pooled keep-alive connection the server closed just as it was reused fails before any
+# answer: one immediate retry on a fresh connection (the model call is idempotent), as httpx
+# does. It stays inside the call's deadline (reads and connects use the time left).
+STALE_CONNECTION_RETRY = Retry(total=1, connect=1, read=1, status=0, redirect=0, other=0,
+                               allowed_methods=None, backoff_factor=0, raise_on_status=False)
+
+
 class DeadlineAdapter(HTTPAdapter):
     """An HTTPAdapter (plain http) whose connections read under the current deadline."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("max_retries", STALE_CONNECTION_RETRY)
+        super().__init__(*args, **kwargs)
 
     def init_poolmanager(self, *args, **kwargs) -> None:
         super().init_poolmanager(*args, **kwargs)
