@@ -90,7 +90,7 @@ def body_problem(made: Case, reply: Reply) -> str | None:
     if reply.status is None:
         return None  # judged by outcome, not body
     if reply.status >= 500:
-        return f"5xx ({reply.status})"
+        return f"5xx ({reply.status}): {reply.body[:160]!r}"
     method = made.method if made.raw is None else ""
     if method == "HEAD":
         return "HEAD answered with a body" if reply.body else None
