@@ -98,11 +98,16 @@ class _DeadlinePool(HTTPConnectionPool):
     ConnectionCls = _DeadlineConnection
 
 
-# A pooled keep-alive connection the server closed just as it was reused fails before any
-# answer: one immediate retry on a fresh connection (the model call is idempotent), as httpx
-# does. It stays inside the call's deadline (reads and connects use the time left).
-STALE_CONNECTION_RETRY = Retry(total=1, connect=1, read=1, status=0, redirect=0, other=0,
-                               allowed_methods=None, backoff_factor=0, raise_on_status=False)
+# A pooled keep-alive connection the server dropped just as it was reused: one immediate retry
+# on a fresh connection (the model call is idempotent). Dropped means closed (no answer) or,
+# with meinheld, an unsolicited "408 Request Timeout" it writes on an idle keep-alive
+# connection, read as the answer to the next request (7 sync 502s in 10,000 fuzz cases). A
+# model never answers 408 to a request it received whole. The retry stays inside the call's
+# deadline (reads and connects use the time left).
+STALE_CONNECTION_RETRY = Retry(total=1, connect=1, read=1, status=1, redirect=0, other=0,
+                               status_forcelist=frozenset({408}), allowed_methods=None,
+                               backoff_factor=0, raise_on_status=False,
+                               respect_retry_after_header=False)
 
 
 class DeadlineAdapter(HTTPAdapter):

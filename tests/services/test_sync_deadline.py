@@ -80,6 +80,24 @@ def test_a_connection_closed_by_the_model_is_retried_once(raw_model):
     assert model.connections == 2
 
 
+def test_an_unsolicited_408_on_a_pooled_connection_is_retried_once(raw_model):
+    # meinheld writes "408 Request Timeout" on an idle keep-alive connection; a request sent
+    # on it just then reads that 408 as its answer.
+    def stale_408(conn, n):
+        if n == 0:
+            conn.sendall(ANSWER)
+            return True
+        conn.sendall(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n"
+                     b"Connection: close\r\n\r\n")
+        return False
+
+    model = raw_model(stale_408)
+    client = ModelClient(Settings(), model.url)
+    assert client.predict(b"[1]") == 0.04
+    assert client.predict(b"[1]") == 0.04
+    assert model.connections == 2
+
+
 def test_a_trickling_model_is_cut_at_the_deadline_not_per_read(raw_model):
     def trickle(conn, n):
         for byte in ANSWER:
