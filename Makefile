@@ -6,6 +6,9 @@ SHELL := bash
 INVENTORY ?= inventories/single-host
 PROFILE ?= full
 RESULTS_DIR ?= results
+CASES ?= 10000
+SEED ?= 1
+FUZZ_OUT ?= build/fuzz
 VENV := .venv
 BIN := $(VENV)/bin
 # The venv's interpreter: a Python 3.12 when the machine has one (nix develop, pyenv), else
@@ -29,6 +32,10 @@ setup: ## Create .venv exactly from uv.lock (idempotent)
 .PHONY: test
 test: setup ## Run the whole test suite (real Redis, servers, Ansible deploys, Locust runs)
 	$(BIN)/python -m pytest
+
+.PHONY: fuzz
+fuzz: setup ## Fuzz both architectures' real servers (CASES per role, default 10000; FUZZ_OUT=build/fuzz)
+	$(BIN)/python -m tests.fuzz --cases $(CASES) --seed $(SEED) --out $(FUZZ_OUT)
 
 .PHONY: lint
 lint: setup ## ruff on the Python code, ansible-lint (production profile) on the playbooks

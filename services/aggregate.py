@@ -22,12 +22,14 @@ def parse_prediction(status: int, body: bytes) -> float:
     if status != 200:
         raise errors.model_bad_response(f"HTTP {status}: {body[:200]!r}")
     try:
-        detail = json.loads(body)["detail"]
-    except (ValueError, KeyError, TypeError):
+        # parse_int=float: a huge integer becomes inf (refused below), not an OverflowError;
+        # RecursionError: an answer nested too deep. Both are a bad answer (502), never a 500.
+        detail = json.loads(body, parse_int=float)["detail"]
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise errors.model_bad_response(f"no numeric 'detail' in {body[:200]!r}") from None
-    if isinstance(detail, bool) or not isinstance(detail, int | float) or not math.isfinite(detail):
-        raise errors.model_bad_response(f"'detail' is {detail!r}, not a finite number")
-    return float(detail)
+    if isinstance(detail, bool) or not isinstance(detail, float) or not math.isfinite(detail):
+        raise errors.model_bad_response(f"'detail' is {str(detail)[:80]}, not a finite number")
+    return detail
 
 
 def mean_prediction(predictions: Sequence[float]) -> dict[str, float]:

@@ -51,6 +51,10 @@ def invalid_entity(entity: str) -> ApiError:
     )
 
 
+def repeated_entity(count: int) -> ApiError:
+    return ApiError(422, "invalid_entity", f"?entity= given {count} times, give it once")
+
+
 def entity_not_found(entity: str) -> ApiError:
     return ApiError(404, "entity_not_found", f"no features stored for entity {entity!r}")
 
@@ -65,6 +69,21 @@ def model_unavailable(reason: str) -> ApiError:
 
 def model_timeout(timeout_s: float) -> ApiError:
     return ApiError(504, "model_timeout", f"model API did not answer within {timeout_s:g} s")
+
+
+def request_timeout(timeout_s: float) -> ApiError:
+    return ApiError(408, "request_timeout", f"request not received within {timeout_s:g} s")
+
+
+def headers_too_large(limit: int) -> ApiError:
+    return ApiError(
+        431, "request_header_fields_too_large", f"request headers exceed {limit} bytes"
+    )
+
+
+def bad_request(reason: str) -> ApiError:
+    """An HTTP message the server's parser refused (before any app code ran)."""
+    return ApiError(400, "bad_request", f"malformed HTTP request: {reason}")
 
 
 def model_bad_response(reason: str) -> ApiError:

@@ -25,6 +25,16 @@ def key(entity: str) -> str:
     return KEY_PREFIX + entity
 
 
+def one_entity(given: list[str], default: str) -> str:
+    """The ``?entity=`` of a request: the default when absent, 422 when repeated (the
+    interface names one entity; frameworks disagree on which repeat wins)."""
+    if not given:
+        return default
+    if len(given) > 1:
+        raise errors.repeated_entity(len(given))
+    return given[0]
+
+
 def check_entity(entity: str) -> str:
     if not _ENTITY_RE.fullmatch(entity):
         raise errors.invalid_entity(entity)

@@ -84,6 +84,8 @@ def serve(role: Role, arch: Arch, settings: Settings) -> None:
         return
     import uvicorn
 
+    from services.async_app.protocol import LabHttpToolsProtocol
+
     logging.basicConfig(level=logging.INFO)
     uvicorn.run(
         _ASYNC_FACTORIES[role],
@@ -94,7 +96,9 @@ def serve(role: Role, arch: Arch, settings: Settings) -> None:
         # pyinstrument's async mode cannot see awaits under uvloop (it records the bare loop):
         # a profiled service runs on asyncio's own loop (services/profiling.py).
         loop="asyncio" if settings.profiling else "uvloop",
-        http="httptools",
+        # httptools with the lab's request timeout, header limit and error shape.
+        http=LabHttpToolsProtocol,
+        timeout_keep_alive=settings.keep_alive_s,
         access_log=False,
         log_level="info",
         lifespan="on",

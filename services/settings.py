@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     default_entity: str = "0"
     max_values: int = Field(1024, ge=1, le=1_000_000)
     max_body_bytes: int = Field(64 * 1024, ge=64)
+    # The async server's own limits (services/async_app/protocol.py); meinheld has its own.
+    max_header_bytes: int = Field(64 * 1024, ge=1024, description="request line + headers")
+    request_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        3.0, description="a whole request must arrive within this; 408 else (meinheld: ~3 s)"
+    )
+    keep_alive_s: int = Field(5, ge=1, description="idle connection closed after this")
 
     # --- variant switches (experiment 4); defaults are the lab's tuned build ---------------
     # Reproduce the original: a new HTTP client and Redis connection for every request.

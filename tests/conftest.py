@@ -81,9 +81,11 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
 
-def start_redis(tmp: Path) -> RedisServer:
+def start_redis(tmp: Path, port: int | None = None) -> RedisServer:
+    """A private redis-server (on ``port``, e.g. to restart one, else a free port)."""
     binary = require("redis-server")
-    port = free_port()
+    tmp.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
     process = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
          "--appendonly", "no", "--dir", str(tmp)],

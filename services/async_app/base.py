@@ -9,10 +9,12 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from services import errors, payload, profiling
+from services.async_app.limits import BodyLimit
 from services.describe import HEALTH_PATH, describe
 from services.settings import Arch, Role, Settings
 
@@ -33,15 +35,20 @@ VALUES_BODY_DOC: dict[str, Any] = {
 def new_app(
     role: Role, settings: Settings, lifespan: AbstractAsyncContextManager | None = None
 ) -> FastAPI:
-    app = FastAPI(title=f"scoring-lab {role} API (async)", lifespan=lifespan)
+    # No slash redirects: Starlette builds their Location from the client's Host header, and
+    # the sync stack answers 404 for a path with a trailing slash.
+    app = FastAPI(
+        title=f"scoring-lab {role} API (async)", lifespan=lifespan, redirect_slashes=False
+    )
     app.state.settings = settings
     info = describe(role, Arch.ASYNC, settings, "fastapi")
 
-    @app.get("/")
+    # GET routes answer HEAD too, as Flask's do (HTTP asks every server for GET and HEAD).
+    @app.api_route("/", methods=["GET", "HEAD"])
     async def index() -> dict[str, object]:
         return info
 
-    @app.get(HEALTH_PATH)
+    @app.api_route(HEALTH_PATH, methods=["GET", "HEAD"])
     async def healthcheck() -> dict[str, str]:
         return {"status": "OK"}
 
@@ -54,6 +61,11 @@ def new_app(
         error = errors.http_error(exc.status_code, str(exc.detail))
         return JSONResponse(error.body(), status_code=error.status)
 
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(_: Request, exc: ClientDisconnect) -> Response:
+        # The client left (or protocol.py answered 408/431 itself): nobody reads this.
+        return Response(status_code=499)
+
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         error = errors.invalid_payload("; ".join(str(e.get("msg")) for e in exc.errors()))
@@ -61,13 +73,16 @@ def new_app(
 
     if settings.profiling:  # off: nothing installed, the request path stays the measured one
         app.add_middleware(profiling.AsgiProfiling, role=role, settings=settings)
+    # Outermost: counts the body as it streams in, whoever reads it.
+    app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes)
     return app
 
 
 async def request_values(request: Request, settings: Settings, max_values: int) -> list[float]:
     """The request's body as validated values (raises ApiError)."""
-    payload.check_content_type(request.headers.get("content-type"))
-    declared = int(request.headers.get("content-length") or 0)
+    # Repeated Content-Type headers joined as the WSGI server joins them (see check_content_type).
+    payload.check_content_type(", ".join(request.headers.getlist("content-type")) or None)
+    declared = int(request.headers.get("content-length") or 0)  # uvicorn checked it is digits
     if declared > settings.max_body_bytes:
         raise errors.body_too_large(declared, settings.max_body_bytes)
     body = await request.body()

@@ -7,12 +7,15 @@ reproduces the original's new client (with its SSL context) for every request, o
 
 from __future__ import annotations
 
+import asyncio
 from typing import Protocol
 
 import aiohttp
 import httpx
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from services import aggregate, errors, features
 from services.settings import HttpClient, Settings
@@ -42,8 +45,10 @@ class HttpxModelClient:
     async def predict(self, body: bytes) -> float:
         client = self._client or self._new_client()
         try:
-            response = await client.post(self._url, content=body, headers=_HEADERS)
-        except httpx.TimeoutException:
+            # The whole call (connect, send, headers, body) within the timeout, not each read.
+            async with asyncio.timeout(self._timeout):
+                response = await client.post(self._url, content=body, headers=_HEADERS)
+        except (TimeoutError, httpx.TimeoutException):
             raise errors.model_timeout(self._timeout) from None
         except httpx.HTTPError as exc:
             raise errors.model_unavailable(type(exc).__name__) from None
@@ -79,7 +84,11 @@ class AiohttpModelClient:
             self._session = self._session or self._new_session()
             session = self._session
         try:
-            async with session.post(self._url, data=body, headers=_HEADERS) as response:
+            # ClientTimeout(total) bounds the call already; asyncio.timeout states it the same
+            # way as the httpx client. A redirect is answered, never followed (sync does so).
+            async with asyncio.timeout(self._timeout_s), session.post(
+                self._url, data=body, headers=_HEADERS, allow_redirects=False
+            ) as response:
                 content = await response.read()
                 status = response.status
         except TimeoutError:
@@ -102,6 +111,11 @@ def model_client(settings: Settings, url: str) -> ModelClient:
     return HttpxModelClient(settings, url)
 
 
+def _redis_retry() -> Retry:
+    # As the sync store (sync_app/clients.py): one immediate retry on a lost connection only.
+    return Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
+
+
 class FeatureStore:
     def __init__(self, settings: Settings) -> None:
         self._url = str(settings.redis_url)
@@ -119,16 +133,20 @@ class FeatureStore:
                     timeout=self._timeout,
                     socket_timeout=self._timeout,
                     socket_connect_timeout=self._timeout,
+                    retry=_redis_retry(),
                 )
             )
         )
 
     async def get(self, entity: str) -> list[float]:
         client = self._client or aioredis.Redis.from_url(
-            self._url, socket_timeout=self._timeout, socket_connect_timeout=self._timeout
+            self._url, socket_timeout=self._timeout, socket_connect_timeout=self._timeout,
+            retry=_redis_retry(),
         )
         try:
-            raw = await client.get(features.key(entity))
+            # The whole command (pool wait, connect, retry, reply) within the timeout.
+            async with asyncio.timeout(self._timeout):
+                raw = await client.get(features.key(entity))
         except (redis.RedisError, TimeoutError) as exc:
             raise errors.feature_store_unavailable(type(exc).__name__) from None
         finally:

@@ -15,6 +15,13 @@ from services.async_app.clients import feature_store, model_client
 from services.describe import predict_path
 from services.settings import Arch, Role, Settings
 
+# The query parameter is read raw (a repeat is refused, see features.one_entity); this keeps
+# /docs showing it.
+ENTITY_DOC = {
+    "parameters": [{"name": "entity", "in": "query", "required": False,
+                    "schema": {"type": "string"}, "description": "whose stored features"}]
+}
+
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
@@ -31,10 +38,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = new_app(Role.SCORING, settings, lifespan)
 
-    @app.post(predict_path(Arch.ASYNC), openapi_extra=VALUES_BODY_DOC)
-    async def predict(request: Request, entity: str = settings.default_entity) -> dict[str, float]:
+    @app.post(predict_path(Arch.ASYNC), openapi_extra={**VALUES_BODY_DOC, **ENTITY_DOC})
+    async def predict(request: Request) -> dict[str, float]:
         values = await request_values(request, settings, settings.max_values)
-        features.check_entity(entity)
+        entity = features.check_entity(
+            features.one_entity(request.query_params.getlist("entity"), settings.default_entity)
+        )
         store, model = request.app.state.store, request.app.state.model
         body = aggregate.model_input(values, await store.get(entity))
         calls = [model.predict(body) for _ in range(aggregate.MODEL_CALLS)]

@@ -8,11 +8,17 @@ from werkzeug.exceptions import HTTPException
 from services import errors, payload, profiling
 from services.describe import HEALTH_PATH, describe
 from services.settings import Arch, Role, Settings
+from services.sync_app.request_line import RequestLineChecks
 
 
 def new_app(role: Role, settings: Settings) -> Flask:
     app = Flask(f"scoring_lab.{role}.sync")
     app.extensions["scoring_lab.settings"] = settings
+    # The interface is GET (and so HEAD) and POST, the same in both architectures: no
+    # automatic OPTIONS answer (405, as FastAPI), and a path matches only as written
+    # (`//api/...` is 404, not merged into `/api/...`), so no redirect is ever built.
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
+    app.url_map.merge_slashes = False
     info = describe(role, Arch.SYNC, settings, "flask")
 
     @app.get("/")
@@ -32,6 +38,7 @@ def new_app(role: Role, settings: Settings) -> Flask:
         error = errors.http_error(exc.code or 500, exc.description)
         return jsonify(error.body()), error.status
 
+    app.wsgi_app = RequestLineChecks(app.wsgi_app)
     if settings.profiling:  # off: nothing installed, the request path stays the measured one
         app.wsgi_app = profiling.WsgiProfiling(app.wsgi_app, role, settings)
     return app
@@ -42,7 +49,8 @@ def request_values(settings: Settings, max_values: int) -> list[float]:
     payload.check_content_type(request.content_type)
     if (request.content_length or 0) > settings.max_body_bytes:
         raise errors.body_too_large(request.content_length, settings.max_body_bytes)
-    body = request.get_data(cache=False)
+    # One byte past the limit is enough to refuse a body without a Content-Length (chunked).
+    body = request.stream.read(settings.max_body_bytes + 1)
     return payload.parse_values(
         body, max_values=max_values, max_body_bytes=settings.max_body_bytes
     )

@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import redis
 import requests
-from requests.adapters import HTTPAdapter
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from services import aggregate, errors, features
 from services.settings import Settings
+from services.sync_app import deadline
+
+# One retry, at once, only when the connection was lost (a restarted Redis leaves every
+# pooled connection dead); never on a timeout, which would double the wait.
+REDIS_RETRY = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
 
 
 class ModelClient:
@@ -24,26 +30,31 @@ class ModelClient:
 
     def _new_session(self) -> requests.Session:
         session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=self._pool_size, max_retries=0)
+        adapter = deadline.DeadlineAdapter(pool_connections=1, pool_maxsize=self._pool_size)
         session.mount("http://", adapter)
         return session
 
     def predict(self, body: bytes) -> float:
+        """One model call, bounded as a whole by ``model_timeout_s`` (services/sync_app/
+        deadline.py); past the deadline any failure is a timeout (504), whatever the phase."""
         session = self._session or self._new_session()
-        try:
-            response = session.post(
-                self._url,
-                data=body,
-                headers={"Content-Type": "application/json"},
-                timeout=self._timeout,
-            )
-        except requests.Timeout:
-            raise errors.model_timeout(self._timeout) from None
-        except requests.RequestException as exc:
-            raise errors.model_unavailable(type(exc).__name__) from None
-        finally:
-            if self._session is None:
-                session.close()
+        with deadline.deadline(self._timeout):
+            try:
+                response = session.post(
+                    self._url,
+                    data=body,
+                    headers={"Content-Type": "application/json"},
+                    timeout=self._timeout,
+                    # A model API is called, never redirected elsewhere (async does the same).
+                    allow_redirects=False,
+                )
+            except requests.RequestException as exc:
+                if isinstance(exc, requests.Timeout) or deadline.remaining() <= 0:
+                    raise errors.model_timeout(self._timeout) from None
+                raise errors.model_unavailable(type(exc).__name__) from None
+            finally:
+                if self._session is None:
+                    session.close()
         return aggregate.parse_prediction(response.status_code, response.content)
 
     def close(self) -> None:
@@ -67,13 +78,15 @@ class FeatureStore:
                     timeout=self._timeout,
                     socket_timeout=self._timeout,
                     socket_connect_timeout=self._timeout,
+                    retry=REDIS_RETRY,
                 )
             )
         )
 
     def get(self, entity: str) -> list[float]:
         client = self._client or redis.Redis.from_url(
-            self._url, socket_timeout=self._timeout, socket_connect_timeout=self._timeout
+            self._url, socket_timeout=self._timeout, socket_connect_timeout=self._timeout,
+            retry=REDIS_RETRY,
         )
         try:
             raw = client.get(features.key(entity))

@@ -23,7 +23,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     @app.post(predict_path(Arch.SYNC))
     def predict():
         values = request_values(settings, settings.max_values)
-        entity = features.check_entity(request.args.get("entity", settings.default_entity))
+        entity = features.check_entity(
+            features.one_entity(request.args.getlist("entity"), settings.default_entity)
+        )
         body = aggregate.model_input(values, store.get(entity))
         predictions = [model.predict(body) for _ in range(aggregate.MODEL_CALLS)]
         return aggregate.mean_prediction(predictions)

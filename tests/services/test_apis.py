@@ -148,7 +148,7 @@ def test_scoring_reads_features_and_averages_two_model_calls(make_client, seeded
     model_stub.reply = (200, b'{"detail": 0.045}')
     client = make_client("scoring", redis_url=seeded_redis.url, model_url=model_stub.url)
     status, body = client.post(query="?entity=7")
-    assert (status, body) == (200, {"detail": 0.045})
+    assert (status, body) == (200, {"detail": 0.045}), body
     assert len(model_stub.bodies) == 2
     assert model_stub.bodies[0] == [5.1, 3.5, 1.4, 0.2, *features.vector("7")]
 
@@ -165,6 +165,9 @@ BAD_INPUTS = [
     (b"[" + b"1," * 40_000 + b"1]", JSON, "", 413),
     (BODY, JSON, "?entity=999999", 404),
     (BODY, JSON, "?entity=a%20b", 422),
+    (BODY, JSON, "?entity=1&entity=2", 422),  # one entity: no framework picks a repeat
+    (b"[1" + b"0" * 400 + b"]", JSON, "", 422),
+    (b"[" * 1500 + b"]" * 1500, JSON, "", 422),
 ]
 
 
@@ -192,6 +195,27 @@ def test_unknown_path_and_wrong_method_are_json(make_client):
     assert status == 404 and body["error"] == "not_found"
     status, body = client.get(f"/api/v1/ml/{client.arch}/predict")
     assert status == 405 and body["error"] == "method_not_allowed"
+
+
+def test_same_answers_for_methods_and_paths_in_both_architectures(make_client):
+    client = make_client("model", **FAST)
+    predict = f"/api/v1/ml/{client.arch}/predict"
+    raw = client._client
+    assert raw.head("/api/v1/healthcheck").status_code == 200
+    assert raw.options("/api/v1/healthcheck").status_code == 405
+    assert raw.head(predict).status_code == 405
+    for path in ("/api/v1/healthcheck/", predict + "/"):
+        response = raw.get(path) if path.startswith("/api/v1/h") else raw.post(path)
+        # 404, never a redirect whose Location comes from the client's Host header
+        assert response.status_code == 404 and "location" not in response.headers
+
+
+def test_a_model_redirect_is_not_followed(make_client, seeded_redis, model_stub):
+    model_stub.reply = (307, b"")
+    client = make_client("scoring", redis_url=seeded_redis.url, model_url=model_stub.url)
+    status, body = client.post()
+    # The answer itself is judged (test_faults.py: one with a Location is not followed).
+    assert (status, body["error"]) == (502, "model_bad_response")
 
 
 def test_model_down_is_502(make_client, seeded_redis):

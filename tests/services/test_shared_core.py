@@ -10,7 +10,7 @@ from services.workers import worker_count
 
 
 def parse(body: bytes, max_values: int = 4) -> list[float]:
-    return payload.parse_values(body, max_values=max_values, max_body_bytes=1024)
+    return payload.parse_values(body, max_values=max_values, max_body_bytes=8192)
 
 
 def test_parses_the_seed_readme_body():
@@ -34,7 +34,12 @@ def test_parses_the_seed_readme_body():
         (b"[[1]]", 422, "invalid_payload"),
         (b"[null]", 422, "invalid_payload"),
         (b"\xff\xfe", 400, "invalid_json"),
-        (b"[" + b"1," * 600 + b"1]", 413, "body_too_large"),
+        (b"[" + b"1," * 4200 + b"1]", 413, "body_too_large"),
+        # valid JSON that breaks validation is a 422, never a 500 (issue 10)
+        (b"[1" + b"0" * 400 + b"]", 422, "invalid_payload"),  # float() would overflow
+        (b"[1" + b"0" * 900 + b"]", 422, "invalid_payload"),  # int() would refuse the digits
+        (b"[" * 1500 + b"]" * 1500, 422, "invalid_payload"),  # RecursionError in the parser
+        (b'{"a":' * 1000 + b"1" + b"}" * 1000, 422, "invalid_payload"),
     ],
 )
 def test_refuses_bad_bodies_with_a_status_and_a_message(body, status, code):
@@ -51,6 +56,30 @@ def test_refuses_other_content_types(content_type):
     with pytest.raises(errors.ApiError) as caught:
         payload.check_content_type(content_type)
     assert caught.value.status == 415
+
+
+def test_two_content_types_joined_are_refused():
+    # How the WSGI server joins repeated headers, and how the async app joins them too.
+    with pytest.raises(errors.ApiError) as caught:
+        payload.check_content_type("application/json, application/json")
+    assert caught.value.status == 415
+
+
+@pytest.mark.parametrize("body", [
+    b'{"detail": 1' + b"0" * 400 + b"}", b'{"detail": ' + b"[" * 1500 + b"]" * 1500 + b"}",
+])
+def test_a_model_answer_that_breaks_parsing_is_a_502(body):
+    with pytest.raises(errors.ApiError) as caught:
+        aggregate.parse_prediction(200, body)
+    assert (caught.value.status, caught.value.code) == (502, "model_bad_response")
+
+
+def test_one_entity_per_request():
+    assert features.one_entity([], "0") == "0"
+    assert features.one_entity(["7"], "0") == "7"
+    with pytest.raises(errors.ApiError) as caught:
+        features.one_entity(["1", "2"], "0")
+    assert caught.value.status == 422
 
 
 def test_accepts_json_with_parameters():

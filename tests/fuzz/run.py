@@ -1,0 +1,218 @@
+"""Run generated cases against the real servers of both architectures and judge the answers.
+
+Every case is sent to the sync and the async service of one role (model or scoring); it
+fails when either answer is a 5xx (no fault is injected here), has a body outside the
+documented ones, the two statuses differ, nothing comes back in time (a hang) or a worker
+died. ``Stacks`` starts what the deployment runs: real Redis, gunicorn+meinheld, uvicorn.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from tests.conftest import free_port, start_redis, start_service, stop
+from tests.fuzz.client import Reply, exchange
+from tests.fuzz.generator import Case, case
+
+ROLES = ("scoring", "model")
+# Differences the servers' own parsers make before any app code runs, listed in the README
+# ("Errors and limits"): kind -> the statuses each architecture answers.
+EXPECTED_DIFFERENCES = {"lf_only": {"sync": "200", "async": "400"},
+                        "version_other": {"sync": "200", "async": "400"},
+                        "truncated_oversize": {"sync": "408", "async": "413"},
+                        "empty_lines": {"sync": "400", "async": "408"}}
+ARCHS = ("sync", "async")
+
+
+@dataclass
+class Stacks:
+    """Ports and processes of the four services (and their Redis)."""
+
+    ports: dict[tuple[str, str], int]
+    processes: dict[tuple[str, str], object]
+    redis: object
+
+    def workers(self) -> dict[tuple[str, str], set[int]]:
+        return {key: {child.pid for child in psutil.Process(p.pid).children(recursive=True)}
+                for key, p in self.processes.items()}
+
+
+@contextmanager
+def stacks(workdir: Path | None = None, env: dict[str, str] | None = None) -> Iterator[Stacks]:
+    """Redis (seeded) and the four services, as deployed, each with 2 workers; short model
+    sleeps so that cases run fast (the sleep is not what is fuzzed)."""
+    with tempfile.TemporaryDirectory(prefix="scoring-lab-fuzz-") as tmp:
+        work = Path(workdir or tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        redis = start_redis(Path(tmp))
+        processes: dict = {}
+        ports = {(role, arch): free_port() for role in ROLES for arch in ARCHS}
+        try:
+            import redis as redis_py
+
+            from services import features  # the seeder the deployment uses
+
+            features.seed(redis_py.Redis.from_url(redis.url), 50)
+            base = {"SCORING_LAB_WORKERS": "2", "SCORING_LAB_SLEEP_MIN_S": "0.002",
+                    "SCORING_LAB_SLEEP_MAX_S": "0.004", "SCORING_LAB_REDIS_URL": redis.url,
+                    **(env or {})}
+            for arch in ARCHS:
+                processes[("model", arch)] = start_service(
+                    "model", arch, ports[("model", arch)], base, work / f"model-{arch}.log")
+                processes[("scoring", arch)] = start_service(
+                    "scoring", arch, ports[("scoring", arch)],
+                    {**base, "SCORING_LAB_MODEL_URL": f"http://127.0.0.1:{ports[('model', arch)]}"},
+                    work / f"scoring-{arch}.log")
+            yield Stacks(ports, processes, redis)
+        finally:
+            for process in processes.values():
+                stop(process)
+            stop(redis.process)
+
+
+# ------------------------------------------------------------------------------------ oracle
+
+ERROR_KEYS = {"error", "message", "status"}
+
+
+def body_problem(made: Case, reply: Reply) -> str | None:
+    """Why ``reply`` is not one of the documented answers (None: it is)."""
+    if reply.status is None:
+        return None  # judged by outcome, not body
+    if reply.status >= 500:
+        return f"5xx ({reply.status}): {reply.body[:160]!r}"
+    method = made.method if made.raw is None else ""
+    if method == "HEAD":
+        return "HEAD answered with a body" if reply.body else None
+    try:
+        data = json.loads(reply.body)
+    except ValueError:
+        kind = "html" if reply.body.lstrip()[:1] == b"<" else "non-JSON"
+        return f"{kind} body for {reply.status}: {reply.body[:60]!r}"
+    if 200 <= reply.status < 300:
+        if isinstance(data, dict) and (
+            data == {"status": "OK"} or "service" in data
+            or (set(data) == {"detail"} and isinstance(data["detail"], float)
+                and math.isfinite(data["detail"]))):
+            return None
+        return f"undocumented 2xx body {reply.body[:60]!r}"
+    if not (isinstance(data, dict) and set(data) == ERROR_KEYS
+            and data["status"] == reply.status):
+        return f"error body outside the lab's shape: {reply.body[:80]!r}"
+    return None
+
+
+def label(reply: Reply) -> str:
+    return str(reply.status) if reply.status is not None else reply.outcome
+
+
+@dataclass
+class Result:
+    role: str
+    histogram: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    by_kind: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    failures: list[dict] = field(default_factory=list)
+    failures_by_kind: Counter = field(default_factory=Counter)
+    failures_by_cause: Counter = field(default_factory=Counter)
+
+    def five_xx(self, arch: str) -> int:
+        return sum(n for status, n in self.histogram[arch].items()
+                   if status.isdigit() and int(status) >= 500)
+
+
+def judge(made: Case, replies: dict[str, Reply]) -> list[str]:
+    problems = []
+    for arch, reply in replies.items():
+        if reply.status is None and reply.outcome != "closed":
+            problems.append(f"{arch}: {reply.outcome} after {reply.elapsed_s:.1f} s")
+        if reply.status is None and reply.outcome == "closed" and not made.incomplete:
+            problems.append(f"{arch}: connection closed without an answer")
+        if (problem := body_problem(made, reply)) is not None:
+            problems.append(f"{arch}: {problem}")
+    statuses = {arch: label(reply) for arch, reply in replies.items()}
+    if made.kind in EXPECTED_DIFFERENCES:
+        if statuses != EXPECTED_DIFFERENCES[made.kind]:
+            problems.append(f"documented difference not as documented: {statuses}")
+    elif len(set(statuses.values())) > 1:
+        problems.append(f"sync/async differ: {statuses}")
+    return problems
+
+
+def cause(problem: str) -> str:
+    """A failure's class, for the report: meinheld's own HTML pages are named apart."""
+    if "html body" in problem:
+        return "meinheld HTML error page"
+    for marker in ("5xx", "differ", "hang", "closed without", "outside the lab's shape",
+                   "undocumented", "documented difference", "HEAD", "non-JSON", "refused",
+                   "garbled"):
+        if marker in problem:
+            return marker
+    return problem[:40]
+
+
+def send(port: int, arch: str, made: Case) -> Reply:
+    return exchange(port, [made.message(arch)], made.method if made.raw is None else "")
+
+
+def answer_all(stack: Stacks, role: str, cases: list[Case],
+               concurrency: int = 16) -> list[tuple[Case, dict[str, Reply]]]:
+    """Each case sent to the sync and the async service of ``role``, ``concurrency`` at once."""
+    def one(made: Case) -> tuple[Case, dict[str, Reply]]:
+        return made, {arch: send(stack.ports[(role, arch)], arch, made) for arch in ARCHS}
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        return list(pool.map(one, cases))
+
+
+def run_role(stack: Stacks, role: str, seed: int, cases: int, concurrency: int = 16,
+             first: int = 0) -> Result:
+    result = Result(role)
+    # Cases of the meinheld_* kinds crash or poison a meinheld worker (fixed on another
+    # branch): sent after all others have been answered, so that where they still do, no
+    # other kind's answer is collateral damage.
+    made = [case(seed, i, role) for i in range(first, first + cases)]
+    for late in (False, True):
+        phase = [c for c in made if c.kind.startswith("meinheld_") == late]
+        collect(result, answer_all(stack, role, phase, concurrency))
+    return result
+
+
+def collect(result: Result, answered: list[tuple[Case, dict[str, Reply]]]) -> None:
+    for made, replies in answered:
+        for arch, reply in replies.items():
+            result.histogram[arch][label(reply)] += 1
+        result.by_kind[made.kind][" / ".join(label(r) for r in replies.values())] += 1
+        if problems := judge(made, replies):
+            result.failures_by_kind[made.kind] += 1
+            for problem in problems:
+                result.failures_by_cause[f"{made.kind}: {cause(problem)}"] += 1
+            result.failures.append({"case": made.index, "kind": made.kind,
+                                    "problems": problems,
+                                    "request": made.message("sync")[:300].decode("latin-1")})
+
+
+def report(results: list[Result], died: dict) -> str:
+    lines = []
+    for result in results:
+        for arch in ARCHS:
+            hist = result.histogram[arch]
+            total = sum(hist.values())
+            ordered = ", ".join(f"{k}: {v}" for k, v in sorted(hist.items()))
+            lines.append(f"{result.role}-{arch}: {total} cases, 5xx {result.five_xx(arch)}; "
+                         f"{ordered}")
+        lines.append(f"{result.role}: {len(result.failures)} failing cases")
+        lines += [f"  {n:6d}  {what}" for what, n in sorted(result.failures_by_cause.items())]
+    for key, pids in died.items():
+        if pids:
+            lines.append(f"{'-'.join(key)}: workers gone during the run: {sorted(pids)}")
+    return "\n".join(lines)
