@@ -20,6 +20,7 @@ from pathlib import Path
 
 import psutil
 
+from services.sync_app.meinheld_limits import HTML_PAGE_STATUSES
 from tests.conftest import free_port, start_redis, start_service, stop
 from tests.fuzz.client import Reply, exchange
 from tests.fuzz.generator import Case, case
@@ -32,6 +33,12 @@ EXPECTED_DIFFERENCES = {"lf_only": {"sync": "200", "async": "400"},
                         "truncated_oversize": {"sync": "408", "async": "413"},
                         "empty_lines": {"sync": "400", "async": "408"}}
 ARCHS = ("sync", "async")
+# meinheld defects the lab cannot contain (README, "Known limits of meinheld"): the sync
+# outcome of these kinds is the documented one and is checked to stay so; the async answer is
+# judged on its own. Trailers kill the worker that parses them (SIGSEGV): they are sent last,
+# and the deaths they cause are counted apart from any other.
+SYNC_UNCONTAINED = {"meinheld_chunked_trailers": "closed", "meinheld_huge_header": "closed"}
+WORKER_KILLING = frozenset({"meinheld_chunked_trailers"})
 
 
 @dataclass
@@ -85,7 +92,7 @@ def stacks(workdir: Path | None = None, env: dict[str, str] | None = None) -> It
 ERROR_KEYS = {"error", "message", "status"}
 
 
-def body_problem(made: Case, reply: Reply) -> str | None:
+def body_problem(made: Case, reply: Reply, arch: str = "async") -> str | None:
     """Why ``reply`` is not one of the documented answers (None: it is)."""
     if reply.status is None:
         return None  # judged by outcome, not body
@@ -97,7 +104,10 @@ def body_problem(made: Case, reply: Reply) -> str | None:
     try:
         data = json.loads(reply.body)
     except ValueError:
-        kind = "html" if reply.body.lstrip()[:1] == b"<" else "non-JSON"
+        html = reply.body.lstrip()[:1] == b"<"
+        if html and arch == "sync" and reply.status in HTML_PAGE_STATUSES:
+            return None  # meinheld's own page, documented: it answers before the app
+        kind = "html" if html else "non-JSON"
         return f"{kind} body for {reply.status}: {reply.body[:60]!r}"
     if 200 <= reply.status < 300:
         if isinstance(data, dict) and (
@@ -124,6 +134,9 @@ class Result:
     failures: list[dict] = field(default_factory=list)
     failures_by_kind: Counter = field(default_factory=Counter)
     failures_by_cause: Counter = field(default_factory=Counter)
+    # workers gone before the worker-killing kinds were sent (a failure) and during them
+    died: dict = field(default_factory=dict)
+    killed_by_documented: dict = field(default_factory=dict)
 
     def five_xx(self, arch: str) -> int:
         return sum(n for status, n in self.histogram[arch].items()
@@ -132,14 +145,22 @@ class Result:
 
 def judge(made: Case, replies: dict[str, Reply]) -> list[str]:
     problems = []
+    statuses = {arch: label(reply) for arch, reply in replies.items()}
+    documented = SYNC_UNCONTAINED.get(made.kind)
+    if documented is not None:
+        if statuses["sync"] != documented:
+            problems.append(f"sync: answered {statuses['sync']}, not the documented "
+                            f"{documented} of an uncontained meinheld defect (README)")
+        replies = {"async": replies["async"]}
     for arch, reply in replies.items():
         if reply.status is None and reply.outcome != "closed":
             problems.append(f"{arch}: {reply.outcome} after {reply.elapsed_s:.1f} s")
         if reply.status is None and reply.outcome == "closed" and not made.incomplete:
             problems.append(f"{arch}: connection closed without an answer")
-        if (problem := body_problem(made, reply)) is not None:
+        if (problem := body_problem(made, reply, arch)) is not None:
             problems.append(f"{arch}: {problem}")
-    statuses = {arch: label(reply) for arch, reply in replies.items()}
+    if documented is not None:
+        return problems
     if made.kind in EXPECTED_DIFFERENCES:
         if statuses != EXPECTED_DIFFERENCES[made.kind]:
             problems.append(f"documented difference not as documented: {statuses}")
@@ -175,15 +196,26 @@ def answer_all(stack: Stacks, role: str, cases: list[Case],
 
 
 def run_role(stack: Stacks, role: str, seed: int, cases: int, concurrency: int = 16,
-             first: int = 0) -> Result:
+             first: int = 0, kinds=None) -> Result:
+    """Cases ``first``.. of ``role`` (only those whose kind ``kinds`` accepts, if given): every
+    kind but the meinheld_* ones, then those, then the worker-killing ones, so that no other
+    answer is collateral damage of a documented defect; a worker that dies before the last
+    phase is a failure (``Result.died``)."""
     result = Result(role)
-    # Cases of the meinheld_* kinds crash or poison a meinheld worker (fixed on another
-    # branch): sent after all others have been answered, so that where they still do, no
-    # other kind's answer is collateral damage.
-    made = [case(seed, i, role) for i in range(first, first + cases)]
-    for late in (False, True):
-        phase = [c for c in made if c.kind.startswith("meinheld_") == late]
+    made = [c for i in range(first, first + cases)
+            if (c := case(seed, i, role)) and (kinds is None or kinds(c.kind))]
+    before = stack.workers()
+    phases = ([c for c in made if not c.kind.startswith("meinheld_")],
+              [c for c in made if c.kind.startswith("meinheld_") and c.kind not in WORKER_KILLING],
+              [c for c in made if c.kind in WORKER_KILLING])
+    for n, phase in enumerate(phases):
+        if n == len(phases) - 1:
+            now = stack.workers()
+            result.died = {k: before[k] - now[k] for k in before}
+            before = now
         collect(result, answer_all(stack, role, phase, concurrency))
+    now = stack.workers()
+    result.killed_by_documented = {k: before[k] - now[k] for k in before}
     return result
 
 
@@ -201,7 +233,7 @@ def collect(result: Result, answered: list[tuple[Case, dict[str, Reply]]]) -> No
                                     "request": made.message("sync")[:300].decode("latin-1")})
 
 
-def report(results: list[Result], died: dict) -> str:
+def report(results: list[Result]) -> str:
     lines = []
     for result in results:
         for arch in ARCHS:
@@ -212,7 +244,11 @@ def report(results: list[Result], died: dict) -> str:
                          f"{ordered}")
         lines.append(f"{result.role}: {len(result.failures)} failing cases")
         lines += [f"  {n:6d}  {what}" for what, n in sorted(result.failures_by_cause.items())]
-    for key, pids in died.items():
-        if pids:
-            lines.append(f"{'-'.join(key)}: workers gone during the run: {sorted(pids)}")
+        for key, pids in result.died.items():
+            if pids:
+                lines.append(f"{'-'.join(key)}: workers gone (a failure): {sorted(pids)}")
+        for key, pids in result.killed_by_documented.items():
+            if pids:
+                lines.append(f"{'-'.join(key)}: {len(pids)} worker(s) killed by the documented "
+                             "chunked-trailer SIGSEGV (replaced by the master)")
     return "\n".join(lines)
