@@ -179,7 +179,8 @@ def private_lab_inventory(tmp: Path, *, snapshot: bool = True) -> PrivateLab:
     if snapshot:
         src = tmp / "src"
         ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")
-        for entry in ("pyproject.toml", "uv.lock", "README.md", "services", "hardware",
+        # everything the lab bundle (ansible/roles/lab/files/lab_bundle.py) packs
+        for entry in ("pyproject.toml", "uv.lock", "README.md", "nix", "services", "hardware",
                       "experiments"):
             if (ROOT / entry).is_dir():
                 shutil.copytree(ROOT / entry, src / entry, ignore=ignore)

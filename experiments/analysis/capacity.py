@@ -249,25 +249,36 @@ def one_user_p99_ms(response_time_dir: Path) -> float | None:
     return float(np.percentile(ok, 99)) if len(ok) else None
 
 
+def analyse_search(arch_dir: Path, params: CapacityParams, grace_s: float,
+                   one_user_dir: Path | None = None) -> dict | None:
+    """One architecture's search folder (its NN_<rate> steps), from the folder alone: the
+    capacity under the shared bound and, when params ask for it and one_user_dir holds a
+    1-user run, under factor x that run's p99; every step re-judged. None without steps."""
+    steps = [step_result(d, grace_s=grace_s) for d in step_dirs(arch_dir)]
+    if not steps:
+        return None
+    entry = {"shared": {"p99_bound_ms": params.p99_bound_ms,
+                        **replay(params, steps, params.p99_bound_ms).to_dict()}}
+    one_user = one_user_p99_ms(one_user_dir) if one_user_dir is not None else None
+    if params.relative_bound_factor and one_user is not None:
+        bound = params.relative_bound_factor * one_user
+        entry["relative"] = {"p99_bound_ms": bound, "one_user_p99_ms": one_user,
+                             "factor": params.relative_bound_factor,
+                             **replay(params, steps, bound).to_dict()}
+    return entry
+
+
 def analyse_capacity(run: Path, protocol: dict, grace_s: float) -> dict[str, dict]:
-    """Per architecture, from the folder alone: the capacity under the shared bound and,
-    when the protocol asks for it, under factor x its own 1-user p99; every step re-judged."""
+    """Per architecture, experiment 3's searches (raw/locust/capacity/<arch>/) through
+    analyse_search, the relative bound based on raw/locust/response_time/<arch>/."""
     if not protocol.get("capacity"):
         return {}
     params = CapacityParams(**protocol["capacity"])
     base = run / "raw" / "locust" / "capacity"
     out: dict[str, dict] = {}
     for arch_dir in sorted(d for d in base.iterdir() if d.is_dir()) if base.is_dir() else []:
-        steps = [step_result(d, grace_s=grace_s) for d in step_dirs(arch_dir)]
-        if not steps:
-            continue
-        entry = {"shared": {"p99_bound_ms": params.p99_bound_ms,
-                            **replay(params, steps, params.p99_bound_ms).to_dict()}}
-        one_user = one_user_p99_ms(run / "raw" / "locust" / "response_time" / arch_dir.name)
-        if params.relative_bound_factor and one_user is not None:
-            bound = params.relative_bound_factor * one_user
-            entry["relative"] = {"p99_bound_ms": bound, "one_user_p99_ms": one_user,
-                                 "factor": params.relative_bound_factor,
-                                 **replay(params, steps, bound).to_dict()}
-        out[arch_dir.name] = entry
+        entry = analyse_search(arch_dir, params, grace_s,
+                               run / "raw" / "locust" / "response_time" / arch_dir.name)
+        if entry is not None:
+            out[arch_dir.name] = entry
     return out

@@ -21,15 +21,19 @@ import numpy as np  # noqa: E402
 
 from experiments.analysis import ceiling  # noqa: E402
 from experiments.analysis.breaking_point import detect_breaking_point, rule_sentence  # noqa: E402
+from experiments.analysis.capacity import analyse_search  # noqa: E402
 from experiments.analysis.stats import compare  # noqa: E402
 from experiments.analysis.summary import (  # noqa: E402
     analyse_run_dir,
     load_resource_samples,
     resource_usage,
 )
+from experiments.exp4_ladder.run import capacity_dir  # noqa: E402
+from experiments.protocol import CapacityParams  # noqa: E402
 from experiments.reporting import (  # noqa: E402
     Report,
     analysis_params,
+    capacity_section,
     fmt,
     footer_lines,
     hardware_section,
@@ -60,7 +64,7 @@ def analyse(folder: str | Path) -> dict[str, Any]:
     """Every number of the report: {"probes", "loads", "rows", "decomposition", ...}."""
     run = Path(folder)
     manifest = json.loads((run / "manifest.json").read_text())
-    analysis, _ = analysis_params(manifest)
+    analysis, guard = analysis_params(manifest)
     sources = load_resource_samples(run / "raw" / "resources")
     topo = manifest.get("topology") or {}
     variants = {v["name"]: v for v in manifest.get("variants") or []}
@@ -120,11 +124,37 @@ def analyse(folder: str | Path) -> dict[str, Any]:
             "measured_over_predicted": ceiling.closeness(load["max_rps"], model.predicted_rps),
             "valid": load["valid"],
         })
+    capacity = _capacities(run, manifest, guard.grace_s)
+    for r in rows:
+        found = (capacity.get(r["variant"]) or {}).get(r["arch"])
+        if found and r["arrival"] == "spread":  # keys only where a search ran
+            shared = found["shared"]
+            r.update(capacity_rps=shared["capacity"], capacity_status=shared["status"],
+                     first_overloaded_rps=shared["first_failing"],
+                     capacity_p99_bound_ms=shared["p99_bound_ms"],
+                     capacity_over_predicted=ceiling.closeness(shared["capacity"],
+                                                               r["predicted_rps"]))
     res = {"manifest": manifest, "analysis": analysis, "rows": rows, "probes": probes,
-           "loads": loads, "variants": variants}
+           "loads": loads, "variants": variants, "capacity": capacity}
     res["decomposition"] = decompose(res, probe_rt)
     res["headline"] = _headline(res)
     return res
+
+
+def _capacities(run: Path, manifest: dict, grace_s: float) -> dict[str, dict[str, dict]]:
+    """{variant: {arch: search}} re-derived from each rung's step folders (none recorded:
+    {}, as in runs from before the ladder searched capacities)."""
+    proto = manifest.get("protocol") or {}
+    if not proto.get("capacity"):
+        return {}
+    params = CapacityParams(**proto["capacity"])
+    out: dict[str, dict[str, dict]] = {}
+    for v in manifest.get("variants") or []:
+        for arch in v.get("archs") or []:
+            found = analyse_search(capacity_dir(run / "raw", v["name"], arch), params, grace_s)
+            if found is not None:
+                out.setdefault(v["name"], {})[arch] = found
+    return out
 
 
 def _ceiling(v: dict, arch: str, load: dict, probes: dict, topo: dict) -> ceiling.Ceiling:
@@ -243,7 +273,15 @@ def _headline(res: dict) -> dict[str, Any]:
                                        if r["predicted_rps"] is not None else None),
                      "p50_ms_1_user": (round(r["p50_1_user_ms"], 1)
                                        if _num(r["p50_1_user_ms"]) is not None else None)}
+    capacity = {f"{r['variant']}/{r['arch']}": _round1(r["capacity_rps"])
+                for r in res["rows"] if "capacity_rps" in r}
+    if capacity:  # every rung's, at the shared bound
+        head["capacity_rps"] = capacity
     return head
+
+
+def _round1(x: float | None) -> float | None:
+    return None if x is None else round(x, 1)
 
 
 def headline(res: dict) -> dict[str, Any]:
@@ -353,6 +391,34 @@ def _decomposition_lines(res: dict) -> list[str]:
     return lines + [""]
 
 
+def _capacity_lines(res: dict) -> list[str]:
+    """Each rung's capacity at the shared bound beside its predicted ceiling, then the steps."""
+    rows = [r for r in res["rows"] if "capacity_rps" in r]
+    if not rows:
+        return []
+    bound = rows[0]["capacity_p99_bound_ms"]
+    status = {"found": "found", "above_range": "every rate passed (max_rate too low)",
+              "below_range": "even the minimum rate failed",
+              "invalid": "**invalid: the load generator limited a step**",
+              "unfinished": "step budget ran out"}
+    lines = ["## Capacity per rung", "",
+             f"Each rung's capacity: the highest open-model arrival rate whose p99 response "
+             f"time (from each request's scheduled send) is <= {bound:g} ms with few errors, "
+             "searched by growing then bisecting the rate; recomputed here from the step "
+             "folders. Unlike the step load's max req/s it is not capped by the ramp's users, so "
+             "it is the measurement to hold against the predicted ceiling.", "",
+             "| variant | arch | capacity req/s | status | first overloaded req/s | predicted "
+             "req/s | capacity/predicted | step load max req/s |", "|---" * 8 + "|"]
+    for r in rows:
+        lines.append(f"| {r['variant']} | {r['arch']} | {fmt(r['capacity_rps'])} | "
+                     f"{status.get(r['capacity_status'], r['capacity_status'])} | "
+                     f"{fmt(r['first_overloaded_rps'])} | {fmt(r['predicted_rps'])} | "
+                     f"{_pct(r['capacity_over_predicted'])} | {fmt(r['max_rps'])} |")
+    steps = {f"{v}/{a}": e for v, by_arch in res["capacity"].items() for a, e in by_arch.items()}
+    detail = capacity_section(steps)
+    return [*lines, "", "### Capacity search steps", "", *detail[2:]]
+
+
 def surprises(res: dict) -> list[str]:
     out = []
     d, cpr = _row(res, "default", "sync"), _row(res, "sync-client-per-request", "sync")
@@ -404,6 +470,7 @@ def render(res: dict, run: Path, plot: str | None) -> str:
     notes = surprises(res)
     if notes:
         lines += ["## Surprises", "", *(f"- {s}" for s in notes), ""]
+    lines += _capacity_lines(res)
     lines += ["## Measured and predicted", "",
               "| variant | arch | arrival | p50 1 user ms | model API hold ms | p50 <= "
               f"{LOW_LOAD_USERS} users ms | breaking point users | max req/s | predicted req/s "
@@ -452,5 +519,6 @@ def write_report(folder: str | Path, res: dict[str, Any]) -> Report:
     run = Path(folder)
     plot = _plot_ladder(run, res["rows"])
     doc = {"rows": res["rows"], "decomposition": res["decomposition"],
+           **({"capacity": res["capacity"]} if res["capacity"] else {}),
            "headline": res["headline"]}
     return write_files(run, render(res, run, plot), doc, [plot])

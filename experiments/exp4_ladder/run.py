@@ -25,6 +25,7 @@ from experiments.analysis.ceiling import workers_in_effect
 from experiments.config import Checker, Float, Str, Table, read
 from experiments.constants import ARCHS
 from experiments.experiment import Finish
+from experiments.lab import capacity as capacity_search
 from experiments.lab import topology as topology_mod
 from experiments.lab.deploy import DeployError, redeploy
 from experiments.lab.session import RunOptions, Session, session
@@ -32,7 +33,7 @@ from experiments.lab.verify import VerifyError, verify
 from experiments.protocol import Arch, Arrival, Protocol, parse_protocol
 from experiments.results import scenario_entry
 
-PROBE, LOAD_TEST = "probe", "load_test"
+PROBE, LOAD_TEST, CAPACITY = "probe", "load_test", "capacity"
 _VARIANT_KEYS = {"name", "description", "archs", "arrivals", "model_api_env",
                  "scoring_handler_env", "model_api_workers_per_core",
                  "scoring_handler_workers_per_core"}
@@ -92,16 +93,26 @@ class Ladder:
                 out.append((v, "probe", arch, "spread"))
                 if arch == "sync":
                     out.append((v, "probe-model", arch, "spread"))
+            if self.has_capacity and "spread" in v.arrivals:
+                # Spread rungs only: the open model has no users to synchronise into bursts,
+                # so a bursty-only rung's search would repeat its spread twin's.
+                out += [(v, CAPACITY, arch, "spread") for arch in v.archs]
             for arrival in v.arrivals:
                 for arch in v.archs:
                     out.append((v, LOAD_TEST, arch, arrival))
         return out
 
     @property
+    def has_capacity(self) -> bool:
+        return any(s.name == CAPACITY for s in self.protocol.scenarios)
+
+    @property
     def total_s(self) -> float:
         p = self.protocol
         per = {"probe": p.scenario(PROBE).total_s, "probe-model": p.scenario(PROBE).total_s,
                LOAD_TEST: p.scenario(LOAD_TEST).total_s}
+        if self.has_capacity:
+            per[CAPACITY] = p.scenario_s(p.scenario(CAPACITY))
         return sum(per[step] + p.pause_s for _, step, _, _ in self.runs())
 
     def to_dict(self) -> dict[str, Any]:
@@ -163,6 +174,8 @@ def parse_ladder(data: dict, profile: str | None = None, *,
         raise c.fail("scenarios.probe", "the probe must be a constant scenario with users = 1")
     if protocol.scenario(LOAD_TEST).kind != "ramp":
         raise c.fail("scenarios.load_test", "the load test must be a ramp")
+    if any(s.name == CAPACITY and s.kind != "capacity" for s in protocol.scenarios):
+        raise c.fail("scenarios.capacity", "the capacity scenario must have kind = 'capacity'")
     chosen = selections.get(protocol.profile)
     if chosen:
         variants = [v for v in variants if v.name in chosen]
@@ -200,6 +213,10 @@ def _measure(lab: Session, ladder: Ladder, variant: Variant, step_no: list[int],
         if v is not variant:
             continue
         step_no[0] += 1
+        if step == CAPACITY:
+            _capacity(lab, p, variant, arch, step_no[0], steps)
+            time.sleep(p.pause_s)
+            continue
         scenario = p.scenario(LOAD_TEST if step == LOAD_TEST else PROBE)
         role, url = "scoring", None
         if step == "probe-model":
@@ -218,6 +235,29 @@ def _measure(lab: Session, ladder: Ladder, variant: Variant, step_no: list[int],
             lab.progress.say(f"{label}: {bp.message}")
         run.add_scenario(scenario_entry(run, scenario, arch, result, **extra))
         time.sleep(p.pause_s)
+
+
+def capacity_dir(run_raw: Path, variant: str, arch: str) -> Path:
+    """Where one rung's capacity search keeps its steps (the report reads them back)."""
+    return run_raw / "locust" / variant / CAPACITY / arch
+
+
+def _capacity(lab: Session, p: Protocol, variant: Variant, arch: str, step: int,
+              steps: int) -> None:
+    """The rung's capacity under the shared bound; the live result kept in the manifest
+    (variant's entry, by arch) beside the one the report re-derives from the steps."""
+    params = p.capacity
+    label = f"{variant.name} capacity {arch} (p99 <= {params.p99_bound_ms:g} ms)"
+    lab.progress.say(f"step {step}/{steps} {label}")
+    found = capacity_search.search(lab, params, arch, capacity_dir(lab.run.raw, variant.name, arch),
+                                   p99_ms=params.p99_bound_ms, payload=p.payload, step=step,
+                                   label=label, guard=p.guard)
+    lab.progress.say(f"{label}: {found.status}, {found.capacity} req/s "
+                     f"(first failing {found.first_failing})")
+    capacity = lab.run.manifest.get("capacity") or {}
+    capacity.setdefault(variant.name, {})[arch] = {
+        "shared": {"p99_bound_ms": params.p99_bound_ms, **found.to_dict()}}
+    lab.run.update(capacity=capacity)
 
 
 def _switch(lab: Session, options: RunOptions, extra_vars: dict[str, Any], log: Path,

@@ -1,6 +1,6 @@
 """Experiment 4 with the smoke profile (three variants), end to end on a private deployed lab:
-redeploys per variant, probes, step loads, the default build restored, collection, the report
-with the ceiling model's prediction beside each measurement."""
+redeploys per variant, probes, capacity searches, step loads, the default build restored,
+collection, the report with the ceiling model's prediction beside each measurement."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def folder(experiments_lab):
     results = experiments_lab.root / "results-exp4"
     done = subprocess.run([sys.executable, "-c", RUN, str(results),
                            str(experiments_lab.inventory)], cwd=ROOT, env=experiments_lab.env,
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, timeout=1500)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     runs = [p for p in results.iterdir() if p.is_dir()]
     assert len(runs) == 1, runs
@@ -105,3 +105,33 @@ def test_report_puts_predicted_beside_measured_from_the_csvs(folder):
     dec = report["decomposition"]
     assert dec["latency"]["concurrency_ms"] > 25
     assert set(dec["original"]) == {"sync", "async"}
+
+
+def test_every_rung_has_a_capacity_search_the_report_rederives(folder):
+    m = json.loads((folder / "manifest.json").read_text())
+    report = json.loads((folder / "report.json").read_text())
+    rows = {(r["variant"], r["arch"]): r for r in report["rows"] if r["arrival"] == "spread"}
+    searched = {(v, a) for v, by_arch in m["capacity"].items() for a in by_arch}
+    assert searched == set(rows) == {(v, a) for v, by_arch in report["capacity"].items()
+                                     for a in by_arch}
+    for (variant, arch), r in rows.items():
+        live = m["capacity"][variant][arch]["shared"]
+        assert live["status"] in {"found", "above_range", "below_range", "unfinished"}
+        assert live["p99_bound_ms"] == 250
+        steps = sorted((folder / "raw/locust" / variant / "capacity" / arch).iterdir())
+        derived = report["capacity"][variant][arch]["shared"]
+        assert len(steps) == len(derived["steps"]) == len(live["steps"]) >= 1
+        for step in steps:
+            counts = json.loads((step / "result.json").read_text())["open_model"]
+            assert counts["scheduled"] > 0
+        # from the step folders alone, the same capacity as the live search
+        assert derived["capacity"] == live["capacity"]
+        assert derived["first_failing"] == live["first_failing"]
+        assert r["capacity_rps"] == live["capacity"]
+        assert r["capacity_status"] == derived["status"]
+        if live["capacity"] is not None:
+            assert r["capacity_over_predicted"] == pytest.approx(
+                live["capacity"] / r["predicted_rps"])
+            assert m["headline"]["capacity_rps"][f"{variant}/{arch}"] == pytest.approx(
+                live["capacity"], abs=0.05)
+    assert "## Capacity per rung" in (folder / "report.md").read_text()

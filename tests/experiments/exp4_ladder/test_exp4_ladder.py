@@ -85,3 +85,42 @@ def test_bad_ladders_name_the_problem(mutate, message):
     mutate(data)
     with pytest.raises(ConfigError, match=message):
         parse_ladder(data, "full")
+
+
+def test_every_spread_rung_searches_its_capacity_under_one_bound():
+    for profile in ("full", "quick", "smoke"):
+        ladder = load_ladder(CONFIG, profile)
+        caps = [(v.name, arch) for v, step, arch, _ in ladder.runs() if step == "capacity"]
+        spread = [(v.name, arch) for v in ladder.variants if "spread" in v.arrivals
+                  for arch in v.archs]
+        assert caps == spread and caps, profile
+        assert ladder.protocol.capacity.p99_bound_ms == 250
+    # bursts are a closed-loop idea: the bursty-only rung has no search of its own
+    full = load_ladder(CONFIG, "full")
+    assert not any(v.name == "sync-worker-meinheld-bursty" and step == "capacity"
+                   for v, step, _, _ in full.runs())
+    quick, smoke = load_ladder(CONFIG, "quick"), load_ladder(CONFIG, "smoke")
+    assert quick.protocol.capacity.max_steps == 8 and smoke.protocol.capacity.max_rate == 4
+    # each search counted in the plan at its upper estimate
+    runs = len([r for r in smoke.runs() if r[1] == "capacity"])
+    without = _data()
+    del without["scenarios"]["capacity"]
+    bare = parse_ladder(without, "smoke")
+    assert not bare.has_capacity and not any(r[1] == "capacity" for r in bare.runs())
+    assert smoke.total_s - bare.total_s == pytest.approx(
+        runs * (smoke.protocol.capacity.planned_s + smoke.protocol.pause_s))
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d.pop("capacity"), "capacity"),
+    (lambda d: d["capacity"].update(p99_bound_ms=0), "p99_bound_ms"),
+    (lambda d: d["capacity"].update(bogus=1), "bogus"),
+    (lambda d: d["capacity"].update(growth=1.0), "growth"),
+    (lambda d: d["profiles"]["quick"]["capacity"].update(max_steps=0), "max_steps"),
+    (lambda d: d["scenarios"]["capacity"].update(kind="ramp"), "capacity"),
+])
+def test_bad_capacity_tables_name_the_problem(mutate, message):
+    data = _data()
+    mutate(data)
+    with pytest.raises(ConfigError, match=message):
+        parse_ladder(data, "quick")

@@ -71,3 +71,24 @@ def test_original_costs_andsurprises():
     assert orig["async"]["scoring_cpu_ms_per_request"] == (80.0, 10.0)
     notes = surprises(res)
     assert any("beats pooled keep-alive" in n for n in notes)
+
+
+def test_capacity_per_rung_beside_its_ceiling_only_where_searched():
+    from experiments.exp4_ladder.report import _capacity_lines, _headline
+
+    res = _res()
+    assert _capacity_lines({**res, "capacity": {}}) == []
+    assert "capacity_rps" not in _headline({**res, "capacity": {}})
+    step = {"rate": 40.0, "achieved_rate": 39.0, "requests": 200, "errors": 0,
+            "p99_response_ms": 120.0, "p99_service_ms": 110.0, "loadgen_cpu_fraction": 0.1,
+            "inflight_cap_hits": 0, "outcome": "pass", "reason": "p99 120 ms <= 250 ms"}
+    found = {"shared": {"p99_bound_ms": 250.0, "capacity": 40.0, "first_failing": 44.0,
+                        "status": "found", "steps": [step]}}
+    row = res["rows"][0]  # default/sync, predicted 2 / 0.1 = 20 req/s
+    row.update(capacity_rps=40.0, capacity_status="found", first_overloaded_rps=44.0,
+               capacity_p99_bound_ms=250.0, capacity_over_predicted=40.0 / row["predicted_rps"])
+    res["capacity"] = {"default": {"sync": found}}
+    text = "\n".join(_capacity_lines(res))
+    assert "| default | sync | 40.0 | found | 44.0 | 20.0 | 200% | 19.0 |" in text
+    assert "<= 250 ms" in text and "| default/sync | 40.0 |" in text
+    assert _headline(res)["capacity_rps"] == {"default/sync": 40.0}
