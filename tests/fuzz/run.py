@@ -39,6 +39,10 @@ ARCHS = ("sync", "async")
 # and the deaths they cause are counted apart from any other.
 SYNC_UNCONTAINED = {"meinheld_chunked_trailers": "closed", "meinheld_huge_header": "closed"}
 WORKER_KILLING = frozenset({"meinheld_chunked_trailers"})
+# meinheld answers a request it refuses from its head (a bad query, say) with its 400 before
+# reading the body, then closes: with more than a socket buffer of body still in flight the
+# client's kernel gets a reset and may drop that 400 (2 of 10,000 scoring cases, README).
+EARLY_CLOSE_BYTES = 64 * 1024
 
 
 @dataclass
@@ -147,6 +151,9 @@ def judge(made: Case, replies: dict[str, Reply]) -> list[str]:
     problems = []
     statuses = {arch: label(reply) for arch, reply in replies.items()}
     documented = SYNC_UNCONTAINED.get(made.kind)
+    if (statuses["sync"] == "closed" and statuses["async"] == "400"
+            and len(made.message("sync")) > EARLY_CLOSE_BYTES):
+        documented = "closed"  # meinheld's early 400 lost to the reset (documented)
     if documented is not None:
         if statuses["sync"] != documented:
             problems.append(f"sync: answered {statuses['sync']}, not the documented "
