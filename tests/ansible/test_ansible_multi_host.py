@@ -354,10 +354,18 @@ def _distributed_experiment_3(workdir: Path, state_dir: Path, inventory: Path,
     for host in ("lab-redis", "lab-model"):
         samples = (folder / "raw/resources" / f"{host}.csv").read_text()
         assert ".loadgen." in samples.splitlines()[0], host
-    # Each host's job directory stays there, and nothing of it runs any more.
+    # The capacity search's open-model steps ran distributed too: every stream (one per
+    # worker on each host) reported its counts back.
+    steps = sorted((folder / "raw/locust/capacity").glob("*/*/result.json"))
+    assert steps
+    for step in steps:
+        counts = json.loads(step.read_text())["open_model"]
+        assert counts["streams"] == 2 and counts["streams_reported"] == 2, counts
+    # Each host's job directory stays there (one per Locust run: scenarios and capacity
+    # steps), and nothing of it runs any more.
     for host in ("redis", "model"):
         assert len(list((workdir / f"run-{host}" / "locust").iterdir())) == len(
-            manifest["scenarios"])
+            manifest["scenarios"]) + len(steps)
     # The Redis password is in no file of the result folder.
     for path in folder.rglob("*"):
         if path.is_file():
