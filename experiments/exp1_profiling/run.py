@@ -291,7 +291,7 @@ def _requests_seen(history_csv: Path) -> int:
 def _window(lab: Session, config: Config, arch: str, profiler: str, step: int,
             steps: int) -> dict[str, Any]:
     body = json.dumps(list(config.payload)).encode()
-    scenario = config.window.window_scenario(profiler)
+    scenario = config.window_scenario(profiler)
     opened: dict[str, Any] = {}
 
     def trigger() -> None:
