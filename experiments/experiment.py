@@ -62,7 +62,12 @@ class Experiment:
 
     def finish(self, folder: Path) -> Report:
         analysis = self.analyse(folder)
-        open_run_folder(folder).complete(self.headline(analysis))
+        run = open_run_folder(folder)
+        run.complete(self.headline(analysis))
+        if "manifest" in analysis:
+            # the analysis read the manifest while the run was still incomplete: the report
+            # must show the status and end time just recorded
+            analysis = {**analysis, "manifest": run.manifest}
         return self.write_report(folder, analysis)
 
     def rebuild(self, folder: Path) -> Report:

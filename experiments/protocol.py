@@ -152,6 +152,10 @@ class CapacityParams(Table):
     min_step_s: Float = Field(gt=0)  # a step's schedule lasts at least this ...
     min_requests: Int = Field(500, ge=1)  # ... and long enough for this many arrivals
     drain_s: Float = Field(2.0, ge=0)
+    # The capacity must also pass a hold of hold_s at its rate (0: no hold, as runs before
+    # holds existed); at most max_holds holds per search (a failed hold lowers the bracket).
+    hold_s: Float = Field(0.0, ge=0)
+    max_holds: Int = Field(3, ge=1)
     inflight_cap: Int = Field(512, ge=1)
     request_timeout_s: Float = Field(10.0, gt=0)
     max_loadgen_cpu_fraction: Float = Field(0.5, gt=0, le=1)
@@ -167,7 +171,8 @@ class CapacityParams(Table):
     @property
     def planned_s(self) -> float:
         """An upper estimate of one search's load time (each step plus start-up)."""
-        return self.max_steps * (self.min_step_s + self.drain_s + 5.0)
+        holds = self.max_holds * (self.hold_s + self.drain_s + 5.0) if self.hold_s else 0.0
+        return self.max_steps * (self.min_step_s + self.drain_s + 5.0) + holds
 
 
 class GuardParams(Table):

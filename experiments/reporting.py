@@ -199,7 +199,8 @@ _STATUS = {
     "above_range": "every rate up to the maximum passed: a lower bound",
     "below_range": "even the minimum rate failed",
     "invalid": "**stopped: a step was limited by the load generator**",
-    "unfinished": "the step budget ran out before the bracket closed",
+    "unfinished": ("the step or hold budget ran out before the bracket closed on a held rate "
+                   "(capacity: the highest rate that passed a hold, if any)"),
 }
 
 
@@ -211,7 +212,9 @@ def capacity_section(capacity: dict[str, dict]) -> list[str]:
              "The highest open-model arrival rate whose p99 response time (from each request's "
              "scheduled send, so queueing counts) meets the bound with few enough errors "
              "(MLPerf LoadGen's server scenario), found by growing the rate until a step fails "
-             "and bisecting. Every verdict below is recomputed from the step folders.", "",
+             "and bisecting; when the protocol sets `hold_s`, the rate found must also pass a "
+             "hold (a longer step at that rate) to count, and a failed hold sends the search on "
+             "below it in holds. Every verdict below is recomputed from the step folders.", "",
              "| architecture | bound | capacity req/s | first overloaded req/s | status |",
              "|---|---|---|---|---|"]
     for arch, entry in capacity.items():
@@ -224,13 +227,17 @@ def capacity_section(capacity: dict[str, dict]) -> list[str]:
                      f"= {e['p99_bound_ms']:.0f} ms")
             lines.append(f"| {arch} | {bound} | {fmt(e['capacity'])} | "
                          f"{fmt(e['first_failing'])} | {_STATUS.get(e['status'], e['status'])} |")
-    lines += ["", "| architecture | rate | sent/s | requests | errors | p99 response ms | "
+    lines += ["", "| architecture | rate | step | sent/s | requests | errors | p99 response ms | "
               "p99 service ms | generator CPU | in-flight cap hits | shared bound |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for arch, entry in capacity.items():
-        for st in sorted(entry["shared"]["steps"], key=lambda x: x["rate"]):
+        for st in sorted(entry["shared"]["steps"], key=lambda x: (x["rate"], x.get("hold", False))):
+            kind = "hold" if st.get("hold") else "step"
+            if st.get("duration_s"):
+                kind += f" {st['duration_s']:.0f} s"
             lines.append(
-                f"| {arch} | {fmt(st['rate'])} | {fmt(st['achieved_rate'])} | {st['requests']} | "
+                f"| {arch} | {fmt(st['rate'])} | {kind} | {fmt(st['achieved_rate'])} | "
+                f"{st['requests']} | "
                 f"{st['errors']} | {fmt(st['p99_response_ms'])} | {fmt(st['p99_service_ms'])} | "
                 f"{st['loadgen_cpu_fraction']:.0%} | {st['inflight_cap_hits']} | "
                 f"{st['outcome']}: {st['reason']} |")

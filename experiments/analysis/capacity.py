@@ -6,7 +6,15 @@ next and what the answer is.
 
 The search is a bracket, not a ramp read-out: grow the rate geometrically from a start rate
 until a step fails (or the configured maximum is reached), then bisect between the highest
-passing and the lowest failing rate until they are within `precision` of each other. A step
+passing and the lowest failing rate until they are within `precision` of each other. Short
+steps overstate what a system sustains when it degrades slowly (a queue that grows a little,
+or a stack whose CPU per request rises with its backlog: the committed run of 2026-11-30 had
+async pass a 10 s step at 134.5 req/s and collapse, 74 % of requests 504, when that rate was
+held 20 s). So, when the caller gives `confirm`, the bracket's passing end must also pass a
+*hold* (a longer step at that rate) before it is the capacity. A hold that fails shows the
+short steps overstate this system: the failing end moves down to it, short passes stop
+counting, and the search goes on in holds (one step of sqrt(growth) down, then bisection)
+until the bracket closes on a held rate or `max_holds` are spent. A step
 the load generator itself limited (its CPU over half its cores, or sending slower than the
 schedule without the system holding requests back) is *invalid*: the search stops and says so
 instead of reporting a capacity it cannot vouch for.
@@ -53,6 +61,9 @@ class StepResult:
     # What this step's schedule asked for, per second (a Poisson schedule of a few seconds
     # differs from `rate` by chance): the achieved rate is held to this. None: `rate`.
     scheduled_rate: float | None = None
+    # A confirming hold (a longer step at a rate the short steps passed), not a search step.
+    hold: bool = False
+    duration_s: float | None = None  # the schedule's length
 
 
 def step_result(run_dir: str | Path, grace_s: float = 3.0) -> StepResult:
@@ -83,7 +94,12 @@ def step_result(run_dir: str | Path, grace_s: float = 3.0) -> StepResult:
         loadgen_cpu_fraction=max(fractions, default=0.0),
         inflight_cap_hits=int(counts["inflight_cap_hits"]),
         scheduled_rate=int(counts["scheduled"]) / float(counts["schedule_s"]),
+        hold=run_dir.name.endswith(HOLD_SUFFIX),
+        duration_s=float(counts["schedule_s"]),
     )
+
+
+HOLD_SUFFIX = "_hold"  # a hold's step folder: NN_<rate>rps_hold
 
 
 def _mean_cpu_fraction(guard: dict, start: float) -> float:
@@ -123,10 +139,12 @@ def judge(step: StepResult, bound: Bound) -> Verdict:
 
 @dataclass
 class CapacityResult:
-    """status: "found" (capacity bracketed within precision), "above_range" (every rate up to
-    max_rate passed: capacity is a lower bound), "below_range" (even min_rate failed),
-    "invalid" (a step was limited by the generator; capacity, if any, is the last rate that
-    passed before it), "unfinished" (max_steps reached before the bracket closed)."""
+    """status: "found" (capacity bracketed within precision, and held when holds are asked
+    for), "above_range" (every rate up to max_rate passed: capacity is a lower bound),
+    "below_range" (even min_rate failed), "invalid" (a step was limited by the generator;
+    capacity, if any, is the last rate that passed before it), "unfinished" (max_steps short
+    steps, or max_holds holds, spent before the bracket closed on a held rate: capacity is
+    then the highest rate that passed a hold, if any)."""
 
     status: str
     capacity: float | None  # highest passing rate
@@ -154,37 +172,69 @@ def search_capacity(
     precision: float = 0.05,
     max_steps: int = 16,
     prior: Iterable[StepResult] = (),
+    confirm: Callable[[float], StepResult] | None = None,
+    max_holds: int = 3,
+    require_hold: bool | None = None,
 ) -> CapacityResult:
-    """Search with `measure`; `prior` steps (measured already, e.g. by a search under another
-    bound) are judged under this bound first and narrow the bracket without being re-run."""
+    """Search with `measure` (short steps) and, when given, `confirm` (holds); `prior` steps
+    (measured already, e.g. by a search under another bound) are judged under this bound
+    first and narrow the bracket without being re-run. require_hold (default: whether
+    `confirm` is given) decides whether the capacity must have passed a hold; a replay of a
+    folder sets it from the protocol."""
     if not 0 < min_rate <= start_rate <= max_rate:
         raise ValueError(f"need 0 < min_rate ({min_rate}) <= start_rate ({start_rate}) "
                          f"<= max_rate ({max_rate})")
     if growth <= 1 or precision <= 0:
         raise ValueError(f"growth ({growth}) must be > 1 and precision ({precision}) > 0")
+    need_hold = confirm is not None if require_hold is None else require_hold
     steps: list[dict] = []
+    outcomes: list[tuple[float, str, bool]] = []  # rate, outcome, hold
 
     def record(step: StepResult, reused: bool) -> str:
         verdict = judge(step, bound)
         steps.append({**asdict(step), "outcome": verdict.outcome, "reason": verdict.reason,
                       "reused": reused})
+        outcomes.append((step.rate, verdict.outcome, step.hold))
         return verdict.outcome
 
-    outcomes = [(step.rate, record(step, True)) for step in sorted(prior, key=lambda s: s.rate)]
-    bad = min((r for r, o in outcomes if o == "fail"), default=None)
-    good = max((r for r, o in outcomes if o == "pass" and (bad is None or r < bad)),
-               default=None)
-    measured = 0
+    for step in sorted(prior, key=lambda s: (s.rate, s.hold)):
+        record(step, True)
+    measured = holds = 0
     while True:
-        if good is not None and bad is not None:
-            if bad / good <= 1 + precision:
-                status = "found"
+        bad = min((r for r, o, _ in outcomes if o == "fail"), default=None)
+        # Once a hold has failed, short steps are shown to overstate this system: their
+        # passes stop counting (their failures still count) and the search goes on in holds.
+        hold_failed = any(h and o == "fail" for _, o, h in outcomes)
+        good = max((r for r, o, h in outcomes if o == "pass" and (h or not hold_failed)
+                    and (bad is None or r < bad)), default=None)
+        held = good is not None and any(h and o == "pass" and r == good
+                                        for r, o, h in outcomes)
+        closed = good is not None and (good >= max_rate or
+                                       (bad is not None and bad / good <= 1 + precision))
+        if closed and (held or not need_hold):
+            status = "found" if good < max_rate else "above_range"
+            break
+        if closed or hold_failed:
+            if good is not None and not closed:
+                rate = math.sqrt(good * bad)
+            elif good is not None:
+                rate = good
+            elif bad <= min_rate:
+                status = "below_range"
                 break
+            else:
+                rate = max(bad / math.sqrt(growth), min_rate)
+            if confirm is None or holds >= max_holds:
+                status = "unfinished"
+                break
+            holds += 1
+            if record(confirm(rate), False) == "invalid":
+                status = "invalid"
+                break
+            continue
+        if good is not None and bad is not None:
             rate = math.sqrt(good * bad)  # geometric middle: rates span decades
         elif good is not None:
-            if good >= max_rate:
-                status = "above_range"
-                break
             rate = min(good * growth, max_rate)
         elif bad is not None:
             if bad <= min_rate:
@@ -201,11 +251,12 @@ def search_capacity(
         if outcome == "invalid":
             status = "invalid"
             break
-        if outcome == "pass":
-            good = rate
-        else:
-            bad = rate
-    return CapacityResult(status, good, bad, steps)
+    capacity = good
+    if need_hold and not held:
+        # only a rate that passed a hold, below every failing rate, is vouched for
+        capacity = max((r for r, o, h in outcomes if h and o == "pass"
+                        and (bad is None or r < bad)), default=None)
+    return CapacityResult(status, capacity, bad, steps)
 
 
 # --------------------------------------------------------------------------- a result folder
@@ -234,7 +285,7 @@ def replay(params: CapacityParams, steps: Iterable[StepResult], p99_ms: float) -
     result = search_capacity(no_measure, bound_of(params, p99_ms), start_rate=params.min_rate,
                              max_rate=params.max_rate, min_rate=params.min_rate,
                              growth=params.growth, precision=params.precision, max_steps=0,
-                             prior=steps)
+                             prior=steps, max_holds=0, require_hold=params.hold_s > 0)
     if any(s["outcome"] == "invalid" for s in result.steps):
         result.status = "invalid"
     return result

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from experiments.analysis.breaking_point import breaking_point_from_dir, users_to_hold
-from experiments.analysis.capacity import one_user_p99_ms, step_dirs, step_result
+from experiments.analysis.capacity import analyse_search, one_user_p99_ms, step_dirs, step_result
 from experiments.experiment import Finish
 from experiments.lab import capacity as capacity_search
 from experiments.lab.session import RunOptions, Session, session
@@ -58,6 +58,14 @@ def run_capacity(lab: Session, protocol: Protocol, arch: str, step: int) -> dict
                   f"{base:.0f} ms)", **common)
         entry["relative"] = {"p99_bound_ms": bound, "one_user_p99_ms": base,
                              "factor": params.relative_bound_factor, **relative.to_dict()}
+    # The verdict over every step both searches measured, as the report derives it: a step the
+    # second search added near the knee can move the shared capacity (noise there is not
+    # monotonic), and the rate held next must be the one the report names.
+    settled = analyse_search(arch_dir, params, protocol.guard.grace_s,
+                             run.raw / "locust" / "response_time" / arch)
+    if settled is not None and shared.status != "invalid":
+        for key in entry:
+            entry[key].update(settled[key])
     run.update(capacity={**(run.manifest.get("capacity") or {}), arch: entry})
     return entry
 

@@ -1,12 +1,14 @@
 """The capacity search on the deployed lab: each step an open-model Locust run of its own
-folder (raw/locust/capacity/<arch>/NN_<rate>/), judged from that folder alone, so the report
-re-derives every verdict and the capacity from the raw data (experiments.analysis.capacity).
+folder (raw/locust/capacity/<arch>/NN_<rate>rps/, a hold's NN_<rate>rps_hold/), judged from
+that folder alone, so the report re-derives every verdict and the capacity from the raw data
+(experiments.analysis.capacity).
 
     found = search(lab, params, arch, run.locust_dir("capacity", arch), payload=..., step=...)
 
 The shared bound comes first; with `relative_bound_factor`, a second search under
 factor x the architecture's own 1-user p99 reuses the first search's steps and measures only
-the rates it still needs.
+the rates it still needs. When the protocol asks for holds (`hold_s`), the rate a search
+settles on is held that long before it counts as the capacity.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.analysis.capacity import (
+    HOLD_SUFFIX,
     CapacityResult,
     StepResult,
     bound_of,
@@ -39,17 +42,26 @@ def search(lab: Session, params: CapacityParams, arch: str, arch_dir: Path, *, p
            prior: list[StepResult] = ()) -> CapacityResult:
     """Search arch's capacity under p99 <= p99_ms; every measured step lands in arch_dir."""
 
-    def measure(rate: float) -> StepResult:
+    def run_step(rate: float, duration: float, hold: bool) -> StepResult:
         n = len(step_dirs(arch_dir))
-        out = arch_dir / f"{n:02d}_{rate:.2f}rps"
-        duration = step_duration(rate, params.min_step_s, params.min_requests)
+        out = arch_dir / f"{n:02d}_{rate:.2f}rps{HOLD_SUFFIX if hold else ''}"
         scenario = Scenario(name="capacity", kind="open", rate=rate, duration_s=duration)
-        lab.progress.say(f"{label}: step {n + 1}, {rate:.1f} req/s for {duration:.0f} s")
+        what = "hold" if hold else "step"
+        lab.progress.say(f"{label}: {what} {n + 1}, {rate:.1f} req/s for {duration:.0f} s")
         lab.locust(scenario, arch, out, arrival="open", payload=payload, step=step,
-                   label=f"{label} {rate:.1f}/s", open_model=open_model(params, rate))
+                   label=f"{label} {rate:.1f}/s {what}", open_model=open_model(params, rate))
         return step_result(out, grace_s=guard.grace_s)
+
+    def measure(rate: float) -> StepResult:
+        return run_step(rate, step_duration(rate, params.min_step_s, params.min_requests), False)
+
+    def confirm(rate: float) -> StepResult:
+        return run_step(rate, max(params.hold_s, step_duration(rate, params.min_step_s,
+                                                                params.min_requests)), True)
 
     return search_capacity(measure, bound_of(params, p99_ms), start_rate=params.start_rate,
                            max_rate=params.max_rate, min_rate=params.min_rate,
                            growth=params.growth, precision=params.precision,
-                           max_steps=params.max_steps, prior=prior)
+                           max_steps=params.max_steps, prior=prior,
+                           confirm=confirm if params.hold_s else None,
+                           max_holds=params.max_holds)

@@ -135,7 +135,11 @@ def _score(client, context: dict | None = None) -> None:
 
 def _check(resp) -> None:
     if resp.status_code != 200:
-        resp.failure(f"HTTP {resp.status_code}")
+        # no status: say what the connection did (refused, reset, timed out), or the run's
+        # errors cannot be told apart from each other
+        cause = getattr(resp, "error", None) if not resp.status_code else None
+        resp.failure(f"HTTP {resp.status_code}" +
+                     (f": {type(cause).__name__}: {cause}"[:160] if cause else ""))
         return
     try:
         detail = resp.json()["detail"]

@@ -127,3 +127,63 @@ def test_a_short_poisson_schedule_is_held_to_what_it_scheduled():
     assert judge(step, BOUND).outcome == "pass"
     assert judge(StepResult(2.0, 1.0, 3, 0, 110.0, 108.0, 0.1, 0, scheduled_rate=4 / 3),
                  BOUND).outcome == "invalid"
+
+
+def _degrading(short_limit, hold_limit):
+    """A system that passes short steps up to short_limit but sustains only hold_limit:
+    its backlog builds too slowly to show in a short step (the async collapse of the
+    2026-11-30 run)."""
+    calls = []
+
+    def measure(rate):
+        calls.append(("step", rate))
+        return _step(rate, p99=100.0 if rate <= short_limit else 5000.0)
+
+    def confirm(rate):
+        calls.append(("hold", rate))
+        import dataclasses
+        return dataclasses.replace(_step(rate, p99=100.0 if rate <= hold_limit else 5000.0),
+                                   hold=True, duration_s=60.0)
+
+    return measure, confirm, calls
+
+
+def test_the_capacity_is_a_rate_that_passed_a_hold():
+    measure, confirm, calls = _degrading(100.0, 80.0)
+    r = search_capacity(measure, BOUND, start_rate=10, max_rate=1000, precision=0.05,
+                        confirm=confirm, max_holds=6)
+    assert r.status == "found"
+    assert r.capacity <= 80.0 < r.first_failing <= r.capacity * 1.05
+    holds = [rate for kind, rate in calls if kind == "hold"]
+    assert holds[-1] == r.capacity and len(holds) >= 2  # the first hold (near 100) failed
+    assert any(s["hold"] and s["outcome"] == "fail" for s in r.steps)
+    # without holds the same system reads as ~100/s: the overstatement that holds cure
+    plain = search_capacity(measure, BOUND, start_rate=10, max_rate=1000, precision=0.05)
+    assert plain.capacity > 95.0
+
+
+def test_a_replay_needs_the_hold_the_live_search_made():
+    from experiments.analysis.capacity import replay
+    from experiments.protocol import CapacityParams
+
+    measure, confirm, _ = _degrading(100.0, 80.0)
+    live = search_capacity(measure, BOUND, start_rate=10, max_rate=1000, precision=0.05,
+                           confirm=confirm, max_holds=6)
+    steps = [StepResult(**{k: v for k, v in s.items()
+                           if k not in ("outcome", "reason", "reused")}) for s in live.steps]
+    params = CapacityParams(p99_bound_ms=500, start_rate=10, max_rate=1000, min_step_s=10,
+                            precision=0.05, hold_s=60)
+    again = replay(params, steps, 500)
+    assert (again.status, again.capacity, again.first_failing) == (
+        "found", live.capacity, live.first_failing)
+    # the short steps alone (holds dropped) vouch for no capacity when holds are required
+    short_only = replay(params, [s for s in steps if not s.hold], 500)
+    assert short_only.status == "unfinished" and short_only.capacity is None
+
+
+def test_holds_spent_leave_the_highest_held_rate():
+    measure, confirm, _ = _degrading(100.0, 80.0)
+    r = search_capacity(measure, BOUND, start_rate=10, max_rate=1000, precision=0.05,
+                        confirm=confirm, max_holds=1)
+    assert r.status == "unfinished" and r.capacity is None  # the one hold (near 100) failed
+    assert r.first_failing is not None and r.first_failing <= 100.0

@@ -95,3 +95,29 @@ def test_report_of_an_unknown_experiment_is_refused(tmp_path, capsys):
     (folder / "manifest.json").write_text(json.dumps({"experiment": "experiment-99"}))
     assert cli.main(["report", str(folder)]) == 2
     assert "experiment-99" in capsys.readouterr().err
+
+
+def test_finish_reports_the_status_it_just_recorded(tmp_path):
+    """The analysis reads the manifest while the run is still incomplete; the report written
+    by finish must show it complete (a committed report once said INCOMPLETE beside a complete
+    manifest)."""
+    import json
+
+    from experiments.experiment import Experiment
+    from experiments.results import open_run_folder
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "manifest.json").write_text(json.dumps({"status": "incomplete"}))
+    seen = {}
+
+    def write_report(path, analysis):
+        seen.update(analysis["manifest"])
+        return None
+
+    exp = Experiment(number="9", name="experiment-9", summary="", config=tmp_path / "c.toml",
+                     load=lambda *a: None, run=lambda *a: folder,
+                     analyse=lambda p: {"manifest": open_run_folder(p).manifest, "n": 1},
+                     headline=lambda a: {"n": a["n"]}, write_report=write_report)
+    exp.finish(folder)
+    assert seen["status"] == "complete" and seen["headline"] == {"n": 1} and seen["ended_at"]
