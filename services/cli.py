@@ -52,9 +52,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from services.serve import serve
+    from services.serve import StartupError, serve
 
-    serve(Role(args.role), Arch(args.arch), settings)
+    try:
+        serve(Role(args.role), Arch(args.arch), settings)
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

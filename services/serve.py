@@ -9,6 +9,7 @@ import logging
 from gunicorn.app.base import BaseApplication
 
 from services.settings import Arch, Role, Settings, SyncWorker
+from services.sync_app import meinheld_patch
 from services.workers import worker_count
 
 _GUNICORN_WORKER = {
@@ -27,12 +28,15 @@ _ASYNC_FACTORIES = {
 }
 
 
-def _patch_meinheld(server, worker) -> None:
-    # Makes the worker's sockets cooperative greenlets (the requests/redis clients included);
-    # must run in the worker before the app opens any socket.
-    from meinheld import patch
+class StartupError(RuntimeError):
+    """A service that cannot run as configured: one line, before any worker starts."""
 
-    patch.patch_all()
+
+def startup_error(arch: Arch, settings: Settings) -> str | None:
+    """Why this service would crash once it serves (so it must not start), or None."""
+    if arch is Arch.SYNC and settings.meinheld_patch:
+        return meinheld_patch.incompatibility()
+    return None
 
 
 class _Gunicorn(BaseApplication):
@@ -74,11 +78,13 @@ def gunicorn_options(role: Role, settings: Settings) -> dict[str, object]:
     if settings.sync_worker is SyncWorker.GTHREAD:
         options["threads"] = settings.gthread_threads
     if settings.meinheld_patch:
-        options["post_fork"] = _patch_meinheld
+        options["post_fork"] = meinheld_patch.patch_worker
     return options
 
 
 def serve(role: Role, arch: Arch, settings: Settings) -> None:
+    if (reason := startup_error(arch, settings)) is not None:
+        raise StartupError(reason)
     if arch is Arch.SYNC:
         _Gunicorn(_SYNC_FACTORIES[role], gunicorn_options(role, settings)).run()
         return
