@@ -127,3 +127,65 @@ def test_an_unknown_greenlet_layout_stops_the_service_at_start(monkeypatch, caps
     assert cli.main(["serve", "--role", "scoring", "--arch", "sync"]) == 2
     err = capsys.readouterr().err
     assert err == f"error: {reason}\n"
+
+
+# meinheld with its own patching and nothing of the lab's: the app's first cooperative wait.
+UNADAPTED_SERVER = """
+import socket, sys
+from meinheld import patch, server
+patch.patch_all()
+quiet = ("127.0.0.1", int(sys.argv[2]))
+
+def app(environ, start_response):
+    try:
+        socket.create_connection(quiet, timeout=2).recv(1)
+        body = b"waited"
+    except Exception as exc:
+        body = f"{type(exc).__name__}: {exc}".encode()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [body]
+
+server.listen(("127.0.0.1", int(sys.argv[1])))
+server.run(app)
+"""
+
+
+def test_unadapted_meinheld_patch_still_crashes(tmp_path):
+    """Why services/sync_app/meinheld_patch.py exists: this failing means meinheld or greenlet
+    changed, and the adaptation should be looked at again."""
+    import socket
+    import subprocess
+    import sys
+
+    from tests.conftest import wait_until
+
+    quiet = socket.create_server(("127.0.0.1", 0))  # accepts into its backlog, never answers
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-W", "ignore", "-c", UNADAPTED_SERVER, str(port),
+         str(quiet.getsockname()[1])],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        def listening() -> bool:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+
+        wait_until(listening, 30, f"meinheld on port {port}")
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request("GET", "/")
+            body = conn.getresponse().read().decode()
+        except (ConnectionError, http.client.HTTPException):
+            body = None  # the worker died mid-request
+        finally:
+            conn.close()
+        if body is None:
+            assert process.wait(timeout=10) == -11  # SIGSEGV
+        else:
+            assert body == "TypeError: bad argument type for built-in operation"
+    finally:
+        stop(process)
+        quiet.close()
