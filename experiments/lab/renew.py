@@ -45,8 +45,10 @@ def renew(lab: Session, options: RunOptions, repeat: int, base_vars: dict[str, A
     started = time.time()
     record = redeploy(options, extra, log=log)
     del record["output"]  # kept in the log file
+    before = _pids(lab.topology)
     lab.topology = topology_mod.load()
     record.update(
+        pids={"before": before, "after": _pids(lab.topology)},
         repeat=repeat,
         renewed=("model API and scoring handler processes of every architecture restarted "
                  "(supervisorctl update on a changed environment): every pooled keep-alive "
@@ -54,3 +56,9 @@ def renew(lab: Session, options: RunOptions, repeat: int, base_vars: dict[str, A
         token=token, at=iso(started), log=lab.run.rel(log),
         verify=[asdict(c) for c in verify(lab.topology)])
     return record
+
+
+def _pids(topology: topology_mod.Topology) -> dict[str, Any]:
+    """The main pid of every model API and scoring handler (what a restart changes)."""
+    return {name: s.get("pids") for name, s in topology.services.items()
+            if name.startswith(("model-", "scoring-"))}

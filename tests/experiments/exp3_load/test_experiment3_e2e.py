@@ -22,6 +22,7 @@ pytestmark = pytest.mark.slow
 
 SCENARIOS = ("response_time", "load_test", "max_performance", "stress")
 ARCHS = ("sync", "async")
+REPEATS = (1, 2)  # the smoke profile's repeats: raw/repeat-<k>/locust/
 SERVICES = ("redis", "model-sync", "model-async", "scoring-sync", "scoring-async", "loadgen")
 
 
@@ -70,11 +71,37 @@ def test_manifest_is_complete_and_versioned(experiment):
     assert manifest["metadata"]["git_commit"]
     assert len(manifest["metadata"]["uv_lock_sha256"]) == 64
     assert set(manifest["topology"]["services"]) >= {"redis", "scoring-sync", "scoring-async"}
-    ran = {(s["name"], s["arch"]) for s in manifest["scenarios"]}
-    assert ran == {(s, a) for s in SCENARIOS for a in ARCHS}
+    ran = {(s["name"], s["arch"], s["repeat"]) for s in manifest["scenarios"]}
+    assert ran == {(s, a, k) for s in SCENARIOS for a in ARCHS for k in REPEATS}
     assert set(manifest["breaking_points"]) == set(ARCHS)
     for arch in ARCHS:
-        assert manifest["headline"][arch]["p50_ms_1_user"] > 0
+        p50 = manifest["headline"][arch]["p50_ms_1_user"]
+        assert p50["n"] == len(REPEATS) and len(p50["values"]) == len(REPEATS)
+        assert p50["median"] > 0
+
+
+def test_repeats_alternate_and_restart_the_services(experiment):
+    folder = _folder(experiment[1])
+    manifest = json.loads((folder / "manifest.json").read_text())
+    records = manifest["repeats"]
+    assert [r["order"] for r in records] == [["sync", "async"], ["async", "sync"]]
+    assert "renewed" not in records[0]
+    renewed = records[1]["renewed"]
+    assert all(c["ok"] for c in renewed["verify"])
+    assert (folder / renewed["log"]).is_file()
+    # the order the scenarios really ran in: repeat 2 starts with async
+    first = {k: min((s for s in manifest["scenarios"] if s["repeat"] == k),
+                    key=lambda s: s["started_at_unix"])["arch"] for k in REPEATS}
+    assert first == {1: "sync", 2: "async"}
+    # the restart gave every model API and scoring handler a new process
+    pids = renewed["pids"]
+    assert set(pids["before"]) == {"model-sync", "model-async", "scoring-sync", "scoring-async"}
+    assert all(pids["before"][s] != pids["after"][s] for s in pids["before"]), pids
+    report = json.loads((folder / "report.json").read_text())
+    assert [r["repeat"] for r in report["repeats"]] == list(REPEATS)
+    assert "p50_ms_1_user" in report["repeat_comparisons"]
+    text = (folder / "report.md").read_text()
+    assert "## Repeats" in text and "## Repeat 2 (order: async, sync)" in text
 
 
 def test_hardware_report_and_resource_samples_for_every_service(experiment):
@@ -93,10 +120,10 @@ def test_hardware_report_and_resource_samples_for_every_service(experiment):
 
 
 def test_locust_csvs_for_every_scenario_and_architecture(experiment):
-    raw = _folder(experiment[1]) / "raw/locust"
+    raw = _folder(experiment[1]) / "raw"
     for scenario in SCENARIOS:
-        for arch in ARCHS:
-            run = raw / scenario / arch
+        for arch, k in ((a, k) for a in ARCHS for k in REPEATS):
+            run = raw / f"repeat-{k}/locust" / scenario / arch
             for name in ("locust_stats.csv", "locust_stats_history.csv", "locust_failures.csv"):
                 assert (run / name).stat().st_size > 0, run / name
             assert list(run.glob("requests_*.csv"))
@@ -106,11 +133,12 @@ def test_report_numbers_match_the_csvs(experiment):
     folder = _folder(experiment[1])
     report = json.loads((folder / "report.json").read_text())
     text = (folder / "report.md").read_text()
-    for scenario in SCENARIOS:
+    for scenario, k in ((s, k) for s in SCENARIOS for k in REPEATS):
         for arch in ARCHS:
-            numbers = report["numbers"][scenario][arch]
+            numbers = report["repeats"][k - 1]["numbers"][scenario][arch]
             rows = []
-            for path in (folder / "raw/locust" / scenario / arch).glob("requests_*.csv"):
+            for path in (folder / f"raw/repeat-{k}/locust" / scenario / arch).glob(
+                    "requests_*.csv"):
                 with path.open() as f:
                     rows += list(csv.DictReader(f))
             assert numbers["total_requests"] == len(rows)
@@ -124,7 +152,7 @@ def test_report_numbers_match_the_csvs(experiment):
             assert numbers["p50_ms"] == pytest.approx(float(np.percentile(ok_ms, 50)))
             assert f"{numbers['p50_ms']:.1f}" in text
     # One request at a time: two sequential model calls for sync, two concurrent for async.
-    one_user = report["numbers"]["response_time"]
+    one_user = report["repeats"][0]["numbers"]["response_time"]
     assert one_user["sync"]["p50_ms"] > 1.5 * one_user["async"]["p50_ms"]
 
 
@@ -140,14 +168,19 @@ def test_capacity_search_and_max_performance_held_at_it(experiment):
     for arch in ARCHS:
         live = manifest["capacity"][arch]["shared"]
         assert live["status"] in {"found", "above_range", "below_range", "unfinished"}
-        steps = sorted((folder / "raw/locust/capacity" / arch).iterdir())
-        assert len(steps) == len(report["capacity"][arch]["shared"]["steps"]) >= 1
+        steps = sorted((folder / "raw/repeat-1/locust/capacity" / arch).iterdir())
+        first = report["repeats"][0]
+        assert len(steps) == len(first["capacity"][arch]["shared"]["steps"]) >= 1
         for step in steps:
             counts = json.loads((step / "result.json").read_text())["open_model"]
             assert counts["scheduled"] > 0 and counts["streams_reported"] == counts["streams"]
         # the report re-derives the capacity from the step folders alone
-        assert report["capacity"][arch]["shared"]["capacity"] == live["capacity"]
-        assert "relative" in report["capacity"][arch]
+        assert first["capacity"][arch]["shared"]["capacity"] == live["capacity"]
+        assert "relative" in first["capacity"][arch]
+        # repeat 2 searched too, from repeat 1's capacity when it found one
+        second = manifest["repeats"][1]["capacity"][arch]["shared"]
+        assert second["hint_rate"] == (live["capacity"] or None)
+        assert list((folder / "raw/repeat-2/locust/capacity" / arch).iterdir())
         held = next(s for s in manifest["scenarios"]
                     if s["name"] == "max_performance" and s["arch"] == arch)
         assert held["capacity_rps"] == live["capacity"]
