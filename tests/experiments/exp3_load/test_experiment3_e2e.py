@@ -184,6 +184,7 @@ def test_capacity_search_and_max_performance_held_at_it(experiment):
         held = next(s for s in manifest["scenarios"]
                     if s["name"] == "max_performance" and s["arch"] == arch)
         assert held["capacity_rps"] == live["capacity"]
-        assert manifest["headline"][arch]["capacity_rps"] == pytest.approx(live["capacity"], 0.01)
-        assert report["numbers"]["max_performance"][arch]["open_model"] is True
+        capacity = manifest["headline"][arch]["capacity_rps"]  # over the repeats
+        assert capacity["values"][0] == pytest.approx(live["capacity"], 0.01)
+        assert first["numbers"]["max_performance"][arch]["open_model"] is True
     assert "## Capacity under a latency bound" in (folder / "report.md").read_text()
