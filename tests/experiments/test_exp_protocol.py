@@ -42,7 +42,7 @@ def test_profiles_scale_durations():
     quick, smoke = load_protocol(CONFIG, "quick"), load_protocol(CONFIG, "smoke")
     # minutes per repeat for both architectures (search: upper bound), every repeat counted
     assert 120 <= quick.repeat_s <= 600 and quick.total_s == quick.repeats * quick.repeat_s
-    assert smoke.repeat_s <= 120 and smoke.total_s <= 180  # a minute or two per repeat
+    assert smoke.total_s <= 120  # about a minute or two
     # an override changes only what it names
     assert quick.scenario("stress").pacing_s == 1.0
     assert smoke.analysis.breaking_point.throughput_ratio == 0.9

@@ -33,7 +33,7 @@ OLD_RUNS = ("20261130T221354Z_experiment-3_single-localhost_eb130785",
 
 
 def test_profiles_set_their_repeats():
-    assert [EXP3.configure(p).repeats for p in ("full", "quick", "smoke")] == [3, 3, 2]
+    assert [EXP3.configure(p).repeats for p in ("full", "quick", "smoke")] == [3, 3, 1]
     assert [EXP4.configure(p).protocol.repeats for p in ("full", "quick", "smoke")] == [2, 1, 1]
 
 

@@ -15,6 +15,8 @@ import subprocess
 import numpy as np
 import pytest
 
+from experiments.exp3_load import EXPERIMENT as EXP3
+from experiments.repeats import locust_root
 from hardware.summary import load_samples
 from tests.conftest import ROOT, free_port, require
 
@@ -22,7 +24,24 @@ pytestmark = pytest.mark.slow
 
 SCENARIOS = ("response_time", "load_test", "max_performance", "stress")
 ARCHS = ("sync", "async")
-REPEATS = (1, 2)  # the smoke profile's repeats: raw/repeat-<k>/locust/
+# The smoke profile's repeats (1; with 2 the restart between repeats is checked too, about
+# 3 more minutes: passed so on 2026-11-30, 8 tests in 7 min).
+REPEATS = tuple(range(1, EXP3.configure("smoke").repeats + 1))
+
+
+def _locust(folder, k):
+    """Repeat k's Locust folder: raw/locust (one repeat) or raw/repeat-<k>/locust."""
+    return locust_root(folder / "raw", k, len(REPEATS))
+
+
+def _repeat_doc(report, k):
+    """Repeat k's part of report.json (a run of one keeps the layout of runs before repeats)."""
+    return report["repeats"][k - 1] if "repeats" in report else report
+
+
+def _values(figure):
+    """A headline figure's per-repeat values (one repeat: a bare number)."""
+    return figure["values"] if isinstance(figure, dict) else [figure]
 SERVICES = ("redis", "model-sync", "model-async", "scoring-sync", "scoring-async", "loadgen")
 
 
@@ -75,17 +94,25 @@ def test_manifest_is_complete_and_versioned(experiment):
     assert ran == {(s, a, k) for s in SCENARIOS for a in ARCHS for k in REPEATS}
     assert set(manifest["breaking_points"]) == set(ARCHS)
     for arch in ARCHS:
-        p50 = manifest["headline"][arch]["p50_ms_1_user"]
-        assert p50["n"] == len(REPEATS) and len(p50["values"]) == len(REPEATS)
-        assert p50["median"] > 0
+        p50 = _values(manifest["headline"][arch]["p50_ms_1_user"])
+        assert len(p50) == len(REPEATS) and min(p50) > 0
 
 
 def test_repeats_alternate_and_restart_the_services(experiment):
     folder = _folder(experiment[1])
     manifest = json.loads((folder / "manifest.json").read_text())
     records = manifest["repeats"]
-    assert [r["order"] for r in records] == [["sync", "async"], ["async", "sync"]]
+    assert [r["order"] for r in records] == [
+        ["sync", "async"] if k % 2 else ["async", "sync"] for k in REPEATS]
     assert "renewed" not in records[0]
+    report = json.loads((folder / "report.json").read_text())
+    text = (folder / "report.md").read_text()
+    assert "## Repeats" in text
+    if len(REPEATS) == 1:
+        assert "One repeat" in text and "## Repeat 1" not in text
+        assert {c["verdict"] for c in report["repeat_comparisons"].values()} == {
+            "one repeat: not testable"}
+        return
     renewed = records[1]["renewed"]
     assert all(c["ok"] for c in renewed["verify"])
     assert (folder / renewed["log"]).is_file()
@@ -97,11 +124,9 @@ def test_repeats_alternate_and_restart_the_services(experiment):
     pids = renewed["pids"]
     assert set(pids["before"]) == {"model-sync", "model-async", "scoring-sync", "scoring-async"}
     assert all(pids["before"][s] != pids["after"][s] for s in pids["before"]), pids
-    report = json.loads((folder / "report.json").read_text())
     assert [r["repeat"] for r in report["repeats"]] == list(REPEATS)
     assert "p50_ms_1_user" in report["repeat_comparisons"]
-    text = (folder / "report.md").read_text()
-    assert "## Repeats" in text and "## Repeat 2 (order: async, sync)" in text
+    assert "## Repeat 2 (order: async, sync)" in text
 
 
 def test_hardware_report_and_resource_samples_for_every_service(experiment):
@@ -120,10 +145,10 @@ def test_hardware_report_and_resource_samples_for_every_service(experiment):
 
 
 def test_locust_csvs_for_every_scenario_and_architecture(experiment):
-    raw = _folder(experiment[1]) / "raw"
+    folder = _folder(experiment[1])
     for scenario in SCENARIOS:
         for arch, k in ((a, k) for a in ARCHS for k in REPEATS):
-            run = raw / f"repeat-{k}/locust" / scenario / arch
+            run = _locust(folder, k) / scenario / arch
             for name in ("locust_stats.csv", "locust_stats_history.csv", "locust_failures.csv"):
                 assert (run / name).stat().st_size > 0, run / name
             assert list(run.glob("requests_*.csv"))
@@ -135,10 +160,9 @@ def test_report_numbers_match_the_csvs(experiment):
     text = (folder / "report.md").read_text()
     for scenario, k in ((s, k) for s in SCENARIOS for k in REPEATS):
         for arch in ARCHS:
-            numbers = report["repeats"][k - 1]["numbers"][scenario][arch]
+            numbers = _repeat_doc(report, k)["numbers"][scenario][arch]
             rows = []
-            for path in (folder / f"raw/repeat-{k}/locust" / scenario / arch).glob(
-                    "requests_*.csv"):
+            for path in (_locust(folder, k) / scenario / arch).glob("requests_*.csv"):
                 with path.open() as f:
                     rows += list(csv.DictReader(f))
             assert numbers["total_requests"] == len(rows)
@@ -152,7 +176,7 @@ def test_report_numbers_match_the_csvs(experiment):
             assert numbers["p50_ms"] == pytest.approx(float(np.percentile(ok_ms, 50)))
             assert f"{numbers['p50_ms']:.1f}" in text
     # One request at a time: two sequential model calls for sync, two concurrent for async.
-    one_user = report["repeats"][0]["numbers"]["response_time"]
+    one_user = _repeat_doc(report, 1)["numbers"]["response_time"]
     assert one_user["sync"]["p50_ms"] > 1.5 * one_user["async"]["p50_ms"]
 
 
@@ -168,8 +192,8 @@ def test_capacity_search_and_max_performance_held_at_it(experiment):
     for arch in ARCHS:
         live = manifest["capacity"][arch]["shared"]
         assert live["status"] in {"found", "above_range", "below_range", "unfinished"}
-        steps = sorted((folder / "raw/repeat-1/locust/capacity" / arch).iterdir())
-        first = report["repeats"][0]
+        steps = sorted((_locust(folder, 1) / "capacity" / arch).iterdir())
+        first = _repeat_doc(report, 1)
         assert len(steps) == len(first["capacity"][arch]["shared"]["steps"]) >= 1
         for step in steps:
             counts = json.loads((step / "result.json").read_text())["open_model"]
@@ -177,14 +201,14 @@ def test_capacity_search_and_max_performance_held_at_it(experiment):
         # the report re-derives the capacity from the step folders alone
         assert first["capacity"][arch]["shared"]["capacity"] == live["capacity"]
         assert "relative" in first["capacity"][arch]
-        # repeat 2 searched too, from repeat 1's capacity when it found one
-        second = manifest["repeats"][1]["capacity"][arch]["shared"]
-        assert second["hint_rate"] == (live["capacity"] or None)
-        assert list((folder / "raw/repeat-2/locust/capacity" / arch).iterdir())
+        if len(REPEATS) > 1:  # repeat 2 searched too, from repeat 1's capacity if found
+            second = manifest["repeats"][1]["capacity"][arch]["shared"]
+            assert second["hint_rate"] == (live["capacity"] or None)
+            assert list((_locust(folder, 2) / "capacity" / arch).iterdir())
         held = next(s for s in manifest["scenarios"]
                     if s["name"] == "max_performance" and s["arch"] == arch)
         assert held["capacity_rps"] == live["capacity"]
-        capacity = manifest["headline"][arch]["capacity_rps"]  # over the repeats
-        assert capacity["values"][0] == pytest.approx(live["capacity"], 0.01)
+        capacity = _values(manifest["headline"][arch]["capacity_rps"])  # over the repeats
+        assert capacity[0] == pytest.approx(live["capacity"], 0.01)
         assert first["numbers"]["max_performance"][arch]["open_model"] is True
     assert "## Capacity under a latency bound" in (folder / "report.md").read_text()
