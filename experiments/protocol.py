@@ -194,6 +194,9 @@ class Protocol(Table):
     guard: GuardParams = GuardParams()
     capacity: CapacityParams | None = None
     pause_s: Float = Field(0.0, ge=0)  # rest between two Locust runs
+    # Whole runs of every scenario, architectures alternated (ABBA) and the services restarted
+    # between them (experiments/repeats.py), so the reports' spread includes run-to-run state.
+    repeats: Int = Field(1, ge=1)
     source: Str = ""
 
     @property
@@ -215,10 +218,15 @@ class Protocol(Table):
         return scenario.total_s
 
     @property
-    def total_s(self) -> float:
-        """Planned load time for all scenarios and architectures (breaking-point scenarios
-        counted at their planned duration)."""
+    def repeat_s(self) -> float:
+        """Planned load time of one repeat: all scenarios on all architectures
+        (breaking-point scenarios counted at their planned duration)."""
         return sum(self.scenario_s(s) for s in self.scenarios) * len(self.paths)
+
+    @property
+    def total_s(self) -> float:
+        """Planned load time of the whole run, every repeat included."""
+        return self.repeat_s * self.repeats
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved protocol, for the manifest."""
@@ -234,6 +242,7 @@ class Protocol(Table):
             "guard": self.guard.model_dump(),
             **({"capacity": self.capacity.model_dump()} if self.capacity else {}),
             "pause_s": self.pause_s,
+            "repeats": self.repeats,
             "source": self.source,
         }
 
@@ -251,9 +260,10 @@ _SCENARIO_KEYS = {
 _REQUIRED = {"constant": ("users", "spawn_rate", "duration_s"),
              "ramp": ("start_users", "end_users", "step_users", "step_interval_s"),
              "capacity": (), "open": ("rate", "duration_s")}
-_TOP_KEYS = HEADER_KEYS | {"pause_s", "arrival", "architectures", "request", "scenarios",
-                           "analysis", "guard", "capacity"}
-_PROFILE_KEYS = {"arrival", "pause_s", "request", "scenarios", "analysis", "guard", "capacity"}
+_TOP_KEYS = HEADER_KEYS | {"pause_s", "repeats", "arrival", "architectures", "request",
+                           "scenarios", "analysis", "guard", "capacity"}
+_PROFILE_KEYS = {"arrival", "pause_s", "repeats", "request", "scenarios", "analysis", "guard",
+                 "capacity"}
 
 
 def _scenario(c: Checker, name: str, t: Any) -> Scenario:

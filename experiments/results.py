@@ -395,8 +395,16 @@ def open_run_folder(path: str | Path) -> RunFolder:
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.3g}" if abs(v) < 1 else f"{v:.1f}"
+    if isinstance(v, dict) and "median" in v and "values" in v:
+        # a figure over repeats (experiments.analysis.repeat_figures): median and spread
+        cv = v.get("cv")
+        return (f"{_fmt(v['median'])} (median of {v.get('n')}"
+                + (f", CV {cv:.0%}{' unstable' if v.get('unstable') else ''}"
+                   if isinstance(cv, float) else "") + ")")
     if isinstance(v, dict):
         return ", ".join(f"{k} {_fmt(x)}" for k, x in v.items())
+    if isinstance(v, list):
+        return "/".join(_fmt(x) for x in v)
     return str(v)
 
 

@@ -21,7 +21,12 @@ from experiments.analysis.breaking_point import (  # noqa: E402
     detect_breaking_point,
     rule_sentence,
 )
-from experiments.analysis.capacity import analyse_capacity  # noqa: E402
+from experiments.analysis.capacity import analyse_search  # noqa: E402
+from experiments.analysis.repeat_figures import (  # noqa: E402
+    compare_repeats,
+    repeat_section,
+    summarise_headlines,
+)
 from experiments.analysis.stats import compare  # noqa: E402
 from experiments.analysis.summary import (  # noqa: E402
     RunData,
@@ -30,7 +35,8 @@ from experiments.analysis.summary import (  # noqa: E402
     load_resource_samples,
     resource_usage,
 )
-from experiments.protocol import GuardParams  # noqa: E402
+from experiments.protocol import CapacityParams, GuardParams  # noqa: E402
+from experiments.repeats import locust_roots  # noqa: E402
 from experiments.reporting import (  # noqa: E402
     Report,
     analysis_params,
@@ -48,9 +54,9 @@ RESPONSE_TIME = "response_time"
 MAX_PERFORMANCE = "max_performance"
 
 
-def _layout(run: Path, manifest: dict) -> tuple[list[str], list[str]]:
-    """(scenarios in protocol order, architectures with sync first) found under raw/locust."""
-    base = run / "raw" / "locust"
+def _layout(base: Path, manifest: dict) -> tuple[list[str], list[str]]:
+    """(scenarios in protocol order, architectures with sync first) found under one repeat's
+    Locust folder (raw/locust or raw/repeat-<k>/locust)."""
     found = (
         {
             d.name: sorted(a.name for a in d.iterdir() if a.is_dir())
@@ -68,16 +74,47 @@ def _layout(run: Path, manifest: dict) -> tuple[list[str], list[str]]:
     return scenarios, archs
 
 
+def _repeat_manifest(manifest: dict, k: int) -> dict:
+    """The manifest as one repeat saw it: its scenario entries (an entry without a repeat is
+    repeat 1's: a run before repeats), its recorded breaking points and capacities."""
+    record = next((r for r in manifest.get("repeats") or [] if isinstance(r, dict)
+                   and r.get("repeat") == k), {})
+    view = {**manifest,
+            "scenarios": [e for e in manifest.get("scenarios") or []
+                          if e.get("repeat", 1) == k]}
+    if record or k > 1:
+        view["breaking_points"] = record.get("breaking_points") or {}
+        view["capacity"] = record.get("capacity") or {}
+    return view
+
+
 def analyse(run_path: str | Path) -> dict[str, Any]:
-    """Every number the report shows, computed from the folder."""
+    """Every number the report shows, computed from the folder: each repeat on its own
+    (raw/repeat-<k>/locust, or raw/locust for a run of one), then the headline figures over
+    the repeats and the sync/async comparison at the repeat level."""
     run = Path(run_path)
     manifest = json.loads((run / "manifest.json").read_text())
     analysis, guard = analysis_params(manifest)
-    scenarios, archs = _layout(run, manifest)
+    sources = load_resource_samples(run / "raw" / "resources")
+    repeats = [_analyse_repeat(run, _repeat_manifest(manifest, k), k, base, analysis, guard,
+                               sources)
+               for k, base in locust_roots(run / "raw")]
+    archs = sorted({a for r in repeats for a in r["archs"]},
+                   key=lambda a: (a != "sync", a != "async", a))
+    out: dict[str, Any] = {"manifest": manifest, "analysis": analysis, "guard": guard,
+                           "archs": archs, "resource_sources": sources, "repeats": repeats}
+    out["headline"] = summarise_headlines([r["headline"] for r in repeats])
+    out["repeat_comparisons"] = compare_repeats([r["headline"] for r in repeats], archs)
+    return out
+
+
+def _analyse_repeat(run: Path, manifest: dict, k: int, base: Path, analysis, guard,
+                    sources) -> dict[str, Any]:
+    scenarios, archs = _layout(base, manifest)
     data: dict[str, dict[str, RunData]] = {}
     for s in scenarios:
         for a in archs:
-            d = run / "raw" / "locust" / s / a
+            d = base / s / a
             if (d / "scenario.json").exists() or any(d.glob("requests_*.csv")):
                 data.setdefault(s, {})[a] = analyse_run_dir(
                     d,
@@ -87,6 +124,7 @@ def analyse(run_path: str | Path) -> dict[str, Any]:
                     arch=a,
                 )
     out: dict[str, Any] = {
+        "repeat": k,
         "manifest": manifest,
         "analysis": analysis,
         "guard": guard,
@@ -123,8 +161,6 @@ def analyse(run_path: str | Path) -> dict[str, Any]:
             }
     for a, rd in data.get(LOAD_TEST, {}).items():
         out["breaking_points"][a] = detect_breaking_point(rd.series, analysis.breaking_point)
-    sources = load_resource_samples(run / "raw" / "resources")
-    out["resource_sources"] = sources
     for s, per_arch in data.items():
         for a, rd in per_arch.items():
             n = rd.numbers
@@ -139,8 +175,24 @@ def analyse(run_path: str | Path) -> dict[str, Any]:
                     }
                     for svc, u in usage.items()
                 }
-    out["capacity"] = analyse_capacity(run, manifest.get("protocol") or {}, guard.grace_s)
+    out["capacity"] = _capacity(base, manifest.get("protocol") or {}, guard.grace_s)
     out["headline"] = _headline(out)
+    return out
+
+
+def _capacity(base: Path, protocol: dict, grace_s: float) -> dict[str, dict]:
+    """Per architecture, one repeat's searches (base/capacity/<arch>/), the relative bound
+    based on base/response_time/<arch>/ (experiments.analysis.capacity.analyse_search)."""
+    if not protocol.get("capacity"):
+        return {}
+    params = CapacityParams(**protocol["capacity"])
+    root = base / "capacity"
+    out: dict[str, dict] = {}
+    for arch_dir in sorted(d for d in root.iterdir() if d.is_dir()) if root.is_dir() else []:
+        entry = analyse_search(arch_dir, params, grace_s,
+                               base / RESPONSE_TIME / arch_dir.name)
+        if entry is not None:
+            out[arch_dir.name] = entry
     return out
 
 
@@ -167,6 +219,7 @@ def _headline(res: dict[str, Any]) -> dict[str, Any]:
             h["max_performance_rps"] = round(data[MAX_PERFORMANCE][a].numbers.rps, 1)
         if RESPONSE_TIME in data and a in data[RESPONSE_TIME]:
             h["p50_ms_1_user"] = round(data[RESPONSE_TIME][a].numbers.p50_ms, 1)
+            h["p99_ms_1_user"] = round(data[RESPONSE_TIME][a].numbers.p99_ms, 1)
         for s in (MAX_PERFORMANCE, LOAD_TEST):
             usage = res["resources"].get(s, {}).get(a)
             if usage:
@@ -178,6 +231,12 @@ def _headline(res: dict[str, Any]) -> dict[str, Any]:
                     if u.get("cpu_s_per_request") and u["cpu_total_s"] > 0.01
                     and _serves(svc, a)
                 }
+                # the stack's own services (model API + scoring handler): one figure that
+                # both architectures have, for the comparison across repeats
+                own = [v for svc, v in h["cpu_ms_per_request"].items()
+                       if svc.rsplit("/", 1)[-1].endswith(f"-{a}")]
+                if own:
+                    h["cpu_ms_per_request_stack"] = round(sum(own), 2)
                 break
         h["valid"] = all(
             rd.numbers.valid for per in data.values() for x, rd in per.items() if x == a
@@ -189,7 +248,7 @@ def _headline(res: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- plots
 
 
-def _plot_scenario(run: Path, s: str, per_arch: dict[str, RunData]) -> str:
+def _plot_scenario(run: Path, s: str, per_arch: dict[str, RunData], suffix: str = "") -> str:
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
     for a, rd in per_arch.items():
         ser = rd.series
@@ -212,7 +271,7 @@ def _plot_scenario(run: Path, s: str, per_arch: dict[str, RunData]) -> str:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    name = f"plot_{s}.png"
+    name = f"plot_{s}{suffix}.png"
     fig.savefig(run / name, dpi=90)
     plt.close(fig)
     return name
@@ -226,24 +285,25 @@ def _plot_cpu(run: Path, res: dict[str, Any]) -> str | None:
     fig, ax = plt.subplots(figsize=(10, 4.5))
     for svc, (t, pct) in series.items():
         ax.plot(t - t_start, pct, label=svc, lw=1)
-    for s, per_arch in res["data"].items():
-        for a, rd in per_arch.items():
-            n = rd.numbers
-            if n.started_at and n.ended_at:
-                ax.axvspan(
-                    n.started_at - t_start,
-                    n.ended_at - t_start,
-                    alpha=0.08,
-                    color="tab:blue" if a == res["archs"][0] else "tab:orange",
-                )
-                ax.text(
-                    n.started_at - t_start,
-                    ax.get_ylim()[1] * 0.95,
-                    f"{s}/{a}",
-                    fontsize=6,
-                    rotation=90,
-                    va="top",
-                )
+    windows = [(s, a, rd) for r in res["repeats"] for s, per_arch in r["data"].items()
+               for a, rd in per_arch.items()]
+    for s, a, rd in windows:
+        n = rd.numbers
+        if n.started_at and n.ended_at:
+            ax.axvspan(
+                n.started_at - t_start,
+                n.ended_at - t_start,
+                alpha=0.08,
+                color="tab:blue" if a == res["archs"][0] else "tab:orange",
+            )
+            ax.text(
+                n.started_at - t_start,
+                ax.get_ylim()[1] * 0.95,
+                f"{s}/{a}",
+                fontsize=6,
+                rotation=90,
+                va="top",
+            )
     ax.set_xlabel("seconds since the first resource sample")
     ax.set_ylabel("CPU % (100 = one core)")
     ax.set_title("CPU per service (shaded: scenario windows, blue = first architecture)")
@@ -428,7 +488,8 @@ def _method_section(res: dict[str, Any]) -> list[str]:
         "together send together, one burst per second. Low-load latencies are "
         "inflated by the bursts.",
     }.get(arrival, arrival)
-    peaks = [f"{rd.numbers.scenario}/{a}" for per in res["data"].values() for a, rd in per.items()]
+    peaks = [f"{rd.numbers.scenario}/{a}" for r in res["repeats"] for per in r["data"].values()
+             for a, rd in per.items()]
     return [
         "## How the measurement traps were handled",
         "",
@@ -450,15 +511,35 @@ def _invalid_parts(res: dict[str, Any]) -> list[str]:
             for a, rd in per_arch.items() for r in rd.numbers.reasons]
 
 
-def render(res: dict[str, Any], run: Path, plots: dict[str, str], cpu_plot: str | None) -> str:
-    lines = header_lines(res["manifest"], run, _invalid_parts(res))
+def _suffix(res: dict[str, Any], k: int) -> str:
+    """Plot file suffix of repeat k: none in a run of one repeat (the names runs always had)."""
+    return f"_r{k}" if len(res["repeats"]) > 1 else ""
+
+
+def render(res: dict[str, Any], run: Path, plots: dict[tuple[int, str], str],
+           cpu_plot: str | None) -> str:
+    repeats = res["repeats"]
+    several = len(repeats) > 1
+    invalid = [f"repeat {r['repeat']}: {x}" if several else x
+               for r in repeats for x in _invalid_parts(r)]
+    lines = header_lines(res["manifest"], run, invalid)
+    lines += repeat_section(res["manifest"], [r["headline"] for r in repeats],
+                            res["headline"], res["repeat_comparisons"], res["archs"])
     lines += _method_section(res)
-    for s in res["scenarios"]:
-        if s in res["data"]:
-            lines += _scenario_section(res, s, plots[s])
-    lines += _breaking_section(res)
-    lines += capacity_section(res["capacity"])
-    lines += _resources_section(res, cpu_plot)
+    for r in repeats:
+        if several:
+            order = next((x.get("order") for x in res["manifest"].get("repeats") or []
+                          if isinstance(x, dict) and x.get("repeat") == r["repeat"]), None)
+            lines += [f"## Repeat {r['repeat']}" + (f" (order: {', '.join(order)})"
+                                                    if order else ""), ""]
+        for s in r["scenarios"]:
+            if s in r["data"]:
+                lines += _scenario_section(r, s, plots[(r["repeat"], s)])
+        lines += _breaking_section(r)
+        lines += capacity_section(r["capacity"])
+        lines += _resources_section(r, None)
+    if cpu_plot:
+        lines += [f"![CPU per service]({cpu_plot})", ""]
     lines += hardware_section(run)
     lines += footer_lines()
     return "\n".join(lines)
@@ -466,27 +547,37 @@ def render(res: dict[str, Any], run: Path, plots: dict[str, str], cpu_plot: str 
 
 def headline(res: dict[str, Any]) -> dict[str, Any]:
     """{arch: {breaking_point_users, max_rps, max_performance_rps, p50_ms_1_user,
-    cpu_ms_per_request: {service: ms}, valid}} for the manifest and the results index."""
+    p99_ms_1_user, capacity_rps, ..., cpu_ms_per_request: {service: ms},
+    cpu_ms_per_request_stack, valid}} for the manifest and the results index: bare numbers
+    for a run of one repeat, repeat summaries (median, CI, CV, values) for several."""
     return res["headline"]
 
 
-def write_report(run_folder_path: str | Path, res: dict[str, Any]) -> Report:
-    """Write report.md, report.json and plots of ``res`` (analyse's) into the folder."""
-    run = Path(run_folder_path)
-    plots = {s: _plot_scenario(run, s, per) for s, per in res["data"].items()}
-    cpu_plot = _plot_cpu(run, res)
-    numbers = {
-        s: {a: rd.numbers.to_dict() for a, rd in per.items()} for s, per in res["data"].items()
-    }
-    doc = {
-        "numbers": numbers,
+def _repeat_doc(r: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "numbers": {s: {a: rd.numbers.to_dict() for a, rd in per.items()}
+                    for s, per in r["data"].items()},
         "comparisons": {
-            s: {k: c.to_dict() for k, c in d.items()} for s, d in res["comparisons"].items()
+            s: {k: c.to_dict() for k, c in d.items()} for s, d in r["comparisons"].items()
         },
-        "breaking_points": {a: bp.to_dict() for a, bp in res["breaking_points"].items()},
-        **({"capacity": res["capacity"]} if res["capacity"] else {}),
-        "resources": res["resources"],
-        "headline": res["headline"],
+        "breaking_points": {a: bp.to_dict() for a, bp in r["breaking_points"].items()},
+        **({"capacity": r["capacity"]} if r["capacity"] else {}),
+        "resources": r["resources"],
+        "headline": r["headline"],
     }
+
+
+def write_report(run_folder_path: str | Path, res: dict[str, Any]) -> Report:
+    """Write report.md, report.json and plots of ``res`` (analyse's) into the folder. A run
+    of one repeat keeps report.json's layout of runs before repeats; several give each
+    repeat's numbers under "repeats" and the summaries in "headline"."""
+    run = Path(run_folder_path)
+    plots = {(r["repeat"], s): _plot_scenario(run, s, per, _suffix(res, r["repeat"]))
+             for r in res["repeats"] for s, per in r["data"].items()}
+    cpu_plot = _plot_cpu(run, res)
+    docs = [{"repeat": r["repeat"], **_repeat_doc(r)} for r in res["repeats"]]
+    doc = ({k: v for k, v in docs[0].items() if k != "repeat"} if len(docs) == 1
+           else {"repeats": docs})
+    doc.update(headline=res["headline"], repeat_comparisons=res["repeat_comparisons"])
     return write_files(run, render(res, run, plots, cpu_plot), doc,
                        [*plots.values(), cpu_plot])

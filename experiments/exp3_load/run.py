@@ -12,9 +12,11 @@ from experiments.analysis.breaking_point import breaking_point_from_dir, users_t
 from experiments.analysis.capacity import analyse_search, one_user_p99_ms, step_dirs, step_result
 from experiments.experiment import Finish
 from experiments.lab import capacity as capacity_search
+from experiments.lab.renew import renew
 from experiments.lab.session import RunOptions, Session, session
 from experiments.protocol import Protocol, Scenario
-from experiments.results import scenario_entry
+from experiments.repeats import abba, locust_root
+from experiments.results import iso, scenario_entry
 
 
 def traps(protocol: Protocol, arrival: str) -> dict[str, str]:
@@ -35,100 +37,147 @@ def traps(protocol: Protocol, arrival: str) -> dict[str, str]:
     }
 
 
-def run_capacity(lab: Session, protocol: Protocol, arch: str, step: int) -> dict:
+def run_capacity(lab: Session, protocol: Protocol, arch: str, step: int, base: Path,
+                 hint_rate: float | None = None) -> dict:
     """The capacity of arch under the shared bound and, when configured, under a bound
-    relative to its own 1-user p99; both recorded in the manifest."""
-    params, run = protocol.capacity, lab.run
-    arch_dir = run.locust_dir("capacity", arch)
+    relative to its own 1-user p99 (both searches' steps under base/capacity/<arch>/, the
+    1-user run under base/response_time/<arch>/). `hint_rate`: the previous repeat's capacity,
+    where this repeat's shared search starts (experiments.lab.capacity.search)."""
+    params = protocol.capacity
+    arch_dir = _dir(base, "capacity", arch)
     common = {"payload": protocol.payload, "step": step, "guard": protocol.guard}
     shared = capacity_search.search(lab, params, arch, arch_dir, p99_ms=params.p99_bound_ms,
                                     label=f"capacity {arch} (p99 <= {params.p99_bound_ms:g} ms)",
-                                    **common)
-    entry = {"shared": {"p99_bound_ms": params.p99_bound_ms, **shared.to_dict()}}
+                                    hint_rate=hint_rate, **common)
+    entry = {"shared": {"p99_bound_ms": params.p99_bound_ms, "hint_rate": hint_rate,
+                        **shared.to_dict()}}
     lab.progress.say(f"capacity {arch}: {shared.status}, {shared.capacity} req/s "
                      f"(first failing {shared.first_failing})")
-    base = (one_user_p99_ms(run.raw / "locust" / "response_time" / arch)
-            if params.relative_bound_factor else None)
-    if base is not None and shared.status != "invalid":
-        bound = params.relative_bound_factor * base
+    base_p99 = (one_user_p99_ms(base / "response_time" / arch)
+                if params.relative_bound_factor else None)
+    if base_p99 is not None and shared.status != "invalid":
+        bound = params.relative_bound_factor * base_p99
         prior = [step_result(d, grace_s=protocol.guard.grace_s) for d in step_dirs(arch_dir)]
         relative = capacity_search.search(
             lab, params, arch, arch_dir, p99_ms=bound, prior=prior,
             label=f"capacity {arch} (p99 <= {params.relative_bound_factor:g} x "
-                  f"{base:.0f} ms)", **common)
-        entry["relative"] = {"p99_bound_ms": bound, "one_user_p99_ms": base,
+                  f"{base_p99:.0f} ms)", **common)
+        entry["relative"] = {"p99_bound_ms": bound, "one_user_p99_ms": base_p99,
                              "factor": params.relative_bound_factor, **relative.to_dict()}
     # The verdict over every step both searches measured, as the report derives it: a step the
     # second search added near the knee can move the shared capacity (noise there is not
     # monotonic), and the rate held next must be the one the report names.
     settled = analyse_search(arch_dir, params, protocol.guard.grace_s,
-                             run.raw / "locust" / "response_time" / arch)
+                             base / "response_time" / arch)
     if settled is not None and shared.status != "invalid":
         for key in entry:
             entry[key].update(settled[key])
-    run.update(capacity={**(run.manifest.get("capacity") or {}), arch: entry})
     return entry
 
 
+def _dir(base: Path, scenario: str, arch: str) -> Path:
+    d = base / scenario / arch
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
 def run(protocol: Protocol, options: RunOptions, finish: Finish) -> Path:
-    """Every scenario on every architecture, interleaved; the breaking point of each load
-    test detected at once and held by the scenarios that need it; the capacity of each
-    searched and held by an open scenario with rate = "capacity"."""
+    """`repeats` times every scenario on every architecture, interleaved, the architectures'
+    order alternated between repeats (ABBA) and the services restarted before every repeat
+    but the first; in each repeat the breaking point of each load test detected at once and
+    held by the scenarios that need it, the capacity of each searched (from the previous
+    repeat's capacity) and held by an open scenario with rate = "capacity"."""
     arrival = protocol.arrival
-    steps = len(protocol.scenarios) * len(protocol.architectures)
+    per_repeat = len(protocol.scenarios) * len(protocol.architectures)
+    steps = per_repeat * protocol.repeats
     with session(protocol.experiment, options, planned_s=protocol.total_s, steps=steps,
                  guard=protocol.guard, finish=finish,
                  profile=protocol.profile,
                  protocol=protocol.to_dict(), arrival=arrival,
                  traps=traps(protocol, arrival)) as lab:
-        run, progress = lab.run, lab.progress
-        load_tests: dict[str, Scenario] = {}
-        breaking_points = {}
-        capacities: dict[str, dict] = {}
-        step = 0
-        for scenario in protocol.scenarios:
-            for arch in protocol.architectures:
-                step += 1
-                if scenario.kind == "capacity":
-                    capacities[arch] = run_capacity(lab, protocol, arch, step)
-                    time.sleep(protocol.pause_s)
-                    continue
-                planned, extra, model = scenario, {}, None
-                if scenario.needs_capacity:
-                    found = capacities[arch]["shared"]
-                    if not found["capacity"]:
-                        progress.say(f"{scenario.name} {arch}: skipped, no capacity was found "
-                                     f"({found['status']})")
-                        run.warn(f"{scenario.name}/{arch} not run: the capacity search "
-                                 f"ended {found['status']} with no passing rate")
-                        continue
-                    planned = scenario.with_rate(found["capacity"])
-                    extra.update(capacity_rps=found["capacity"],
-                                 first_overloaded_rps=found["first_failing"])
-                if planned.kind == "open":
-                    model = capacity_search.open_model(protocol.capacity, planned.rate)
-                if scenario.needs_breaking_point:
-                    if arch not in breaking_points:
-                        raise RuntimeError(f"{scenario.name} needs a breaking point, but no "
-                                           f"ramp scenario ran before it for {arch}")
-                    users = users_to_hold(breaking_points[arch], load_tests[arch])
-                    planned = scenario.with_users(users)
-                    extra["breaking_point_users"] = users
-                label = f"{planned.name} {arch}"
-                load = (f"{planned.rate:.1f} req/s open model" if model else
-                        f"{planned.max_users} users max")
-                progress.say(f"step {step}/{steps} {label} ({load}, {planned.total_s:.0f} s)")
-                result = lab.locust(planned, arch, run.locust_dir(planned.name, arch),
-                                    arrival="open" if model else arrival,
-                                    payload=protocol.payload, step=step, label=label,
-                                    open_model=model)
-                run.add_scenario(scenario_entry(run, planned, arch, result, **extra))
-                if planned.kind == "ramp":
-                    bp = breaking_point_from_dir(result.out_dir,
-                                                 protocol.analysis.breaking_point,
-                                                 pacing_s=planned.pacing_s)
-                    breaking_points[arch], load_tests[arch] = bp, planned
-                    run.set_breaking_point(arch, bp.to_dict())
-                    progress.say(f"breaking point {arch}: {bp.message or bp.users}")
+        records: list[dict] = []
+        hints: dict[str, float] = {}
+        for k in range(1, protocol.repeats + 1):
+            record = {"repeat": k, "order": abba(protocol.architectures, k),
+                      "started_at": iso(time.time())}
+            if k > 1:
+                record["renewed"] = renew(lab, options, k, {},
+                                          lab.run.raw / "deploy" / f"repeat-{k}.log")
+            records.append(record)
+            lab.run.update(repeats=records)
+            found = _run_repeat(lab, protocol, k, record, step0=(k - 1) * per_repeat,
+                                steps=steps, hints=hints)
+            hints = {a: c["shared"]["capacity"] for a, c in found.items()
+                     if c["shared"].get("capacity")}
+            record["ended_at"] = iso(time.time())
+            lab.run.update(repeats=records)
+    return lab.run.path
+
+
+def _run_repeat(lab: Session, protocol: Protocol, k: int, record: dict, *, step0: int,
+                steps: int, hints: dict[str, float]) -> dict[str, dict]:
+    """One repeat: every scenario on every architecture in the repeat's order. Its breaking
+    points and capacities go to its manifest record (and, for repeat 1, to the top-level
+    breaking_points and capacity every run had before repeats). Returns the capacities."""
+    run, progress, arrival = lab.run, lab.progress, protocol.arrival
+    base = locust_root(run.raw, k, protocol.repeats)
+    tag = f"r{k}/{protocol.repeats} " if protocol.repeats > 1 else ""
+    load_tests: dict[str, Scenario] = {}
+    breaking_points = {}
+    capacities: dict[str, dict] = {}
+    step = step0
+    for scenario in protocol.scenarios:
+        for arch in record["order"]:
+            step += 1
+            if scenario.kind == "capacity":
+                capacities[arch] = run_capacity(lab, protocol, arch, step, base,
+                                                hint_rate=hints.get(arch))
+                record.setdefault("capacity", {})[arch] = capacities[arch]
+                if k == 1:
+                    run.update(capacity={**(run.manifest.get("capacity") or {}),
+                                         arch: capacities[arch]})
+                run.update(repeats=run.manifest["repeats"])
                 time.sleep(protocol.pause_s)
-    return run.path
+                continue
+            planned, extra, model = scenario, {"repeat": k}, None
+            if scenario.needs_capacity:
+                found = capacities[arch]["shared"]
+                if not found["capacity"]:
+                    progress.say(f"{tag}{scenario.name} {arch}: skipped, no capacity was "
+                                 f"found ({found['status']})")
+                    run.warn(f"{scenario.name}/{arch} (repeat {k}) not run: the capacity "
+                             f"search ended {found['status']} with no passing rate")
+                    continue
+                planned = scenario.with_rate(found["capacity"])
+                extra.update(capacity_rps=found["capacity"],
+                             first_overloaded_rps=found["first_failing"])
+            if planned.kind == "open":
+                model = capacity_search.open_model(protocol.capacity, planned.rate)
+            if scenario.needs_breaking_point:
+                if arch not in breaking_points:
+                    raise RuntimeError(f"{scenario.name} needs a breaking point, but no "
+                                       f"ramp scenario ran before it for {arch}")
+                users = users_to_hold(breaking_points[arch], load_tests[arch])
+                planned = scenario.with_users(users)
+                extra["breaking_point_users"] = users
+            label = f"{tag}{planned.name} {arch}"
+            load = (f"{planned.rate:.1f} req/s open model" if model else
+                    f"{planned.max_users} users max")
+            progress.say(f"step {step}/{steps} {label} ({load}, {planned.total_s:.0f} s)")
+            result = lab.locust(planned, arch, _dir(base, planned.name, arch),
+                                arrival="open" if model else arrival,
+                                payload=protocol.payload, step=step, label=label,
+                                open_model=model)
+            run.add_scenario(scenario_entry(run, planned, arch, result, **extra))
+            if planned.kind == "ramp":
+                bp = breaking_point_from_dir(result.out_dir,
+                                             protocol.analysis.breaking_point,
+                                             pacing_s=planned.pacing_s)
+                breaking_points[arch], load_tests[arch] = bp, planned
+                record.setdefault("breaking_points", {})[arch] = bp.to_dict()
+                if k == 1:
+                    run.set_breaking_point(arch, bp.to_dict())
+                run.update(repeats=run.manifest["repeats"])
+                progress.say(f"breaking point {arch}: {bp.message or bp.users}")
+            time.sleep(protocol.pause_s)
+    return capacities

@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 from experiments.analysis import ceiling  # noqa: E402
 from experiments.analysis.breaking_point import detect_breaking_point, rule_sentence  # noqa: E402
 from experiments.analysis.capacity import analyse_search  # noqa: E402
+from experiments.analysis.repeat_figures import summary_of  # noqa: E402
 from experiments.analysis.stats import compare  # noqa: E402
 from experiments.analysis.summary import (  # noqa: E402
     analyse_run_dir,
@@ -30,6 +31,7 @@ from experiments.analysis.summary import (  # noqa: E402
 )
 from experiments.exp4_ladder.run import capacity_dir  # noqa: E402
 from experiments.protocol import CapacityParams  # noqa: E402
+from experiments.repeats import locust_roots  # noqa: E402
 from experiments.reporting import (  # noqa: E402
     Report,
     analysis_params,
@@ -71,7 +73,11 @@ def analyse(folder: str | Path) -> dict[str, Any]:
     probes: dict[tuple[str, str, str], dict[str, Any]] = {}  # (variant, role, arch)
     probe_rt: dict[tuple[str, str, str], np.ndarray] = {}
     loads: dict[tuple[str, str, str], dict[str, Any]] = {}  # (variant, arch, arrival)
+    # Probes and step loads: repeat 1's (the only one in a run of one); capacities: every
+    # repeat's, as a median and spread per rung (_capacities).
     for e in manifest.get("scenarios") or []:
+        if e.get("repeat", 1) != 1:
+            continue
         d = run / e["locust"]["dir"]
         if not (d / "scenario.json").exists():
             continue
@@ -124,16 +130,21 @@ def analyse(folder: str | Path) -> dict[str, Any]:
             "measured_over_predicted": ceiling.closeness(load["max_rps"], model.predicted_rps),
             "valid": load["valid"],
         })
-    capacity = _capacities(run, manifest, guard.grace_s)
+    per_repeat = _capacities(run, manifest, guard.grace_s)
+    capacity = per_repeat[0] if per_repeat else {}
     for r in rows:
         found = (capacity.get(r["variant"]) or {}).get(r["arch"])
         if found and r["arrival"] == "spread":  # keys only where a search ran
             shared = found["shared"]
-            r.update(capacity_rps=shared["capacity"], capacity_status=shared["status"],
+            values = [((c.get(r["variant"]) or {}).get(r["arch"]) or {}).get("shared", {})
+                      .get("capacity") for c in per_repeat]
+            spread = summary_of(values) if len(per_repeat) > 1 else None
+            rate = spread["median"] if spread else shared["capacity"]
+            r.update(capacity_rps=rate, capacity_status=shared["status"],
                      first_overloaded_rps=shared["first_failing"],
                      capacity_p99_bound_ms=shared["p99_bound_ms"],
-                     capacity_over_predicted=ceiling.closeness(shared["capacity"],
-                                                               r["predicted_rps"]))
+                     capacity_over_predicted=ceiling.closeness(rate, r["predicted_rps"]),
+                     **({"capacity_repeats": spread} if spread else {}))
     res = {"manifest": manifest, "analysis": analysis, "rows": rows, "probes": probes,
            "loads": loads, "variants": variants, "capacity": capacity}
     res["decomposition"] = decompose(res, probe_rt)
@@ -141,20 +152,24 @@ def analyse(folder: str | Path) -> dict[str, Any]:
     return res
 
 
-def _capacities(run: Path, manifest: dict, grace_s: float) -> dict[str, dict[str, dict]]:
-    """{variant: {arch: search}} re-derived from each rung's step folders (none recorded:
-    {}, as in runs from before the ladder searched capacities)."""
+def _capacities(run: Path, manifest: dict, grace_s: float) -> list[dict[str, dict[str, dict]]]:
+    """Per repeat, {variant: {arch: search}} re-derived from each rung's step folders (none
+    recorded: [], as in runs from before the ladder searched capacities)."""
     proto = manifest.get("protocol") or {}
     if not proto.get("capacity"):
-        return {}
+        return []
     params = CapacityParams(**proto["capacity"])
-    out: dict[str, dict[str, dict]] = {}
-    for v in manifest.get("variants") or []:
-        for arch in v.get("archs") or []:
-            found = analyse_search(capacity_dir(run / "raw", v["name"], arch), params, grace_s)
+    rungs = {(v["name"], arch) for v in manifest.get("variants") or []
+             for arch in v.get("archs") or []}
+    repeats = []
+    for _, root in locust_roots(run / "raw"):
+        out: dict[str, dict[str, dict]] = {}
+        for name, arch in sorted(rungs):
+            found = analyse_search(capacity_dir(root, name, arch), params, grace_s)
             if found is not None:
-                out.setdefault(v["name"], {})[arch] = found
-    return out
+                out.setdefault(name, {})[arch] = found
+        repeats.append(out)
+    return repeats
 
 
 def _ceiling(v: dict, arch: str, load: dict, probes: dict, topo: dict) -> ceiling.Ceiling:
@@ -409,8 +424,20 @@ def _capacity_lines(res: dict) -> list[str]:
              "it is the measurement to hold against the predicted ceiling.", "",
              "| variant | arch | capacity req/s | status | first overloaded req/s | predicted "
              "req/s | capacity/predicted | step load max req/s |", "|---" * 8 + "|"]
+    several = any("capacity_repeats" in r for r in rows)
+    if several:
+        lines[-2:-2] = ["With repeats, the capacity is the median over the repeats, followed by "
+                        "each repeat's value and the coefficient of variation (**unstable** "
+                        "over 10 %); status, first overloaded rate and the steps below are "
+                        "repeat 1's, as are the step loads.", ""]
     for r in rows:
-        lines.append(f"| {r['variant']} | {r['arch']} | {fmt(r['capacity_rps'])} | "
+        cap = fmt(r["capacity_rps"])
+        if "capacity_repeats" in r:
+            s = r["capacity_repeats"]
+            cv = f", CV {s['cv']:.0%}" if s.get("cv") is not None else ""
+            cap += (f" ({'/'.join(fmt(x) for x in s['values'])}{cv}"
+                    f"{' **unstable**' if s.get('unstable') else ''})")
+        lines.append(f"| {r['variant']} | {r['arch']} | {cap} | "
                      f"{status.get(r['capacity_status'], r['capacity_status'])} | "
                      f"{fmt(r['first_overloaded_rps'])} | {fmt(r['predicted_rps'])} | "
                      f"{_pct(r['capacity_over_predicted'])} | {fmt(r['max_rps'])} |")

@@ -28,9 +28,11 @@ from experiments.experiment import Finish
 from experiments.lab import capacity as capacity_search
 from experiments.lab import topology as topology_mod
 from experiments.lab.deploy import DeployError, redeploy
+from experiments.lab.renew import restart_vars
 from experiments.lab.session import RunOptions, Session, session
 from experiments.lab.verify import VerifyError, verify
 from experiments.protocol import Arch, Arrival, Protocol, parse_protocol
+from experiments.repeats import abba, locust_root
 from experiments.results import scenario_entry
 
 PROBE, LOAD_TEST, CAPACITY = "probe", "load_test", "capacity"
@@ -85,20 +87,22 @@ class Ladder:
     def profile(self) -> str:
         return self.protocol.profile
 
-    def runs(self) -> list[tuple[Variant, str, str, str]]:
-        """(variant, step, arch, arrival) in the order they run."""
+    def runs(self, repeat: int = 1) -> list[tuple[Variant, str, str, str]]:
+        """(variant, step, arch, arrival) in the order they run in `repeat` (1-based): the
+        variants, and the architectures within each, reversed in even repeats (ABBA)."""
         out = []
-        for v in self.variants:
-            for arch in v.archs:
+        for v in abba(self.variants, repeat):
+            archs = abba(v.archs, repeat)
+            for arch in archs:
                 out.append((v, "probe", arch, "spread"))
                 if arch == "sync":
                     out.append((v, "probe-model", arch, "spread"))
             if self.has_capacity and "spread" in v.arrivals:
                 # Spread rungs only: the open model has no users to synchronise into bursts,
                 # so a bursty-only rung's search would repeat its spread twin's.
-                out += [(v, CAPACITY, arch, "spread") for arch in v.archs]
+                out += [(v, CAPACITY, arch, "spread") for arch in archs]
             for arrival in v.arrivals:
-                for arch in v.archs:
+                for arch in archs:
                     out.append((v, LOAD_TEST, arch, arrival))
         return out
 
@@ -113,7 +117,7 @@ class Ladder:
                LOAD_TEST: p.scenario(LOAD_TEST).total_s}
         if self.has_capacity:
             per[CAPACITY] = p.scenario_s(p.scenario(CAPACITY))
-        return sum(per[step] + p.pause_s for _, step, _, _ in self.runs())
+        return sum(per[step] + p.pause_s for _, step, _, _ in self.runs()) * p.repeats
 
     def to_dict(self) -> dict[str, Any]:
         return {"variants": [v.to_dict() for v in self.variants], "source": self.source}
@@ -207,14 +211,15 @@ def workers_of(topology: topology_mod.Topology, variant: Variant) -> dict[str, A
 
 
 def _measure(lab: Session, ladder: Ladder, variant: Variant, step_no: list[int],
-             steps: int) -> None:
+             steps: int, repeat: int = 1, hints: dict | None = None) -> None:
     run, p = lab.run, ladder.protocol
-    for v, step, arch, arrival in ladder.runs():
+    root = locust_root(run.raw, repeat, p.repeats)
+    for v, step, arch, arrival in ladder.runs(repeat):
         if v is not variant:
             continue
         step_no[0] += 1
         if step == CAPACITY:
-            _capacity(lab, p, variant, arch, step_no[0], steps)
+            _capacity(lab, p, variant, arch, step_no[0], steps, repeat, root, hints)
             time.sleep(p.pause_s)
             continue
         scenario = p.scenario(LOAD_TEST if step == LOAD_TEST else PROBE)
@@ -222,12 +227,13 @@ def _measure(lab: Session, ladder: Ladder, variant: Variant, step_no: list[int],
         if step == "probe-model":
             role, url = "model", lab.topology.url(f"model-{arch}")
         sub = f"{step}-{arrival}" if step == LOAD_TEST else step
-        out = run.raw / "locust" / variant.name / sub / arch
-        label = f"{variant.name} {sub} {arch}"
+        out = root / variant.name / sub / arch
+        label = f"{variant.name} {sub} {arch}" + (f" r{repeat}" if p.repeats > 1 else "")
         lab.progress.say(f"step {step_no[0]}/{steps} {label} ({scenario.total_s:.0f} s)")
         result = lab.locust(scenario, arch, out, arrival=arrival, payload=p.payload,
                             step=step_no[0], label=label, url=url)
-        extra: dict[str, Any] = {"variant": variant.name, "step": sub, "role": role}
+        extra: dict[str, Any] = {"variant": variant.name, "step": sub, "role": role,
+                                 "repeat": repeat}
         if step == LOAD_TEST:
             bp = breaking_point_from_dir(out, p.analysis.breaking_point,
                                          pacing_s=scenario.pacing_s)
@@ -237,27 +243,40 @@ def _measure(lab: Session, ladder: Ladder, variant: Variant, step_no: list[int],
         time.sleep(p.pause_s)
 
 
-def capacity_dir(run_raw: Path, variant: str, arch: str) -> Path:
-    """Where one rung's capacity search keeps its steps (the report reads them back)."""
-    return run_raw / "locust" / variant / CAPACITY / arch
+def capacity_dir(root: Path, variant: str, arch: str) -> Path:
+    """Where one rung's capacity search keeps its steps under a repeat's Locust folder
+    (experiments.repeats.locust_root; the report reads them back)."""
+    return root / variant / CAPACITY / arch
 
 
 def _capacity(lab: Session, p: Protocol, variant: Variant, arch: str, step: int,
-              steps: int) -> None:
-    """The rung's capacity under the shared bound; the live result kept in the manifest
-    (variant's entry, by arch) beside the one the report re-derives from the steps."""
+              steps: int, repeat: int = 1, root: Path | None = None,
+              hints: dict | None = None) -> None:
+    """The rung's capacity under the shared bound (from the previous repeat's capacity, in
+    `hints`, when there is one); the live result kept in the manifest (capacity: repeat 1's,
+    by variant and arch; capacity_repeats: every repeat's) beside the one the report
+    re-derives from the steps."""
     params = p.capacity
+    root = root if root is not None else locust_root(lab.run.raw, repeat, p.repeats)
+    hints = hints if hints is not None else {}
     label = f"{variant.name} capacity {arch} (p99 <= {params.p99_bound_ms:g} ms)"
     lab.progress.say(f"step {step}/{steps} {label}")
-    found = capacity_search.search(lab, params, arch, capacity_dir(lab.run.raw, variant.name, arch),
+    found = capacity_search.search(lab, params, arch, capacity_dir(root, variant.name, arch),
                                    p99_ms=params.p99_bound_ms, payload=p.payload, step=step,
-                                   label=label, guard=p.guard)
+                                   label=label, guard=p.guard,
+                                   hint_rate=hints.get((variant.name, arch)))
     lab.progress.say(f"{label}: {found.status}, {found.capacity} req/s "
                      f"(first failing {found.first_failing})")
-    capacity = lab.run.manifest.get("capacity") or {}
-    capacity.setdefault(variant.name, {})[arch] = {
-        "shared": {"p99_bound_ms": params.p99_bound_ms, **found.to_dict()}}
-    lab.run.update(capacity=capacity)
+    if found.capacity:
+        hints[(variant.name, arch)] = found.capacity
+    entry = {"shared": {"p99_bound_ms": params.p99_bound_ms, **found.to_dict()}}
+    if repeat == 1:
+        capacity = lab.run.manifest.get("capacity") or {}
+        capacity.setdefault(variant.name, {})[arch] = entry
+        lab.run.update(capacity=capacity)
+    per = lab.run.manifest.get("capacity_repeats") or {}
+    per.setdefault(str(repeat), {}).setdefault(variant.name, {})[arch] = entry
+    lab.run.update(capacity_repeats=per)
 
 
 def _switch(lab: Session, options: RunOptions, extra_vars: dict[str, Any], log: Path,
@@ -275,7 +294,7 @@ def run(ladder: Ladder, options: RunOptions, finish: Finish) -> Path:
     """Deploy, verify and measure every variant of the ladder; redeploy the default build
     at the end (always); collect; report. Returns the result folder."""
     p = ladder.protocol
-    steps = len(ladder.runs())
+    steps = len(ladder.runs()) * p.repeats
     with session(p.experiment, options, planned_s=ladder.total_s, steps=steps, guard=p.guard,
                  finish=finish, profile=p.profile, protocol=p.to_dict(), arrival=p.arrival,
                  ladder=ladder.to_dict(), variants=[]) as lab:
@@ -284,34 +303,43 @@ def run(ladder: Ladder, options: RunOptions, finish: Finish) -> Path:
         current: dict[str, Any] | None = None  # unknown until the first deploy
         records: list[dict[str, Any]] = []
         step_no = [0]
+        hints: dict[tuple[str, str], float] = {}
         try:
-            for i, variant in enumerate(ladder.variants, 1):
-                extra_vars = variant.deploy_vars(lab.topology)
-                entry: dict[str, Any] = {**variant.to_dict(), "deploy_vars": extra_vars}
-                if extra_vars != current:
-                    current = None  # unknown until this deploy and its verify succeed
-                    try:
-                        entry["deploy"] = _switch(lab, options, extra_vars,
-                                                  deploy_dir / f"{i:02d}-{variant.name}.log",
-                                                  f"variant {variant.name}")
-                    except (DeployError, VerifyError) as exc:
-                        # A variant that does not deploy or answer is a finding, not a reason
-                        # to lose the rest of the ladder: record it and go on.
-                        entry["failed"] = str(exc)
-                        records.append(entry)
-                        run.update(variants=records)
-                        run.warn(f"variant {variant.name} was not measured: {exc}")
-                        lab.progress.say(f"WARNING variant {variant.name} failed: {exc}")
-                        continue
-                    current = extra_vars
-                else:
-                    entry["deploy"] = {"skipped": "same deployment as the previous variant"}
-                entry["workers"] = workers_of(lab.topology, variant)
-                entry["window_start"] = time.time()
-                records.append(entry)
-                _measure(lab, ladder, variant, step_no, steps)
-                entry["window_end"] = time.time()
-                run.update(variants=records)
+            for k in range(1, p.repeats + 1):
+                for i, variant in enumerate(abba(ladder.variants, k), 1):
+                    extra_vars = variant.deploy_vars(lab.topology)
+                    # From the second repeat on every rung is redeployed with a new restart
+                    # token, so its services restart even when the previous rung had the
+                    # same settings (experiments/lab/renew.py): the spread includes that.
+                    wanted = (restart_vars(extra_vars, f"{run.path.name}-r{k}-{variant.name}")
+                              if k > 1 else extra_vars)
+                    entry: dict[str, Any] = {**variant.to_dict(), "deploy_vars": wanted,
+                                             "repeat": k}
+                    if wanted != current:
+                        current = None  # unknown until this deploy and its verify succeed
+                        name = (f"{i:02d}-{variant.name}.log" if p.repeats == 1
+                                else f"r{k}-{i:02d}-{variant.name}.log")
+                        try:
+                            entry["deploy"] = _switch(lab, options, wanted, deploy_dir / name,
+                                                      f"variant {variant.name}")
+                        except (DeployError, VerifyError) as exc:
+                            # A variant that does not deploy or answer is a finding, not a
+                            # reason to lose the rest of the ladder: record it and go on.
+                            entry["failed"] = str(exc)
+                            records.append(entry)
+                            run.update(variants=records)
+                            run.warn(f"variant {variant.name} was not measured: {exc}")
+                            lab.progress.say(f"WARNING variant {variant.name} failed: {exc}")
+                            continue
+                        current = wanted
+                    else:
+                        entry["deploy"] = {"skipped": "same deployment as the previous variant"}
+                    entry["workers"] = workers_of(lab.topology, variant)
+                    entry["window_start"] = time.time()
+                    records.append(entry)
+                    _measure(lab, ladder, variant, step_no, steps, k, hints)
+                    entry["window_end"] = time.time()
+                    run.update(variants=records)
         finally:
             if current != {}:
                 restore = _switch(lab, options, {}, deploy_dir / "99-restore-default.log",

@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_constant_tick_at_given_times():
-    s = EXP3.configure("full").scenario("stress")
+    # the original's stress test (the full profile's is shorter, sized for its repeats)
+    s = Scenario(name="stress", kind="constant", users=500, spawn_rate=5.0, duration_s=100)
     stages = stages_for(s)
     assert stages == [Stage(100.0, 500, 5.0)]
     assert tick_at(stages, 0) == (500, 5.0)
@@ -28,7 +29,9 @@ def test_constant_tick_at_given_times():
 
 
 def test_ramp_tick_at_given_times():
-    lt = EXP3.configure("full").scenario("load_test")
+    # the original's load test: 1 -> 300 users, one more every second
+    lt = Scenario(name="load_test", kind="ramp", start_users=1, end_users=300, step_users=1,
+                  step_interval_s=1.0)
     stages = stages_for(lt)
     assert len(stages) == 300
     assert tick_at(stages, 0) == (1, 1.0)
@@ -71,9 +74,10 @@ def test_locust_shape_classes_tick(tmp_path):
 import json
 from experiments.load import shapes
 from experiments.load.stages import stages_for
-from experiments.exp3_load import EXPERIMENT as EXP3
+from experiments.protocol import Scenario
 from dataclasses import asdict
-lt = EXP3.configure("quick").scenario("load_test")
+lt = Scenario(name="load_test", kind="ramp", start_users=1, end_users=200, step_users=5,
+              step_interval_s=2.0)
 cls = shapes.shape_for({"scenario": lt.to_dict(), "stages": [asdict(s) for s in stages_for(lt)]})
 shape = cls()
 shape.get_run_time = lambda: 5.0

@@ -19,26 +19,29 @@ def _data():
         return tomllib.load(f)
 
 
-def test_full_profile_is_the_original_protocol():
+def test_full_profile_keeps_the_original_loads():
+    # the original's loads (1 user, a ramp to 300, 500 users at 5/s), durations shortened so
+    # that its 3 repeats fit in an hour (issue 13)
     p = load_protocol(CONFIG)
-    assert p.profile == "full"
+    assert p.profile == "full" and p.repeats == 3
     rt, lt, mp, st = (
         p.scenario(n) for n in ("response_time", "load_test", "max_performance", "stress")
     )
-    assert (rt.users, rt.duration_s, rt.pacing_s) == (1, 100, 1.0)
-    assert (lt.start_users, lt.end_users, lt.step_users, lt.step_interval_s) == (1, 300, 1, 1.0)
-    assert lt.total_s == 300
+    assert (rt.users, rt.duration_s, rt.pacing_s) == (1, 45, 1.0)
+    assert (lt.start_users, lt.end_users, lt.step_users, lt.step_interval_s) == (1, 300, 3, 1.0)
+    assert lt.total_s == 101
     # max performance holds the capacity found, as an open-model load
-    assert mp.kind == "open" and mp.needs_capacity and mp.duration_s == 300
+    assert mp.kind == "open" and mp.needs_capacity and mp.duration_s == 45
     assert p.scenario("capacity").kind == "capacity" and p.capacity.p99_bound_ms == 250
-    assert (st.users, st.spawn_rate, st.duration_s) == (500, 5.0, 100)
+    assert (st.users, st.spawn_rate, st.duration_s) == (500, 5.0, 45)
     assert p.paths == {"sync": "/api/v1/ml/sync/predict", "async": "/api/v1/ml/async/predict"}
     assert p.arrival == "spread"
 
 
 def test_profiles_scale_durations():
     quick, smoke = load_protocol(CONFIG, "quick"), load_protocol(CONFIG, "smoke")
-    assert 120 <= quick.total_s <= 900  # minutes for both architectures (search: upper bound)
+    # minutes per repeat for both architectures (search: upper bound), every repeat counted
+    assert 120 <= quick.repeat_s <= 600 and quick.total_s == quick.repeats * quick.repeat_s
     assert smoke.total_s <= 120  # about a minute or two
     # an override changes only what it names
     assert quick.scenario("stress").pacing_s == 1.0

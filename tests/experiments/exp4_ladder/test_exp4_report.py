@@ -92,3 +92,22 @@ def test_capacity_per_rung_beside_its_ceiling_only_where_searched():
     assert "| default | sync | 40.0 | found | 44.0 | 20.0 | 200% | 19.0 |" in text
     assert "<= 250 ms" in text and "| default/sync | 40.0 |" in text
     assert _headline(res)["capacity_rps"] == {"default/sync": 40.0}
+
+
+def test_capacity_per_rung_over_repeats_shows_median_values_and_cv():
+    from experiments.analysis.repeat_figures import summary_of
+    from experiments.exp4_ladder.report import _capacity_lines
+
+    res = _res()
+    found = {"shared": {"p99_bound_ms": 250.0, "capacity": 12.0, "first_failing": 13.0,
+                        "status": "found", "steps": []}}
+    spread = summary_of([12.0, 22.0])  # issue 13: default/sync, two runs apart
+    row = res["rows"][0]
+    row.update(capacity_rps=spread["median"], capacity_status="found",
+               first_overloaded_rps=13.0, capacity_p99_bound_ms=250.0,
+               capacity_over_predicted=spread["median"] / row["predicted_rps"],
+               capacity_repeats=spread)
+    res["capacity"] = {"default": {"sync": found}}
+    text = "\n".join(_capacity_lines(res))
+    assert "| default | sync | 17.0 (12.0/22.0, CV 42% **unstable**) | found |" in text
+    assert "median over the repeats" in text
