@@ -63,6 +63,11 @@ def model_connections(
     if not seen:
         return None
     dominant, count = seen.most_common(1)[0]
+    total = sum(seen.values())
+    # Samples in which 2+ scoring workers all had their connections on one model worker: the
+    # measure that still means something when connections churn (no keep-alive).
+    on_one = sum(n for a, n in seen.items()
+                 if len(a) > 1 and len({m for _, ms in a for m in ms}) == 1)
     pairs = {str(k): list(v) for k, v in dominant}
     serving = sorted({m for v in pairs.values() for m in v})
     return {
@@ -70,8 +75,9 @@ def model_connections(
         "model_workers_serving": len(serving),
         "model_pids": serving,
         "pairs": pairs,
-        "samples": sum(seen.values()),
-        "share": round(count / sum(seen.values()), 3),
+        "samples": total,
+        "share": round(count / total, 3),
+        "one_model_worker_share": round(on_one / total, 3),
         "assignments_seen": len(seen),
     }
 

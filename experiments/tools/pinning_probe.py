@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 from experiments.analysis import pinning
@@ -130,13 +131,15 @@ class Lab:
             stop(proc)
 
 
-def closed_loop(port: int, users: int, seconds: float) -> tuple[int, int]:
-    """(successes, failures) of `users` clients each sending the next request when the last
-    answered, over their own keep-alive connection, for `seconds`."""
+def closed_loop(port: int, users: int, seconds: float) -> tuple[int, Counter[str]]:
+    """(successes, failures by kind: HTTP status or exception name) of `users` clients each
+    sending the next request when the last answered, over its own keep-alive connection, for
+    `seconds`."""
     end = time.monotonic() + seconds
-    counts = [[0, 0] for _ in range(users)]
+    oks = [0] * users
+    errors: list[Counter[str]] = [Counter() for _ in range(users)]
 
-    def client(mine: list[int]) -> None:
+    def client(i: int) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         path = "/api/v1/ml/sync/predict"
         while time.monotonic() < end:
@@ -144,19 +147,22 @@ def closed_loop(port: int, users: int, seconds: float) -> tuple[int, int]:
                 conn.request("POST", path, BODY, {"Content-Type": "application/json"})
                 resp = conn.getresponse()
                 resp.read()
-                mine[resp.status != 200] += 1
-            except (OSError, http.client.HTTPException):
-                mine[1] += 1
+                if resp.status == 200:
+                    oks[i] += 1
+                else:
+                    errors[i][str(resp.status)] += 1
+            except (OSError, http.client.HTTPException) as exc:
+                errors[i][type(exc).__name__] += 1
                 conn.close()
                 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         conn.close()
 
-    threads = [threading.Thread(target=client, args=(c,), daemon=True) for c in counts]
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(users)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(seconds + 15)
-    return sum(c[0] for c in counts), sum(c[1] for c in counts)
+    return sum(oks), sum(errors, Counter())
 
 
 def trial(lab: Lab, users: int, seconds: float, warmup: float, warmup_users: int) -> dict:
@@ -182,7 +188,8 @@ def trial(lab: Lab, users: int, seconds: float, warmup: float, warmup_users: int
     thread.join(5)
     summary = pinning.model_connections(samples, t0, t1)
     k = summary["model_workers_serving"] if summary else None
-    return {"rps": round(ok / (t1 - t0), 1), "ok": ok, "failed": failed,
+    return {"rps": round(ok / (t1 - t0), 1), "ok": ok, "failed": sum(failed.values()),
+            "failures": dict(failed),
             "assignment": None if k is None else ("same" if k == 1 else "different"),
             "connections": summary, "sentence": pinning.sentence(summary)}
 
@@ -234,8 +241,11 @@ def main(argv: list[str] | None = None) -> int:
             row = {"trial": i, **trial(lab, args.users, args.seconds, args.warmup,
                                        args.warmup_users or args.users)}
             rows.append(row)
-            print(f"trial {i}: {row['rps']} req/s ({row['failed']} failed), "
-                  f"{row['assignment'] or 'no connections seen'}: {row['sentence']}",
+            print(f"trial {i}: {row['rps']} req/s ({row['failed']} failed "
+                  f"{row['failures'] or ''}), "
+                  f"{row['assignment'] or 'no connections seen'}: {row['sentence']}; both on "
+                  f"one model worker in {(row['connections'] or {}).get('one_model_worker_share')}"
+                  " of the samples",
                   flush=True)
     finally:
         lab.close()

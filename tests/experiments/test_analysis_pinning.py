@@ -34,7 +34,7 @@ def test_both_scoring_workers_on_one_model_worker():
     assert got["model_workers_serving"] == 1
     assert got["model_pids"] == [21]
     assert got["pairs"] == {"11": [21], "12": [21]}
-    assert got["share"] == 1.0
+    assert got["share"] == 1.0 and got["one_model_worker_share"] == 1.0
     assert sentence(got) == ("model connections of the 2 scoring workers held by 1 model "
                              "worker (pid 21): every model call queues on that one worker")
 
@@ -56,6 +56,7 @@ def test_window_and_dominant_assignment():
     whole = model_connections(samples)
     assert whole["model_workers_serving"] == 2
     assert whole["share"] == 0.7 and whole["assignments_seen"] == 2
+    assert whole["one_model_worker_share"] == 0.3
     assert "in 70% of 10 samples, 2 seen" in sentence(whole)
     early = model_connections(samples, end=2)
     assert early["model_workers_serving"] == 1
