@@ -76,3 +76,16 @@ def test_records_round_trip_through_the_result_csv(tmp_path):
     samples = [_sample(t, {21: [11], 22: [12]}) for t in range(3)]
     write_samples_csv(samples, tmp_path / "r.csv")
     assert model_connections(read_samples_csv(tmp_path / "r.csv")) == model_connections(samples)
+
+
+def test_experiment_4_rows_carry_the_assignment_of_their_window():
+    from experiments.exp4_ladder.report import _model_connections
+
+    sources = {"localhost": [_sample(t, {21: [11, 12]}) for t in range(10, 20)]
+               + [_sample(t, {21: [11], 22: [12]}) for t in range(30, 40)]}
+    first = _model_connections(sources, "sync", 10, 19)
+    assert first["model_workers_serving"] == 1 and first["model_pids"] == [21]
+    assert _model_connections(sources, "sync", 30, 39)["model_workers_serving"] == 2
+    assert _model_connections(sources, "async", 10, 19) is None  # no blocking model worker
+    assert _model_connections(sources, "sync", 50, 60) is None  # no sample in the window
+    assert _model_connections({}, "sync", 10, 19) is None  # a run without resource samples
