@@ -31,6 +31,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import psutil
+
 from experiments.analysis import pinning
 from hardware.cpus import parse_cpu_list
 from hardware.sampler import Sampler
@@ -119,12 +121,15 @@ class Lab:
             stderr=subprocess.STDOUT, start_new_session=True)
         wait_for(lambda: healthy(port), 60, f"{role}-sync on port {port}")
 
-    def restart_services(self) -> None:
+    def restart_services(self, roles: tuple[str, ...] = ("scoring", "model")) -> None:
+        """Restart roles (a role not running yet is started): a restarted scoring handler
+        opens new pools, a restarted model API accepts them with fresh workers."""
         for role in ("scoring", "model"):
-            if role in self.procs:
+            if role in self.procs and role in roles:
                 stop(self.procs.pop(role))
-        self.start("model")
-        self.start("scoring")
+        for role in ("model", "scoring"):
+            if role not in self.procs:
+                self.start(role)
 
     def close(self) -> None:
         for proc in self.procs.values():
@@ -165,8 +170,20 @@ def closed_loop(port: int, users: int, seconds: float) -> tuple[int, Counter[str
     return sum(oks), sum(errors, Counter())
 
 
-def trial(lab: Lab, users: int, seconds: float, warmup: float, warmup_users: int) -> dict:
-    lab.restart_services()
+def trial(lab: Lab, users: int, seconds: float, warmup: float, warmup_users: int,
+          restart: tuple[str, ...], force_same: bool = False) -> dict:
+    lab.restart_services(restart)
+    if force_same:
+        # The intervention: every model worker but one is stopped while the scoring workers
+        # open their pools, so the one left accepts every connection; then all run again.
+        workers = sorted(psutil.Process(lab.procs["model"].pid).children(), key=lambda p: p.pid)
+        for w in workers[1:]:
+            w.suspend()
+        try:
+            closed_loop(lab.scoring_port, users, min(warmup, 1.0))
+        finally:
+            for w in workers[1:]:
+                w.resume()
     sampler = Sampler(str(lab.run_dir))
     samples: list[dict] = []
     stop_sampling = threading.Event()
@@ -203,6 +220,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--warmup-users", type=int, default=0,
                     help="clients during the warm-up (default: --users)")
+    ap.add_argument("--restart", choices=("both", "scoring"), default="both",
+                    help="what each trial restarts: both sync services, or only the scoring "
+                    "handler (the model API keeps its workers, as in issue 13's wrk runs)")
+    ap.add_argument("--force-same", action="store_true",
+                    help="make one model worker accept every pooled connection (the others "
+                    "are suspended while the pools open): the 'same' case on demand")
     ap.add_argument("--workers", type=int, default=2, help="per service (default deploy: 2)")
     ap.add_argument("--client-per-request", action="store_true",
                     help="the scoring handler opens a new connection per model call")
@@ -239,7 +262,9 @@ def main(argv: list[str] | None = None) -> int:
         lab.start_redis()
         for i in range(1, args.trials + 1):
             row = {"trial": i, **trial(lab, args.users, args.seconds, args.warmup,
-                                       args.warmup_users or args.users)}
+                                       args.warmup_users or args.users,
+                                       ("scoring",) if args.restart == "scoring"
+                                       else ("scoring", "model"), args.force_same)}
             rows.append(row)
             print(f"trial {i}: {row['rps']} req/s ({row['failed']} failed "
                   f"{row['failures'] or ''}), "
