@@ -14,8 +14,8 @@ from hardware/sampler.py's connection records through experiments/analysis/pinni
 Everything runs on free loopback ports under a private run dir, and is stopped at the end.
 
 Measured on the 2-core dev VM (2026-12-01, services on core 0, probe on core 1, 16 clients,
-15 s): both connections on one model worker 10.6-10.8 req/s (2 of 30 natural trials, and 6
-of 6 with --force-same); on two model workers 18.1-20.7 req/s (median 19.3, n=28); with
+15 s): both connections on one model worker 10.6-10.8 req/s (2 of 38 natural trials, and 6
+of 6 with --force-same); on two model workers 18.1-20.7 req/s (median 19.45, n=36); with
 --client-per-request (new connection per call) 17.9-19.4 req/s (median 18.7, n=8).
 """
 
