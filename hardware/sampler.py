@@ -32,6 +32,11 @@ COUNTERS = (
 )
 
 
+# Lab processes that are not services: their connections are not recorded (the load generator
+# alone may hold hundreds, one per simulated user).
+NOT_SERVICES = frozenset({"loadgen", "monitor"})
+
+
 @dataclass
 class _Seen:
     service: str
@@ -105,6 +110,10 @@ class Sampler:
                 acc[i] += value
 
         connections = self.sockets.count({s: pids.get(s, []) for s in totals})
+        # Which service process holds a connection to which (e.g. each scoring worker's pooled
+        # keep-alive connection to a model worker): experiments/analysis/pinning.py.
+        links = self.sockets.links(
+            p for s, ps in pids.items() if s not in NOT_SERVICES for p in ps)
         out = {}
         for service in sorted(totals):
             acc = totals[service]
@@ -118,6 +127,11 @@ class Sampler:
                 "num_threads": threads.get(service, 0),
                 "connections": connections[service],
             }
+            if service not in NOT_SERVICES:
+                # {"<pid>": ["local->peer", ...]}, only pids holding a connection to another
+                # lab service process; absent from samples taken before it was recorded.
+                out[service]["tcp"] = {
+                    str(p): links[p] for p in sorted(pids.get(service, [])) if links.get(p)}
         return out
 
 

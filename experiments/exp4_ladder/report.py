@@ -19,7 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from experiments.analysis import ceiling  # noqa: E402
+from experiments.analysis import ceiling, pinning  # noqa: E402
 from experiments.analysis.breaking_point import detect_breaking_point, rule_sentence  # noqa: E402
 from experiments.analysis.capacity import analyse_search  # noqa: E402
 from experiments.analysis.repeat_figures import summary_of  # noqa: E402
@@ -104,7 +104,8 @@ def analyse(folder: str | Path) -> dict[str, Any]:
             "low_load_p50_ms": _low_load_p50(rd), "total_requests": n.total_requests,
             "failures": n.total_failures, "valid": n.valid, "reasons": list(n.reasons),
             "cpu_s_per_request": cpu, "window": [n.started_at, n.ended_at],
-            "dir": e["locust"]["dir"]}
+            "dir": e["locust"]["dir"],
+            "model_connections": _model_connections(sources, arch, n.started_at, n.ended_at)}
     rows = []
     for (variant, arch, arrival), load in loads.items():
         v = variants.get(variant, {})
@@ -129,6 +130,8 @@ def analyse(folder: str | Path) -> dict[str, Any]:
             "model_sentence": model.sentence(),
             "measured_over_predicted": ceiling.closeness(load["max_rps"], model.predicted_rps),
             "valid": load["valid"],
+            **({"model_connections": load["model_connections"]}
+               if load["model_connections"] else {}),
         })
     per_repeat = _capacities(run, manifest, guard.grace_s)
     capacity = per_repeat[0] if per_repeat else {}
@@ -150,6 +153,21 @@ def analyse(folder: str | Path) -> dict[str, Any]:
     res["decomposition"] = decompose(res, probe_rt)
     res["headline"] = _headline(res)
     return res
+
+
+def _model_connections(sources: dict, arch: str, start: float | None,
+                       end: float | None) -> dict | None:
+    """Which model worker held each scoring worker's connections during the load (sync
+    only: a blocking model worker serves one pooled connection at a time); None for runs
+    whose samples predate the connection records."""
+    if arch != "sync" or not start or not end:
+        return None
+    for samples in sources.values():
+        found = pinning.model_connections(samples, start, end, f"scoring-{arch}",
+                                          f"model-{arch}")
+        if found:
+            return found
+    return None
 
 
 def _capacities(run: Path, manifest: dict, grace_s: float) -> list[dict[str, dict[str, dict]]]:
@@ -516,6 +534,12 @@ def render(res: dict, run: Path, plot: str | None) -> str:
             f"{r['breaking_point_users'] or 'none <= ' + str(r['tested_users'])} | "
             f"{fmt(r['max_rps'])} | {fmt(r['predicted_rps'])} | {r['binding'] or 'n/a'} | "
             f"{_pct(ratio)} | {cpu} | {workers} |" + ("" if r["valid"] else " **invalid**"))
+    pinned = [r for r in res["rows"] if r.get("model_connections")]
+    if pinned:
+        lines += ["", "Keep-alive connections during the step load (from the resource "
+                  "samples; experiments/analysis/pinning.py):", ""]
+        lines += [f"- {r['variant']}/{r['arch']}/{r['arrival']}: "
+                  f"{pinning.sentence(r['model_connections'])}" for r in pinned]
     lines += ["", "Model per row (the smallest stage binds):", ""]
     for r in res["rows"]:
         lines.append(f"- {r['variant']}/{r['arch']}/{r['arrival']}: {r['model_sentence']}; "

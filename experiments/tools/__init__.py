@@ -1,0 +1,1 @@
+"""Stand-alone probes that explain a measurement (not experiments: no result folder)."""
