@@ -16,7 +16,9 @@ _GUNICORN_WORKER = {
     SyncWorker.MEINHELD: "services.sync_app.meinheld_worker.LabMeinheldWorker",
     SyncWorker.SYNC: "sync",
     SyncWorker.GTHREAD: "gthread",
-    # gunicorn's own; it calls gevent's monkey.patch_all() in the worker, after the fork.
+    # gunicorn's own; it calls gevent's monkey.patch_all() in the worker, after the fork. Each
+    # worker then logs gevent's MonkeyPatchWarning that ssl was imported first (gunicorn
+    # imports it in the master): harmless here, no lab connection uses TLS.
     SyncWorker.GEVENT: "gevent",
 }
 _SYNC_FACTORIES = {
