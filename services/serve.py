@@ -17,6 +17,10 @@ _GUNICORN_WORKER = {
     SyncWorker.MEINHELD: "services.sync_app.meinheld_worker.LabMeinheldWorker",
     SyncWorker.SYNC: "sync",
     SyncWorker.GTHREAD: "gthread",
+    # gunicorn's own; it calls gevent's monkey.patch_all() in the worker, after the fork. Each
+    # worker then logs gevent's MonkeyPatchWarning that ssl was imported first (gunicorn
+    # imports it in the master): harmless here, no lab connection uses TLS.
+    SyncWorker.GEVENT: "gevent",
 }
 _SYNC_FACTORIES = {
     Role.MODEL: "services.sync_app.model_api:create_app",
@@ -48,7 +52,13 @@ class _Gunicorn(BaseApplication):
         # imported once in the master, so a worker that replaces a dead one (a SIGSEGV in
         # meinheld's parser, an OOM kill) serves after a fork and `create_app`, not a second.
         # Only modules: the app itself, its sockets and pools, are still made per worker.
-        importlib.import_module(factory_path.split(":")[0])
+        # Not for gevent: its worker patches after the fork, and a module imported before that
+        # keeps the unpatched objects it bound at import (urllib3's `from threading import
+        # RLock`, werkzeug's `Lock`): a native lock held across a greenlet switch blocks the
+        # whole worker. (services/cli.py imports redis in the master: redis binds only
+        # `time.sleep` early, for retry backoffs, and the lab's Redis retry has none.)
+        if options.get("worker_class") != _GUNICORN_WORKER[SyncWorker.GEVENT]:
+            importlib.import_module(factory_path.split(":")[0])
 
     def load_config(self) -> None:
         for name, value in self._options.items():
@@ -77,6 +87,8 @@ def gunicorn_options(role: Role, settings: Settings) -> dict[str, object]:
     }
     if settings.sync_worker is SyncWorker.GTHREAD:
         options["threads"] = settings.gthread_threads
+    if settings.sync_worker is SyncWorker.GEVENT:
+        options["worker_connections"] = settings.gevent_connections
     if settings.meinheld_patch:
         options["post_fork"] = meinheld_patch.patch_worker
     return options

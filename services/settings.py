@@ -29,6 +29,9 @@ class SyncWorker(StrEnum):
     MEINHELD = "meinheld"  # the original's: event-driven accept loop, blocking handler
     SYNC = "sync"  # gunicorn's plain pre-fork worker: one request at a time
     GTHREAD = "gthread"  # gunicorn's threaded worker
+    # gunicorn's gevent worker: monkey-patches the worker's blocking I/O (sockets, sleep) into
+    # greenlets, so one worker serves up to `gevent_connections` requests at once.
+    GEVENT = "gevent"
 
 
 class HttpClient(StrEnum):
@@ -73,6 +76,7 @@ class Settings(BaseSettings):
     redis_timeout_s: Annotated[float, Field(gt=0)] = 1.0
     # Per worker. Sized above the concurrency one worker sees, so requests never fail for want
     # of a connection; the async Redis pool blocks (waits) instead of raising when exhausted.
+    # The sync pools grow to a gevent worker's `gevent_connections` (sync_app/clients.py).
     pool_size: int = Field(256, ge=1, le=10_000)
 
     # --- the fake model ------------------------------------------------------------------
@@ -102,6 +106,8 @@ class Settings(BaseSettings):
     # meinheld's greenlet patching of socket I/O (off in the original images).
     meinheld_patch: bool = False
     gthread_threads: int = Field(4, ge=1, le=256)
+    # gunicorn's `worker_connections` of the gevent worker: requests one worker serves at once.
+    gevent_connections: int = Field(1000, ge=1, le=10_000)
     http_client: HttpClient = HttpClient.HTTPX
 
     @model_validator(mode="after")
@@ -113,6 +119,9 @@ class Settings(BaseSettings):
         if self.profiling and not self.run_dir:
             raise ValueError("SCORING_LAB_PROFILING=true needs SCORING_LAB_RUN_DIR: profiles "
                              "are written only under <run_dir>/profiles/")
+        if self.meinheld_patch and self.sync_worker is SyncWorker.GEVENT:
+            raise ValueError("SCORING_LAB_MEINHELD_PATCH=true needs the meinheld worker: the "
+                             "gevent worker does its own patching (SCORING_LAB_SYNC_WORKER)")
         return self
 
     def port_for(self, role: Role, arch: Arch) -> int:

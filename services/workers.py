@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from services.settings import Arch, Settings
+from services.settings import Arch, Settings, SyncWorker
 
 WORKERS_PER_CORE = {Arch.SYNC: 2, Arch.ASYNC: 1}
 MIN_WORKERS = 2
@@ -25,3 +25,14 @@ def worker_count(settings: Settings, arch: Arch, cores: int | None = None) -> in
         return settings.workers
     cores = usable_cores() if cores is None else cores
     return max(MIN_WORKERS, WORKERS_PER_CORE[arch] * cores)
+
+
+def sync_requests_per_worker(settings: Settings) -> int:
+    """How many requests one sync worker has in its handler at once: one for the blocking
+    workers (meinheld unpatched, sync), a thread each for gthread, a greenlet each (up to
+    gunicorn's ``worker_connections``) for gevent."""
+    if settings.sync_worker is SyncWorker.GTHREAD:
+        return settings.gthread_threads
+    if settings.sync_worker is SyncWorker.GEVENT:
+        return settings.gevent_connections
+    return 1

@@ -14,10 +14,20 @@ from redis.retry import Retry
 from services import aggregate, errors, features
 from services.settings import Settings
 from services.sync_app import deadline
+from services.workers import sync_requests_per_worker
 
 # One retry, at once, only when the connection was lost (a restarted Redis leaves every
 # pooled connection dead); never on a timeout, which would double the wait.
 REDIS_RETRY = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
+
+
+def pool_size(settings: Settings) -> int:
+    """Connections each pool of a worker may hold: ``pool_size``, raised to the requests the
+    worker serves at once. A gevent worker runs up to ``gevent_connections`` (1000) handlers
+    at a time: a smaller Redis pool would make them queue for a connection (503 past
+    ``redis_timeout_s``), and urllib3 opens a connection past its pool's size anyway, only to
+    close it after one request (no keep-alive, a warning logged for each)."""
+    return max(settings.pool_size, sync_requests_per_worker(settings))
 
 
 class ModelClient:
@@ -25,7 +35,7 @@ class ModelClient:
         self._url = url
         self._timeout = settings.model_timeout_s
         self._per_request = settings.client_per_request
-        self._pool_size = settings.pool_size
+        self._pool_size = pool_size(settings)
         self._session = None if self._per_request else self._new_session()
 
     def _new_session(self) -> requests.Session:
@@ -74,7 +84,7 @@ class FeatureStore:
             else redis.Redis(
                 connection_pool=redis.BlockingConnectionPool.from_url(
                     self._url,
-                    max_connections=settings.pool_size,
+                    max_connections=pool_size(settings),
                     timeout=self._timeout,
                     socket_timeout=self._timeout,
                     socket_connect_timeout=self._timeout,

@@ -4,8 +4,8 @@ requests' ``timeout`` bounds each socket operation, not the call: a model API se
 every 1.5 s never trips a 2 s read timeout. Here every read of a pooled connection sets the
 socket's timeout to the time left until the deadline of the call in progress, so the call ends
 at its deadline whatever the peer does. The deadline lives in a ContextVar: per thread (gthread
-workers) and per greenlet (meinheld), while the Session and its connection pool stay shared by
-the whole worker.
+workers) and per greenlet (meinheld, gevent), while the Session and its connection pool stay
+shared by the whole worker.
 """
 
 from __future__ import annotations
