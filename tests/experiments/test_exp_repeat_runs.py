@@ -76,8 +76,8 @@ def test_planned_time_counts_every_repeat():
 def test_full_and_quick_fit_their_budgets():
     # issue 13: the full profile with its repeats within 60 min here (planned load time
     # leaves room for pauses and restarts), quick ~25-30 min
-    assert EXP3.configure("full").total_s <= 50 * 60
-    assert EXP3.configure("quick").total_s <= 28 * 60
+    assert EXP3.configure("full").total_s <= 55 * 60
+    assert EXP3.configure("quick").total_s <= 30 * 60
 
 
 def test_abba_alternates_the_order():
@@ -183,7 +183,12 @@ def test_a_committed_run_from_before_repeats_re_reports_as_one_repeat(tmp_path, 
                    check=True, capture_output=True, timeout=300)
     new = json.loads((copy / "report.json").read_text())
     assert new["numbers"] == old["numbers"]
-    assert new.get("capacity") == old.get("capacity")
+    # the verdicts; the steps may carry fields added since (hold, duration_s)
+    def verdicts(report):
+        return {(arch, kind): (e["status"], e["capacity"], e["first_failing"])
+                for arch, entry in (report.get("capacity") or {}).items()
+                for kind, e in entry.items()}
+    assert verdicts(new) == verdicts(old)
     for arch, figures in old["headline"].items():
         for key, value in figures.items():
             assert new["headline"][arch][key] == value, (arch, key)

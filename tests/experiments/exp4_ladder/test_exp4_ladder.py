@@ -100,7 +100,10 @@ def test_every_spread_rung_searches_its_capacity_under_one_bound():
     assert not any(v.name == "sync-worker-meinheld-bursty" and step == "capacity"
                    for v, step, _, _ in full.runs())
     quick, smoke = load_ladder(CONFIG, "quick"), load_ladder(CONFIG, "smoke")
-    assert quick.protocol.capacity.max_steps == 8 and smoke.protocol.capacity.max_rate == 4
+    # the profiles override the search's budget, not its bound
+    assert quick.protocol.capacity.max_steps < full.protocol.capacity.max_steps
+    assert smoke.protocol.capacity.max_rate < quick.protocol.capacity.max_rate
+    assert {p.protocol.capacity.p99_bound_ms for p in (full, quick, smoke)} == {250}
     # each search counted in the plan at its upper estimate
     runs = len([r for r in smoke.runs() if r[1] == "capacity"])
     without = _data()
