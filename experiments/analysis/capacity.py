@@ -244,6 +244,19 @@ def search_capacity(
         else:
             rate = start_rate
         if measured >= max_steps:
+            if need_hold and good is not None and not held and confirm is not None \
+                    and holds < max_holds:
+                # the bracket stays open, but the best passing rate can still be vouched for:
+                # a held lower bound beats no capacity at all
+                holds += 1
+                if record(confirm(good), False) == "invalid":
+                    status = "invalid"
+                    break
+                if outcomes[-1][1] == "pass":
+                    held = True
+                    status = "unfinished"
+                    break
+                continue
             status = "unfinished"
             break
         outcome = record(measure(rate), False)

@@ -187,3 +187,22 @@ def test_holds_spent_leave_the_highest_held_rate():
                         confirm=confirm, max_holds=1)
     assert r.status == "unfinished" and r.capacity is None  # the one hold (near 100) failed
     assert r.first_failing is not None and r.first_failing <= 100.0
+
+
+def test_a_search_out_of_steps_still_holds_its_best_passing_rate():
+    # the step budget ends with the bracket open (160 passes, 190 fails): the best passing rate
+    # is held, so the result is a vouched lower bound, not "no capacity"
+    measure, confirm, calls = _degrading(170.0, 170.0)
+    r = search_capacity(measure, BOUND, start_rate=10, max_rate=1000, precision=0.05,
+                        max_steps=6, confirm=confirm, max_holds=2)
+    assert (r.status, r.capacity) == ("unfinished", 160.0)
+    assert calls[-1] == ("hold", 160.0) and r.first_failing == 320.0
+    from experiments.analysis.capacity import replay
+    from experiments.protocol import CapacityParams
+
+    steps = [StepResult(**{k: v for k, v in s.items()
+                           if k not in ("outcome", "reason", "reused")}) for s in r.steps]
+    params = CapacityParams(p99_bound_ms=500, start_rate=10, max_rate=1000, min_step_s=10,
+                            precision=0.05, hold_s=60, max_steps=6)
+    again = replay(params, steps, 500)
+    assert (again.status, again.capacity, again.first_failing) == ("unfinished", 160.0, 320.0)
