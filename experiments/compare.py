@@ -24,6 +24,8 @@ from experiments.analysis.stats import compare as compare_samples
 
 # Protocol keys that may differ between comparable runs: how often it was measured, not what.
 RUN_COUNT_KEYS = frozenset({"repeats"})
+# where the protocol was read from (the config file moved with the layout), not what it says
+PROVENANCE_KEYS = frozenset({"source"})
 
 
 class CompareError(ValueError):
@@ -89,7 +91,7 @@ def _protocol_conflicts(a: Mapping, b: Mapping) -> tuple[list[str], list[str]]:
     """(conflicts, notes): values both protocols set differently, and scenarios only one has."""
     conflicts: list[str] = []
     notes: list[str] = []
-    for key in sorted((set(a) | set(b)) - RUN_COUNT_KEYS):
+    for key in sorted((set(a) | set(b)) - RUN_COUNT_KEYS - PROVENANCE_KEYS):
         if key not in a or key not in b:
             notes.append(f"protocol key {key!r} only in {'A' if key in a else 'B'}")
             continue
@@ -99,10 +101,12 @@ def _protocol_conflicts(a: Mapping, b: Mapping) -> tuple[list[str], list[str]]:
             for name in sorted(set(sa) | set(sb)):
                 if name not in sa or name not in sb:
                     notes.append(f"scenario {name!r} only in {'A' if name in sa else 'B'}")
-                elif sa[name] != sb[name]:
+                else:
+                    # a key absent on one side and None on the other is the same setting
                     diff = sorted(k for k in set(sa[name]) | set(sb[name])
                                   if sa[name].get(k) != sb[name].get(k))
-                    conflicts.append(f"scenario {name!r} differs in {', '.join(diff)}")
+                    if diff:
+                        conflicts.append(f"scenario {name!r} differs in {', '.join(diff)}")
         elif a[key] != b[key]:
             conflicts.append(f"protocol {key!r}: A {a[key]!r} vs B {b[key]!r}")
     return conflicts, notes

@@ -104,3 +104,13 @@ def test_cli_prints_the_table_and_refuses_with_one_line(tmp_path, capsys):
     assert main(["compare", str(a), str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "nowhere" in err and "Traceback" not in err
+
+
+def test_protocol_conflicts_ignore_provenance_and_absent_none():
+    from experiments.compare import _protocol_conflicts
+
+    a = {"source": "/old/place.toml", "scenarios": [{"name": "s", "users": 1, "rate": None}]}
+    b = {"source": "/new/place.toml", "scenarios": [{"name": "s", "users": 1}]}
+    assert _protocol_conflicts(a, b) == ([], [])
+    b["scenarios"][0]["users"] = 2
+    assert _protocol_conflicts(a, b)[0] == ["scenario 's' differs in users"]
