@@ -156,6 +156,11 @@ class CapacityParams(Table):
     # holds existed); at most max_holds holds per search (a failed hold lowers the bracket).
     hold_s: Float = Field(0.0, ge=0)
     max_holds: Int = Field(3, ge=1)
+    # Before each step, wait up to recovery_max_s for the stack to answer probes within
+    # recovery_tolerance x its idle latency (experiments/lab/recovery.py; 0: no wait, as runs
+    # before waits existed).
+    recovery_max_s: Float = Field(0.0, ge=0)
+    recovery_tolerance: Float = Field(1.5, gt=1)
     inflight_cap: Int = Field(512, ge=1)
     request_timeout_s: Float = Field(10.0, gt=0)
     max_loadgen_cpu_fraction: Float = Field(0.5, gt=0, le=1)

@@ -214,7 +214,9 @@ def capacity_section(capacity: dict[str, dict]) -> list[str]:
              "(MLPerf LoadGen's server scenario), found by growing the rate until a step fails "
              "and bisecting; when the protocol sets `hold_s`, the rate found must also pass a "
              "hold (a longer step at that rate) to count, and a failed hold sends the search on "
-             "below it in holds. Every verdict below is recomputed from the step folders.", "",
+             "below it in holds. A step starts once the stack answers probes as it does idle "
+             "(\"waited\": how long that took; \"-\": a run before such waits). Every verdict "
+             "below is recomputed from the step folders.", "",
              "| architecture | bound | capacity req/s | first overloaded req/s | status |",
              "|---|---|---|---|---|"]
     for arch, entry in capacity.items():
@@ -227,16 +229,21 @@ def capacity_section(capacity: dict[str, dict]) -> list[str]:
                      f"= {e['p99_bound_ms']:.0f} ms")
             lines.append(f"| {arch} | {bound} | {fmt(e['capacity'])} | "
                          f"{fmt(e['first_failing'])} | {_STATUS.get(e['status'], e['status'])} |")
-    lines += ["", "| architecture | rate | step | sent/s | requests | errors | p99 response ms | "
-              "p99 service ms | generator CPU | in-flight cap hits | shared bound |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", "| architecture | rate | step | waited s | sent/s | requests | errors | "
+              "p99 response ms | p99 service ms | generator CPU | in-flight cap hits | "
+              "shared bound |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for arch, entry in capacity.items():
         for st in sorted(entry["shared"]["steps"], key=lambda x: (x["rate"], x.get("hold", False))):
             kind = "hold" if st.get("hold") else "step"
             if st.get("duration_s"):
                 kind += f" {st['duration_s']:.0f} s"
+            waited = st.get("recovery_wait_s")
+            waited = "-" if waited is None else (
+                f"{waited:.1f}" + (" (services restarted)" if st.get("restarted") else "")
+                + ("" if st.get("recovered") else " (not recovered)"))
             lines.append(
-                f"| {arch} | {fmt(st['rate'])} | {kind} | {fmt(st['achieved_rate'])} | "
+                f"| {arch} | {fmt(st['rate'])} | {kind} | {waited} | {fmt(st['achieved_rate'])} | "
                 f"{st['requests']} | "
                 f"{st['errors']} | {fmt(st['p99_response_ms'])} | {fmt(st['p99_service_ms'])} | "
                 f"{st['loadgen_cpu_fraction']:.0%} | {st['inflight_cap_hits']} | "

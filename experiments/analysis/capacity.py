@@ -16,8 +16,9 @@ short steps overstate this system: the failing end moves down to it, short passe
 counting, and the search goes on in holds (one step of sqrt(growth) down, then bisection)
 until the bracket closes on a held rate or `max_holds` are spent. A step
 the load generator itself limited (its CPU over half its cores, or sending slower than the
-schedule without the system holding requests back) is *invalid*: the search stops and says so
-instead of reporting a capacity it cannot vouch for.
+schedule without the system holding requests back), or that started before the stack had
+recovered from the previous one (experiments/lab/recovery.py), is *invalid*: the search
+stops and says so instead of reporting a capacity it cannot vouch for.
 """
 
 from __future__ import annotations
@@ -64,6 +65,11 @@ class StepResult:
     # A confirming hold (a longer step at a rate the short steps passed), not a search step.
     hold: bool = False
     duration_s: float | None = None  # the schedule's length
+    # The wait for the stack to recover from the previous step before this one started
+    # (experiments/lab/recovery.py); None for steps run before waits existed.
+    recovery_wait_s: float | None = None
+    recovered: bool | None = None
+    restarted: bool | None = None  # the wait ran out and the services were restarted
 
 
 def step_result(run_dir: str | Path, grace_s: float = 3.0) -> StepResult:
@@ -84,6 +90,7 @@ def step_result(run_dir: str | Path, grace_s: float = 3.0) -> StepResult:
     fractions = [_mean_cpu_fraction(json.loads(p.read_text()), start) for p in guards
                  if p.exists()]
     pct = (lambda a: float(np.percentile(a, 99))) if len(reqs) else (lambda a: math.nan)
+    recovery = read_recovery(run_dir)
     return StepResult(
         rate=float(counts["rate"]),
         achieved_rate=float(counts["achieved_rate"]),
@@ -96,10 +103,20 @@ def step_result(run_dir: str | Path, grace_s: float = 3.0) -> StepResult:
         scheduled_rate=int(counts["scheduled"]) / float(counts["schedule_s"]),
         hold=run_dir.name.endswith(HOLD_SUFFIX),
         duration_s=float(counts["schedule_s"]),
+        recovery_wait_s=None if recovery is None else float(recovery["waited_s"]),
+        recovered=None if recovery is None else bool(recovery["recovered"]),
+        restarted=None if recovery is None else "restart" in recovery,
     )
 
 
 HOLD_SUFFIX = "_hold"  # a hold's step folder: NN_<rate>rps_hold
+RECOVERY_FILE = "recovery.json"  # a step folder's recovery wait (experiments/lab/recovery.py)
+
+
+def read_recovery(step_dir: str | Path) -> dict | None:
+    """A step folder's recovery record; None for steps run before waits existed."""
+    path = Path(step_dir) / RECOVERY_FILE
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def _mean_cpu_fraction(guard: dict, start: float) -> float:
@@ -114,6 +131,10 @@ class Verdict:
 
 
 def judge(step: StepResult, bound: Bound) -> Verdict:
+    if step.recovered is False:
+        return Verdict("invalid", f"started before the stack recovered from the previous "
+                                  f"step (probed {step.recovery_wait_s:.0f} s): it would "
+                                  "measure that step's backlog, not this rate")
     if step.loadgen_cpu_fraction > bound.max_loadgen_cpu_fraction:
         return Verdict("invalid", f"load generator at {step.loadgen_cpu_fraction:.0%} of its "
                                   f"cores (limit {bound.max_loadgen_cpu_fraction:.0%})")

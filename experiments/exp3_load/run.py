@@ -12,7 +12,7 @@ from experiments.analysis.breaking_point import breaking_point_from_dir, users_t
 from experiments.analysis.capacity import analyse_search, one_user_p99_ms, step_dirs, step_result
 from experiments.experiment import Finish
 from experiments.lab import capacity as capacity_search
-from experiments.lab.renew import renew
+from experiments.lab.renew import renew, restart_stuck
 from experiments.lab.session import RunOptions, Session, session
 from experiments.protocol import Protocol, Scenario
 from experiments.repeats import abba, locust_root
@@ -45,7 +45,8 @@ def run_capacity(lab: Session, protocol: Protocol, arch: str, step: int, base: P
     where this repeat's shared search starts (experiments.lab.capacity.search)."""
     params = protocol.capacity
     arch_dir = _dir(base, "capacity", arch)
-    common = {"payload": protocol.payload, "step": step, "guard": protocol.guard}
+    common = {"payload": protocol.payload, "step": step, "guard": protocol.guard,
+              "restart": lambda why: restart_stuck(lab, why)}
     shared = capacity_search.search(lab, params, arch, arch_dir, p99_ms=params.p99_bound_ms,
                                     label=f"capacity {arch} (p99 <= {params.p99_bound_ms:g} ms)",
                                     hint_rate=hint_rate, **common)

@@ -28,7 +28,7 @@ from experiments.experiment import Finish
 from experiments.lab import capacity as capacity_search
 from experiments.lab import topology as topology_mod
 from experiments.lab.deploy import DeployError, redeploy
-from experiments.lab.renew import restart_vars
+from experiments.lab.renew import restart_stuck, restart_vars
 from experiments.lab.session import RunOptions, Session, session
 from experiments.lab.verify import VerifyError, verify
 from experiments.protocol import Arch, Arrival, Protocol, parse_protocol
@@ -264,7 +264,9 @@ def _capacity(lab: Session, p: Protocol, variant: Variant, arch: str, step: int,
     found = capacity_search.search(lab, params, arch, capacity_dir(root, variant.name, arch),
                                    p99_ms=params.p99_bound_ms, payload=p.payload, step=step,
                                    label=label, guard=p.guard,
-                                   hint_rate=hints.get((variant.name, arch)))
+                                   hint_rate=hints.get((variant.name, arch)),
+                                   restart=lambda why: restart_stuck(lab, why),
+                                   idle_key=f"{variant.name}/{arch}")
     lab.progress.say(f"{label}: {found.status}, {found.capacity} req/s "
                      f"(first failing {found.first_failing})")
     if found.capacity:
@@ -332,6 +334,7 @@ def run(ladder: Ladder, options: RunOptions, finish: Finish) -> Path:
                             lab.progress.say(f"WARNING variant {variant.name} failed: {exc}")
                             continue
                         current = wanted
+                        lab.deploy_vars = wanted  # what a stuck stack is restarted with
                     else:
                         entry["deploy"] = {"skipped": "same deployment as the previous variant"}
                     entry["workers"] = workers_of(lab.topology, variant)

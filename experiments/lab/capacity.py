@@ -8,11 +8,14 @@ that folder alone, so the report re-derives every verdict and the capacity from 
 The shared bound comes first; with `relative_bound_factor`, a second search under
 factor x the architecture's own 1-user p99 reuses the first search's steps and measures only
 the rates it still needs. When the protocol asks for holds (`hold_s`), the rate a search
-settles on is held that long before it counts as the capacity.
+settles on is held that long before it counts as the capacity. With `recovery_max_s`, each
+step starts only once the stack answers probes as it does idle (experiments/lab/recovery.py),
+restarting it through `restart` when it does not recover by itself.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +29,11 @@ from experiments.analysis.capacity import (
     step_duration,
     step_result,
 )
+from experiments.lab.recovery import Probe, Waiter
 from experiments.lab.session import Session
 from experiments.load.arrivals import OpenModel
 from experiments.protocol import CapacityParams, GuardParams, Scenario
+from services.describe import predict_path
 
 
 def open_model(params: CapacityParams, rate: float) -> OpenModel:
@@ -40,20 +45,44 @@ def open_model(params: CapacityParams, rate: float) -> OpenModel:
 def search(lab: Session, params: CapacityParams, arch: str, arch_dir: Path, *, p99_ms: float,
            payload: Any, step: int, label: str, guard: GuardParams,
            prior: list[StepResult] = (), hint_rate: float | None = None,
-           hint_growth: float = 1.25) -> CapacityResult:
+           hint_growth: float = 1.25,
+           restart: Callable[[str], dict] | None = None,
+           idle_key: str | None = None) -> CapacityResult:
     """Search arch's capacity under p99 <= p99_ms; every measured step lands in arch_dir.
     `hint_rate` (a previous repeat's capacity) starts the search there, clamped to the
-    configured range, growing by the smaller `hint_growth`: the bracket closes in fewer steps."""
+    configured range, growing by the smaller `hint_growth`: the bracket closes in fewer steps.
+    `restart(why)` restarts the services when a recovery wait runs out (recorded); the idle
+    latency the waits learn is kept in lab.idle_ms[idle_key] for later searches of the same
+    build (key: default arch)."""
     start_rate, growth = params.start_rate, params.growth
     if hint_rate:
         start_rate = min(max(float(hint_rate), params.min_rate), params.max_rate)
         growth = min(hint_growth, params.growth)
+
+    waiter = None
+    if params.recovery_max_s:
+        probe = Probe(lab.topology.scoring_url(arch) + predict_path(arch), payload,
+                      timeout_s=params.request_timeout_s)
+        key = idle_key or arch
+        waiter = Waiter(probe, params.recovery_max_s, params.recovery_tolerance, restart,
+                        idle_ms=lab.idle_ms.get(key), max_idle_ms=p99_ms)
 
     def run_step(rate: float, duration: float, hold: bool) -> StepResult:
         n = len(step_dirs(arch_dir))
         out = arch_dir / f"{n:02d}_{rate:.2f}rps{HOLD_SUFFIX if hold else ''}"
         scenario = Scenario(name="capacity", kind="open", rate=rate, duration_s=duration)
         what = "hold" if hold else "step"
+        if waiter is not None:
+            record = waiter.wait(out)
+            if waiter.idle_ms is not None:
+                lab.idle_ms[key] = waiter.idle_ms
+            if record["waited_s"] > 5 or not record["recovered"]:
+                lab.progress.say(
+                    f"{label}: waited {record['waited_s']:.0f} s for the stack to recover "
+                    f"({'recovered' if record['recovered'] else 'NOT recovered'}"
+                    f"{', restarted' if 'restart' in record else ''})")
+            # A step that starts unrecovered still runs (its folder is complete and the
+            # report replays it); its record makes it invalid, which ends the search.
         lab.progress.say(f"{label}: {what} {n + 1}, {rate:.1f} req/s for {duration:.0f} s")
         lab.locust(scenario, arch, out, arrival="open", payload=payload, step=step,
                    label=f"{label} {rate:.1f}/s {what}", open_model=open_model(params, rate))

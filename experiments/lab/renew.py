@@ -34,25 +34,43 @@ def restart_vars(base: dict[str, Any], token: str) -> dict[str, Any]:
     return out
 
 
+RESTARTED = ("model API and scoring handler processes of every architecture restarted "
+             "(supervisorctl update on a changed environment): every pooled keep-alive "
+             "connection reconnects and is assigned to a worker afresh")
+
+
 def renew(lab: Session, options: RunOptions, repeat: int, base_vars: dict[str, Any],
           log: Path) -> dict[str, Any]:
     """Restart the services before `repeat` by redeploying with a new token, reload the
     topology and verify every endpoint; returns the manifest record (what, when, how long)."""
-    token = f"{lab.run.path.name}-r{repeat}"
+    lab.progress.say(f"repeat {repeat}: restarting the model APIs and scoring handlers")
+    return {**_restart(lab, options, base_vars, f"{lab.run.path.name}-r{repeat}", log),
+            "repeat": repeat}
+
+
+def restart_stuck(lab: Session, why: str) -> dict[str, Any]:
+    """Restart the deployment in place (lab.deploy_vars) when a capacity step's recovery wait
+    ran out (experiments/lab/recovery.py): the record says why; the log lands beside the
+    other deploy logs."""
+    if lab.options is None:
+        raise RuntimeError("restart_stuck needs the session's RunOptions")
+    n = len(list((lab.run.raw / "deploy").glob("stuck-*.log"))) + 1
+    lab.progress.say(f"restarting the services: {why}")
+    return {**_restart(lab, lab.options, lab.deploy_vars, f"{lab.run.path.name}-stuck{n}",
+                       lab.run.raw / "deploy" / f"stuck-{n}.log"), "why": why}
+
+
+def _restart(lab: Session, options: RunOptions, base_vars: dict[str, Any], token: str,
+             log: Path) -> dict[str, Any]:
     extra = restart_vars(base_vars, token)
-    lab.progress.say(f"repeat {repeat}: restarting the model APIs and scoring handlers "
-                     f"({json.dumps(extra)})")
+    lab.progress.say(f"redeploying with {json.dumps(extra)}")
     started = time.time()
     record = redeploy(options, extra, log=log)
     del record["output"]  # kept in the log file
     before = _pids(lab.topology)
     lab.topology = topology_mod.load()
     record.update(
-        pids={"before": before, "after": _pids(lab.topology)},
-        repeat=repeat,
-        renewed=("model API and scoring handler processes of every architecture restarted "
-                 "(supervisorctl update on a changed environment): every pooled keep-alive "
-                 "connection reconnects and is assigned to a worker afresh"),
+        pids={"before": before, "after": _pids(lab.topology)}, renewed=RESTARTED,
         token=token, at=iso(started), log=lab.run.rel(log),
         verify=[asdict(c) for c in verify(lab.topology)])
     return record

@@ -123,6 +123,11 @@ class Session:
     master: tuple[str, dict[str, str]] | None  # bind address, address per worker host
     guard: GuardParams
     progress: Progress
+    options: RunOptions | None = None  # how to redeploy (a restart: experiments/lab/renew.py)
+    # Each build's idle latency as recovery waits learnt it (experiments/lab/recovery.py).
+    idle_ms: dict[str, float] = dataclasses.field(default_factory=dict)
+    # The extra vars of the deployment in place ({} = the default build; exp4 sets a rung's).
+    deploy_vars: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def locust(self, scenario: Scenario, arch: str, out_dir: Path, *, arrival: str,
                payload, step: int, label: str, url: str | None = None,
@@ -179,7 +184,7 @@ def session(experiment: str, options: RunOptions, *, planned_s: float, steps: in
             if load.distributed:
                 progress.say("Locust runs distributed: master here, workers on "
                              + ", ".join(f"{h.host} ({h.workers})" for h in load.worker_hosts))
-            yield Session(run, topology, load, master, guard, progress)
+            yield Session(run, topology, load, master, guard, progress, options)
             window_end = time.time()
             progress.say("collecting hardware reports and resource samples from every host")
             stored = collect_step.collect(run, options.inventory, options.ansible_playbook,

@@ -15,6 +15,7 @@ import subprocess
 import numpy as np
 import pytest
 
+from experiments.analysis.capacity import read_recovery
 from experiments.exp3_load import EXPERIMENT as EXP3
 from experiments.repeats import locust_root
 from hardware.summary import load_samples
@@ -198,6 +199,10 @@ def test_capacity_search_and_max_performance_held_at_it(experiment):
         for step in steps:
             counts = json.loads((step / "result.json").read_text())["open_model"]
             assert counts["scheduled"] > 0 and counts["streams_reported"] == counts["streams"]
+            # each step waited for the stack to be idle first, through the real services
+            recovery = read_recovery(step)
+            assert recovery["recovered"] and recovery["idle_ms"] > 0
+            assert all(status == 200 for _, status, _ in recovery["probes"])
         # the report re-derives the capacity from the step folders alone
         assert first["capacity"][arch]["shared"]["capacity"] == live["capacity"]
         assert "relative" in first["capacity"][arch]
