@@ -4,8 +4,9 @@
 Folders collected before that hold every connection as CSV columns repeated in every row (one
 35 min run made a 14.7 MB CSV). For each raw/resources/<host>.csv with tcp columns this writes
 the two new files aside, reads them back, checks that every sample (tcp included) equals the
-original, and only then replaces the CSV. A CSV without tcp columns is left as it is (so a
-second run changes nothing); an existing <host>.tcp.jsonl is never overwritten.
+original, and only then replaces the CSV; the manifest's list of collected resource files
+then names the new file too, as a run collected now would. A CSV without tcp columns is left
+as it is (so a second run changes nothing); an existing <host>.tcp.jsonl is never overwritten.
 
     python -m experiments.tools.sparse_tcp results/<run folder> [...]
 """
@@ -13,11 +14,13 @@ second run changes nothing); an existing <host>.tcp.jsonl is never overwritten.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
 from pathlib import Path
 
+from experiments.results import write_json_atomic
 from hardware import tcplog
 from hardware.summary import read_samples_csv, write_resources
 
@@ -52,6 +55,23 @@ def convert_csv(csv_path: Path) -> str:
             "tcp lines; every sample read back equal)")
 
 
+def list_in_manifest(folder: Path, csv_path: Path) -> bool:
+    """Add <host>.tcp.jsonl after <host>.csv in manifest.json's collected.resources, if the
+    manifest lists the CSV there; True if it changed."""
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.exists():
+        return False
+    manifest = json.loads(manifest_path.read_text())
+    listed = (manifest.get("collected") or {}).get("resources")
+    csv_rel = csv_path.relative_to(folder).as_posix()
+    new_rel = tcplog.sidecar(csv_path).relative_to(folder).as_posix()
+    if not isinstance(listed, list) or csv_rel not in listed or new_rel in listed:
+        return False
+    listed.insert(listed.index(csv_rel) + 1, new_rel)
+    write_json_atomic(manifest_path, manifest)
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.tools.sparse_tcp",
                                      description=__doc__.split("\n\n")[0])
@@ -68,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         for csv_path in sorted(resources.glob("*.csv")):
             try:
                 print(convert_csv(csv_path))
+                if tcplog.sidecar(csv_path).exists() and list_in_manifest(folder, csv_path):
+                    print(f"{folder / 'manifest.json'}: collected.resources lists "
+                          f"{tcplog.sidecar(csv_path).name}")
             except (ConvertError, ValueError, OSError) as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 status = 1
