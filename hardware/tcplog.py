@@ -92,7 +92,7 @@ def split(samples: Iterable[dict]) -> tuple[list[dict], list[dict]]:
         prev = before or {}
         changed = {name: _service_change(prev.get(name), now.get(name))
                    for name in [*prev, *(n for n in now if n not in prev)]
-                   if prev.get(name) != now.get(name) or (before is None)}
+                   if prev.get(name) != now.get(name)}
         if before is None or changed or sample["t"] in shared:
             records.append({"t": sample["t"], "services": changed})
         before = now
