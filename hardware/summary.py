@@ -7,7 +7,10 @@ Two file forms hold the same samples: the sampler appends JSONL (one object per 
 tail and to cut short); a result folder stores CSV (write_samples_csv: one row per sample, one
 column per value, named by its path, e.g. ``services.redis.cpu_user_s`` or
 ``cpu_times_per_core[1].idle``), which is lossless, diffable and about a third of the size,
-because the JSONL repeats every key name in every line.
+because the JSONL repeats every key name in every line. The services' TCP connection records
+are kept out of that CSV (one column per connection, repeated every row, made it huge): they go
+to <host>.tcp.jsonl beside it, a line per change (hardware/tcplog.py); write_resources writes
+both, load_samples of the CSV puts them back. A CSV from before that still holds them inline.
 
 Counters in a sample are cumulative; usage in a window is their increase between the first and the
 last sample inside it, summed pair by pair so that a service that appears mid-window (it started
@@ -24,15 +27,20 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from hardware import tcplog
+
 Sample = dict
 
 
 def load_samples(path: str | Path) -> list[Sample]:
     """Samples of a JSONL or CSV (write_samples_csv) file, sorted by time. A torn last JSONL
-    line (sampler killed) is dropped."""
+    line (sampler killed) is dropped. A CSV gets its tcp records back from its
+    tcplog.sidecar file, when there is one (write_resources)."""
     if Path(path).suffix == ".csv":
         samples = read_samples_csv(path)
         samples.sort(key=lambda s: s["t"])
+        if tcplog.sidecar(path).exists():
+            tcplog.attach(samples, tcplog.read(tcplog.sidecar(path)))
         return samples
     samples = []
     with open(path) as f:
@@ -100,6 +108,17 @@ def write_samples_csv(samples: Iterable[Sample], path: str | Path) -> None:
         writer = csv.DictWriter(f, fieldnames=list(columns), restval="")
         writer.writeheader()
         writer.writerows(rows)
+
+
+def write_resources(samples: Iterable[Sample], csv_path: str | Path) -> list[Path]:
+    """A result folder's form of samples: the CSV without the tcp records, and those records
+    sparsely in tcplog.sidecar(csv_path) when any sample has one. Returns the files written."""
+    bare, records = tcplog.split(samples)
+    write_samples_csv(bare, csv_path)
+    if not records:
+        return [Path(csv_path)]
+    tcplog.write(records, tcplog.sidecar(csv_path))
+    return [Path(csv_path), tcplog.sidecar(csv_path)]
 
 
 def read_samples_csv(path: str | Path) -> list[Sample]:

@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,23 +16,11 @@ from pathlib import Path
 
 import pytest
 
+# Shared with experiments/tools' probes; tests import them from here too.
+from experiments.tools.procs import free_port, stop, wait_until
+
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI") == "true"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
 
 
 def http_ok(url: str) -> bool:
@@ -54,21 +40,6 @@ def require(tool: str) -> str:
             pytest.fail(f"{tool} is required in CI but is not installed")
         pytest.skip(f"{tool} is not installed")
     return path
-
-
-def stop(process: subprocess.Popen, timeout: float = 10) -> None:
-    """Stop a process we started (and its workers, which share its process group)."""
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 @dataclass

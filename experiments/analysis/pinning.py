@@ -7,7 +7,9 @@ model call queues on that one worker and the other idles: throughput halves (exp
 default/sync rung measured 12 req/s in one run and 22 in the next).
 
 The resource sampler records, per service process, its TCP connections to other lab service
-processes (``services.<name>.tcp`` = {"<pid>": ["local->peer", ...]}, hardware/sampler.py).
+processes (``services.<name>.tcp`` = {"<pid>": ["local->peer", ...]}, hardware/sampler.py;
+a result folder keeps them in raw/resources/<host>.tcp.jsonl, which load_resource_samples puts
+back into the samples: hardware/tcplog.py).
 A scoring worker's connection "A->B" is held at the model side by the process whose list
 has "B->A". Samples from before the field existed give None (nothing recorded).
 """

@@ -19,6 +19,7 @@ import numpy as np
 
 from experiments.analysis.history import PerSecond, Requests, load_run_dir
 from experiments.analysis.stats import mean_ci, percentiles, stability_warning
+from hardware import tcplog
 from hardware.summary import load_samples, service_usage
 
 
@@ -140,9 +141,11 @@ def analyse_run_dir(
 
 def load_resource_samples(resources_dir: str | Path) -> dict[str, list[dict]]:
     """{source: samples} for every raw/resources/<source>.csv (or .jsonl, as runs before the
-    CSV form stored them); source = file stem, e.g. a host."""
+    CSV form stored them); source = file stem, e.g. a host. A <source>.tcp.jsonl is no source:
+    load_samples puts its connection records back into <source>.csv's samples."""
     resources_dir = Path(resources_dir)
-    files = [p for p in sorted(resources_dir.iterdir()) if p.suffix in (".csv", ".jsonl")] \
+    files = [p for p in sorted(resources_dir.iterdir())
+             if p.suffix in (".csv", ".jsonl") and not p.name.endswith(tcplog.SUFFIX)] \
         if resources_dir.is_dir() else []
     return {p.stem: load_samples(p) for p in files}
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from experiments.constants import ANSIBLE_DIR
 from experiments.results import RunFolder
-from hardware.summary import cut, load_samples, write_samples_csv
+from hardware.summary import cut, load_samples, write_resources
 
 # Samples kept either side of the measured window, so plots show the lab at rest around it.
 WINDOW_MARGIN_S = 5.0
@@ -44,8 +44,9 @@ def fetch(run: RunFolder, inventory: str | None, ansible_playbook: str,
 
 
 def store(run: RunFolder, staging: Path, start: float, end: float) -> dict[str, list[str]]:
-    """Move fetched files into raw/hardware/<host>/ and raw/resources/<host>.csv, and the
-    profiles written since `start` into raw/profiles/<host>/."""
+    """Move fetched files into raw/hardware/<host>/ and raw/resources/<host>.csv (with the
+    connection records apart, in <host>.tcp.jsonl: hardware/tcplog.py), and the profiles
+    written since `start` into raw/profiles/<host>/."""
     stored: dict[str, list[str]] = {"hardware": [], "resources": [], "profiles": []}
     for host_dir in sorted(p for p in staging.iterdir() if p.is_dir()):
         host = host_dir.name
@@ -67,9 +68,8 @@ def store(run: RunFolder, staging: Path, start: float, end: float) -> dict[str, 
         samples.sort(key=lambda s: s["t"])
         window = cut(samples, start - WINDOW_MARGIN_S, end + WINDOW_MARGIN_S)
         if window:
-            target = run.resources_dir() / f"{host}.csv"
-            write_samples_csv(window, target)
-            stored["resources"].append(run.rel(target))
+            for written in write_resources(window, run.resources_dir() / f"{host}.csv"):
+                stored["resources"].append(run.rel(written))
     shutil.rmtree(staging)
     return stored
 

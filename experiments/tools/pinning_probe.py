@@ -26,7 +26,6 @@ import http.client
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,26 +38,12 @@ from pathlib import Path
 import psutil
 
 from experiments.analysis import pinning
+from experiments.tools.procs import free_port, stop, wait_until
 from hardware.cpus import parse_cpu_list
 from hardware.sampler import Sampler
 
 ROOT = Path(__file__).resolve().parents[2]
 BODY = b"[1, 2, 3]"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(check, timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if check():
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"{what} not ready within {timeout:.0f} s")
 
 
 def healthy(port: int) -> bool:
@@ -68,17 +53,6 @@ def healthy(port: int) -> bool:
         return conn.getresponse().status == 200
     except OSError:
         return False
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """The service's whole process group (gunicorn master and workers), by its own pid."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, 15)
-            proc.wait(timeout=15)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(proc.pid, 9)
-            proc.wait(timeout=5)
 
 
 class Lab:
@@ -124,21 +98,21 @@ class Lab:
              "sync"],
             cwd=ROOT, env=self._env(f"{role}-sync", port), stdout=log,
             stderr=subprocess.STDOUT, start_new_session=True)
-        wait_for(lambda: healthy(port), 60, f"{role}-sync on port {port}")
+        wait_until(lambda: healthy(port), 60, f"{role}-sync on port {port}")
 
     def restart_services(self, roles: tuple[str, ...] = ("scoring", "model")) -> None:
         """Restart roles (a role not running yet is started): a restarted scoring handler
         opens new pools, a restarted model API accepts them with fresh workers."""
         for role in ("scoring", "model"):
             if role in self.procs and role in roles:
-                stop(self.procs.pop(role))
+                stop(self.procs.pop(role), timeout=15)
         for role in ("model", "scoring"):
             if role not in self.procs:
                 self.start(role)
 
     def close(self) -> None:
         for proc in self.procs.values():
-            stop(proc)
+            stop(proc, timeout=15)
 
 
 def closed_loop(port: int, users: int, seconds: float) -> tuple[int, Counter[str]]:

@@ -4,7 +4,8 @@ worker's keep-alive connection."""
 from __future__ import annotations
 
 from experiments.analysis.pinning import model_connections, sentence
-from hardware.summary import read_samples_csv, write_samples_csv
+from experiments.analysis.summary import load_resource_samples
+from hardware.summary import read_samples_csv, write_resources, write_samples_csv
 
 MODEL = "127.0.0.1:5000"
 
@@ -72,10 +73,22 @@ def test_samples_without_records_give_none():
     assert model_connections(idle) is None
 
 
-def test_records_round_trip_through_the_result_csv(tmp_path):
+def test_records_round_trip_through_the_result_folder(tmp_path):
     samples = [_sample(t, {21: [11], 22: [12]}) for t in range(3)]
-    write_samples_csv(samples, tmp_path / "r.csv")
-    assert model_connections(read_samples_csv(tmp_path / "r.csv")) == model_connections(samples)
+    (tmp_path / "old").mkdir()
+    (tmp_path / "new").mkdir()
+    # An old folder: the records inline in the CSV.
+    write_samples_csv(samples, tmp_path / "old" / "localhost.csv")
+    assert model_connections(read_samples_csv(tmp_path / "old" / "localhost.csv")) == \
+        model_connections(samples)
+    # A folder as collected now: the records apart in localhost.tcp.jsonl.
+    samples += [_sample(t, {21: [11, 12]}) for t in range(3, 10)]  # reconnected: a change
+    write_resources(samples, tmp_path / "new" / "localhost.csv")
+    assert "tcp" not in (tmp_path / "new" / "localhost.csv").read_text()
+    sources = load_resource_samples(tmp_path / "new")
+    assert list(sources) == ["localhost"]  # the tcp file is no source of its own
+    assert model_connections(sources["localhost"]) == model_connections(samples)
+    assert model_connections(sources["localhost"])["model_pids"] == [21]
 
 
 def test_experiment_4_rows_carry_the_assignment_of_their_window():

@@ -191,3 +191,17 @@ def test_git_dirty_means_code_changed_not_the_results_index(tmp_path):
     (tmp_path / "services/app.py").write_text("x = 2\n")
     info = collect_git(tmp_path)
     assert info["git_dirty"] is True and info["git_dirty_paths"] == ["services/app.py"]
+
+
+MAX_TRACKED_RESULT_BYTES = 2 * 1024 * 1024  # a committed result file stays reviewable
+
+
+def test_no_tracked_result_file_exceeds_2_mib():
+    root = Path(__file__).resolve().parents[2]
+    listed = subprocess.run(["git", "ls-files", "-z", "results"], cwd=root, capture_output=True,
+                            check=True).stdout.decode().split("\0")
+    files = [root / name for name in listed if name]
+    assert files, "git ls-files found nothing under results/"
+    big = {str(p.relative_to(root)): p.stat().st_size for p in files
+           if p.exists() and p.stat().st_size > MAX_TRACKED_RESULT_BYTES}
+    assert not big, f"tracked result files over 2 MiB (store them sparsely): {big}"

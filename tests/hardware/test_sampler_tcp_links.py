@@ -11,7 +11,7 @@ import pytest
 from experiments.analysis import pinning
 from hardware.sampler import Sampler
 from hardware.sockets import _endpoint
-from hardware.summary import read_samples_csv, write_samples_csv
+from hardware.summary import load_samples, write_resources
 from tests.conftest import free_port, start_service, stop
 
 pytestmark = pytest.mark.slow
@@ -68,7 +68,7 @@ def test_sampler_records_scoring_to_model_connections(seeded_redis, tmp_path):
     summary = pinning.model_connections([sample])
     assert summary is not None and summary["scoring_workers"] >= 1
     assert set(summary["model_pids"]) <= set(map(int, m_tcp))
-    # The records survive the result folder's CSV form.
-    write_samples_csv([sample], tmp_path / "s.csv")
-    again = read_samples_csv(tmp_path / "s.csv")[0]
+    # The records survive the result folder's form (the CSV and its tcp file).
+    write_resources([sample], tmp_path / "s.csv")
+    again = load_samples(tmp_path / "s.csv")[0]
     assert again["services"]["scoring-sync"]["tcp"] == s_tcp
