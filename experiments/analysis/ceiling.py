@@ -13,8 +13,10 @@ Two kinds of stage, and the smallest capacity along the chain wins:
   services on it.
 
 An event-loop service (uvicorn, or a meinheld worker whose sockets are patched to greenlets)
-has no worker stage: its concurrency is bounded only by CPU. ``service_slots`` encodes which
-lab configuration gives which kind.
+has no worker stage: its concurrency is bounded only by CPU. ``service_slots`` says which lab
+configuration gives which kind, reading a variant's env as the services do
+(services/settings.py) and counting a worker's requests with the services' own rule
+(services/workers.py).
 
 Pure functions over numbers; the experiment supplies the measurements.
 """
@@ -26,44 +28,42 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from services.settings import Arch, Role, Settings, SyncWorker, settings_from_env
+from services.workers import sync_requests_per_worker, worker_count
+
 # Model calls a scoring request makes (the two predictions it averages).
 MODEL_CALLS_PER_REQUEST = 2
-# Auto worker rule of the services (services/workers.py): per core, at least MIN_WORKERS.
-WORKERS_PER_CORE = {"sync": 2, "async": 1}
-MIN_WORKERS = 2
-
-
-def _truthy(value: Any) -> bool:
-    return str(value).strip().lower() in {"1", "true", "yes", "on"}
 
 
 def workers_in_effect(arch: str, cores: int, configured: int | None) -> int:
-    """Workers a service runs: the configured count, else the services' auto rule."""
-    if configured is not None:
-        return int(configured)
-    return max(MIN_WORKERS, WORKERS_PER_CORE[arch] * max(1, cores))
+    """Workers a service runs: the configured count, else the services' auto rule on its
+    pinned cores (at least one core counted: a service whose CPU set is not recorded)."""
+    configured = None if configured is None else int(configured)
+    return worker_count(Settings.model_construct(workers=configured), Arch(arch), max(1, cores))
 
 
 def service_slots(role: str, arch: str, workers: int, env: Mapping[str, Any]) -> int | None:
     """Requests a service can hold at once, or None for an event loop (bounded by CPU only).
 
-    role: "scoring" or "model"; env: its SCORING_LAB_* variables (variant switches).
+    role: "scoring" or "model"; env: its SCORING_LAB_* variables (variant switches), read as
+    the service reads its environment: a value the service would refuse raises SettingsError
+    with the service's own message.
     - async (uvicorn): event loop -> None;
-    - sync, gunicorn "gthread" worker: workers x SCORING_LAB_GTHREAD_THREADS (default 4);
-    - sync, meinheld with SCORING_LAB_MEINHELD_PATCH: the scoring handler's sockets are
-      greenlets, so it waits cooperatively -> None; the model API's wait is time.sleep, which
-      the patch does not cover -> workers;
-    - sync otherwise (meinheld unpatched, gunicorn "sync"): one request per worker -> workers.
+    - sync: workers x the requests one worker holds (services/workers.py): 1 for meinheld and
+      gunicorn "sync", the thread count for "gthread", ``gevent_connections`` for "gevent"
+      (gevent patches sockets and time.sleep, so the model API's wait is cooperative too);
+    - except, role-specific, meinheld with SCORING_LAB_MEINHELD_PATCH: its patch covers sockets
+      only, so the scoring handler (whose waits are Redis and HTTP sockets) waits
+      cooperatively -> None, while the model API's wait is time.sleep, which still blocks the
+      worker -> workers.
     """
-    if arch == "async":
+    settings = settings_from_env(env)
+    if Arch(arch) is Arch.ASYNC:
         return None
-    worker = str(env.get("SCORING_LAB_SYNC_WORKER", "meinheld")).lower()
-    if worker == "gthread":
-        return workers * int(env.get("SCORING_LAB_GTHREAD_THREADS", 4))
-    patched = _truthy(env.get("SCORING_LAB_MEINHELD_PATCH"))
-    if worker == "meinheld" and role == "scoring" and patched:
+    if (Role(role) is Role.SCORING and settings.sync_worker is SyncWorker.MEINHELD
+            and settings.meinheld_patch):
         return None
-    return workers
+    return workers * sync_requests_per_worker(settings)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ an event-loop stack bound by CPU, shared and separate CPU sets, and the worker c
 
 from __future__ import annotations
 
+import pydantic
 import pytest
 
 from experiments.analysis.ceiling import (
@@ -15,6 +16,8 @@ from experiments.analysis.ceiling import (
     worker_capacity,
     workers_in_effect,
 )
+from services.settings import Settings, SettingsError, error_lines
+from services.workers import sync_requests_per_worker
 
 
 def test_littles_law_and_cpu_capacity():
@@ -109,6 +112,48 @@ def test_service_slots_follow_the_worker_configuration():
     # The patch makes the scoring handler's sockets cooperative; the model's sleep still blocks.
     assert service_slots("scoring", "sync", 2, {"SCORING_LAB_MEINHELD_PATCH": "true"}) is None
     assert service_slots("model", "sync", 2, {"SCORING_LAB_MEINHELD_PATCH": "true"}) == 2
+
+
+def test_gevent_slots_are_its_connections_per_worker_in_both_roles():
+    # gevent patches sockets and time.sleep: the model API's wait is cooperative as well.
+    for role in ("scoring", "model"):
+        assert service_slots(role, "sync", 2, {"SCORING_LAB_SYNC_WORKER": "gevent"}) == 2000
+        assert service_slots(role, "sync", 3, {"SCORING_LAB_SYNC_WORKER": "gevent",
+                                               "SCORING_LAB_GEVENT_CONNECTIONS": "50"}) == 150
+    # The count comes from the services' own rule, not a copy of it.
+    gevent = Settings(sync_worker="gevent", gevent_connections=50)
+    assert service_slots("model", "sync", 1, {"SCORING_LAB_SYNC_WORKER": "gevent",
+                                              "SCORING_LAB_GEVENT_CONNECTIONS": "50"}) == (
+        sync_requests_per_worker(gevent))
+
+
+def test_a_variant_env_reads_as_the_services_read_it(monkeypatch):
+    # The analysing process's own environment plays no part.
+    monkeypatch.setenv("SCORING_LAB_SYNC_WORKER", "gevent")
+    assert service_slots("scoring", "sync", 2, {}) == 2
+    # Names without case, as the env source; other variables ignored.
+    assert service_slots("scoring", "sync", 2, {"scoring_lab_sync_worker": "gthread",
+                                                "PATH": "/bin"}) == 8
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({"SCORING_LAB_GEVENT_CONNECTIONS": "0"}, "SCORING_LAB_GEVENT_CONNECTIONS='0'"),
+    ({"SCORING_LAB_SYNC_WORKER": "GThread"}, "SCORING_LAB_SYNC_WORKER='GThread'"),
+    ({"SCORING_LAB_GTHREAD_THREADS": "many"}, "SCORING_LAB_GTHREAD_THREADS='many'"),
+    ({"SCORING_LAB_SYNC_WORKER": "gevent", "SCORING_LAB_MEINHELD_PATCH": "true"},
+     "SCORING_LAB_MEINHELD_PATCH=true needs the meinheld worker"),
+])
+def test_a_bad_env_value_is_the_services_error(env, named):
+    # The same lines `python -m services` prints before it refuses to start.
+    with pytest.raises(SettingsError) as caught:
+        service_slots("scoring", "sync", 2, env)
+    with pytest.raises(pydantic.ValidationError) as seen:
+        Settings(**{k.removeprefix("SCORING_LAB_").lower(): v for k, v in env.items()})
+    assert caught.value.lines == error_lines(seen.value)
+    assert named in str(caught.value)
+    # An async service with the same env would refuse it too: checked, not skipped.
+    with pytest.raises(SettingsError):
+        service_slots("model", "async", 2, env)
 
 
 def test_workers_in_effect_follow_the_services_auto_rule():
