@@ -7,6 +7,7 @@ import pydantic
 import pytest
 
 from experiments.analysis.ceiling import (
+    MODEL_CALLS_PER_REQUEST,
     ServiceInput,
     closeness,
     cpu_capacity,
@@ -169,3 +170,85 @@ def test_closeness():
     assert closeness(None, 20.0) is None
     assert closeness(10.0, None) is None
     assert closeness(float("nan"), 20.0) is None
+
+
+# ------------------------------------------------------------------ a CPU-bound model API
+# SCORING_LAB_CPU_BURN_S = 10 ms per prediction, two predictions per scoring request: the model
+# API spends 2 x 10 ms (+ 0.5 ms of its own) of CPU per scoring request.
+BURN_S = 0.010
+MODEL_CPU_S = MODEL_CALLS_PER_REQUEST * BURN_S + 0.0005
+
+
+@pytest.mark.parametrize("arch", ["sync", "async"])
+def test_a_cpu_bound_model_on_its_own_core_is_the_limit(arch):
+    # Sync with enough slots (gthread 2 x 32) that no worker stage binds; async: event loops.
+    slots = service_slots("scoring", arch, 2, {"SCORING_LAB_SYNC_WORKER": "gthread",
+                                               "SCORING_LAB_GTHREAD_THREADS": "32"})
+    model_slots = service_slots("model", arch, 2, {"SCORING_LAB_SYNC_WORKER": "gthread",
+                                                   "SCORING_LAB_GTHREAD_THREADS": "32"})
+    ceiling = predict([
+        ServiceInput(f"scoring-{arch}", (0,), slots=slots, hold_s=0.120,
+                     cpu_s_per_request=0.004, processes=2),
+        ServiceInput(f"model-{arch}", (1,), slots=model_slots, hold_s=0.056,
+                     calls_per_request=MODEL_CALLS_PER_REQUEST, cpu_s_per_request=MODEL_CPU_S,
+                     processes=2),
+        ServiceInput("redis", (0,), cpu_s_per_request=0.0003, processes=1),
+    ])
+    assert ceiling.binding.kind == "cpu"
+    assert ceiling.binding.name == "cpu:1" and ceiling.binding.services == (f"model-{arch}",)
+    # cores / (CPU per call x calls)
+    assert ceiling.predicted_rps == pytest.approx(1 / (MODEL_CALLS_PER_REQUEST * BURN_S + 0.0005))
+    assert f"model-{arch} 20.50 ms CPU per request" in ceiling.sentence()
+
+
+@pytest.mark.parametrize("arch", ["sync", "async"])
+def test_a_cpu_bound_model_sharing_the_core_is_named_first(arch):
+    # The default single-host deploy: every service on core 0.
+    ceiling = predict([
+        ServiceInput(f"scoring-{arch}", (0,), slots=None, cpu_s_per_request=0.004),
+        ServiceInput(f"model-{arch}", (0,), slots=None, cpu_s_per_request=MODEL_CPU_S),
+        ServiceInput("redis", (0,), cpu_s_per_request=0.0003),
+    ])
+    assert ceiling.binding.name == "cpu:0"
+    assert ceiling.binding.services == (f"model-{arch}", f"scoring-{arch}", "redis")
+    assert ceiling.predicted_rps == pytest.approx(1 / (0.004 + MODEL_CPU_S + 0.0003))
+
+
+@pytest.mark.parametrize("arch", ["sync", "async"])
+def test_a_cpu_bound_model_with_fewer_processes_than_cores_uses_one_core_each(arch):
+    # One worker process on two cores: the burn runs on one of them, so the model saturates at
+    # 1 / CPU per request, not 2 / (the old model counted every core of the set).
+    ceiling = predict([
+        ServiceInput(f"scoring-{arch}", (0,), cpu_s_per_request=0.004),
+        ServiceInput(f"model-{arch}", (1, 2), slots=None,
+                     calls_per_request=MODEL_CALLS_PER_REQUEST, cpu_s_per_request=MODEL_CPU_S,
+                     processes=1),
+    ])
+    assert ceiling.binding.name == f"cpu:model-{arch}"
+    assert ceiling.predicted_rps == pytest.approx(1 / MODEL_CPU_S)
+    caps = {s.name: s.capacity_rps for s in ceiling.stages}
+    assert caps["cpu:1,2"] == pytest.approx(2 / MODEL_CPU_S)
+    # As many processes as cores: no separate limit.
+    ceiling = predict([ServiceInput(f"model-{arch}", (1, 2), cpu_s_per_request=MODEL_CPU_S,
+                                    processes=2)])
+    assert [s.name for s in ceiling.stages] == ["cpu:1,2"]
+
+
+def test_sync_worker_slots_bind_before_the_cpu_bound_model():
+    # meinheld's default 2 workers a service, each held for the whole call: the burn lengthens
+    # the hold (10 ms burn + 45 ms sleep a call), so the blocking workers saturate at
+    # ~18 req/s while the model's core would allow 1 / 20.5 ms = ~49 req/s.
+    env: dict[str, str] = {}
+    ceiling = predict([
+        ServiceInput("scoring-sync", (0,), slots=service_slots("scoring", "sync", 2, env),
+                     hold_s=0.1125, cpu_s_per_request=0.002, processes=2),
+        ServiceInput("model-sync", (1,), slots=service_slots("model", "sync", 2, env),
+                     hold_s=0.055, calls_per_request=MODEL_CALLS_PER_REQUEST,
+                     cpu_s_per_request=MODEL_CPU_S, processes=2),
+    ])
+    caps = {s.name: s.capacity_rps for s in ceiling.stages}
+    assert ceiling.binding.name == "workers:scoring-sync"
+    assert ceiling.predicted_rps == pytest.approx(2 / 0.1125)
+    assert caps["workers:model-sync"] == pytest.approx(2 / (0.055 * 2))
+    assert caps["cpu:1"] == pytest.approx(1 / MODEL_CPU_S)
+    assert ceiling.predicted_rps < caps["cpu:1"] / 2
