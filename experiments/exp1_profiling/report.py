@@ -121,6 +121,26 @@ def _summary(arch: str, request: dict[str, Any]) -> str:
             f"(pyinstrument, wall clock, mean of {scoring['profiles']}): {parts}.")
 
 
+def window_cpu(arch_data: dict[str, Any], role: str) -> dict[str, Any] | None:
+    """The CPU per request of a role in the architecture's pyinstrument window, or None."""
+    for window in arch_data["windows"]:
+        cpu = (window["services"].get(role) or {}).get("cpu_per_request")
+        if window["profiler"] == "pyinstrument" and cpu:
+            return cpu
+    return None
+
+
+def _cpu_summary(arch: str, cpu: dict[str, Any]) -> str:
+    head = (f"**{arch}** under load (window profile): the scoring handler spent "
+            f"{cpu['total_ms']:.1f} ms of CPU per request")
+    if not cpu["split_trusted"]:
+        return head + " (no split by category: its samples miss its CPU, see the window)."
+    ms = cpu["ms_per_request"]
+    top = sorted((k for k in ms if ms[k] > 0), key=lambda k: -ms[k])
+    return head + ": " + ", ".join(f"{CPU_CATEGORIES[k].split(' (')[0]} {ms[k]:.2f}"
+                                   for k in top[:5]) + "."
+
+
 def _request_table(request: dict[str, Any]) -> list[str]:
     roles = [r for r in ("scoring", "model", "client") if r in request]
     lines = ["| where the wall time goes | " + " | ".join(ROLE_LABELS[r] for r in roles) + " |",
@@ -252,6 +272,8 @@ def render(numbers: dict[str, Any], folder: Path) -> str:
              "awaits under uvloop).", "", "## Summary", ""]
     for arch, data in numbers["architectures"].items():
         lines.append("- " + _summary(arch, data["request"]))
+        if (cpu := window_cpu(data, "scoring")) is not None:
+            lines.append("- " + _cpu_summary(arch, cpu))
     for arch, data in numbers["architectures"].items():
         lines += ["", f"## {arch}", "", "One scoring request (pyinstrument, wall clock; the "
                   "client column is the caller's own profile of the same kind of call):", ""]
@@ -282,6 +304,8 @@ def headline(numbers: dict[str, Any]) -> dict[str, Any]:
                      "model_calls_pct": share["http_calls"] * 100,
                      "redis_pct": share["redis"] * 100,
                      "framework_pct": share["framework"] * 100}
+        if (cpu := window_cpu(data, "scoring")) is not None:
+            out[arch]["scoring_cpu_ms_per_request_under_load"] = cpu["total_ms"]
     return out
 
 
