@@ -252,3 +252,26 @@ def test_sync_worker_slots_bind_before_the_cpu_bound_model():
     assert caps["workers:model-sync"] == pytest.approx(2 / (0.055 * 2))
     assert caps["cpu:1"] == pytest.approx(1 / MODEL_CPU_S)
     assert ceiling.predicted_rps < caps["cpu:1"] / 2
+
+
+def test_a_report_of_a_run_whose_recorded_env_the_services_refuse_is_one_line(tmp_path, capsys):
+    # The committed experiment 4 run, its gthread variant's recorded env made invalid.
+    import shutil
+
+    from experiments.cli import main
+    from experiments.constants import REPO_ROOT
+
+    committed = REPO_ROOT / "results" / "20261126T024223Z_experiment-4_single-localhost_f0c71572"
+    if not committed.is_dir():
+        pytest.skip("the committed experiment 4 run is not in this checkout")
+    run = tmp_path / committed.name
+    shutil.copytree(committed, run)
+    manifest = run / "manifest.json"
+    text = manifest.read_text()
+    assert '"SCORING_LAB_SYNC_WORKER": "gthread"' in text
+    manifest.write_text(text.replace('"SCORING_LAB_SYNC_WORKER": "gthread"',
+                                     '"SCORING_LAB_SYNC_WORKER": "GThread"'))
+    assert main(["report", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: SCORING_LAB_SYNC_WORKER='GThread': Input should be"), err
+    assert "Traceback" not in err
