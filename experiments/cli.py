@@ -21,6 +21,7 @@ from experiments.lab.verify import VerifyError
 from experiments.load.remote import RemoteError
 from experiments.registry import BY_NAME, EXPERIMENTS
 from experiments.results import headline_text, open_run_folder, update_index
+from services.settings import SettingsError
 
 # A lab that is not there or not right: one line, no traceback.
 LAB_ERRORS = (TopologyError, VerifyError, CollectError, DeployError, RemoteError)
@@ -116,5 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         return {"run": cmd_run, "report": cmd_report, "compare": cmd_compare,
                 "index": cmd_index}[args.command](args)
     except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except SettingsError as exc:  # a recorded variant env the services would refuse
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -15,7 +15,7 @@ import pydantic
 import redis
 
 from services import features
-from services.settings import Arch, Role, Settings
+from services.settings import Arch, Role, Settings, error_lines
 
 
 def _positive_int(text: str) -> int:
@@ -125,8 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings()
     except pydantic.ValidationError as exc:
-        for error in exc.errors():
-            name = "SCORING_LAB_" + "_".join(str(p) for p in error["loc"]).upper()
-            print(f"error: {name}={error.get('input')!r}: {error['msg']}", file=sys.stderr)
+        for line in error_lines(exc):
+            print(f"error: {line}", file=sys.stderr)
         return 2
     return {"serve": cmd_serve, "seed": cmd_seed}[args.command](args, settings)

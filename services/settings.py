@@ -6,10 +6,11 @@ templates only fill them in. A service never calls ``os.getenv`` itself.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
-from typing import Annotated, Self
+from typing import Annotated, Any, Self
 
-from pydantic import Field, HttpUrl, RedisDsn, model_validator
+from pydantic import Field, HttpUrl, RedisDsn, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -50,10 +51,11 @@ DEFAULT_PORTS = {
 }
 
 Seconds = Annotated[float, Field(ge=0)]
+ENV_PREFIX = "SCORING_LAB_"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SCORING_LAB_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
     # --- process -------------------------------------------------------------------------
     host: str = "127.0.0.1"
@@ -131,3 +133,58 @@ class Settings(BaseSettings):
         if self.model_url is not None:
             return str(self.model_url).rstrip("/")
         return f"http://127.0.0.1:{DEFAULT_PORTS[(Role.MODEL, arch)]}"
+
+
+class SettingsError(ValueError):
+    """SCORING_LAB_* values a service would refuse: one line per bad variable, naming it and
+    the value it was given (the message ``python -m services`` prints before it exits)."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+        super().__init__("; ".join(lines))
+
+
+def error_lines(exc: ValidationError) -> list[str]:
+    """A Settings validation error as lines ``SCORING_LAB_<NAME>=<value>: <why>``; a check
+    across several variables (the model validator) has no one name, so only its reason."""
+    lines = []
+    for error in exc.errors():
+        msg = str(error["msg"]).removeprefix("Value error, ")
+        if not error["loc"]:
+            lines.append(msg)
+            continue
+        name = ENV_PREFIX + "_".join(str(p) for p in error["loc"]).upper()
+        lines.append(f"{name}={error.get('input')!r}: {msg}")
+    return lines
+
+
+class _GivenValues(Settings):
+    """Settings from init values only: pydantic-settings' documented way to choose the sources
+    (a plain ``Settings(**values)``, or ``model_validate``, still reads ``os.environ``)."""
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings,
+                                   dotenv_settings, file_secret_settings):
+        return (init_settings,)
+
+
+def settings_from_env(env: Mapping[str, Any]) -> Settings:
+    """The settings a service started with ``env`` as its environment would have (the
+    process's own environment plays no part): for analyses of a recorded variant's env.
+
+    As the env source does: names matched without case, other variables ignored, values read
+    as the strings an environment holds (None: unset). Every field is a scalar, which the env
+    source hands to validation as that string, so validating the strings gives the same values
+    and errors (tests/services/test_settings_from_env.py checks it against ``Settings()``).
+    Raises SettingsError."""
+    values = {}
+    for key, value in env.items():
+        if value is None or not key.upper().startswith(ENV_PREFIX):
+            continue
+        values[key[len(ENV_PREFIX):].lower()] = value if isinstance(value, str) else str(value)
+    try:
+        given = _GivenValues(**values)
+    except ValidationError as exc:
+        raise SettingsError(error_lines(exc)) from None
+    # A plain Settings (equal to the one a service builds), from values already validated.
+    return Settings.model_construct(given.model_fields_set, **dict(given))

@@ -10,11 +10,16 @@ Two kinds of stage, and the smallest capacity along the chain wins:
   held for about one sleep per call and sees two calls per scoring request.
 - **cpu** (event loops, and every stack in the end): services pinned to CPU sets that overlap
   share those cores, so the set saturates at ``cores / sum(CPU seconds per request)`` of the
-  services on it.
+  services on it. A service runs its Python on at most one core per process (the GIL holds for
+  gthread's threads too), so when its processes are fewer than its cores it saturates first, at
+  ``processes / its CPU seconds per request``: a CPU-bound model API with one uvicorn worker on
+  two cores uses one of them.
 
 An event-loop service (uvicorn, or a meinheld worker whose sockets are patched to greenlets)
-has no worker stage: its concurrency is bounded only by CPU. ``service_slots`` encodes which
-lab configuration gives which kind.
+has no worker stage: its concurrency is bounded only by CPU. ``service_slots`` says which lab
+configuration gives which kind, reading a variant's env as the services do
+(services/settings.py) and counting a worker's requests with the services' own rule
+(services/workers.py).
 
 Pure functions over numbers; the experiment supplies the measurements.
 """
@@ -26,51 +31,50 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from services.settings import Arch, Role, Settings, SyncWorker, settings_from_env
+from services.workers import sync_requests_per_worker, worker_count
+
 # Model calls a scoring request makes (the two predictions it averages).
 MODEL_CALLS_PER_REQUEST = 2
-# Auto worker rule of the services (services/workers.py): per core, at least MIN_WORKERS.
-WORKERS_PER_CORE = {"sync": 2, "async": 1}
-MIN_WORKERS = 2
-
-
-def _truthy(value: Any) -> bool:
-    return str(value).strip().lower() in {"1", "true", "yes", "on"}
 
 
 def workers_in_effect(arch: str, cores: int, configured: int | None) -> int:
-    """Workers a service runs: the configured count, else the services' auto rule."""
-    if configured is not None:
-        return int(configured)
-    return max(MIN_WORKERS, WORKERS_PER_CORE[arch] * max(1, cores))
+    """Workers a service runs: the configured count, else the services' auto rule on its
+    pinned cores (at least one core counted: a service whose CPU set is not recorded)."""
+    configured = None if configured is None else int(configured)
+    return worker_count(Settings.model_construct(workers=configured), Arch(arch), max(1, cores))
 
 
 def service_slots(role: str, arch: str, workers: int, env: Mapping[str, Any]) -> int | None:
     """Requests a service can hold at once, or None for an event loop (bounded by CPU only).
 
-    role: "scoring" or "model"; env: its SCORING_LAB_* variables (variant switches).
+    role: "scoring" or "model"; env: its SCORING_LAB_* variables (variant switches), read as
+    the service reads its environment: a value the service would refuse raises SettingsError
+    with the service's own message.
     - async (uvicorn): event loop -> None;
-    - sync, gunicorn "gthread" worker: workers x SCORING_LAB_GTHREAD_THREADS (default 4);
-    - sync, meinheld with SCORING_LAB_MEINHELD_PATCH: the scoring handler's sockets are
-      greenlets, so it waits cooperatively -> None; the model API's wait is time.sleep, which
-      the patch does not cover -> workers;
-    - sync otherwise (meinheld unpatched, gunicorn "sync"): one request per worker -> workers.
+    - sync: workers x the requests one worker holds (services/workers.py): 1 for meinheld and
+      gunicorn "sync", the thread count for "gthread", ``gevent_connections`` for "gevent"
+      (gevent patches sockets and time.sleep, so the model API's wait is cooperative too);
+    - except, role-specific, meinheld with SCORING_LAB_MEINHELD_PATCH: its patch covers sockets
+      only, so the scoring handler (whose waits are Redis and HTTP sockets) waits
+      cooperatively -> None, while the model API's wait is time.sleep, which still blocks the
+      worker -> workers.
     """
-    if arch == "async":
+    settings = settings_from_env(env)
+    if Arch(arch) is Arch.ASYNC:
         return None
-    worker = str(env.get("SCORING_LAB_SYNC_WORKER", "meinheld")).lower()
-    if worker == "gthread":
-        return workers * int(env.get("SCORING_LAB_GTHREAD_THREADS", 4))
-    patched = _truthy(env.get("SCORING_LAB_MEINHELD_PATCH"))
-    if worker == "meinheld" and role == "scoring" and patched:
+    if (Role(role) is Role.SCORING and settings.sync_worker is SyncWorker.MEINHELD
+            and settings.meinheld_patch):
         return None
-    return workers
+    return workers * sync_requests_per_worker(settings)
 
 
 @dataclass(frozen=True)
 class ServiceInput:
     """One service on a request's path. slots None: event loop (no worker stage). hold_s:
     seconds a slot is held per call; calls_per_request: calls per scoring request;
-    cpu_s_per_request: CPU seconds per scoring request (None: not measured)."""
+    cpu_s_per_request: CPU seconds per scoring request (None: not measured); processes: its
+    worker processes (None: not known, no per-process limit)."""
 
     name: str
     cpus: tuple[int, ...]
@@ -78,6 +82,7 @@ class ServiceInput:
     hold_s: float | None = None
     calls_per_request: int = 1
     cpu_s_per_request: float | None = None
+    processes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,9 @@ class Stage:
     kind: str  # "workers" or "cpu"
     capacity_rps: float
     formula: str  # the numbers that give capacity_rps, as a sentence fragment
+    # The services it limits; for a CPU set, by CPU per request, the largest (the one to make
+    # cheaper) first.
+    services: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -161,7 +169,17 @@ def predict(services: Sequence[ServiceInput]) -> Ceiling:
         cap = worker_capacity(s.slots, s.hold_s, s.calls_per_request)
         calls = f" x {s.calls_per_request} calls" if s.calls_per_request != 1 else ""
         stages.append(Stage(f"workers:{s.name}", "workers", cap,
-                            f"{s.slots} slots / ({s.hold_s * 1000:.1f} ms held{calls})"))
+                            f"{s.slots} slots / ({s.hold_s * 1000:.1f} ms held{calls})",
+                            (s.name,)))
+    for s in services:
+        usable = len(set(s.cpus))
+        if s.processes is None or s.cpu_s_per_request is None or not s.cpu_s_per_request > 0:
+            continue
+        if 0 < s.processes < usable:
+            stages.append(Stage(
+                f"cpu:{s.name}", "cpu", cpu_capacity(s.processes, s.cpu_s_per_request),
+                f"{s.processes} process(es) of {usable} cores, one core each at most / "
+                f"({s.cpu_s_per_request * 1000:.2f} ms CPU per request)", (s.name,)))
     for group in cpu_groups(s.cpus for s in services if s.cpus):
         members = [s for s in services if set(s.cpus) & group]
         measured = [s for s in members if s.cpu_s_per_request is not None]
@@ -172,8 +190,10 @@ def predict(services: Sequence[ServiceInput]) -> Ceiling:
         if not measured or not total > 0:
             continue
         parts = " + ".join(f"{s.name} {s.cpu_s_per_request * 1000:.2f}" for s in measured)
+        largest_first = sorted(measured, key=lambda s: -s.cpu_s_per_request)
         stages.append(Stage(f"cpu:{_cpu_label(group)}", "cpu", cpu_capacity(len(group), total),
-                            f"{len(group)} core(s) / ({parts} ms CPU per request)"))
+                            f"{len(group)} core(s) / ({parts} ms CPU per request)",
+                            tuple(s.name for s in largest_first)))
     if not stages:
         return Ceiling(None, None, (), tuple(notes))
     binding = min(stages, key=lambda st: st.capacity_rps)

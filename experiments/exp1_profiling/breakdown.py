@@ -143,3 +143,107 @@ def yappi_top(path: str | Path, n: int = 8) -> dict[str, Any]:
             "tsub_s": r["tsub"], "ttot_s": r["ttot"],
             "category": category_of(module_of(r["module"])) or "other"} for r in rows[:n]]
     return {"clock": doc.get("clock"), "total_tsub_s": total, "top": top}
+
+
+# --------------------------------------------------------- CPU per request (window profiles)
+# Where a service's CPU goes per request under load (issue 14, "where the async CPU goes"): the
+# wall-time categories above, with the framework and event-loop ones split into the
+# application framework and the server driving it, and the waits taken out.
+CPU_CATEGORIES: dict[str, str] = {
+    "http_client": "HTTP client (httpx, aiohttp; requests, urllib3)",
+    "redis": "Redis client",
+    "framework": "framework / validation (FastAPI, Starlette, pydantic; Flask, werkzeug)",
+    "server": "server / event loop work (uvicorn, httptools, asyncio; gunicorn, meinheld)",
+    "serialization": "JSON (and the lab's payload parsing)",
+    "prediction": "model prediction (the fake model's CPU burn)",
+    "application": "application code (services/)",
+    "profiler": "profiler",
+    "other": "other (stdlib, builtins)",
+}
+_SERVER_MODULES = {"uvicorn", "httptools", "uvloop", "gunicorn", "meinheld", "greenlet",
+                   "asyncio", "selectors", "concurrent"}
+# A sample whose innermost frame is one of these waits for I/O or work: not CPU. The loops'
+# blocking calls (pyinstrument records C calls as "<built-in>" frames), selectors' wrapper
+# around them, and the servers whose wait loop is C code below their last Python frame.
+_WAIT_CALLS = {"epoll.poll", "poll.poll", "devpoll.poll", "kqueue.control", "select"}
+_WAIT_MODULES = {"selectors", "uvloop", "gunicorn", "meinheld"}
+IDLE = "idle"
+# The categories of busy samples stand for the measured CPU only when the two roughly agree
+# (scale = measured CPU / busy sampled wall time within these bounds). pyinstrument takes a
+# sample at the first Python event after its interval, so a burst of work shorter than the
+# interval (1 ms) after a wait is charged to the next wait: a service that does little per
+# request (the model API) shows a scale far above 1. A blocking worker's socket reads are
+# waits the samples call busy: scale far below 1. Outside the bounds only the total is shown.
+SCALE_TRUSTED = (2 / 3, 1.5)
+
+
+def _waiting(frames: list[tuple[str, str]]) -> bool:
+    if not frames:
+        return True
+    function, module = frames[-1]
+    return module in _WAIT_MODULES or (module == "builtins" and function in _WAIT_CALLS)
+
+
+def cpu_category(stack: Iterable[str]) -> str:
+    """The CPU category of a sample (a key of CPU_CATEGORIES), or IDLE for a wait. Unlike
+    ``classify_stack``, asyncio's own work (scheduling, callbacks, transport writes) is the
+    server's CPU, and only the wait itself is idle."""
+    frames = _frames(stack)
+    base = classify_stack(stack)
+    if base == "prediction":  # the fake model's sleep is a wait; its CPU burn is work
+        return IDLE if frames[-1][0] == "sleep" else "prediction"
+    if base == "http_calls":
+        return "http_client"
+    if base not in ("framework", "event_loop"):
+        return base
+    if _waiting(frames):
+        return IDLE
+    for _, module in reversed(frames):
+        if category_of(module) in ("framework", "event_loop"):
+            return "server" if module in _SERVER_MODULES else "framework"
+    return "server"
+
+
+def cpu_breakdown(path: str | Path) -> dict[str, Any]:
+    """Of one ``.pyisession``: the process's CPU over the session (pyinstrument's
+    ``cpu_time``; None if absent), the sampled wall time per CPU category, and the idle time."""
+    doc = json.loads(Path(path).read_text())
+    wall = dict.fromkeys(CPU_CATEGORIES, 0.0)
+    idle = 0.0
+    for stack, t in doc["frame_records"]:
+        category = cpu_category(stack)
+        if category == IDLE:
+            idle += float(t)
+        else:
+            wall[category] += float(t)
+    cpu = doc.get("cpu_time")
+    return {"cpu_s": None if cpu is None else float(cpu), "busy_wall_s": sum(wall.values()),
+            "idle_wall_s": idle, "wall_s": wall}
+
+
+def cpu_per_request(parts: list[dict[str, Any]], requests: int) -> dict[str, Any] | None:
+    """ms of CPU per request per category over several workers' ``cpu_breakdown``s of one
+    window (``requests``: what those workers served in it); None without requests.
+
+    The samples carry wall time only, so a category's CPU is its busy (non-idle) sampled wall
+    time x ``scale``: the measured CPU over the busy wall time (method "cpu_time"). On a core
+    shared with other services a busy sample's wall time includes waiting for the CPU, which
+    the scale takes out; the profiler's own CPU is in the measurement and is spread over the
+    categories. Without a measured CPU time, busy wall time counts as CPU (method
+    "busy_wall": right only on an uncontended core)."""
+    if requests <= 0 or not parts:
+        return None
+    busy = sum(p["busy_wall_s"] for p in parts)
+    cpus = [p["cpu_s"] for p in parts]
+    measured = all(c is not None for c in cpus)
+    cpu = sum(cpus) if measured else busy
+    scale = cpu / busy if busy > 0 else 0.0
+    wall = {k: sum(p["wall_s"][k] for p in parts) for k in CPU_CATEGORIES}
+    ms = {k: v * scale / requests * 1000 for k, v in wall.items()}
+    return {"method": "cpu_time" if measured else "busy_wall", "requests": requests,
+            "cpu_s": cpu, "busy_wall_s": busy,
+            "idle_wall_s": sum(p["idle_wall_s"] for p in parts), "scale": scale,
+            "ms_per_request": ms, "total_ms": cpu / requests * 1000,
+            "split_trusted": measured and SCALE_TRUSTED[0] <= scale <= SCALE_TRUSTED[1],
+            # CPU measured while no busy sample was taken cannot be put in a category.
+            "unattributed_ms": (cpu / requests * 1000) if busy <= 0 else 0.0}

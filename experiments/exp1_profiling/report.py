@@ -12,7 +12,11 @@ from typing import Any
 
 from experiments.exp1_profiling.breakdown import (
     CATEGORIES,
+    CPU_CATEGORIES,
+    SCALE_TRUSTED,
     combine,
+    cpu_breakdown,
+    cpu_per_request,
     pyinstrument_breakdown,
     yappi_top,
 )
@@ -43,6 +47,7 @@ def _analyse_one(folder: Path, directory: Path, name: str) -> dict[str, Any]:
              "async_mode": meta.get("async_mode"), "duration_s": meta.get("duration_s")}
     if meta["profiler"] == "pyinstrument":
         entry["breakdown"] = pyinstrument_breakdown(directory / f"{name}.pyisession")
+        entry["cpu"] = cpu_breakdown(directory / f"{name}.pyisession")
     else:
         entry["yappi"] = yappi_top(directory / f"{name}.json")
     return entry
@@ -83,17 +88,20 @@ def analyse(folder: str | Path) -> dict[str, Any]:
                 continue
             workers = [_analyse_one(folder, found[n], n) for n in names]
             pyi = [w["breakdown"] for w in workers if "breakdown" in w]
+            requests = sum(w["requests"] or 0 for w in workers)
+            cpu = cpu_per_request([w["cpu"] for w in workers if "cpu" in w], requests)
             services[role] = {
                 "window_id": wid, "workers": len(workers), "files": names,
-                "requests": sum(w["requests"] or 0 for w in workers),
+                "requests": requests,
                 "clock": workers[0]["clock"], "profiler": workers[0]["profiler"],
                 **({"breakdown": combine(pyi)} if pyi else {}),
+                **({"cpu_per_request": cpu} if cpu else {}),
                 **({"yappi": [w["yappi"] for w in workers if "yappi" in w]}
                    if not pyi else {})}
         archs[arch]["windows"].append({"profiler": window["profiler"],
                                        "window_s": window["window_s"],
                                        "users": window["users"], "services": services})
-    out["files"] = [_analyse_one(folder, d, n) | {"breakdown": None, "yappi": None}
+    out["files"] = [_analyse_one(folder, d, n) | {"breakdown": None, "yappi": None, "cpu": None}
                     for n, d in sorted(found.items())]
     return out
 
@@ -111,6 +119,26 @@ def _summary(arch: str, request: dict[str, Any]) -> str:
     parts = ", ".join(f"{CATEGORIES[k].split(' (')[0]} {share[k]:.0%}" for k in top[:5])
     return (f"**{arch}**: one scoring request took {_ms(total)} in the scoring handler "
             f"(pyinstrument, wall clock, mean of {scoring['profiles']}): {parts}.")
+
+
+def window_cpu(arch_data: dict[str, Any], role: str) -> dict[str, Any] | None:
+    """The CPU per request of a role in the architecture's pyinstrument window, or None."""
+    for window in arch_data["windows"]:
+        cpu = (window["services"].get(role) or {}).get("cpu_per_request")
+        if window["profiler"] == "pyinstrument" and cpu:
+            return cpu
+    return None
+
+
+def _cpu_summary(arch: str, cpu: dict[str, Any]) -> str:
+    head = (f"**{arch}** under load (window profile): the scoring handler spent "
+            f"{cpu['total_ms']:.1f} ms of CPU per request")
+    if not cpu["split_trusted"]:
+        return head + " (no split by category: its samples miss its CPU, see the window)."
+    ms = cpu["ms_per_request"]
+    top = sorted((k for k in ms if ms[k] > 0), key=lambda k: -ms[k])
+    return head + ": " + ", ".join(f"{CPU_CATEGORIES[k].split(' (')[0]} {ms[k]:.2f}"
+                                   for k in top[:5]) + "."
 
 
 def _request_table(request: dict[str, Any]) -> list[str]:
@@ -174,10 +202,60 @@ def _window_lines(windows: list[dict[str, Any]]) -> list[str]:
                         cell += f"; {b['seconds'][key] / busy[r]:.0%}"
                     cells.append(cell)
                 lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines += _cpu_lines(services)
         for role, s in services.items():
             for data in s.get("yappi", [])[:1]:
                 lines += _yappi_lines({role: {**data, "name": s["files"][0]}})
     return lines
+
+
+def _cpu_lines(services: dict[str, Any]) -> list[str]:
+    """ms of CPU per request per category in a window (breakdown.cpu_per_request); a
+    service whose samples do not account for its measured CPU gets its total only."""
+    cpu = {r: s["cpu_per_request"] for r, s in services.items() if s.get("cpu_per_request")}
+    if not cpu:
+        return []
+    roles = list(cpu)
+
+    def cell(r: str, key: str) -> str:
+        return f"{cpu[r]['ms_per_request'][key]:.2f}" if cpu[r]["split_trusted"] else "-"
+
+    lines = ["", "CPU per request in this window, ms (idle waits excluded):", "",
+             "| category | " + " | ".join(ROLE_LABELS[r] for r in roles) + " |",
+             "|---|" + "---:|" * len(roles)]
+    for key, label in CPU_CATEGORIES.items():
+        if not any(cpu[r]["ms_per_request"][key] and cpu[r]["split_trusted"] for r in roles):
+            continue
+        lines.append(f"| {label} | " + " | ".join(cell(r, key) for r in roles) + " |")
+    lines.append("| **total (measured CPU / requests)** | " + " | ".join(
+        f"**{cpu[r]['total_ms']:.2f}**" for r in roles) + " |")
+    lines.append("| requests in the window | " + " | ".join(str(cpu[r]["requests"])
+                                                            for r in roles) + " |")
+    lines.append("| scale (measured CPU / busy sampled wall) | " + " | ".join(
+        f"{cpu[r]['scale']:.2f}" for r in roles) + " |")
+    if any(cpu[r]["unattributed_ms"] for r in roles):
+        lines.append("| CPU with no busy sample (not in a category) | " + " | ".join(
+            f"{cpu[r]['unattributed_ms']:.2f}" for r in roles) + " |")
+    if {cpu[r]["method"] for r in roles} == {"cpu_time"}:
+        how = ("pyinstrument samples wall time only, so each category's CPU is its busy "
+               "(non-idle) sampled wall time scaled to the CPU the process measured over the "
+               "session (pyinstrument's `cpu_time`; there is no CPU time per sample): on a "
+               "core shared with the other services a busy sample's wall time includes waiting "
+               "for the CPU, which the scale takes out. The profiler's own CPU is in that "
+               "measurement and is spread over the categories, so these are upper bounds of "
+               "the unprofiled cost; async services ran on asyncio's loop, not uvloop.")
+    else:
+        how = ("Some profiles have no measured CPU time (`cpu_time`): there busy sampled wall "
+               "time counts as CPU, right only on an uncontended core.")
+    lo, hi = SCALE_TRUSTED
+    untrusted = ("" if all(cpu[r]["split_trusted"] for r in roles) else
+                 f" \"-\": the busy samples do not account for the measured CPU (scale "
+                 f"outside {lo:.2f}-{hi:.2f}), so only the total is given: pyinstrument "
+                 "charges a burst of work shorter than its 1 ms interval to the wait after it "
+                 "(scale above: a service with little work per request), and a blocking "
+                 "worker's socket reads are waits it samples as busy (scale below: sync).")
+    return [*lines, "", "Idle (a wait in epoll/select, or in a server's C loop) counts as no "
+            "CPU. " + how + untrusted]
 
 
 def render(numbers: dict[str, Any], folder: Path) -> str:
@@ -194,6 +272,8 @@ def render(numbers: dict[str, Any], folder: Path) -> str:
              "awaits under uvloop).", "", "## Summary", ""]
     for arch, data in numbers["architectures"].items():
         lines.append("- " + _summary(arch, data["request"]))
+        if (cpu := window_cpu(data, "scoring")) is not None:
+            lines.append("- " + _cpu_summary(arch, cpu))
     for arch, data in numbers["architectures"].items():
         lines += ["", f"## {arch}", "", "One scoring request (pyinstrument, wall clock; the "
                   "client column is the caller's own profile of the same kind of call):", ""]
@@ -224,6 +304,8 @@ def headline(numbers: dict[str, Any]) -> dict[str, Any]:
                      "model_calls_pct": share["http_calls"] * 100,
                      "redis_pct": share["redis"] * 100,
                      "framework_pct": share["framework"] * 100}
+        if (cpu := window_cpu(data, "scoring")) is not None:
+            out[arch]["scoring_cpu_ms_per_request_under_load"] = cpu["total_ms"]
     return out
 
 

@@ -10,11 +10,17 @@ import pytest
 from experiments.config import ConfigError
 from experiments.exp1_profiling import EXPERIMENT
 from experiments.exp1_profiling.breakdown import (
+    CPU_CATEGORIES,
+    IDLE,
     classify_stack,
     combine,
+    cpu_breakdown,
+    cpu_category,
+    cpu_per_request,
     module_of,
     pyinstrument_breakdown,
 )
+from experiments.exp1_profiling.report import _cpu_lines
 from experiments.exp1_profiling.run import load_config
 
 SITE = "/lab/app/.venv/lib/python3.12/site-packages"
@@ -104,3 +110,115 @@ def test_breakdown_sums_the_sampled_time_per_category(tmp_path):
     both = combine([b, b])
     assert both["profiles"] == 2 and both["sampled_s"] == pytest.approx(0.1)
     assert both["share"]["http_calls"] == pytest.approx(0.9)
+
+
+# ------------------------------------------------------------------ CPU per request
+EPOLL = "epoll.poll\x00<built-in>\x000"
+
+
+@pytest.mark.parametrize(("stack", "category"), [
+    ([*LOOP, frame("select", f"{STD}/selectors.py"), EPOLL], IDLE),  # the loop's wait
+    ([*LOOP, EPOLL], IDLE),
+    ([THREAD], IDLE),  # a sync worker in meinheld's C loop
+    ([THREAD, frame("run", f"{SITE}/meinheld/server.py")], IDLE),
+    # asyncio's own work is the server's CPU, not idle (classify_stack calls it event_loop).
+    (LOOP, "server"),
+    ([*LOOP, frame("_read_ready", f"{STD}/asyncio/selector_events.py"),
+      "socket.recv\x00<built-in>\x000"], "server"),
+    ([*LOOP, frame("data_received", f"{SITE}/uvicorn/protocols/http/httptools_impl.py")],
+     "server"),
+    ([*HANDLER[:-2], frame("solve_dependencies", f"{SITE}/fastapi/dependencies/utils.py"),
+      frame("validate_python", f"{SITE}/pydantic/type_adapter.py")], "framework"),
+    ([*HANDLER, frame("post", f"{SITE}/httpx/_client.py")], "http_client"),
+    ([*HANDLER, frame("get", f"{SITE}/redis/asyncio/client.py")], "redis"),
+    ([*HANDLER, frame("dumps", f"{STD}/json/__init__.py")], "serialization"),
+    ([THREAD, frame("predict", f"{APP}/sync_app/model_api.py"), "sleep\x00<built-in>\x000"],
+     IDLE),  # the fake model's sleep is a wait
+    ([THREAD, frame("predict", f"{APP}/sync_app/model_api.py"),
+      frame("burn_cpu", f"{APP}/fake_model.py")], "prediction"),
+])
+def test_cpu_categories_of_stacks(stack, category):
+    assert cpu_category(stack) == category
+
+
+def _session(path, records, cpu_time):
+    doc = {"duration": sum(t for _, t in records), "frame_records": records}
+    if cpu_time is not None:
+        doc["cpu_time"] = cpu_time
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_cpu_per_request_scales_busy_samples_to_the_measured_cpu(tmp_path):
+    # Two workers of an async scoring handler; 6 ms of busy samples each, mostly httpx, and
+    # 1 s of waiting in epoll that must not count.
+    records = [[[*HANDLER, frame("post", f"{SITE}/httpx/_client.py")], 0.004],
+               [[*HANDLER, frame("get", f"{SITE}/redis/asyncio/client.py")], 0.001],
+               [[*LOOP, frame("data_received", f"{SITE}/uvicorn/protocols/http/h.py")], 0.0005],
+               [[*HANDLER, frame("dumps", f"{STD}/json/__init__.py")], 0.0005],
+               [[*LOOP, frame("select", f"{STD}/selectors.py"), EPOLL], 1.0]]
+    # Worker a measured exactly its busy time; worker b measured less (its busy samples'
+    # wall included waiting for a shared core).
+    a = cpu_breakdown(_session(tmp_path / "a.pyisession", records, 0.006))
+    b = cpu_breakdown(_session(tmp_path / "b.pyisession", records, 0.0048))
+    assert a["idle_wall_s"] == pytest.approx(1.0) and a["busy_wall_s"] == pytest.approx(0.006)
+    cpu = cpu_per_request([a, b], requests=4)
+    assert cpu["method"] == "cpu_time" and cpu["split_trusted"]
+    assert cpu["scale"] == pytest.approx(0.0108 / 0.012)
+    assert cpu["total_ms"] == pytest.approx(0.0108 / 4 * 1000)  # 2.7 ms
+    ms = cpu["ms_per_request"]
+    assert ms["http_client"] == pytest.approx(0.008 * 0.9 / 4 * 1000)  # 1.8 ms
+    assert ms["redis"] == pytest.approx(0.45) and ms["server"] == pytest.approx(0.225)
+    assert ms["serialization"] == pytest.approx(0.225)
+    assert sum(ms.values()) == pytest.approx(cpu["total_ms"])
+    assert set(ms) == set(CPU_CATEGORIES)  # idle is not a CPU category
+    lines = "\n".join(_cpu_lines({"scoring": {"cpu_per_request": cpu}}))
+    assert "| HTTP client (httpx, aiohttp; requests, urllib3) | 1.80 |" in lines
+    assert "**2.70**" in lines and "`cpu_time`" in lines
+
+
+def test_samples_that_miss_the_measured_cpu_give_the_total_only(tmp_path):
+    records = [[[*HANDLER, frame("post", f"{SITE}/httpx/_client.py")], 0.001],
+               [[*LOOP, EPOLL], 1.0]]
+    few = cpu_breakdown(_session(tmp_path / "few.pyisession", records, 0.010))
+    cpu = cpu_per_request([few], requests=5)
+    assert cpu["scale"] == pytest.approx(10.0) and not cpu["split_trusted"]
+    assert cpu["total_ms"] == pytest.approx(2.0)
+    lines = _cpu_lines({"model": {"cpu_per_request": cpu}})
+    assert "| HTTP client (httpx, aiohttp; requests, urllib3) | - |" not in lines
+    assert any("**2.00**" in line for line in lines)
+    assert "only the total is given" in lines[-1]
+    # No measured CPU: busy wall counts as CPU, and says so.
+    bare = cpu_breakdown(_session(tmp_path / "bare.pyisession", records, None))
+    cpu = cpu_per_request([bare], requests=1)
+    assert cpu["method"] == "busy_wall" and cpu["total_ms"] == pytest.approx(1.0)
+    assert cpu_per_request([bare], requests=0) is None
+
+
+def test_a_real_pyinstrument_session_of_an_event_loop(tmp_path):
+    # A bounded asyncio run: 4 x 50 ms of waiting in the loop, JSON work between the waits.
+    import asyncio
+
+    from pyinstrument import Profiler
+
+    payload = [{"values": list(range(50)), "entity": str(i)} for i in range(400)]
+
+    async def serve() -> None:
+        for _ in range(4):
+            await asyncio.sleep(0.05)
+            for _ in range(10):
+                json.loads(json.dumps(payload))
+
+    profiler = Profiler(interval=0.001, async_mode="disabled")
+    profiler.start()
+    asyncio.run(serve())
+    session = profiler.stop()
+    path = tmp_path / "real.pyisession"
+    session.save(str(path))
+    b = cpu_breakdown(path)
+    assert b["cpu_s"] is not None and b["cpu_s"] > 0  # the session measures its CPU
+    assert b["idle_wall_s"] >= 0.15  # the sleeps: waiting, not CPU
+    assert b["wall_s"]["serialization"] > 0.5 * b["busy_wall_s"]
+    cpu = cpu_per_request([b], requests=4)
+    assert cpu["total_ms"] == pytest.approx(b["cpu_s"] / 4 * 1000)
+    assert max(cpu["ms_per_request"], key=cpu["ms_per_request"].get) == "serialization"

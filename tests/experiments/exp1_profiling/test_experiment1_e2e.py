@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 
 from experiments.exp1_profiling.breakdown import combine, pyinstrument_breakdown
-from experiments.exp1_profiling.report import index_profiles
+from experiments.exp1_profiling.report import index_profiles, window_cpu
 from services import profiling
 from tests.conftest import ROOT, private_lab_inventory, require
 
@@ -110,6 +110,10 @@ def test_report_breakdown_comes_from_the_profiles(experiment):
         assert manifest["headline"][arch]["model_calls_pct"] == pytest.approx(
             100 * scoring["share"]["http_calls"])
         assert f"**{arch}**: one scoring request took" in text
+        # CPU per request under load, from the pyinstrument window's measured CPU.
+        cpu = window_cpu(report["architectures"][arch], "scoring")
+        assert cpu["method"] == "cpu_time" and cpu["total_ms"] > 0, cpu
+        assert f"**{arch}** under load (window profile)" in text
     assert "p50" not in text  # no timing table in a profiled run's report
 
 
