@@ -204,10 +204,11 @@ def _ceiling(v: dict, arch: str, load: dict, probes: dict, topo: dict) -> ceilin
             name, cpus, slots,
             hold / 1000 if hold and not math.isnan(hold) else None,
             ceiling.MODEL_CALLS_PER_REQUEST if role == "model" else 1,
-            load["cpu_s_per_request"].get(name)))
+            load["cpu_s_per_request"].get(name), processes=n_workers))
     redis_cpus = tuple((topo.get("services", {}).get("redis") or {}).get("cpus") or ())
+    # Redis executes commands on one thread: one core at most, whatever its CPU set
     services.append(ceiling.ServiceInput("redis", redis_cpus, None, None, 1,
-                                         load["cpu_s_per_request"].get("redis")))
+                                         load["cpu_s_per_request"].get("redis"), processes=1))
     return ceiling.predict(services)
 
 
