@@ -10,6 +10,17 @@ of 3 about every second (experiments/lab/recovery.py's probe), for WATCH seconds
 probe latency over time and when it is back within 1.5x of the latency probed before the load.
 
     python -m experiments.tools.overload_probe --arch async --rate 320 --seconds 15 --watch 90
+
+Measured on the 2-core dev VM (2026-12-01, default single-host deploy, services on core 0, the
+probe on core 1):
+- async (httpx) before the fix: 4800 sent, 504 ok; afterwards every probe answered 504
+  model_timeout after 2 s for the whole 90 s watch, while the model API answered directly: the
+  scoring handler's httpx pool had leaked every slot to cancelled calls (encode/httpcore#1093;
+  services/async_app/clients.py). Only a restart recovered it.
+- async after the fix: 4800 sent, 306 ok, 4494 HTTP 504 (overload fails fast at the 2 s model
+  timeout); back within 1.5x idle 1.7 s after the last answer.
+- sync at 40 req/s (about 4x its capacity): 600 sent, 478 ok, 122 connection errors; back
+  0.3 s after the last answer.
 """
 
 from __future__ import annotations
@@ -36,6 +47,7 @@ INFLIGHT_CAP = 512
 async def _blast(url: str, rate: float, seconds: float) -> dict:
     """Constant arrivals at `rate` for `seconds`; counts of what came back."""
     outcome = {"sent": 0, "ok": 0, "timeout": 0, "error": 0, "cap_hits": 0, "latency_ms": []}
+    causes: dict[str, int] = {}
     gate = asyncio.Semaphore(INFLIGHT_CAP)
     timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
     connector = aiohttp.TCPConnector(limit=INFLIGHT_CAP)
@@ -47,10 +59,13 @@ async def _blast(url: str, rate: float, seconds: float) -> dict:
                                     headers={"Content-Type": "application/json"}) as r:
                 await r.read()
                 outcome["ok" if r.status == 200 else "error"] += 1
+                if r.status != 200:
+                    causes[f"HTTP {r.status}"] = causes.get(f"HTTP {r.status}", 0) + 1
         except TimeoutError:
             outcome["timeout"] += 1
-        except aiohttp.ClientError:
+        except aiohttp.ClientError as error:
             outcome["error"] += 1
+            causes[type(error).__name__] = causes.get(type(error).__name__, 0) + 1
         finally:
             outcome["latency_ms"].append((time.perf_counter() - start) * 1000)
             gate.release()
@@ -72,6 +87,7 @@ async def _blast(url: str, rate: float, seconds: float) -> dict:
     lat = sorted(outcome.pop("latency_ms"))
     outcome["p50_ms"] = round(statistics.median(lat), 1) if lat else None
     outcome["blast_s"] = round(time.perf_counter() - t0, 1)
+    outcome["errors_by_cause"] = causes
     return outcome
 
 

@@ -38,24 +38,53 @@ class HttpxModelClient:
             max_connections=settings.pool_size, max_keepalive_connections=settings.pool_size
         )
         self._client = None if settings.client_per_request else self._new_client()
+        self._slots = asyncio.Semaphore(settings.pool_size)
+        # calls the handler stopped waiting for, still finishing (a reference keeps each alive)
+        self._detached: set[asyncio.Future] = set()
 
     def _new_client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(timeout=self._timeout, limits=self._limits)
 
     async def predict(self, body: bytes) -> float:
         client = self._client or self._new_client()
+        # A call is never cancelled inside httpx: httpcore's pool leaks a connection slot for
+        # good when a request is cancelled while it waits for a connection under contention
+        # (encode/httpcore#1093, open); with every slot leaked, each later call waits out its
+        # pool timeout and the handler answers 504 to everything, as the async stack did after
+        # one capacity step far past its capacity (2026-12-01). So calls queue for a slot here
+        # (a semaphore of the pool's size: waiting on it is safe to cancel, and httpx then
+        # never waits for a connection), and a call that has its slot runs as its own task:
+        # when the timeout ends the wait, the task finishes by itself (bounded by httpx's own
+        # timeouts) and then frees its slot.
+        call = None
         try:
-            # The whole call (connect, send, headers, body) within the timeout, not each read.
+            # The whole call (slot, connect, send, headers, body) within the timeout.
             async with asyncio.timeout(self._timeout):
-                response = await client.post(self._url, content=body, headers=_HEADERS)
+                if self._client is not None:
+                    await self._slots.acquire()
+                call = asyncio.ensure_future(
+                    client.post(self._url, content=body, headers=_HEADERS))
+                if self._client is not None:
+                    call.add_done_callback(lambda _: self._slots.release())
+                response = await asyncio.shield(call)
         except (TimeoutError, httpx.TimeoutException):
             raise errors.model_timeout(self._timeout) from None
         except httpx.HTTPError as exc:
             raise errors.model_unavailable(type(exc).__name__) from None
         finally:
+            if call is not None and not call.done():
+                self._detached.add(call)
+                call.add_done_callback(self._forget)
             if self._client is None:
                 await client.aclose()
         return aggregate.parse_prediction(response.status_code, response.content)
+
+    def _forget(self, call: asyncio.Future) -> None:
+        # the caller has its 504 already; only the outcome is dropped (retrieved, so asyncio
+        # does not log "exception was never retrieved")
+        self._detached.discard(call)
+        if not call.cancelled():
+            call.exception()
 
     async def aclose(self) -> None:
         if self._client is not None:
