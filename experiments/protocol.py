@@ -161,6 +161,8 @@ class CapacityParams(Table):
     # before waits existed).
     recovery_max_s: Float = Field(0.0, ge=0)
     recovery_tolerance: Float = Field(1.5, gt=1)
+    # ... and after a failed step, first recovery_quiet_s without any load
+    recovery_quiet_s: Float = Field(0.0, ge=0)
     inflight_cap: Int = Field(512, ge=1)
     request_timeout_s: Float = Field(10.0, gt=0)
     max_loadgen_cpu_fraction: Float = Field(0.5, gt=0, le=1)

@@ -24,6 +24,7 @@ from experiments.analysis.capacity import (
     CapacityResult,
     StepResult,
     bound_of,
+    judge,
     search_capacity,
     step_dirs,
     step_duration,
@@ -59,6 +60,8 @@ def search(lab: Session, params: CapacityParams, arch: str, arch_dir: Path, *, p
         start_rate = min(max(float(hint_rate), params.min_rate), params.max_rate)
         growth = min(hint_growth, params.growth)
 
+    bound = bound_of(params, p99_ms)
+    failed = [False]  # whether the last step failed: the next one waits recovery_quiet_s
     waiter = None
     if params.recovery_max_s:
         probe = Probe(lab.topology.scoring_url(arch) + predict_path(arch), payload,
@@ -73,7 +76,7 @@ def search(lab: Session, params: CapacityParams, arch: str, arch_dir: Path, *, p
         scenario = Scenario(name="capacity", kind="open", rate=rate, duration_s=duration)
         what = "hold" if hold else "step"
         if waiter is not None:
-            record = waiter.wait(out)
+            record = waiter.wait(out, quiet_s=params.recovery_quiet_s if failed[0] else 0.0)
             if waiter.idle_ms is not None:
                 lab.idle_ms[key] = waiter.idle_ms
             if record["waited_s"] > 5 or not record["recovered"]:
@@ -86,7 +89,9 @@ def search(lab: Session, params: CapacityParams, arch: str, arch_dir: Path, *, p
         lab.progress.say(f"{label}: {what} {n + 1}, {rate:.1f} req/s for {duration:.0f} s")
         lab.locust(scenario, arch, out, arrival="open", payload=payload, step=step,
                    label=f"{label} {rate:.1f}/s {what}", open_model=open_model(params, rate))
-        return step_result(out, grace_s=guard.grace_s)
+        result = step_result(out, grace_s=guard.grace_s)
+        failed[0] = judge(result, bound).outcome != "pass"
+        return result
 
     def measure(rate: float) -> StepResult:
         return run_step(rate, step_duration(rate, params.min_step_s, params.min_requests), False)
@@ -95,7 +100,7 @@ def search(lab: Session, params: CapacityParams, arch: str, arch_dir: Path, *, p
         return run_step(rate, max(params.hold_s, step_duration(rate, params.min_step_s,
                                                                 params.min_requests)), True)
 
-    return search_capacity(measure, bound_of(params, p99_ms), start_rate=start_rate,
+    return search_capacity(measure, bound, start_rate=start_rate,
                            max_rate=params.max_rate, min_rate=params.min_rate,
                            growth=growth, precision=params.precision,
                            max_steps=params.max_steps, prior=prior,

@@ -12,6 +12,11 @@ connection each, from the runner on the load generator's cores), in groups of PR
   within STABLE_FRACTION or SLACK_MS (a stack still draining gets faster from group to group);
 - every wait is over when a group answers without error with a median within
   max(tolerance x idle, idle + SLACK_MS);
+- after a step that failed, the probes start only after `recovery_quiet_s` without load: with
+  several workers, an idle one accepts the probes' connections while another still works
+  through its backlog (the 2026-12-01 experiment 4 run: a hold 2.2 s after a failed step
+  started with a 447 ms median for its first 2 s, then ran at 55 ms); the quiet time covers
+  the longest a request can stay in the stack (model and Redis timeouts);
 - a wait is bounded by `recovery_max_s`. A stack that has not recovered by then is restarted
   when the caller can (its `restart`, e.g. experiments/lab/renew.py) and waited for again;
   if it still has not, the record says so and the step is invalid (analysis/capacity.py).
@@ -95,8 +100,9 @@ class Waiter:
         ok = all(status == 200 for status, _ in results)
         return ok, statistics.median(ms for _, ms in results)
 
-    def _wait(self, started: float) -> bool:
-        deadline = started + self.max_wait_s
+    def _wait(self, started: float, begin: float) -> bool:
+        """Probe groups from `begin` for at most max_wait_s; probe times from `started`."""
+        deadline = begin + self.max_wait_s
         previous: float | None = None
         while True:
             ok, median = self._group(started)
@@ -115,18 +121,20 @@ class Waiter:
                 return False  # the last group started by the deadline
             self.sleep(min(PAUSE_S, left))
 
-    def wait(self, out_dir: Path) -> dict[str, Any]:
-        """Wait until the stack is idle again (or the bound is spent), write the record to
-        out_dir/recovery.json and return it."""
+    def wait(self, out_dir: Path, quiet_s: float = 0.0) -> dict[str, Any]:
+        """Wait quiet_s, then until the stack is idle again (or the bound is spent), write
+        the record to out_dir/recovery.json and return it."""
         self.probes = []
         started = self.clock()
+        if quiet_s > 0:
+            self.sleep(quiet_s)
         learning = self.idle_ms is None
-        recovered = self._wait(started)
-        record: dict[str, Any] = {"learnt_idle": learning}
+        recovered = self._wait(started, self.clock())
+        record: dict[str, Any] = {"learnt_idle": learning, "quiet_s": quiet_s}
         if not recovered and self.restart is not None:
             record["restart"] = self.restart(
                 f"not recovered after {self.clock() - started:.0f} s of probes")
-            recovered = self._wait(self.clock())
+            recovered = self._wait(started, self.clock())
         record.update(
             recovered=recovered, waited_s=round(self.clock() - started, 3),
             idle_ms=None if self.idle_ms is None else round(self.idle_ms, 2),
