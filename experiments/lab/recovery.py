@@ -72,6 +72,13 @@ class Probe:
         return status, (time.perf_counter() - start) * 1000
 
 
+def probe_group(probe: Probe) -> tuple[bool, float, list[tuple[int, float]]]:
+    """One group of sequential probes: (all answered 200, median ms, each (status, ms))."""
+    results = [probe.once() for _ in range(PROBES_PER_GROUP)]
+    return (all(status == 200 for status, _ in results),
+            statistics.median(ms for _, ms in results), results)
+
+
 @dataclass
 class Waiter:
     """The recovery waits of one capacity search (its idle latency is learnt once)."""
@@ -93,12 +100,11 @@ class Waiter:
         return max(self.tolerance * self.idle_ms, self.idle_ms + SLACK_MS)
 
     def _group(self, started: float) -> tuple[bool, float]:
-        results = [self.probe.once() for _ in range(PROBES_PER_GROUP)]
+        ok, median, results = probe_group(self.probe)
         for status, ms in results:
             if len(self.probes) < MAX_PROBES_KEPT:
                 self.probes.append([round(self.clock() - started, 3), status, round(ms, 2)])
-        ok = all(status == 200 for status, _ in results)
-        return ok, statistics.median(ms for _, ms in results)
+        return ok, median
 
     def _wait(self, started: float, begin: float) -> bool:
         """Probe groups from `begin` for at most max_wait_s; probe times from `started`."""

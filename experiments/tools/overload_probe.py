@@ -36,7 +36,7 @@ from pathlib import Path
 import aiohttp
 
 from experiments.lab import topology as topology_mod
-from experiments.lab.recovery import PROBES_PER_GROUP, Probe
+from experiments.lab.recovery import Probe, probe_group
 from experiments.lab.verify import PAYLOAD
 from services.describe import predict_path
 
@@ -92,8 +92,8 @@ async def _blast(url: str, rate: float, seconds: float) -> dict:
 
 
 def _group(probe: Probe) -> tuple[bool, float]:
-    results = [probe.once() for _ in range(PROBES_PER_GROUP)]
-    return all(s == 200 for s, _ in results), statistics.median(ms for _, ms in results)
+    ok, median, _ = probe_group(probe)
+    return ok, median
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -65,7 +65,7 @@ class HttpxModelClient:
                 call = asyncio.ensure_future(
                     client.post(self._url, content=body, headers=_HEADERS))
                 if self._client is not None:
-                    call.add_done_callback(lambda _: self._slots.release())
+                    call.add_done_callback(self._release)
                 response = await asyncio.shield(call)
         except (TimeoutError, httpx.TimeoutException):
             raise errors.model_timeout(self._timeout) from None
@@ -78,6 +78,9 @@ class HttpxModelClient:
             if self._client is None:
                 await client.aclose()
         return aggregate.parse_prediction(response.status_code, response.content)
+
+    def _release(self, _call: asyncio.Future) -> None:
+        self._slots.release()
 
     def _forget(self, call: asyncio.Future) -> None:
         # the caller has its 504 already; only the outcome is dropped (retrieved, so asyncio
