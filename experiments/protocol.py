@@ -150,7 +150,10 @@ class CapacityParams(Table):
     precision: Float = Field(0.05, gt=0)
     max_steps: Int = Field(12, ge=1)
     min_step_s: Float = Field(gt=0)  # a step's schedule lasts at least this ...
-    min_requests: Int = Field(500, ge=1)  # ... and long enough for this many arrivals
+    min_requests: Int = Field(500, ge=1)  # ... and long enough for this many arrivals,
+    # but at most max_step_s (0: no cap): at a few req/s, min_requests would make steps of
+    # minutes; a capped step's p99 rests on fewer requests, which its row in the report shows
+    max_step_s: Float = Field(0.0, ge=0)
     drain_s: Float = Field(2.0, ge=0)
     # The capacity must also pass a hold of hold_s at its rate (0: no hold, as runs before
     # holds existed); at most max_holds holds per search (a failed hold lowers the bracket).
@@ -173,6 +176,9 @@ class CapacityParams(Table):
         if not self.min_rate <= self.start_rate <= self.max_rate:
             raise ValueError(f"need min_rate ({self.min_rate:g}) <= start_rate "
                              f"({self.start_rate:g}) <= max_rate ({self.max_rate:g})")
+        if self.max_step_s and self.max_step_s < self.min_step_s:
+            raise ValueError(f"max_step_s ({self.max_step_s:g}) must be 0 (no cap) or at least "
+                             f"min_step_s ({self.min_step_s:g})")
         return self
 
     @property

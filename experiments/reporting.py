@@ -204,6 +204,10 @@ _STATUS = {
 }
 
 
+# Below this many requests a step's p99 is its slowest request or the one before it.
+FEW_FOR_P99 = 100
+
+
 def capacity_section(capacity: dict[str, dict]) -> list[str]:
     """The capacity searches: per architecture the capacity under each bound and every step."""
     if not capacity:
@@ -233,6 +237,7 @@ def capacity_section(capacity: dict[str, dict]) -> list[str]:
               "p99 response ms | p99 service ms | generator CPU | in-flight cap hits | "
               "shared bound |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    few = False  # whether a step has too few requests for its p99 to stand apart from its max
     for arch, entry in capacity.items():
         for st in sorted(entry["shared"]["steps"], key=lambda x: (x["rate"], x.get("hold", False))):
             kind = "hold" if st.get("hold") else "step"
@@ -244,10 +249,16 @@ def capacity_section(capacity: dict[str, dict]) -> list[str]:
                 + ("" if st.get("recovered") else " (not recovered)"))
             lines.append(
                 f"| {arch} | {fmt(st['rate'])} | {kind} | {waited} | {fmt(st['achieved_rate'])} | "
-                f"{st['requests']} | "
+                f"{st['requests']}{' *' if st['requests'] < FEW_FOR_P99 else ''} | "
                 f"{st['errors']} | {fmt(st['p99_response_ms'])} | {fmt(st['p99_service_ms'])} | "
                 f"{st['loadgen_cpu_fraction']:.0%} | {st['inflight_cap_hits']} | "
                 f"{st['outcome']}: {st['reason']} |")
+            few = few or st["requests"] < FEW_FOR_P99
+    if few:
+        lines += ["", f"\\* fewer than {FEW_FOR_P99} requests (at a low rate, a step capped by "
+                  "the protocol's `max_step_s`): its p99 is its slowest request or next to it, "
+                  "so one slow request fails the step; a capacity found from such steps errs "
+                  "low, never high."]
     return [*lines, ""]
 
 

@@ -176,10 +176,13 @@ class CapacityResult:
         return asdict(self)
 
 
-def step_duration(rate: float, min_duration_s: float, min_requests: int) -> float:
+def step_duration(rate: float, min_duration_s: float, min_requests: int,
+                  max_duration_s: float = 0.0) -> float:
     """How long a step's schedule runs: at least min_duration_s, and long enough for about
-    min_requests arrivals, so that its p99 rests on enough requests (100 give one above it)."""
-    return max(float(min_duration_s), min_requests / rate)
+    min_requests arrivals, so that its p99 rests on enough requests (100 give one above it),
+    but no longer than max_duration_s when that is set (> 0)."""
+    duration = max(float(min_duration_s), min_requests / rate)
+    return min(duration, max_duration_s) if max_duration_s else duration
 
 
 def search_capacity(

@@ -20,18 +20,19 @@ from typing import Any
 
 from pydantic import Field
 
-from experiments.analysis.breaking_point import breaking_point_from_dir
+from experiments.analysis.breaking_point import BreakingPoint, breaking_point_from_dir
 from experiments.analysis.ceiling import workers_in_effect
 from experiments.config import Checker, Float, Str, Table, read
 from experiments.constants import ARCHS
 from experiments.experiment import Finish
 from experiments.lab import capacity as capacity_search
 from experiments.lab import topology as topology_mod
+from experiments.lab.capacity import HINT_GROWTH
 from experiments.lab.deploy import DeployError, redeploy
 from experiments.lab.renew import restart_stuck, restart_vars
 from experiments.lab.session import RunOptions, Session, session
 from experiments.lab.verify import VerifyError, verify
-from experiments.protocol import Arch, Arrival, Protocol, parse_protocol
+from experiments.protocol import Arch, Arrival, CapacityParams, Protocol, parse_protocol
 from experiments.repeats import abba, locust_root
 from experiments.results import scenario_entry
 
@@ -97,13 +98,14 @@ class Ladder:
                 out.append((v, "probe", arch, "spread"))
                 if arch == "sync":
                     out.append((v, "probe-model", arch, "spread"))
-            if self.has_capacity and "spread" in v.arrivals:
-                # Spread rungs only: the open model has no users to synchronise into bursts,
-                # so a bursty-only rung's search would repeat its spread twin's.
-                out += [(v, CAPACITY, arch, "spread") for arch in archs]
             for arrival in v.arrivals:
                 for arch in archs:
                     out.append((v, LOAD_TEST, arch, arrival))
+            if self.has_capacity and "spread" in v.arrivals:
+                # Spread rungs only: the open model has no users to synchronise into bursts,
+                # so a bursty-only rung's search would repeat its spread twin's. After the
+                # step load, whose throughput is where the search starts.
+                out += [(v, CAPACITY, arch, "spread") for arch in archs]
         return out
 
     @property
@@ -214,12 +216,14 @@ def _measure(lab: Session, ladder: Ladder, variant: Variant, step_no: list[int],
              steps: int, repeat: int = 1, hints: dict | None = None) -> None:
     run, p = lab.run, ladder.protocol
     root = locust_root(run.raw, repeat, p.repeats)
+    ramps: dict[str, BreakingPoint] = {}  # arch -> this rung's spread step load
     for v, step, arch, arrival in ladder.runs(repeat):
         if v is not variant:
             continue
         step_no[0] += 1
         if step == CAPACITY:
-            _capacity(lab, p, variant, arch, step_no[0], steps, repeat, root, hints)
+            _capacity(lab, p, variant, arch, step_no[0], steps, repeat, root, hints,
+                      ramp=ramps.get(arch))
             time.sleep(p.pause_s)
             continue
         scenario = p.scenario(LOAD_TEST if step == LOAD_TEST else PROBE)
@@ -239,6 +243,8 @@ def _measure(lab: Session, ladder: Ladder, variant: Variant, step_no: list[int],
                                          pacing_s=scenario.pacing_s)
             extra["breaking_point"] = bp.to_dict()
             lab.progress.say(f"{label}: {bp.message}")
+            if arrival == "spread":
+                ramps[arch] = bp
         run.add_scenario(scenario_entry(run, scenario, arch, result, **extra))
         time.sleep(p.pause_s)
 
@@ -249,29 +255,49 @@ def capacity_dir(root: Path, variant: str, arch: str) -> Path:
     return root / variant / CAPACITY / arch
 
 
+def search_start(params: CapacityParams, previous: float | None,
+                 ramp: BreakingPoint | None) -> tuple[float | None, float, str]:
+    """Where a rung's search starts (hint rate, growth, why): at the previous repeat's
+    capacity, growing by little; else at the throughput its step load reached (at the knee,
+    or its best if it had none), growing as configured: a capacity ranges from ~2 req/s (the
+    original async build) to ~400 (aiohttp), and a search from one start_rate for all of them
+    spent up to 9 of its steps getting there (the stopped quick run of 2026-12-01)."""
+    if previous:
+        return previous, HINT_GROWTH, "the previous repeat's capacity"
+    if ramp is not None:
+        rate = ramp.achieved_rps if ramp.found and ramp.achieved_rps else ramp.max_achieved_rps
+        if rate and rate > 0:
+            where = "at its knee" if ramp.found else "at its best (no knee)"
+            return rate, params.growth, f"the step load's throughput {where}"
+    return None, params.growth, "the configured start_rate"
+
+
 def _capacity(lab: Session, p: Protocol, variant: Variant, arch: str, step: int,
               steps: int, repeat: int = 1, root: Path | None = None,
-              hints: dict | None = None) -> None:
-    """The rung's capacity under the shared bound (from the previous repeat's capacity, in
-    `hints`, when there is one); the live result kept in the manifest (capacity: repeat 1's,
-    by variant and arch; capacity_repeats: every repeat's) beside the one the report
-    re-derives from the steps."""
+              hints: dict | None = None, ramp: BreakingPoint | None = None) -> None:
+    """The rung's capacity under the shared bound, searched from search_start (the previous
+    repeat's capacity is kept in `hints`); the live result kept in the manifest (capacity:
+    repeat 1's, by variant and arch; capacity_repeats: every repeat's) beside the one the
+    report re-derives from the steps."""
     params = p.capacity
     root = root if root is not None else locust_root(lab.run.raw, repeat, p.repeats)
     hints = hints if hints is not None else {}
     label = f"{variant.name} capacity {arch} (p99 <= {params.p99_bound_ms:g} ms)"
-    lab.progress.say(f"step {step}/{steps} {label}")
+    hint, growth, why = search_start(params, hints.get((variant.name, arch)), ramp)
+    lab.progress.say(f"step {step}/{steps} {label}, from {why}"
+                     + (f" ({hint:.1f} req/s)" if hint else ""))
     found = capacity_search.search(lab, params, arch, capacity_dir(root, variant.name, arch),
                                    p99_ms=params.p99_bound_ms, payload=p.payload, step=step,
-                                   label=label, guard=p.guard,
-                                   hint_rate=hints.get((variant.name, arch)),
+                                   label=label, guard=p.guard, hint_rate=hint,
+                                   hint_growth=growth,
                                    restart=lambda why: restart_stuck(lab, why),
                                    idle_key=f"{variant.name}/{arch}")
     lab.progress.say(f"{label}: {found.status}, {found.capacity} req/s "
                      f"(first failing {found.first_failing})")
     if found.capacity:
         hints[(variant.name, arch)] = found.capacity
-    entry = {"shared": {"p99_bound_ms": params.p99_bound_ms, **found.to_dict()}}
+    entry = {"shared": {"p99_bound_ms": params.p99_bound_ms, **found.to_dict()},
+             "start": {"rate": hint or params.start_rate, "growth": growth, "from": why}}
     if repeat == 1:
         capacity = lab.run.manifest.get("capacity") or {}
         capacity.setdefault(variant.name, {})[arch] = entry

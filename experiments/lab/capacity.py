@@ -36,6 +36,10 @@ from experiments.load.arrivals import OpenModel
 from experiments.protocol import CapacityParams, GuardParams, Scenario
 from services.describe import predict_path
 
+# How fast a search started at a previous repeat's capacity grows: that rate is near the
+# answer, so small steps close the bracket in fewer of them.
+HINT_GROWTH = 1.25
+
 
 def open_model(params: CapacityParams, rate: float) -> OpenModel:
     return OpenModel(rate=rate, process=params.process, seed=params.seed,
@@ -46,7 +50,7 @@ def open_model(params: CapacityParams, rate: float) -> OpenModel:
 def search(lab: Session, params: CapacityParams, arch: str, arch_dir: Path, *, p99_ms: float,
            payload: Any, step: int, label: str, guard: GuardParams,
            prior: list[StepResult] = (), hint_rate: float | None = None,
-           hint_growth: float = 1.25,
+           hint_growth: float = HINT_GROWTH,
            restart: Callable[[str], dict] | None = None,
            idle_key: str | None = None) -> CapacityResult:
     """Search arch's capacity under p99 <= p99_ms; every measured step lands in arch_dir.
@@ -93,12 +97,14 @@ def search(lab: Session, params: CapacityParams, arch: str, arch_dir: Path, *, p
         failed[0] = judge(result, bound).outcome != "pass"
         return result
 
+    def duration(rate: float) -> float:
+        return step_duration(rate, params.min_step_s, params.min_requests, params.max_step_s)
+
     def measure(rate: float) -> StepResult:
-        return run_step(rate, step_duration(rate, params.min_step_s, params.min_requests), False)
+        return run_step(rate, duration(rate), False)
 
     def confirm(rate: float) -> StepResult:
-        return run_step(rate, max(params.hold_s, step_duration(rate, params.min_step_s,
-                                                                params.min_requests)), True)
+        return run_step(rate, max(params.hold_s, duration(rate)), True)
 
     return search_capacity(measure, bound, start_rate=start_rate,
                            max_rate=params.max_rate, min_rate=params.min_rate,

@@ -119,6 +119,10 @@ def test_step_duration_covers_both_minimums():
 
     assert step_duration(200.0, 10.0, 500) == 10.0
     assert step_duration(20.0, 10.0, 500) == 25.0
+    # a cap shortens only the steps the request count would have lengthened past it
+    assert step_duration(2.0, 10.0, 500, 30.0) == 30.0
+    assert step_duration(20.0, 10.0, 500, 30.0) == 25.0
+    assert step_duration(200.0, 10.0, 500, 30.0) == 10.0
 
 
 def test_a_short_poisson_schedule_is_held_to_what_it_scheduled():
@@ -206,3 +210,22 @@ def test_a_search_out_of_steps_still_holds_its_best_passing_rate():
                             precision=0.05, hold_s=60, max_steps=6)
     again = replay(params, steps, 500)
     assert (again.status, again.capacity, again.first_failing) == ("unfinished", 160.0, 320.0)
+
+
+def test_the_report_marks_steps_too_short_for_their_p99():
+    from experiments.analysis.capacity import StepResult
+    from experiments.reporting import FEW_FOR_P99, capacity_section
+
+    def row(rate, requests):
+        return {**StepResult(rate, rate, requests, 0, 50.0, 40.0, 0.1).__dict__,
+                "outcome": "pass", "reason": "ok"}
+
+    def text(*steps):
+        entry = {"shared": {"p99_bound_ms": 250, "capacity": 2.0, "first_failing": None,
+                            "status": "above_range", "steps": list(steps)}}
+        return "\n".join(capacity_section({"async": entry}))
+
+    short = text(row(2.0, FEW_FOR_P99 - 52), row(20.0, 400))
+    assert f"| {FEW_FOR_P99 - 52} * |" in short and "| 400 |" in short
+    assert f"fewer than {FEW_FOR_P99} requests" in short
+    assert "fewer than" not in text(row(20.0, 400))

@@ -121,9 +121,42 @@ def test_every_spread_rung_searches_its_capacity_under_one_bound():
     (lambda d: d["capacity"].update(growth=1.0), "growth"),
     (lambda d: d["profiles"]["quick"]["capacity"].update(max_steps=0), "max_steps"),
     (lambda d: d["scenarios"]["capacity"].update(kind="ramp"), "capacity"),
+    (lambda d: d["capacity"].update(max_step_s=5), "max_step_s"),
+    (lambda d: d["capacity"].update(max_step_s=-1), "max_step_s"),
 ])
 def test_bad_capacity_tables_name_the_problem(mutate, message):
     data = _data()
     mutate(data)
     with pytest.raises(ConfigError, match=message):
         parse_ladder(data, "quick")
+
+
+def test_each_capacity_search_follows_its_step_load():
+    for profile in ("full", "quick"):
+        for repeat in (1, 2):
+            runs = [(v.name, step, arch, arrival)
+                    for v, step, arch, arrival in load_ladder(CONFIG, profile).runs(repeat)]
+            for i, (name, step, arch, _) in enumerate(runs):
+                if step == "capacity":
+                    assert (name, "load_test", arch, "spread") in runs[:i], (profile, name)
+
+
+def test_a_search_starts_where_the_rung_is_known_best():
+    from experiments.analysis.breaking_point import BreakingPoint
+    from experiments.exp4_ladder.run import search_start
+    from experiments.lab.capacity import HINT_GROWTH
+
+    params = load_ladder(CONFIG, "quick").protocol.capacity
+
+    def ramp(found, at, best):
+        return BreakingPoint(found=found, users=None, offered_rps=None, achieved_rps=at,
+                             p95_ms=None, t_s=None, at_unix=None, criterion=None,
+                             max_achieved_rps=best)
+
+    knee = ramp(True, 2.2, 3.0)
+    assert search_start(params, 1.8, knee)[:2] == (1.8, HINT_GROWTH)
+    assert search_start(params, None, knee)[:2] == (2.2, params.growth)
+    # no knee: the best throughput the ramp reached is a lower bound to grow from
+    assert search_start(params, None, ramp(False, None, 149.0))[:2] == (149.0, params.growth)
+    assert search_start(params, None, None)[:2] == (None, params.growth)
+    assert search_start(params, None, ramp(False, None, 0.0))[0] is None
