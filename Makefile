@@ -67,8 +67,8 @@ report: ## Rebuild report.md and plots of a run folder from its raw data (RUN=re
 	$(BIN)/python -m experiments report $(RUN)
 
 .PHONY: compare
-compare: ## Compare two run folders figure by figure (A=results/<run> B=results/<run>)
-	$(BIN)/python -m experiments compare $(A) $(B)
+compare: ## Compare two run folders figure by figure (A=results/<run> B=results/<run>; ARGS=--across-protocols)
+	$(BIN)/python -m experiments compare $(A) $(B) $(ARGS)
 
 .PHONY: teardown
 teardown: setup ## Stop and remove everything the deploy started

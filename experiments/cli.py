@@ -49,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("a", type=Path, help="run folder A (the baseline)")
     compare.add_argument("b", type=Path, help="run folder B")
     compare.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    compare.add_argument("--across-protocols", action="store_true",
+                         help="compare runs whose protocols differ (refused by default), each "
+                              "difference printed as a warning")
     index = commands.add_parser("index", help="rebuild results/README.md from the run folders")
     index.add_argument("results_dir", type=Path, nargs="?", default=REPO_ROOT / "results")
     return parser
@@ -95,7 +98,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     try:
-        result = compare_runs(args.a, args.b)
+        result = compare_runs(args.a, args.b, across_protocols=args.across_protocols)
     except CompareError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -5,6 +5,8 @@ raw/hardware/*/system.json), so committed runs compare on any machine.
 
 It refuses runs of different experiments, or whose protocols disagree on anything they share
 (a scenario's load, durations, analysis settings): their numbers answer different questions.
+`across_protocols` (the CLI's --across-protocols) compares such runs anyway, each disagreement
+printed first as a warning, so a run of a changed profile can still be set beside an old one.
 It warns, and still compares, when the machines, kernels, package versions or topologies
 differ, when one protocol has scenarios the other lacks, or when a run has no repeats (a
 single value per figure cannot be tested: its row says so).
@@ -166,16 +168,21 @@ class RunComparison:
         return {"a": self.a, "b": self.b, "rows": self.rows, "warnings": self.warnings}
 
 
-def compare_runs(path_a: str | Path, path_b: str | Path, alpha: float = 0.05) -> RunComparison:
+def compare_runs(path_a: str | Path, path_b: str | Path, alpha: float = 0.05,
+                 across_protocols: bool = False) -> RunComparison:
     a, b = load_run(path_a), load_run(path_b)
     ea, eb = a.manifest.get("experiment"), b.manifest.get("experiment")
     if ea != eb:
         raise CompareError(f"different experiments: A is {ea!r}, B is {eb!r}")
     conflicts, notes = _protocol_conflicts(a.manifest.get("protocol") or {},
                                            b.manifest.get("protocol") or {})
-    if conflicts:
-        raise CompareError("different protocols: " + "; ".join(conflicts))
-    out = RunComparison(a.name, b.name, warnings=[*notes, *environment_warnings(a, b)])
+    if conflicts and not across_protocols:
+        raise CompareError("different protocols: " + "; ".join(conflicts)
+                           + " (--across-protocols compares them anyway, with these as warnings)")
+    crossed = [f"PROTOCOLS DIFFER, figures of these scenarios measure different loads: {c}"
+               for c in conflicts]
+    out = RunComparison(a.name, b.name,
+                        warnings=[*crossed, *notes, *environment_warnings(a, b)])
     fa, fb = figures(a.report.get("headline")), figures(b.report.get("headline"))
     single = [label for label, f in (("A", fa), ("B", fb))
               if f and max(len(v) for v in f.values()) < 2]

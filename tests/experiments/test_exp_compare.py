@@ -68,6 +68,11 @@ def test_refuses_other_experiments_and_other_protocols(tmp_path):
     c = _run(tmp_path, "c", [20.0, 21.0], [130.0, 131.0], protocol=longer)
     with pytest.raises(CompareError, match="scenario 'capacity' differs in duration_s"):
         compare_runs(a, c)
+    # asked for explicitly, it compares them, the difference first among the warnings
+    crossed = compare_runs(a, c, across_protocols=True)
+    assert crossed.warnings[0].startswith("PROTOCOLS DIFFER")
+    assert "duration_s" in crossed.warnings[0]
+    assert [r["figure"] for r in crossed.rows] == ["async.capacity_rps", "sync.capacity_rps"]
     with pytest.raises(CompareError, match="no manifest.json"):
         compare_runs(a, tmp_path)
 
@@ -101,6 +106,12 @@ def test_cli_prints_the_table_and_refuses_with_one_line(tmp_path, capsys):
     assert main(["compare", str(a), str(b)]) == 0
     out = capsys.readouterr().out
     assert "async.capacity_rps" in out and "significant" in out
+    longer = {**PROTOCOL, "scenarios": [{"name": "capacity", "kind": "open", "duration_s": 60.0}]}
+    c = _run(tmp_path, "c", [20.0, 21.0], [130.0, 131.0], protocol=longer)
+    assert main(["compare", str(a), str(c)]) == 2
+    assert "--across-protocols" in capsys.readouterr().err
+    assert main(["compare", "--across-protocols", str(a), str(c)]) == 0
+    assert "warning: PROTOCOLS DIFFER" in capsys.readouterr().out
     assert main(["compare", str(a), str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "nowhere" in err and "Traceback" not in err
