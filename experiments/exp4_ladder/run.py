@@ -259,9 +259,9 @@ def search_start(params: CapacityParams, previous: float | None,
                  ramp: BreakingPoint | None) -> tuple[float | None, float, str]:
     """Where a rung's search starts (hint rate, growth, why): at the previous repeat's
     capacity, growing by little; else at the throughput its step load reached (at the knee,
-    or its best if it had none), growing as configured: a capacity ranges from ~2 req/s (the
-    original async build) to ~400 (aiohttp), and a search from one start_rate for all of them
-    spent up to 9 of its steps getting there (the stopped quick run of 2026-12-01)."""
+    or its best if it had none), growing as configured: the rungs' capacities span ~1 to ~525
+    req/s (the quick run of 2026-12-01), and a search from one start_rate for all of them spent
+    most of its steps getting there (the original async build's search took 9 minutes)."""
     if previous:
         return previous, HINT_GROWTH, "the previous repeat's capacity"
     if ramp is not None:
