@@ -238,6 +238,7 @@ def capacity_section(capacity: dict[str, dict]) -> list[str]:
               "shared bound |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     few = False  # whether a step has too few requests for its p99 to stand apart from its max
+    resends = False  # whether a step resent a request its connection lost unanswered
     for arch, entry in capacity.items():
         for st in sorted(entry["shared"]["steps"], key=lambda x: (x["rate"], x.get("hold", False))):
             kind = "hold" if st.get("hold") else "step"
@@ -250,10 +251,17 @@ def capacity_section(capacity: dict[str, dict]) -> list[str]:
             lines.append(
                 f"| {arch} | {fmt(st['rate'])} | {kind} | {waited} | {fmt(st['achieved_rate'])} | "
                 f"{st['requests']}{' *' if st['requests'] < FEW_FOR_P99 else ''} | "
-                f"{st['errors']} | {fmt(st['p99_response_ms'])} | {fmt(st['p99_service_ms'])} | "
+                f"{st['errors']}{f' ({resent} resent)' if (resent := st.get('retried')) else ''} | "
+                f"{fmt(st['p99_response_ms'])} | {fmt(st['p99_service_ms'])} | "
                 f"{st['loadgen_cpu_fraction']:.0%} | {st['inflight_cap_hits']} | "
                 f"{st['outcome']}: {st['reason']} |")
             few = few or st["requests"] < FEW_FOR_P99
+            resends = resends or bool(st.get("retried"))
+    if resends:
+        lines += ["", "resent: requests the server closed without a byte of answer, sent once "
+                  "more (counted as answered if the resend was; their response time includes "
+                  "both tries). meinheld does this when its keep-alive timer fires while a "
+                  "blocking request holds the worker (experiments/load/locustfile.py, `_score`)."]
     if few:
         lines += ["", f"\\* fewer than {FEW_FOR_P99} requests (at a low rate, a step capped by "
                   "the protocol's `max_step_s`): its p99 is its slowest request or next to it, "

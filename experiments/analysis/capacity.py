@@ -70,6 +70,9 @@ class StepResult:
     recovery_wait_s: float | None = None
     recovered: bool | None = None
     restarted: bool | None = None  # the wait ran out and the services were restarted
+    # Requests resent once after the server closed their connection unanswered
+    # (experiments/load/locustfile.py, _score): reported, not judged.
+    retried: int = 0
 
 
 def step_result(run_dir: str | Path, grace_s: float = 3.0) -> StepResult:
@@ -106,6 +109,7 @@ def step_result(run_dir: str | Path, grace_s: float = 3.0) -> StepResult:
         recovery_wait_s=None if recovery is None else float(recovery["waited_s"]),
         recovered=None if recovery is None else bool(recovery["recovered"]),
         restarted=None if recovery is None else "restart" in recovery,
+        retried=int(counts.get("retried_closed", 0)),  # absent in runs before resends
     )
 
 

@@ -405,7 +405,8 @@ def _open_model_counts(result: LocustResult) -> dict[str, Any] | None:
     files = sorted(result.out_dir.rglob("open_model_*.json"))
     parts = [json.loads(p.read_text()) for p in files]
     summed = {k: sum(p.get(k, 0) for p in parts)
-              for k in ("scheduled", "sent", "sent_in_schedule", "inflight_cap_hits", "unfinished")}
+              for k in ("scheduled", "sent", "sent_in_schedule", "inflight_cap_hits", "unfinished",
+                        "retried_closed")}
     schedule_s = float(spec["schedule_s"])
     counts = {
         **spec,

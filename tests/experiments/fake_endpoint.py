@@ -1,6 +1,8 @@
 """A tiny scoring endpoint on 127.0.0.1 for load tests of the load generator itself: it checks
 the request the locustfile sends, holds each request `hold_s`, and with `one_at_a_time` serves
-like a single blocking worker (its ceiling is then 1 / hold_s requests per second)."""
+like a single blocking worker (its ceiling is then 1 / hold_s requests per second). With
+`drop_every` N, every Nth request is read and its connection closed without an answer (as
+meinheld's keep-alive timer does to a request that arrived while the worker was busy)."""
 
 from __future__ import annotations
 
@@ -15,9 +17,12 @@ PAYLOAD = [5.1, 3.5, 1.4, 0.2]
 
 
 @contextmanager
-def score_server(hold_s: float = 0.01, one_at_a_time: bool = False) -> Iterator[str]:
+def score_server(hold_s: float = 0.01, one_at_a_time: bool = False,
+                 drop_every: int = 0) -> Iterator[str]:
     """The server's base URL while the block runs."""
     gate = threading.Lock() if one_at_a_time else None
+    seen = [0]
+    count_lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -28,6 +33,12 @@ def score_server(hold_s: float = 0.01, one_at_a_time: bool = False) -> Iterator[
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             ok = (json.loads(body) == PAYLOAD
                   and self.headers.get("Content-Type") == "application/json")
+            with count_lock:
+                seen[0] += 1
+                drop = drop_every and seen[0] % drop_every == 0
+            if drop:
+                self.close_connection = True  # closed unanswered: not a byte of response
+                return
             if gate is None:
                 time.sleep(hold_s)
             else:

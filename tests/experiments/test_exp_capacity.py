@@ -229,3 +229,18 @@ def test_the_report_marks_steps_too_short_for_their_p99():
     assert f"| {FEW_FOR_P99 - 52} * |" in short and "| 400 |" in short
     assert f"fewer than {FEW_FOR_P99} requests" in short
     assert "fewer than" not in text(row(20.0, 400))
+
+
+def test_the_report_shows_resent_requests_beside_the_errors():
+    from experiments.analysis.capacity import StepResult
+    from experiments.reporting import capacity_section
+
+    def text(retried):
+        step = {**StepResult(5.0, 5.0, 120, 1, 90.0, 80.0, 0.1, retried=retried).__dict__,
+                "outcome": "pass", "reason": "ok"}
+        entry = {"shared": {"p99_bound_ms": 250, "capacity": 5.0, "first_failing": None,
+                            "status": "above_range", "steps": [step]}}
+        return "\n".join(capacity_section({"sync": entry}))
+
+    assert "| 1 (3 resent) |" in text(3) and "keep-alive timer" in text(3)
+    assert "resent" not in text(0) and "| 1 |" in text(0)

@@ -90,3 +90,30 @@ def test_capacity_search_finds_the_configured_ceiling(slow_server, tmp_path):
     assert 0.85 * ceiling <= result.capacity <= 1.15 * ceiling, result.steps
     # every step sent its schedule: the generator never limited the result
     assert all(s["achieved_rate"] >= 0.95 * s["rate"] for s in result.steps)
+
+
+@pytest.mark.slow
+def test_a_request_closed_unanswered_is_resent_once_and_counted(tmp_path):
+    """Every 7th request's connection is closed without an answer. The open model sends each
+    such request once more and counts the resends; a closed-loop run (the original's
+    protocol, no resends) shows the same drops as errors."""
+    drop_every, rate, schedule_s = 7, 12.0, 4.0
+    with score_server(hold_s=0.01, drop_every=drop_every) as url:
+        model = OpenModel(rate=rate, process="constant", seed=3, request_timeout_s=10.0)
+        scenario = Scenario(name="open", kind="constant", users=1, duration_s=schedule_s)
+        run = run_locust(scenario, url, "/p", tmp_path / "open", timeout_margin_s=30,
+                         open_model=model, seed=1)
+        assert run.exit_code in (0, 1), (tmp_path / "open" / "locust.log").read_text()[-2000:]
+        reqs = read_requests(tmp_path / "open")
+        counts = run.open_model
+        # one row per scheduled request, however many tries it took
+        assert len(reqs) == counts["scheduled"]
+        # the server saw sent + resent requests and dropped every 7th of them
+        assert counts["retried_closed"] >= (counts["scheduled"] // drop_every) - 1 > 0
+        assert reqs.failures <= 1  # a resend itself dropped (two drops in a row) fails
+
+        closed = Scenario(name="closed", kind="constant", users=1, spawn_rate=1.0,
+                          duration_s=schedule_s, pacing_s=1 / rate)
+        run_locust(closed, url, "/p", tmp_path / "closed", timeout_margin_s=30, seed=1)
+        closed_reqs = read_requests(tmp_path / "closed")
+        assert closed_reqs.failures >= len(closed_reqs) // drop_every - 1 > 0
