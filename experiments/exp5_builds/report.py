@@ -65,11 +65,29 @@ def ramp_curve(d: Path, sources: dict, arch: str, warmup_s: float,
                  "cpu_ms_per_request": None}
         if sources and done:
             start, end = s.t0 + float(s.t[bins[0]]), s.t0 + float(s.t[bins[-1]]) + 1.0
-            usage = resource_usage(sources, start, end).get(f"scoring-{arch}")
-            if usage:
-                point["cpu_ms_per_request"] = usage["cpu_total_s"] * 1000 / done
+            cpu = cpu_seconds_between(sources, f"scoring-{arch}", start, end)
+            if cpu is not None:
+                point["cpu_ms_per_request"] = cpu * 1000 / done
         out.append(point)
     return out
+
+
+def cpu_seconds_between(sources: dict, service: str, start: float, end: float) -> float | None:
+    """CPU seconds a service used in [start, end], its cumulative CPU interpolated between
+    samples: a level of the ramp lasts a second or two, fewer than the two samples a window
+    needs (hardware/summary.py). None when the samples do not cover the window."""
+    for samples in sources.values():
+        pts = [(x["t"], svc.get("cpu_user_s", 0) + svc.get("cpu_system_s", 0))
+               for x in samples if (svc := x.get("services", {}).get(service))]
+        if len(pts) < 2:
+            continue
+        t, c = np.array(pts, dtype=float).T
+        if start < t[0] or end > t[-1]:
+            return None
+        # a restarted process counts from zero again: only increases add up
+        cum = np.concatenate([[0.0], np.cumsum(np.clip(np.diff(c), 0, None))])
+        return float(np.interp(end, t, cum) - np.interp(start, t, cum))
+    return None
 
 
 def _mean(xs: list[float | None]) -> float | None:

@@ -28,9 +28,10 @@ from experiments.reporting import (  # noqa: E402
     write_files,
 )
 
-# Capacities an advantage is computed from: found, held with the step budget spent, or every
-# rate passed (then a lower bound, marked).
-USABLE = ("found", "unfinished", "above_range")
+# Capacities an advantage is computed from: found, or held with the step budget spent. Not
+# "every rate passed" (above_range): that is the protocol's max_rate, not the build's
+# capacity, and two of them would read as "no advantage".
+USABLE = ("found", "unfinished")
 
 
 def _num(x: Any) -> float | None:
@@ -62,6 +63,8 @@ def crossing(points: list[tuple[float, float | None]], threshold: float) -> dict
 
 
 def _cap(row: dict | None) -> tuple[float | None, str | None]:
+    """(capacity an advantage may use, search status); an above-range capacity is shown as a
+    lower bound but never compared."""
     if not row or row.get("capacity_status") not in USABLE:
         return None, (row or {}).get("capacity_status")
     return _num(row.get("capacity_rps")), row["capacity_status"]
@@ -87,6 +90,9 @@ def factor_series(rows: dict, plan: dict) -> dict[str, Any]:
                 pa = _num((async_ or {}).get("predicted_rps"))
                 series.append({"value": value, "variant": name,
                                "sync_rps": cs, "async_rps": ca,
+                               # as the search left it, whatever its status: for the table
+                               "sync_capacity_rps": _num((sync or {}).get("capacity_rps")),
+                               "async_capacity_rps": _num((async_ or {}).get("capacity_rps")),
                                "sync_status": ss, "async_status": sa,
                                "sync_predicted_rps": ps, "async_predicted_rps": pa,
                                "advantage": advantage(ca, cs),
@@ -200,10 +206,12 @@ def crossing_sentence(c: dict, f: dict, threshold: float) -> str:
 
 
 def _cap_cell(p: dict, arch: str) -> str:
-    v, status = p[f"{arch}_rps"], p[f"{arch}_status"]
-    if v is None:
-        return f"n/a ({status})" if status else "n/a"
-    return ("≥ " if status == "above_range" else "") + fmt(v)
+    v, status, raw = p[f"{arch}_rps"], p[f"{arch}_status"], p.get(f"{arch}_capacity_rps")
+    if v is not None:
+        return fmt(v)
+    if status == "above_range" and raw is not None:
+        return f"≥ {fmt(raw)} (every rate passed)"
+    return f"n/a ({status})" if status else "n/a"
 
 
 def _factor_lines(res: dict) -> list[str]:

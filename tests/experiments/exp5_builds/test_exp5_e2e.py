@@ -60,6 +60,9 @@ def test_the_report_names_each_architectures_best_build(folder):
     assert workers and all(s["capacity_rps"] > 1000 for s in workers)
     for r in rows.values():
         assert r["curve"] and all(p["rps"] >= 0 for p in r["curve"])
+        # the scoring handler's CPU per request at each level, from the resource samples
+        assert all(p["cpu_ms_per_request"] is not None for p in r["curve"][1:])
+        assert any(p["cpu_ms_per_request"] > 0.5 for p in r["curve"]), r["curve"]
         assert [p["users"] for p in r["curve"]] == sorted(p["users"] for p in r["curve"])
         assert r["stack_cpu_ms_per_request"] and r["stack_cpu_ms_per_request"] > 0
         assert r["rss_mb"] and 20 < r["rss_mb"] < 4096

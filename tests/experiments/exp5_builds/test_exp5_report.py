@@ -11,6 +11,7 @@ from experiments.exp5_builds.report import (
     _sweep_lines,
     best_builds,
     collapse,
+    cpu_seconds_between,
 )
 
 
@@ -69,3 +70,19 @@ def test_the_sweep_table_explains_a_fall_past_the_knee():
     assert "- default/async: 130.0 req/s at 40 users, 80.0 at 90 (38% less)" in text
     assert "grows from 6.10 to 12.50 ms (2.0x)" in text
     assert "async-aiohttp/async:" not in text  # no fall: not listed
+
+
+def test_cpu_in_a_window_shorter_than_the_sampling_is_interpolated():
+    # 50 % of a core, sampled every second; a process restart in between counts from zero
+    def since_start(i):
+        return i if i < 5 else i - 5
+
+    samples = [{"t": 100.0 + i, "services": {"scoring-async": {
+        "cpu_user_s": 0.4 * since_start(i), "cpu_system_s": 0.1 * since_start(i)}}}
+        for i in range(10)]
+    sources = {"host": samples}
+    assert cpu_seconds_between(sources, "scoring-async", 101.25, 102.75) == pytest.approx(0.75)
+    # across the restart (t=105: counters back to 0): the lost second adds nothing
+    assert cpu_seconds_between(sources, "scoring-async", 103.0, 107.0) == pytest.approx(1.5)
+    assert cpu_seconds_between(sources, "scoring-async", 99.0, 101.0) is None  # not covered
+    assert cpu_seconds_between(sources, "model-async", 101.0, 102.0) is None

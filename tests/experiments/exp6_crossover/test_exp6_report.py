@@ -68,3 +68,15 @@ def test_each_factor_runs_from_the_shared_baseline_and_finds_the_crossing():
     assert "| 20 | best | n/a (invalid) | 25.0 |" in text
     assert "stays above 10% up to 5 ms (+20% there)" in text
     assert "## Rule of thumb" in text
+
+
+def test_a_capacity_above_the_range_is_shown_as_a_bound_and_never_compared():
+    rows = {("baseline-best", "sync"): _row(4.0, 20.0, status="above_range"),
+            ("baseline-best", "async"): _row(4.0, 140.0, status="above_range")}
+    plan = {**PLAN, "points": {"baseline-best": PLAN["points"]["baseline-best"]}}
+    series = factor_series(rows, plan)["model_cpu_ms"]["best"]
+    (p,) = series["series"]
+    assert p["advantage"] is None and series["crossing"] == {"kind": "unknown"}
+    assert p["predicted_advantage"] == pytest.approx(6.0)
+    text = "\n".join(_factor_lines({"plan": plan, "factors": {"model_cpu_ms": {"best": series}}}))
+    assert "| 0 | best | ≥ 4.0 (every rate passed) | ≥ 4.0 (every rate passed) | n/a |" in text
