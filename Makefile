@@ -62,6 +62,14 @@ experiment-2: deploy ## timeit: N sequential calls, sync vs async, with confiden
 experiment-4: deploy ## The delta decomposition: a ladder of variants, each against its predicted ceiling
 	$(BIN)/python -m experiments run 4 --profile $(PROFILE) --results-dir $(RESULTS_DIR) --inventory $(INVENTORY)
 
+.PHONY: experiment-5
+experiment-5: deploy ## Best builds: sweeps of each architecture's settings on one CPU budget, each point's capacity and cost
+	$(BIN)/python -m experiments run 5 --profile $(PROFILE) --results-dir $(RESULTS_DIR) --inventory $(INVENTORY)
+
+.PHONY: experiment-6
+experiment-6: deploy ## Crossover: each build's capacity against one factor at a time, where async's advantage falls
+	$(BIN)/python -m experiments run 6 --profile $(PROFILE) --results-dir $(RESULTS_DIR) --inventory $(INVENTORY)
+
 .PHONY: report
 report: ## Rebuild report.md and plots of a run folder from its raw data (RUN=results/<run>)
 	$(BIN)/python -m experiments report $(RUN)

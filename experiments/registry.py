@@ -8,7 +8,11 @@ from experiments.exp1_profiling import EXPERIMENT as PROFILING
 from experiments.exp2_timeit import EXPERIMENT as TIMEIT
 from experiments.exp3_load import EXPERIMENT as LOAD
 from experiments.exp4_ladder import EXPERIMENT as LADDER
+from experiments.exp5_builds import EXPERIMENT as BUILDS
+from experiments.exp6_crossover import EXPERIMENT as CROSSOVER
 from experiments.experiment import Experiment
 
-EXPERIMENTS: dict[str, Experiment] = {e.number: e for e in (PROFILING, TIMEIT, LOAD, LADDER)}
+EXPERIMENTS: dict[str, Experiment] = {
+    e.number: e for e in (PROFILING, TIMEIT, LOAD, LADDER, BUILDS, CROSSOVER)
+}
 BY_NAME: dict[str, Experiment] = {e.name: e for e in EXPERIMENTS.values()}

@@ -8,9 +8,6 @@ from collections.abc import Sequence
 
 from services import errors
 
-# The handler calls its model API this many times per request, as the original did.
-MODEL_CALLS = 2
-
 
 def model_input(values: Sequence[float], features: Sequence[float]) -> bytes:
     """The body sent to the model API: the request's values, then the entity's stored features."""

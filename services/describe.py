@@ -3,7 +3,6 @@ architectures)."""
 
 from __future__ import annotations
 
-from services.aggregate import MODEL_CALLS
 from services.settings import Arch, Role, Settings
 
 HEALTH_PATH = "/api/v1/healthcheck"
@@ -14,12 +13,13 @@ def predict_path(arch: Arch) -> str:
 
 
 def describe(role: Role, arch: Arch, settings: Settings, framework: str) -> dict[str, object]:
-    calls = "concurrently" if arch is Arch.ASYNC else "one after the other"
+    concurrent = arch is Arch.ASYNC and not settings.sequential_model_calls
+    calls = "concurrently" if concurrent else "one after the other"
     what = {
         Role.MODEL: "model API: a prediction is a "
         f"{settings.sleep_min_s * 1000:g}-{settings.sleep_max_s * 1000:g} ms wait",
         Role.SCORING: "scoring handler: reads an entity's features from Redis, calls the model "
-        f"API {MODEL_CALLS} times ({calls}), returns the mean prediction",
+        f"API {settings.model_calls} times ({calls}), returns the mean prediction",
     }[role]
     endpoints = {
         f"GET {HEALTH_PATH}": 'health check -> {"status": "OK"}',

@@ -18,7 +18,8 @@ def draw_sleep(settings: Settings) -> float:
 
 def burn_cpu(seconds: float) -> None:
     """Spin for ``seconds`` of this thread's CPU time (not wall time: a descheduled worker
-    must still do the full amount of work)."""
+    must still do the full amount of work). The scoring handlers use it too, for their own
+    per-request CPU work (``handler_cpu_s``)."""
     if seconds <= 0:
         return
     deadline = time.thread_time() + seconds

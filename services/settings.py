@@ -86,6 +86,13 @@ class Settings(BaseSettings):
     sleep_max_s: Seconds = 0.050
     cpu_burn_s: Seconds = Field(0.0, description="CPU-bound work per prediction")
 
+    # --- the scoring handler's work (the crossover sweeps vary these) ----------------------
+    # The original calls its model twice per request and answers the mean.
+    model_calls: int = Field(2, ge=1, le=16, description="model API calls per scoring request")
+    # CPU-bound work the handler itself does per request (feature engineering, say). In the
+    # async handler it runs on the event loop, as such code in an `async def` would.
+    handler_cpu_s: Seconds = Field(0.0, description="CPU-bound work per scoring request")
+
     # --- request limits ------------------------------------------------------------------
     default_entity: str = "0"
     max_values: int = Field(1024, ge=1, le=1_000_000)

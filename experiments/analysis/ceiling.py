@@ -34,8 +34,11 @@ from typing import Any
 from services.settings import Arch, Role, Settings, SyncWorker, settings_from_env
 from services.workers import sync_requests_per_worker, worker_count
 
-# Model calls a scoring request makes (the two predictions it averages).
-MODEL_CALLS_PER_REQUEST = 2
+
+def model_calls(scoring_env: Mapping[str, Any]) -> int:
+    """Model API calls per scoring request, read from the scoring handler's env as it reads it
+    (the original's 2 unless SCORING_LAB_MODEL_CALLS says otherwise)."""
+    return settings_from_env(scoring_env).model_calls
 
 
 def workers_in_effect(arch: str, cores: int, configured: int | None) -> int:

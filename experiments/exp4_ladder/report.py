@@ -193,6 +193,8 @@ def _capacities(run: Path, manifest: dict, grace_s: float) -> list[dict[str, dic
 def _ceiling(v: dict, arch: str, load: dict, probes: dict, topo: dict) -> ceiling.Ceiling:
     workers = v.get("workers") or {}
     services = []
+    scoring_env = ((workers.get(f"scoring-{arch}") or {}).get("env")
+                   or v.get("scoring_handler_env") or {})
     for role, name in (("scoring", f"scoring-{arch}"), ("model", f"model-{arch}")):
         w = workers.get(name) or {}
         cpus = tuple(w.get("cpus") or (topo.get("services", {}).get(name) or {}).get("cpus") or ())
@@ -203,7 +205,7 @@ def _ceiling(v: dict, arch: str, load: dict, probes: dict, topo: dict) -> ceilin
         services.append(ceiling.ServiceInput(
             name, cpus, slots,
             hold / 1000 if hold and not math.isnan(hold) else None,
-            ceiling.MODEL_CALLS_PER_REQUEST if role == "model" else 1,
+            ceiling.model_calls(scoring_env) if role == "model" else 1,
             load["cpu_s_per_request"].get(name), processes=n_workers))
     redis_cpus = tuple((topo.get("services", {}).get("redis") or {}).get("cpus") or ())
     # Redis executes commands on one thread: one core at most, whatever its CPU set
@@ -425,7 +427,7 @@ def _decomposition_lines(res: dict) -> list[str]:
     return lines + [""]
 
 
-def _capacity_lines(res: dict) -> list[str]:
+def capacity_lines(res: dict) -> list[str]:
     """Each rung's capacity at the shared bound beside its predicted ceiling, then the steps."""
     rows = [r for r in res["rows"] if "capacity_rps" in r]
     if not rows:
@@ -516,7 +518,7 @@ def render(res: dict, run: Path, plot: str | None) -> str:
     notes = surprises(res)
     if notes:
         lines += ["## Surprises", "", *(f"- {s}" for s in notes), ""]
-    lines += _capacity_lines(res)
+    lines += capacity_lines(res)
     lines += ["## Measured and predicted", "",
               "| variant | arch | arrival | p50 1 user ms | model API hold ms | p50 <= "
               f"{LOW_LOAD_USERS} users ms | breaking point users | max req/s | predicted req/s "

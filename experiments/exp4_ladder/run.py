@@ -35,9 +35,10 @@ from experiments.lab.verify import VerifyError, verify
 from experiments.protocol import Arch, Arrival, CapacityParams, Protocol, parse_protocol
 from experiments.repeats import abba, locust_root
 from experiments.results import scenario_entry
+from services.settings import SettingsError, settings_from_env
 
 PROBE, LOAD_TEST, CAPACITY = "probe", "load_test", "capacity"
-_VARIANT_KEYS = {"name", "description", "archs", "arrivals", "model_api_env",
+_VARIANT_KEYS = {"name", "description", "sweep", "archs", "arrivals", "model_api_env",
                  "scoring_handler_env", "model_api_workers_per_core",
                  "scoring_handler_workers_per_core"}
 
@@ -47,6 +48,9 @@ class Variant(Table):
 
     name: Str
     description: Str = ""
+    # The setting this rung varies, where rungs are points of sweeps (experiment 5's best
+    # builds); "" for the ladder's rungs and for the default build every sweep shares.
+    sweep: Str = ""
     archs: tuple[Arch, ...] = Field(ARCHS, min_length=1)
     arrivals: tuple[Arrival, ...] = Field(("spread",), min_length=1)
     model_api_env: dict[str, str] = {}
@@ -140,6 +144,11 @@ def _variant(c: Checker, i: int, t: Any) -> Variant:
     where = f"variants.{c.string(t, f'variants[{i}]', 'name')}"
     envs = {key: _env(c, f"{where}.{key}", t.get(key, {}))
             for key in ("model_api_env", "scoring_handler_env")}
+    for key, env in envs.items():
+        try:  # a value the services would refuse stops the run here, not at its deploy
+            settings_from_env(env)
+        except SettingsError as exc:
+            raise c.fail(f"{where}.{key}", str(exc)) from None
     return c.validate(Variant, {**t, **envs}, where)
 
 

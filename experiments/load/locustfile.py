@@ -129,9 +129,13 @@ def _score(client, context: dict | None = None, retry_closed: int = 0) -> int:
     row's scheduled time still dates the whole wait). Why: meinheld's keep-alive timer,
     when it fires while a blocking request holds the worker, closes a connection whose next
     request has already arrived unread (measured: a connection idle ~3 s, a request sent
-    while another is in the one worker, closed 3 times in 3). That is meinheld dropping
-    unread requests at any rate, not the stack being loaded; a client of a pure scoring
-    function resends it, as gRPC does for a call that never reached the application.
+    while another is in the one worker, closed 3 times in 3). picoev runs a loop turn as
+    poll, callbacks (meinheld calls the WSGI app in one), then timeouts (picoev.h,
+    picoev_loop_once), and meinheld's read_callback closes on PICOEV_TIMEOUT without reading
+    (server.c): a keep-alive deadline that passed during the app call wins over the request
+    that arrived meanwhile. That is meinheld dropping unread requests at any rate, not the
+    stack being loaded; a client of a pure scoring function resends it, as gRPC does for a
+    call that never reached the application.
     Returns the number of resends, which the open model counts and reports.
     """
     for attempt in range(retry_closed + 1):

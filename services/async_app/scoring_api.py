@@ -1,5 +1,6 @@
-"""Async scoring handler (port 8001): features from Redis, then the model API twice,
-concurrently (``sequential_model_calls`` awaits them one after the other instead)."""
+"""Async scoring handler (port 8001): features from Redis, then the model API twice (the
+``model_calls`` setting), concurrently (``sequential_model_calls`` awaits them one after the
+other instead)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 
-from services import aggregate, features
+from services import aggregate, fake_model, features
 from services.async_app.base import VALUES_BODY_DOC, new_app, request_values
 from services.async_app.clients import feature_store, model_client
 from services.describe import predict_path
@@ -46,7 +47,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         store, model = request.app.state.store, request.app.state.model
         body = aggregate.model_input(values, await store.get(entity))
-        calls = [model.predict(body) for _ in range(aggregate.MODEL_CALLS)]
+        fake_model.burn_cpu(settings.handler_cpu_s)  # on the event loop: that is its cost
+        calls = [model.predict(body) for _ in range(settings.model_calls)]
         if settings.sequential_model_calls:
             predictions = [await call for call in calls]
         else:

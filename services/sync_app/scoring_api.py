@@ -1,11 +1,11 @@
-"""Sync scoring handler (port 5001): features from Redis, then the model API twice, one call
-after the other, as a blocking handler must."""
+"""Sync scoring handler (port 5001): features from Redis, then the model API twice (the
+``model_calls`` setting), one call after the other, as a blocking handler must."""
 
 from __future__ import annotations
 
 from flask import Flask, request
 
-from services import aggregate, features
+from services import aggregate, fake_model, features
 from services.describe import predict_path
 from services.settings import Arch, Role, Settings
 from services.sync_app.base import new_app, request_values
@@ -27,7 +27,8 @@ def create_app(settings: Settings | None = None) -> Flask:
             features.one_entity(request.args.getlist("entity"), settings.default_entity)
         )
         body = aggregate.model_input(values, store.get(entity))
-        predictions = [model.predict(body) for _ in range(aggregate.MODEL_CALLS)]
+        fake_model.burn_cpu(settings.handler_cpu_s)
+        predictions = [model.predict(body) for _ in range(settings.model_calls)]
         return aggregate.mean_prediction(predictions)
 
     return app

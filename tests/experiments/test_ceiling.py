@@ -7,11 +7,11 @@ import pydantic
 import pytest
 
 from experiments.analysis.ceiling import (
-    MODEL_CALLS_PER_REQUEST,
     ServiceInput,
     closeness,
     cpu_capacity,
     cpu_groups,
+    model_calls,
     predict,
     service_slots,
     worker_capacity,
@@ -176,6 +176,7 @@ def test_closeness():
 # SCORING_LAB_CPU_BURN_S = 10 ms per prediction, two predictions per scoring request: the model
 # API spends 2 x 10 ms (+ 0.5 ms of its own) of CPU per scoring request.
 BURN_S = 0.010
+MODEL_CALLS_PER_REQUEST = model_calls({})  # the services' default: the original's 2
 MODEL_CPU_S = MODEL_CALLS_PER_REQUEST * BURN_S + 0.0005
 
 
@@ -275,3 +276,16 @@ def test_a_report_of_a_run_whose_recorded_env_the_services_refuse_is_one_line(tm
     err = capsys.readouterr().err
     assert err.startswith("error: SCORING_LAB_SYNC_WORKER='GThread': Input should be"), err
     assert "Traceback" not in err
+
+
+def test_model_calls_per_request_are_read_as_the_scoring_handler_reads_them():
+    assert model_calls({}) == 2 == Settings().model_calls
+    assert model_calls({"SCORING_LAB_MODEL_CALLS": "8", "SCORING_LAB_HTTP_CLIENT": "aiohttp"}) == 8
+    with pytest.raises(SettingsError, match="SCORING_LAB_MODEL_CALLS='0'"):
+        model_calls({"SCORING_LAB_MODEL_CALLS": "0"})
+    # a blocking model stage sees every call: 8 calls of 50 ms on 4 slots
+    slots = service_slots("model", "sync", 4, {})
+    ceiling = predict([ServiceInput("model-sync", (0,), slots=slots, hold_s=0.050,
+                                    calls_per_request=model_calls(
+                                        {"SCORING_LAB_MODEL_CALLS": "8"}))])
+    assert ceiling.predicted_rps == pytest.approx(4 / (0.050 * 8))

@@ -275,3 +275,21 @@ def test_async_handler_calls_the_model_concurrently_unless_told_otherwise(seeded
         timings[sequential] = time.perf_counter() - started
         closer.__exit__(None, None, None)
     assert timings[False] < 0.35 <= timings[True]
+
+
+def test_model_calls_and_handler_cpu_are_settings_of_both_handlers(make_client, seeded_redis,
+                                                                   model_stub):
+    model_stub.reply = (200, b'{"detail": 0.03}')
+    client = make_client("scoring", redis_url=seeded_redis.url, model_url=model_stub.url,
+                         model_calls=5)
+    assert client.post() == (200, {"detail": 0.03})
+    assert len(model_stub.bodies) == 5
+    status, index = client.get("/")
+    assert status == 200 and "API 5 times" in index["description"]
+    # the handler's own CPU work: a request costs at least that much CPU time of its thread
+    # (thread CPU, not wall time: the assertion holds on a loaded machine)
+    burn = make_client("scoring", redis_url=seeded_redis.url, model_url=model_stub.url,
+                       handler_cpu_s=0.05, model_calls=1)
+    started = time.process_time()
+    assert burn.post()[0] == 200
+    assert time.process_time() - started >= 0.05

@@ -74,10 +74,10 @@ def test_original_costs_andsurprises():
 
 
 def test_capacity_per_rung_beside_its_ceiling_only_where_searched():
-    from experiments.exp4_ladder.report import _capacity_lines, _headline
+    from experiments.exp4_ladder.report import _headline, capacity_lines
 
     res = _res()
-    assert _capacity_lines({**res, "capacity": {}}) == []
+    assert capacity_lines({**res, "capacity": {}}) == []
     assert "capacity_rps" not in _headline({**res, "capacity": {}})
     step = {"rate": 40.0, "achieved_rate": 39.0, "requests": 200, "errors": 0,
             "p99_response_ms": 120.0, "p99_service_ms": 110.0, "loadgen_cpu_fraction": 0.1,
@@ -88,7 +88,7 @@ def test_capacity_per_rung_beside_its_ceiling_only_where_searched():
     row.update(capacity_rps=40.0, capacity_status="found", first_overloaded_rps=44.0,
                capacity_p99_bound_ms=250.0, capacity_over_predicted=40.0 / row["predicted_rps"])
     res["capacity"] = {"default": {"sync": found}}
-    text = "\n".join(_capacity_lines(res))
+    text = "\n".join(capacity_lines(res))
     assert "| default | sync | 40.0 | found | 44.0 | 20.0 | 200% | 19.0 |" in text
     assert "<= 250 ms" in text and "| default/sync | 40.0 |" in text
     assert _headline(res)["capacity_rps"] == {"default/sync": 40.0}
@@ -96,7 +96,7 @@ def test_capacity_per_rung_beside_its_ceiling_only_where_searched():
 
 def test_capacity_per_rung_over_repeats_shows_median_values_and_cv():
     from experiments.analysis.repeat_figures import summary_of
-    from experiments.exp4_ladder.report import _capacity_lines
+    from experiments.exp4_ladder.report import capacity_lines
 
     res = _res()
     found = {"shared": {"p99_bound_ms": 250.0, "capacity": 12.0, "first_failing": 13.0,
@@ -108,6 +108,6 @@ def test_capacity_per_rung_over_repeats_shows_median_values_and_cv():
                capacity_over_predicted=spread["median"] / row["predicted_rps"],
                capacity_repeats=spread)
     res["capacity"] = {"default": {"sync": found}}
-    text = "\n".join(_capacity_lines(res))
+    text = "\n".join(capacity_lines(res))
     assert "| default | sync | 17.0 (12.0/22.0, CV 42% **unstable**) | found |" in text
     assert "median over the repeats" in text

@@ -1,0 +1,36 @@
+"""Experiment 5's run: its points are experiment 4 rungs (experiments/exp4_ladder/run.py deploys,
+verifies and measures each, restores the default build at the end), read from a ladder file
+whose points each name the `sweep` they belong to. This module adds what makes that file a
+set of sweeps, checked before anything is deployed.
+
+    sweeps = load_sweeps("experiments/exp5_builds/config.toml", "quick")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from experiments.config import ConfigError
+from experiments.exp4_ladder.run import Ladder, load_ladder
+from experiments.exp4_ladder.run import run as run_points
+
+__all__ = ["load_sweeps", "run_points"]
+
+
+def check_sweeps(ladder: Ladder) -> Ladder:
+    """A sweep varies one architecture's settings, around one build with no sweep (the
+    default, which every sweep shares and which measures both architectures)."""
+    base = [v for v in ladder.variants if not v.sweep]
+    if len(base) != 1:
+        raise ConfigError(f"{ladder.source}: variants: expected one point with no `sweep` (the "
+                          f"build the sweeps share), got {[v.name for v in base] or 'none'}")
+    for v in ladder.variants:
+        if v.sweep and len(v.archs) != 1:
+            raise ConfigError(f"{ladder.source}: variants.{v.name}: a point of sweep "
+                              f"{v.sweep!r} measures one architecture, got archs = "
+                              f"{list(v.archs)}")
+    return ladder
+
+
+def load_sweeps(path: str | Path, profile: str | None = None) -> Ladder:
+    return check_sweeps(load_ladder(path, profile))

@@ -1,0 +1,22 @@
+"""Experiment 6: where the delta flips. One factor at a time (CPU per prediction, model latency,
+model calls per request, CPU in the scoring handler) varied around the default; at each value
+both architectures' default and best builds are deployed and their capacity measured beside
+the ceiling model's prediction; the report gives, per factor, where async's advantage falls
+below the threshold."""
+
+from pathlib import Path
+
+from experiments.exp6_crossover import report, run
+from experiments.experiment import Experiment
+
+EXPERIMENT = Experiment(
+    number="6",
+    name="experiment-6",
+    summary="crossover: capacity against one factor at a time, where async stops winning",
+    config=Path(__file__).with_name("config.toml"),
+    load=run.load_crossover,
+    run=run.run_points,
+    analyse=report.analyse,
+    headline=report.headline,
+    write_report=report.write_report,
+)
