@@ -38,6 +38,16 @@ def fmt(v: Any, digits: int = 1) -> str:
     return f"{v:.{digits}f}"
 
 
+def number(x: Any) -> float | None:
+    """``x`` as a float; None for None and NaN (a figure a run could not measure)."""
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+def pct(x: float | None, signed: bool = False) -> str:
+    """A fraction as a whole percent ("+12%" when signed); "n/a" for None."""
+    return "n/a" if x is None else f"{x:{'+' if signed else ''}.0%}"
+
+
 def json_safe(v: Any) -> Any:
     """``v`` with NaN and infinities as None, so report.json is strict JSON."""
     if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
@@ -198,7 +208,8 @@ _STATUS = {
     "found": "found",
     "above_range": "every rate up to the maximum passed: a lower bound",
     "below_range": "even the minimum rate failed",
-    "invalid": "**stopped: a step was limited by the load generator**",
+    # the step table gives the reason: the generator limited it, or it started unrecovered
+    "invalid": "**stopped: a step could not be judged (its reason in the steps table)**",
     "unfinished": ("the step or hold budget ran out before the bracket closed on a held rate "
                    "(capacity: the highest rate that passed a hold, if any)"),
 }

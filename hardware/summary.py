@@ -20,6 +20,7 @@ producing a negative or a huge jump. CPU percent is of one core, as in top: 200 
 
 from __future__ import annotations
 
+import bisect
 import csv
 import json
 import re
@@ -202,6 +203,30 @@ def service_usage(samples: Iterable[Sample], start: float, end: float) -> dict[s
             "window_s": span,
         }
     return usage
+
+
+def cpu_seconds_between(samples: Iterable[Sample], service: str, start: float,
+                        end: float) -> float | None:
+    """CPU seconds a service used in [start, end], its cumulative CPU interpolated linearly
+    between the samples around the window's ends (service_usage needs two samples inside a
+    window; a window of a second or two, a level of a closed-loop ramp, has fewer). Drops
+    (a restarted process) count nothing, as in service_usage. None when the samples do not
+    cover the window."""
+    pts = sorted((s["t"], svc.get("cpu_user_s", 0) + svc.get("cpu_system_s", 0))
+                 for s in samples if (svc := s.get("services", {}).get(service)))
+    if len(pts) < 2 or start < pts[0][0] or end > pts[-1][0]:
+        return None
+    times = [t for t, _ in pts]
+    cum = [0.0]
+    for step in (max(0.0, b - a) for (_, a), (_, b) in zip(pts, pts[1:], strict=False)):
+        cum.append(cum[-1] + step)
+
+    def at(t: float) -> float:
+        i = max(1, bisect.bisect_left(times, t))
+        t0, t1 = times[i - 1], times[i]
+        return cum[i - 1] + (cum[i] - cum[i - 1]) * ((t - t0) / (t1 - t0) if t1 > t0 else 1.0)
+
+    return at(end) - at(start)
 
 
 def _busy_and_total(times: Mapping[str, float]) -> tuple[float, float]:

@@ -135,6 +135,25 @@ class PrivateLab:
              name], cwd=ROOT / "ansible", env=self.env, capture_output=True, text=True,
             timeout=timeout)
 
+    def run_smoke(self, package: str, timeout: float) -> Path:
+        """Run an experiment's smoke profile on this lab in a subprocess (as `make` would:
+        its own interpreter, the lab's env) into results-<package's short name>; the one run
+        folder it made."""
+        results = self.root / f"results-{package.split('_')[0]}"
+        run = ("import sys; from pathlib import Path; "
+               f"from experiments.{package} import EXPERIMENT; "
+               "from experiments.lab.session import RunOptions; "
+               "print(EXPERIMENT.execute('smoke', RunOptions(Path(sys.argv[1]), sys.argv[2], "
+               "str(Path(sys.executable).with_name('ansible-playbook')))))")
+        done = subprocess.run([sys.executable, "-c", run, str(results), str(self.inventory)],
+                              cwd=ROOT, env=self.env, capture_output=True, text=True,
+                              timeout=timeout)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+        runs = [p for p in results.iterdir() if p.is_dir()]
+        assert len(runs) == 1, runs
+        assert done.stdout.strip().endswith(runs[0].name), done.stdout[-500:]
+        return runs[0]
+
 
 def private_lab_inventory(tmp: Path, *, snapshot: bool = True) -> PrivateLab:
     """Write the inventory copy (free ports, run dir under tmp, 50 entities); with snapshot,
@@ -181,7 +200,7 @@ def private_lab(tmp: Path) -> Iterator[PrivateLab]:
 @pytest.fixture(scope="session")
 def experiments_lab(tmp_path_factory) -> Iterator[PrivateLab]:
     """One private lab shared by the experiment smoke runs that start from the default build
-    (experiments 2 and 4; experiment 4 redeploys it and restores the default at the end)."""
+    (experiments 2, 4, 5 and 6; 4-6 redeploy it per rung and restore the default at the end)."""
     with private_lab(tmp_path_factory.mktemp("experiments-lab")) as lab:
         yield lab
 

@@ -76,6 +76,9 @@ def analyse(folder: str | Path) -> dict[str, Any]:
         if yappis:
             archs[arch]["yappi"][role] = {**yappis[0]["yappi"], "name": yappis[0]["name"]}
     for window in manifest.get("windows") or []:
+        if window.get("error"):  # a build that did not deploy or answer
+            missing.append(f"build {window['build']}: {window['error']}")
+            continue
         arch = window["arch"]
         archs.setdefault(arch, {"request": {}, "yappi": {}, "windows": []})
         services = {}
@@ -99,6 +102,7 @@ def analyse(folder: str | Path) -> dict[str, Any]:
                 **({"yappi": [w["yappi"] for w in workers if "yappi" in w]}
                    if not pyi else {})}
         archs[arch]["windows"].append({"profiler": window["profiler"],
+                                       "build": window.get("build", "default"),
                                        "window_s": window["window_s"],
                                        "users": window["users"], "services": services})
     out["files"] = [_analyse_one(folder, d, n) | {"breakdown": None, "yappi": None, "cpu": None}
@@ -122,12 +126,53 @@ def _summary(arch: str, request: dict[str, Any]) -> str:
 
 
 def window_cpu(arch_data: dict[str, Any], role: str) -> dict[str, Any] | None:
-    """The CPU per request of a role in the architecture's pyinstrument window, or None."""
+    """The CPU per request of a role in the architecture's pyinstrument window of the
+    default build at the window's own load, or None."""
     for window in arch_data["windows"]:
         cpu = (window["services"].get(role) or {}).get("cpu_per_request")
-        if window["profiler"] == "pyinstrument" and cpu:
+        if window["profiler"] == "pyinstrument" and window["build"] == "default" and cpu:
             return cpu
     return None
+
+
+def _window_rate(w: dict[str, Any], role: str) -> float | None:
+    s = w["services"].get(role) or {}
+    return s["requests"] / w["window_s"] if s.get("requests") and w["window_s"] else None
+
+
+def load_cpu_lines(numbers: dict[str, Any]) -> list[str]:
+    """Every pyinstrument window side by side (default load, and the builds' heavier ones):
+    the scoring handler's CPU per request by category, and the model API's total, so a
+    growth with load, or a build's saving, shows where it is."""
+    rows = [(arch, w) for arch, data in numbers["architectures"].items()
+            for w in data["windows"]
+            if w["profiler"] == "pyinstrument"
+            and (w["services"].get("scoring") or {}).get("cpu_per_request")]
+    if not rows:
+        return []
+    lines = ["## Where the scoring handler's CPU goes, by build and load", "",
+             "Each pyinstrument window: the build, its architecture, the Locust users (1 "
+             "request per second each: the offered rate) and the scoring requests the handler "
+             "served per second in the window (below the users when past its knee), then the "
+             "handler's CPU ms per request by category (as in the window sections below; "
+             "\"-\" where the samples do not account for the measured CPU) and the model "
+             "API's CPU ms per (model) request. Profiled: every figure includes the profiler's "
+             "overhead, so compare them with each other, not with unprofiled runs.", "",
+             "| build | arch | users | served req/s | " + " | ".join(
+                 CPU_CATEGORIES[k].split(" (")[0] for k in CPU_CATEGORIES)
+             + " | **scoring total** | model API total |",
+             "|---|---|---:|---:|" + "---:|" * (len(CPU_CATEGORIES) + 2)]
+    for arch, w in rows:
+        cpu = w["services"]["scoring"]["cpu_per_request"]
+        model = (w["services"].get("model") or {}).get("cpu_per_request")
+        rate = _window_rate(w, "scoring")
+        cells = [f"{cpu['ms_per_request'][k]:.2f}" if cpu["split_trusted"] else "-"
+                 for k in CPU_CATEGORIES]
+        lines.append(f"| {w['build']} | {arch} | {w['users']} | "
+                     f"{'n/a' if rate is None else f'{rate:.0f}'} | " + " | ".join(cells)
+                     + f" | **{cpu['total_ms']:.2f}** | "
+                     + (f"{model['total_ms']:.2f}" if model else "n/a") + " |")
+    return [*lines, ""]
 
 
 def _cpu_summary(arch: str, cpu: dict[str, Any]) -> str:
@@ -175,7 +220,9 @@ def _window_lines(windows: list[dict[str, Any]]) -> list[str]:
     lines = []
     for w in windows:
         services = w["services"]
-        head = (f"Window profile, {w['profiler']}: {w['window_s']:g} s under {w['users']} "
+        build = "" if w["build"] == "default" else f", build `{w['build']}`"
+        head = (f"Window profile, {w['profiler']}{build}: {w['window_s']:g} s under "
+                f"{w['users']} "
                 "Locust users (every worker of each service that served a request in the "
                 "window; its whole thread, idle time included)")
         lines += ["", head, ""]
@@ -274,6 +321,7 @@ def render(numbers: dict[str, Any], folder: Path) -> str:
         lines.append("- " + _summary(arch, data["request"]))
         if (cpu := window_cpu(data, "scoring")) is not None:
             lines.append("- " + _cpu_summary(arch, cpu))
+    lines += ["", *load_cpu_lines(numbers)]
     for arch, data in numbers["architectures"].items():
         lines += ["", f"## {arch}", "", "One scoring request (pyinstrument, wall clock; the "
                   "client column is the caller's own profile of the same kind of call):", ""]

@@ -35,13 +35,15 @@ from experiments.config import (
 )
 from experiments.constants import ARCHS
 from experiments.experiment import Finish
-from experiments.lab.deploy import redeploy
+from experiments.lab import topology as topology_mod
+from experiments.lab.deploy import DeployError, redeploy
 from experiments.lab.session import RunOptions, Session, session
-from experiments.lab.verify import VerifyError
+from experiments.lab.verify import VerifyError, verify
 from experiments.protocol import DEFAULT_PAYLOAD, Arch, GuardParams, Scenario
 from experiments.results import iso
 from services import profiling as prof
 from services.describe import predict_path
+from services.settings import SettingsError, settings_from_env
 
 PROFILING_ENV = {"SCORING_LAB_PROFILING": "true"}
 ROLES = {"scoring": "scoring handler", "model": "model API"}
@@ -99,6 +101,44 @@ class Window(Table):
         return window_s
 
 
+class Build(Table):
+    """A build profiled under heavier load (where the async default's throughput falls past
+    its knee): the lab's default build, or the settings it names, redeployed with profiling
+    on; one pyinstrument window (the profiler whose samples split CPU by category) on each of
+    its architectures at each of its user counts."""
+
+    name: Str
+    description: Str = ""
+    archs: tuple[Arch, ...] = Field(("async",), min_length=1)
+    users: tuple[Int, ...] = Field(min_length=1)
+    model_api_env: dict[str, str] = {}
+    scoring_handler_env: dict[str, str] = {}
+
+    @field_validator("users")
+    @classmethod
+    def _at_least_one_user(cls, users: tuple[int, ...]) -> tuple[int, ...]:
+        if any(u < 1 for u in users) or len(set(users)) != len(users):
+            raise ValueError(f"{list(users)}: expected distinct user counts >= 1")
+        return users
+
+    @field_validator("model_api_env", "scoring_handler_env")
+    @classmethod
+    def _settings_the_services_take(cls, env: dict[str, str]) -> dict[str, str]:
+        for key in env:
+            if not key.startswith("SCORING_LAB_") or key in PROFILING_ENV:
+                raise ValueError(f"only SCORING_LAB_* settings other than "
+                                 f"SCORING_LAB_PROFILING (the experiment sets it), got {key}")
+        try:
+            settings_from_env(env)  # the services' own reader: what they would refuse
+        except SettingsError as exc:
+            raise ValueError(f"the services would refuse it: {exc}") from None
+        return env
+
+    def deploy_vars(self) -> dict[str, dict[str, str]]:
+        return {"model_api_env": {**PROFILING_ENV, **self.model_api_env},
+                "scoring_handler_env": {**PROFILING_ENV, **self.scoring_handler_env}}
+
+
 class Deploy(Table):
     timeout_s: Float = Field(gt=0)  # each ansible-playbook deploy, with and without profiling
 
@@ -112,8 +152,17 @@ class Config(Table):
     single: Single
     window: Window
     deploy: Deploy
+    builds: tuple[Build, ...] = ()
     guard: GuardParams = GuardParams()
     source: Str = ""
+
+    @field_validator("builds")
+    @classmethod
+    def _distinct_names(cls, builds: tuple[Build, ...]) -> tuple[Build, ...]:
+        names = [b.name for b in builds]
+        if len(set(names)) != len(names):
+            raise ValueError(f"build names repeat: {names}")
+        return builds
 
     @property
     def window_load_s(self) -> float:
@@ -121,22 +170,32 @@ class Config(Table):
         w = self.window
         return w.lead_s + w.window_s + w.tail_s + LOAD_SEEN_LATENCY_S
 
-    def window_scenario(self, profiler: str) -> Scenario:
-        return Scenario(name=f"window_{profiler}", kind="constant", users=self.window.users,
-                        spawn_rate=self.window.spawn_rate, pacing_s=self.window.pacing_s,
-                        duration_s=self.window_load_s)
+    def window_scenario(self, profiler: str, users: int | None = None,
+                        build: str = "") -> Scenario:
+        users = users or self.window.users
+        name = f"window_{profiler}" + (f"_{build}_{users}u" if build else "")
+        # users start at the window's spawn rate or faster: a build's heavier load is on
+        # before the lead time ends, as the default window's
+        return Scenario(name=name, kind="constant", users=users,
+                        spawn_rate=max(self.window.spawn_rate, users / max(1.0,
+                                                                          self.window.lead_s)),
+                        pacing_s=self.window.pacing_s, duration_s=self.window_load_s)
+
+    @property
+    def build_windows(self) -> int:
+        return sum(len(b.archs) * len(b.users) for b in self.builds)
 
     @property
     def planned_s(self) -> float:
         per_arch = len(self.window.profilers) * self.window_load_s
-        return per_arch * len(self.architectures)
+        return per_arch * len(self.architectures) + self.build_windows * self.window_load_s
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump()
 
 
-_TOP = {"architectures", "request", "single", "window", "deploy", "guard"}
-_PROFILE = {"request", "single", "window", "deploy", "guard"}
+_TOP = {"architectures", "request", "single", "window", "deploy", "builds", "guard"}
+_PROFILE = {"request", "single", "window", "deploy", "builds", "guard"}
 
 
 def parse_config(data: dict, profile: str | None = None, *,
@@ -289,9 +348,10 @@ def _requests_seen(history_csv: Path) -> int:
 
 
 def _window(lab: Session, config: Config, arch: str, profiler: str, step: int,
-            steps: int) -> dict[str, Any]:
+            steps: int, build: Build | None = None, users: int | None = None
+            ) -> dict[str, Any]:
     body = json.dumps(list(config.payload)).encode()
-    scenario = config.window_scenario(profiler)
+    scenario = config.window_scenario(profiler, users, build.name if build else "")
     opened: dict[str, Any] = {}
 
     def trigger() -> None:
@@ -320,8 +380,8 @@ def _window(lab: Session, config: Config, arch: str, profiler: str, step: int,
             stop.wait(0.2)
 
     thread = threading.Thread(target=open_window_under_load, daemon=True)
-    label = f"window {profiler} {arch}"
-    lab.progress.say(f"step {step}/{steps} {label} ({config.window.users} users, "
+    label = f"window {profiler} {arch}" + (f" {build.name}" if build else "")
+    lab.progress.say(f"step {step}/{steps} {label} ({scenario.users} users, "
                      f"{scenario.total_s:.0f} s, {config.window.window_s:g} s window)")
     thread.start()
     try:
@@ -339,10 +399,42 @@ def _window(lab: Session, config: Config, arch: str, profiler: str, step: int,
         for _ in range(FLUSH_ROUNDS):
             warm_up(_endpoint(lab, role, arch), body, FLUSH_REQUESTS, config.single.timeout_s)
     return {"arch": arch, "profiler": profiler, "kind": "window", "profiled": True,
-            "window_s": config.window.window_s, "users": config.window.users, "services": opened,
+            "build": build.name if build else "default",
+            "window_s": config.window.window_s, "users": scenario.users, "services": opened,
             "locust_dir": lab.run.rel(result.out_dir), "locust_valid": result.valid,
             "locust_reasons": list(result.reasons),
             "timing": "not reported: a profiled run is not a timing result"}
+
+
+def _builds_under_load(lab: Session, config: Config, options: RunOptions, step: int,
+                       steps: int) -> list[dict[str, Any]]:
+    """The builds' windows: each build deployed (with profiling) when its settings differ
+    from what runs, verified, then one pyinstrument window per architecture and user count.
+    A build that does not deploy or answer is recorded with its error, the others go on."""
+    out: list[dict[str, Any]] = []
+    current = {"model_api_env": PROFILING_ENV, "scoring_handler_env": PROFILING_ENV}
+    for build in config.builds:
+        wanted = build.deploy_vars()
+        if wanted != current:
+            log = lab.run.raw / f"deploy-build-{build.name}.log"
+            lab.progress.say(f"deploying build {build.name} with profiling")
+            try:
+                redeploy(options, wanted, log=log, timeout_s=config.deploy.timeout_s)
+                lab.topology = topology_mod.load()
+                verify(lab.topology)
+                current = wanted
+            except (DeployError, VerifyError) as exc:
+                current = {}  # unknown: the next build redeploys
+                lab.run.warn(f"build {build.name}: {exc}")
+                out.append({"build": build.name, "kind": "window", "profiled": True,
+                            "error": str(exc), "services": {}})
+                step += len(build.archs) * len(build.users)
+                continue
+        for arch in build.archs:
+            for users in build.users:
+                step += 1
+                out.append(_window(lab, config, arch, "pyinstrument", step, steps, build, users))
+    return out
 
 
 def run(config: Config, options: RunOptions, finish: Finish) -> Path:
@@ -351,7 +443,8 @@ def run(config: Config, options: RunOptions, finish: Finish) -> Path:
     folder: Path | None = None
     try:
         deploy_log = deploy(options, profiling=True, timeout_s=config.deploy.timeout_s)
-        steps = len(config.architectures) * (1 + len(config.window.profilers))
+        steps = (len(config.architectures) * (1 + len(config.window.profilers))
+                 + config.build_windows)
         with session(config.experiment, options, planned_s=config.planned_s, steps=steps,
                      guard=config.guard, finish=finish, profile=config.profile,
                      protocol=config.to_dict(), profiled=True, arrival="spread",
@@ -368,6 +461,8 @@ def run(config: Config, options: RunOptions, finish: Finish) -> Path:
                     step += 1
                     windows.append(_window(lab, config, arch, profiler, step, steps))
                     lab.run.update(windows=windows)
+            windows += _builds_under_load(lab, config, options, step, steps)
+            lab.run.update(windows=windows)
             # Workers write a window file at their first request after it: the load ran
             # tail_s past every window, so only a last short wait is needed here.
             time.sleep(1.0)

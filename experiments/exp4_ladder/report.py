@@ -40,6 +40,8 @@ from experiments.reporting import (  # noqa: E402
     footer_lines,
     hardware_section,
     header_lines,
+    number,
+    pct,
     write_files,
 )
 
@@ -221,9 +223,6 @@ def _row(res: dict, variant: str, arch: str, arrival: str = "spread") -> dict | 
     return None
 
 
-def _num(x: Any) -> float | None:
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
-
 
 def decompose(res: dict, probe_rt: dict) -> dict[str, Any]:
     """The four answers of the issue, as numbers (None where a variant did not run)."""
@@ -231,11 +230,11 @@ def decompose(res: dict, probe_rt: dict) -> dict[str, Any]:
     d_sync, d_async = _row(res, "default", "sync"), _row(res, "default", "async")
     seq = _row(res, "async-sequential", "async")
     if d_sync and d_async:
-        ls, la = _num(d_sync["p50_1_user_ms"]), _num(d_async["p50_1_user_ms"])
+        ls, la = number(d_sync["p50_1_user_ms"]), number(d_async["p50_1_user_ms"])
         lat: dict[str, Any] = {"sync_ms": ls, "async_ms": la,
                                "gap_ms": ls - la if ls is not None and la is not None else None}
         if seq:
-            lq = _num(seq["p50_1_user_ms"])
+            lq = number(seq["p50_1_user_ms"])
             lat["async_sequential_ms"] = lq
             if lq is not None and la is not None:
                 lat["concurrency_ms"] = lq - la
@@ -253,7 +252,7 @@ def decompose(res: dict, probe_rt: dict) -> dict[str, Any]:
         if a is not None and b is not None:
             lat["gap_test"] = compare(a, b, test="mannwhitney").to_dict()
         out["latency"] = lat
-        ms, ma = _num(d_sync["max_rps"]), _num(d_async["max_rps"])
+        ms, ma = number(d_sync["max_rps"]), number(d_async["max_rps"])
         sync_stages = {s["kind"]: s for s in d_sync["model"]["stages"]}
         sync_workers = [s for s in d_sync["model"]["stages"] if s["kind"] == "workers"]
         thr: dict[str, Any] = {
@@ -308,7 +307,7 @@ def _headline(res: dict) -> dict[str, Any]:
                      "predicted_rps": (round(r["predicted_rps"], 1)
                                        if r["predicted_rps"] is not None else None),
                      "p50_ms_1_user": (round(r["p50_1_user_ms"], 1)
-                                       if _num(r["p50_1_user_ms"]) is not None else None)}
+                                       if number(r["p50_1_user_ms"]) is not None else None)}
     capacity = {f"{r['variant']}/{r['arch']}": _round1(r["capacity_rps"])
                 for r in res["rows"] if "capacity_rps" in r}
     if capacity:  # every rung's, at the shared bound
@@ -358,9 +357,6 @@ def _plot_ladder(run: Path, rows: list[dict]) -> str | None:
 # ------------------------------------------------------------------------------ markdown
 
 
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.0%}"
-
 
 def _bound(row: dict | None) -> str:
     if row is None or row["knee"]:
@@ -380,7 +376,7 @@ def _decomposition_lines(res: dict) -> list[str]:
         if "async_sequential_ms" in lat:
             s += (f". Awaiting the two model calls one after the other makes async "
                   f"{fmt(lat['async_sequential_ms'])} ms: running them concurrently saves "
-                  f"{fmt(lat.get('concurrency_ms'))} ms, {_pct(lat.get('concurrency_share'))} "
+                  f"{fmt(lat.get('concurrency_ms'))} ms, {pct(lat.get('concurrency_share'))} "
                   f"of the gap; the remaining {fmt(lat.get('rest_ms'))} ms is the rest of the "
                   "path (framework, clients, server)")
             if lat.get("concurrency_test"):
@@ -435,7 +431,7 @@ def capacity_lines(res: dict) -> list[str]:
     bound = rows[0]["capacity_p99_bound_ms"]
     status = {"found": "found", "above_range": "every rate passed (max_rate too low)",
               "below_range": "even the minimum rate failed",
-              "invalid": "**invalid: the load generator limited a step**",
+              "invalid": "**invalid: a step could not be judged (reason in the steps table)**",
               "unfinished": "step budget ran out"}
     lines = ["## Capacity per rung", "",
              f"Each rung's capacity: the highest open-model arrival rate whose p99 response "
@@ -461,7 +457,7 @@ def capacity_lines(res: dict) -> list[str]:
         lines.append(f"| {r['variant']} | {r['arch']} | {cap} | "
                      f"{status.get(r['capacity_status'], r['capacity_status'])} | "
                      f"{fmt(r['first_overloaded_rps'])} | {fmt(r['predicted_rps'])} | "
-                     f"{_pct(r['capacity_over_predicted'])} | {fmt(r['max_rps'])} |")
+                     f"{pct(r['capacity_over_predicted'])} | {fmt(r['max_rps'])} |")
     steps = {f"{v}/{a}": e for v, by_arch in res["capacity"].items() for a, e in by_arch.items()}
     detail = capacity_section(steps)
     return [*lines, "", "### Capacity search steps", "", *detail[2:]]
@@ -536,7 +532,7 @@ def render(res: dict, run: Path, plot: str | None) -> str:
             f"{fmt(r['model_hold_ms'])} | {fmt(r['low_load_p50_ms'])} | "
             f"{r['breaking_point_users'] or 'none <= ' + str(r['tested_users'])} | "
             f"{fmt(r['max_rps'])} | {fmt(r['predicted_rps'])} | {r['binding'] or 'n/a'} | "
-            f"{_pct(ratio)} | {cpu} | {workers} |" + ("" if r["valid"] else " **invalid**"))
+            f"{pct(ratio)} | {cpu} | {workers} |" + ("" if r["valid"] else " **invalid**"))
     pinned = [r for r in res["rows"] if r.get("model_connections")]
     if pinned:
         lines += ["", "Keep-alive connections during the step load (from the resource "

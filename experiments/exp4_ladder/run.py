@@ -214,9 +214,11 @@ def workers_of(topology: topology_mod.Topology, variant: Variant) -> dict[str, A
         entry = {"workers": workers_in_effect(arch, len(s.get("cpus") or []), s.get("workers")),
                  "cpus": s.get("cpus"), "env": dict(env)}
         if arch == "sync":
-            entry["worker_class"] = env.get("SCORING_LAB_SYNC_WORKER", "meinheld")
+            # the services' own reader: its defaults are the ones the deployed workers use
+            settings = settings_from_env(env)
+            entry["worker_class"] = settings.sync_worker.value
             if entry["worker_class"] == "gthread":
-                entry["threads"] = int(env.get("SCORING_LAB_GTHREAD_THREADS", 4))
+                entry["threads"] = settings.gthread_threads
         out[service] = entry
     return out
 

@@ -32,27 +32,48 @@ from experiments.reporting import (  # noqa: E402
     footer_lines,
     hardware_section,
     header_lines,
+    number,
+    pct,
     write_files,
 )
+from hardware.summary import cpu_seconds_between  # noqa: E402
 
 # A capacity the search could stand behind: found, or held with the step budget spent.
 TRUSTED = ("found", "unfinished", "above_range")
 # The ramp's top: its last levels, over which "throughput at the highest concurrency" and
-# CPU per request there are averaged (one level is a second or two: too few to trust alone).
+# CPU per request there are taken (one level is a second or two: too few to trust alone).
 TOP_LEVELS = 3
-LOW_USERS = 20  # CPU per request "at low concurrency": levels of at most this many users
+# A process's CPU counter moves in 10 ms ticks, so CPU per request over few requests is
+# noise (a level of 1 user, 2 requests, read 0.06 ms where a request costs ~5): a level's own
+# figure needs this many requests, and the "low concurrency" window pools the ramp's first
+# levels until it has WINDOW_REQUESTS (a tick per process is then under 0.1 ms/request).
+LEVEL_REQUESTS = 50
+WINDOW_REQUESTS = 200
+# CPU per request "grows" (or "falls") past the knee only beyond this ratio: below it, the
+# two windows' figures are within what the counters and the mix of a ramp can tell apart.
+CPU_CHANGE = 1.15
 
 
 def _stack(arch: str) -> tuple[str, ...]:
     return (f"scoring-{arch}", f"model-{arch}", "redis")
 
 
+def _cpu_between(sources: dict, service: str, start: float, end: float) -> float | None:
+    for samples in sources.values():
+        cpu = cpu_seconds_between(samples, service, start, end)
+        if cpu is not None:
+            return cpu
+    return None
+
+
 def ramp_curve(d: Path, sources: dict, arch: str, warmup_s: float,
-               lag_s: float) -> list[dict[str, float]]:
-    """Per user level of a closed-loop ramp: users, throughput (mean completions per second
-    at that level, its first second left out when it has more: the level's start is still
-    the previous level's answers) and the scoring handler's CPU ms per completed request
-    there (None without resource samples)."""
+               lag_s: float) -> list[dict[str, Any]]:
+    """Per user level of a closed-loop ramp: users, throughput (mean successful answers per
+    second at that level, its first second left out when it has more: the level's start is
+    still the previous level's answers), the requests answered there (errors included: they
+    cost CPU too) and the errors among them, the level's seconds, each stack service's CPU
+    seconds over them (None without resource samples) and the scoring handler's CPU ms per
+    answered request (None below LEVEL_REQUESTS requests)."""
     rd = analyse_run_dir(d, warmup_s=warmup_s, lag_s=lag_s)
     s = rd.series
     out = []
@@ -60,58 +81,59 @@ def ramp_curve(d: Path, sources: dict, arch: str, warmup_s: float,
         bins = np.flatnonzero(s.users == u)
         if len(bins) > 1:
             bins = bins[1:]
-        done = float(s.requests[bins].sum())
-        point = {"users": u, "rps": float(np.mean(s.achieved_rps[bins])),
-                 "cpu_ms_per_request": None}
-        if sources and done:
-            start, end = s.t0 + float(s.t[bins[0]]), s.t0 + float(s.t[bins[-1]]) + 1.0
-            cpu = cpu_seconds_between(sources, f"scoring-{arch}", start, end)
-            if cpu is not None:
-                point["cpu_ms_per_request"] = cpu * 1000 / done
-        out.append(point)
+        done = float(s.requests[bins].sum())  # answered: errors cost CPU too
+        start, end = s.t0 + float(s.t[bins[0]]), s.t0 + float(s.t[bins[-1]]) + 1.0
+        cpu = {svc: _cpu_between(sources, svc, start, end) for svc in _stack(arch)}
+        scoring = cpu[f"scoring-{arch}"]
+        out.append({"users": u, "rps": float(np.mean(s.achieved_rps[bins])), "requests": done,
+                    "errors": float(s.failures[bins].sum()), "seconds": end - start,
+                    "cpu_s": cpu,
+                    "cpu_ms_per_request": (scoring * 1000 / done if scoring is not None
+                                           and done >= LEVEL_REQUESTS else None)})
     return out
 
 
-def cpu_seconds_between(sources: dict, service: str, start: float, end: float) -> float | None:
-    """CPU seconds a service used in [start, end], its cumulative CPU interpolated between
-    samples: a level of the ramp lasts a second or two, fewer than the two samples a window
-    needs (hardware/summary.py). None when the samples do not cover the window."""
-    for samples in sources.values():
-        pts = [(x["t"], svc.get("cpu_user_s", 0) + svc.get("cpu_system_s", 0))
-               for x in samples if (svc := x.get("services", {}).get(service))]
-        if len(pts) < 2:
-            continue
-        t, c = np.array(pts, dtype=float).T
-        if start < t[0] or end > t[-1]:
-            return None
-        # a restarted process counts from zero again: only increases add up
-        cum = np.concatenate([[0.0], np.cumsum(np.clip(np.diff(c), 0, None))])
-        return float(np.interp(end, t, cum) - np.interp(start, t, cum))
-    return None
+def _window_cpu(levels: list[dict]) -> dict[str, Any] | None:
+    """Pooled over levels: the users they span, their requests, and CPU ms per request per
+    stack service and for the stack (None when a level lacks a service's samples)."""
+    done = sum(p["requests"] for p in levels)
+    if not levels or not done:
+        return None
+    per, busy = {}, 0.0
+    for svc in levels[0]["cpu_s"]:
+        parts = [p["cpu_s"].get(svc) for p in levels]
+        per[svc] = None if None in parts else sum(parts) * 1000 / done
+        busy = None if busy is None or None in parts else busy + sum(parts)
+    seconds = sum(p["seconds"] for p in levels)
+    return {"users": (levels[0]["users"], levels[-1]["users"]), "requests": done,
+            "error_fraction": sum(p["errors"] for p in levels) / done,
+            "ms_per_request": per,
+            "stack_ms_per_request": (None if None in per.values() or not per
+                                     else sum(per.values())),
+            # cores' worth of CPU the stack used there (1.0: one core fully busy)
+            "stack_cores": busy / seconds if busy is not None and seconds else None}
 
 
-def _mean(xs: list[float | None]) -> float | None:
-    xs = [x for x in xs if x is not None]
-    return float(np.mean(xs)) if xs else None
-
-
-def collapse(curve: list[dict[str, float]]) -> dict[str, Any] | None:
-    """Peak throughput along the ramp and what is left of it at the top concurrency."""
+def collapse(curve: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Peak throughput along the ramp, what is left of it at the top concurrency, and the CPU
+    per request at low concurrency (the first levels up to WINDOW_REQUESTS requests) and at
+    the top (the last TOP_LEVELS levels), pooled: None where the windows would overlap."""
     if len(curve) < TOP_LEVELS + 1:
         return None
     peak = max(curve, key=lambda p: p["rps"])
     top = curve[-TOP_LEVELS:]
     top_rps = float(np.mean([p["rps"] for p in top]))
-    low = [p["cpu_ms_per_request"] for p in curve if p["users"] <= LOW_USERS]
+    low: list[dict] = []
+    for p in curve[:-TOP_LEVELS]:
+        low.append(p)
+        if sum(x["requests"] for x in low) >= WINDOW_REQUESTS:
+            break
+    enough = sum(x["requests"] for x in low) >= WINDOW_REQUESTS
     return {"peak_rps": peak["rps"], "peak_users": peak["users"],
             "top_users": top[-1]["users"], "top_rps": top_rps,
             "drop": 1 - top_rps / peak["rps"] if peak["rps"] > 0 else None,
-            "cpu_ms_low": _mean(low),
-            "cpu_ms_top": _mean([p["cpu_ms_per_request"] for p in top])}
+            "cpu_low": _window_cpu(low) if enough else None, "cpu_top": _window_cpu(top)}
 
-
-def _num(x: Any) -> float | None:
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
 
 def best_builds(rows: list[dict]) -> dict[str, dict]:
@@ -121,7 +143,7 @@ def best_builds(rows: list[dict]) -> dict[str, dict]:
     for arch in sorted({r["arch"] for r in rows}):
         def score(r):
             cap = r.get("capacity_rps") if r.get("capacity_status") in TRUSTED else None
-            return (_num(cap) or 0.0, -(r.get("stack_cpu_ms_per_request") or math.inf))
+            return (number(cap) or 0.0, -(r.get("stack_cpu_ms_per_request") or math.inf))
         cands = [r for r in rows if r["arch"] == arch]
         best = max(cands, key=score)
         default = next((r for r in cands if r["variant"] == "default"), None)
@@ -131,7 +153,7 @@ def best_builds(rows: list[dict]) -> dict[str, dict]:
                  "stack_cpu_ms_per_request": best.get("stack_cpu_ms_per_request"),
                  "rss_mb": best.get("rss_mb")}
         if default is not None and default is not best:
-            d, b = _num(default.get("capacity_rps")), _num(best.get("capacity_rps"))
+            d, b = number(default.get("capacity_rps")), number(best.get("capacity_rps"))
             entry["over_default"] = b / d if d and b else None
         out[arch] = entry
     return out
@@ -167,7 +189,7 @@ def analyse(folder: str | Path) -> dict[str, Any]:
 
 def _headline(res: dict) -> dict[str, Any]:
     def r1(x):
-        return None if _num(x) is None else round(x, 1)
+        return None if number(x) is None else round(x, 1)
     return {"best": {arch: {"variant": b["variant"], "capacity_rps": r1(b["capacity_rps"]),
                             "stack_cpu_ms_per_request": (
                                 None if b["stack_cpu_ms_per_request"] is None
@@ -197,7 +219,7 @@ def _plot(run: Path, rows: list[dict]) -> str | None:
             users = [p["users"] for p in r["curve"]]
             line, = top.plot(users, [p["rps"] for p in r["curve"]], label=r["variant"],
                              lw=1.2)
-            if _num(r.get("capacity_rps")):
+            if number(r.get("capacity_rps")):
                 top.axhline(r["capacity_rps"], color=line.get_color(), ls=":", lw=0.8)
             bottom.plot(users, [p["cpu_ms_per_request"] or np.nan for p in r["curve"]],
                         color=line.get_color(), lw=1.0)
@@ -218,9 +240,6 @@ def _plot(run: Path, rows: list[dict]) -> str | None:
 # ------------------------------------------------------------------------------ markdown
 
 
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.0%}"
-
 
 def _best_lines(res: dict) -> list[str]:
     lines = ["## Best builds", "",
@@ -237,7 +256,7 @@ def _best_lines(res: dict) -> list[str]:
             s += f"; {b['over_default']:.2f}x the default build's capacity"
         lines.append(s + ".")
     if len(res["best"]) == 2:
-        a, s = (_num(res["best"][k]["capacity_rps"]) for k in ("async", "sync"))
+        a, s = (number(res["best"][k]["capacity_rps"]) for k in ("async", "sync"))
         if a and s:
             lines.append(f"- Best against best: async/sync = **{a / s:.2f}x** at the shared "
                          "bound.")
@@ -250,11 +269,12 @@ def _sweep_lines(res: dict) -> list[str]:
              "the highest open-model rate whose p99 response time meets the bound (status in "
              "brackets where the search did not close its bracket). Along the ramp: peak "
              "throughput and what is left at the highest concurrency (the mean of its last "
-             f"{TOP_LEVELS} levels), and the scoring handler's CPU per request at <= "
-             f"{LOW_USERS} users and there.", "",
+             f"{TOP_LEVELS} levels), and the whole stack's CPU per answered request (scoring "
+             f"handler, model API, Redis; errors included) pooled over the ramp's first levels "
+             f"(their first {WINDOW_REQUESTS} requests or more) and over its top.", "",
              "| arch | sweep | point | capacity req/s | predicted req/s | ramp peak req/s (users)"
-             " | at top users | drop | scoring CPU ms/req low -> top | stack CPU ms/req | RSS MB "
-             "| workers |", "|---" * 12 + "|"]
+             " | at top users | drop | ramp stack CPU ms/req low -> top | stack CPU ms/req "
+             "| RSS MB | workers |", "|---" * 12 + "|"]
     for r in sorted(res["rows"], key=lambda r: (r["arch"] != "sync", r["sweep"], r["variant"])):
         c = r["collapse"] or {}
         cap = fmt(r.get("capacity_rps"))
@@ -264,11 +284,13 @@ def _sweep_lines(res: dict) -> list[str]:
             f"{k} {w.get('workers')}" + (f"x{w['threads']}" if w.get("threads") else "")
             + (f" {w['worker_class']}" if w.get("worker_class") else "")
             for k, w in r["workers"].items())
+        low, top = (c.get(k) or {} for k in ("cpu_low", "cpu_top"))
         lines.append(
             f"| {r['arch']} | {r['sweep'] or '(default)'} | {r['variant']} | {cap} | "
             f"{fmt(r['predicted_rps'])} | {fmt(c.get('peak_rps'))} ({c.get('peak_users', '-')})"
-            f" | {fmt(c.get('top_rps'))} ({c.get('top_users', '-')}) | {_pct(c.get('drop'))} | "
-            f"{fmt(c.get('cpu_ms_low'), 2)} -> {fmt(c.get('cpu_ms_top'), 2)} | "
+            f" | {fmt(c.get('top_rps'))} ({c.get('top_users', '-')}) | {pct(c.get('drop'))} | "
+            f"{fmt(low.get('stack_ms_per_request'), 2)} -> "
+            f"{fmt(top.get('stack_ms_per_request'), 2)} | "
             f"{fmt(r['stack_cpu_ms_per_request'], 2)} | {fmt(r['rss_mb'], 0)} | {workers} |"
             + ("" if r["valid"] else " **invalid**"))
     falls = [r for r in res["rows"] if (r["collapse"] or {}).get("drop") is not None
@@ -278,16 +300,38 @@ def _sweep_lines(res: dict) -> list[str]:
                   "highest concurrency):", ""]
         for r in falls:
             c = r["collapse"]
-            why = ""
-            if c["cpu_ms_low"] and c["cpu_ms_top"]:
-                why = (f"; the scoring handler's CPU per request grows from "
-                       f"{fmt(c['cpu_ms_low'], 2)} to {fmt(c['cpu_ms_top'], 2)} ms "
-                       f"({c['cpu_ms_top'] / c['cpu_ms_low']:.1f}x): the same core does more work "
-                       "per answer as concurrency grows")
             lines.append(f"- {r['variant']}/{r['arch']}: {fmt(c['peak_rps'])} req/s at "
                          f"{c['peak_users']} users, {fmt(c['top_rps'])} at {c['top_users']} "
-                         f"({_pct(c['drop'])} less){why}.")
+                         f"({pct(c['drop'])} less){_where_cpu_goes(c)}.")
     return [*lines, ""]
+
+
+def _where_cpu_goes(c: dict) -> str:
+    """What the CPU per request did between low concurrency and the top: a growth is named
+    with the service it went to, and only claimed beyond CPU_CHANGE."""
+    low, top = c.get("cpu_low"), c.get("cpu_top")
+    a = low and low["stack_ms_per_request"]
+    b = top and top["stack_ms_per_request"]
+    if not a or not b:
+        return ""
+    ratio = b / a
+    text = (f"; the stack's CPU per request is {a:.2f} ms at {low['users'][0]}-"
+            f"{low['users'][1]} users and {b:.2f} ms at the top ({ratio:.2f}x")
+    if ratio >= CPU_CHANGE:
+        grew = {svc: top["ms_per_request"][svc] - low["ms_per_request"][svc]
+                for svc in top["ms_per_request"]}
+        svc = max(grew, key=grew.get)
+        text += (f", {grew[svc]:+.2f} ms in {svc}): the same core does more work per answer "
+                 "as concurrency grows")
+    elif ratio <= 1 / CPU_CHANGE:
+        text += "): less CPU per answer, so the fall is not the core doing more work per answer"
+    else:
+        text += "): about the same, so the fall is not more CPU per answer"
+    if top.get("stack_cores") is not None:
+        text += f"; at the top the stack keeps {top['stack_cores']:.2f} of a core busy"
+    if top.get("error_fraction"):
+        text += f" and {top['error_fraction']:.0%} of its answers are errors"
+    return text
 
 
 def render(res: dict, run: Path, plot: str | None) -> str:

@@ -25,6 +25,8 @@ from experiments.reporting import (  # noqa: E402
     footer_lines,
     hardware_section,
     header_lines,
+    number,
+    pct,
     write_files,
 )
 
@@ -34,14 +36,16 @@ from experiments.reporting import (  # noqa: E402
 USABLE = ("found", "unfinished")
 
 
-def _num(x: Any) -> float | None:
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
-
 
 def advantage(async_rps: float | None, sync_rps: float | None) -> float | None:
-    """async's capacity over sync's, minus 1 (0.10: async carries 10 % more)."""
-    a, s = _num(async_rps), _num(sync_rps)
-    return a / s - 1 if a is not None and s else None
+    """async's capacity over sync's, minus 1 (0.10: async carries 10 % more); infinite when
+    only async meets the bound at all."""
+    a, s = number(async_rps), number(sync_rps)
+    if a is None or s is None:
+        return None
+    if s == 0:
+        return math.inf if a > 0 else None
+    return a / s - 1
 
 
 def crossing(points: list[tuple[float, float | None]], threshold: float) -> dict[str, Any]:
@@ -56,18 +60,81 @@ def crossing(points: list[tuple[float, float | None]], threshold: float) -> dict
         return {"kind": "below", "value": known[0][0], "advantage": known[0][1]}
     for (v0, a0), (v1, a1) in zip(known, known[1:], strict=False):
         if a0 >= threshold > a1:
-            at = v0 + (a0 - threshold) / (a0 - a1) * (v1 - v0)
-            return {"kind": "crosses", "value": at, "between": [v0, v1],
-                    "advantages": [a0, a1]}
+            # from "only async meets the bound" there is no line to interpolate on
+            at = None if math.isinf(a0) else v0 + (a0 - threshold) / (a0 - a1) * (v1 - v0)
+            out = {"kind": "crosses", "value": at, "between": [v0, v1], "advantages": [a0, a1]}
+            # not every factor is monotonic: say where the advantage comes back, if it does
+            back = next(((v, a) for v, a in known if v > v1 and a >= threshold), None)
+            if back:
+                out["above_again"] = {"value": back[0], "advantage": back[1]}
+            return out
     return {"kind": "above", "value": known[-1][0], "advantage": known[-1][1]}
+
+
+# A stack whose median response time with one user at a time is above the bound meets it
+# at no rate: its capacity under the bound is 0, whatever its search says (its recovery
+# waits never see it "idle" under the bound, so its steps are invalid, not failed).
+OUT_OF_REACH = "out_of_reach"
 
 
 def _cap(row: dict | None) -> tuple[float | None, str | None]:
     """(capacity an advantage may use, search status); an above-range capacity is shown as a
-    lower bound but never compared."""
-    if not row or row.get("capacity_status") not in USABLE:
-        return None, (row or {}).get("capacity_status")
-    return _num(row.get("capacity_rps")), row["capacity_status"]
+    lower bound but never compared; a bound out of reach at one user is a capacity of 0."""
+    if not row:
+        return None, None
+    one_user, bound = number(row.get("p50_1_user_ms")), number(row.get("capacity_p99_bound_ms"))
+    if row.get("capacity_status") not in ("found", "unfinished", "above_range") \
+            and one_user is not None and bound is not None and one_user > bound:
+        return 0.0, OUT_OF_REACH
+    if row.get("capacity_status") not in USABLE:
+        return None, row.get("capacity_status")
+    return number(row.get("capacity_rps")), row["capacity_status"]
+
+
+def _bracket(row: dict | None, cap: float | None) -> tuple[float | None, float | None]:
+    """Where the capacity lies: from the rate the search held to the first rate it saw
+    overloaded (None: not known, e.g. a search that never failed a step)."""
+    if cap is None:
+        return None, None
+    if cap == 0.0:
+        return 0.0, 0.0
+    return cap, number((row or {}).get("first_overloaded_rps"))
+
+
+def advantage_range(a: tuple[float | None, float | None],
+                    s: tuple[float | None, float | None]) -> tuple[float | None, float | None]:
+    """The advantage's lowest and highest values the two brackets allow (None: unbounded or
+    unknown). A capacity is in [held, first overloaded): the search's own uncertainty."""
+    (a_lo, a_hi), (s_lo, s_hi) = a, s
+    if a_lo is None or s_lo is None:
+        return None, None
+    if s_lo == 0.0:
+        return (math.inf, math.inf) if a_lo > 0 else (None, None)
+    lo = a_lo / s_hi - 1 if s_hi else None
+    hi = a_hi / s_lo - 1 if a_hi is not None else None
+    return lo, hi
+
+
+def settled(c: dict, series: list[dict], threshold: float) -> bool | None:
+    """Whether the searches' brackets agree with the crossing: every advantage it rests on is
+    on the same side of the threshold at both ends of its range (None: no crossing)."""
+    at = {p["value"]: p["advantage_range"] for p in series}
+
+    def above(v: float) -> bool:
+        lo = at[v][0]
+        return lo is not None and lo >= threshold
+
+    def below(v: float) -> bool:
+        hi = at[v][1]
+        return hi is not None and hi < threshold
+
+    if c["kind"] == "crosses":
+        return above(c["between"][0]) and below(c["between"][1])
+    if c["kind"] == "below":
+        return below(c["value"])
+    if c["kind"] == "above":
+        return all(above(p["value"]) for p in series if p["advantage"] is not None)
+    return None
 
 
 def factor_series(rows: dict, plan: dict) -> dict[str, Any]:
@@ -86,20 +153,26 @@ def factor_series(rows: dict, plan: dict) -> dict[str, Any]:
                 name = names[value]
                 sync, async_ = rows.get((name, "sync")), rows.get((name, "async"))
                 (cs, ss), (ca, sa) = _cap(sync), _cap(async_)
-                ps = _num((sync or {}).get("predicted_rps"))
-                pa = _num((async_ or {}).get("predicted_rps"))
+                ps = number((sync or {}).get("predicted_rps"))
+                pa = number((async_ or {}).get("predicted_rps"))
                 series.append({"value": value, "variant": name,
                                "sync_rps": cs, "async_rps": ca,
                                # as the search left it, whatever its status: for the table
-                               "sync_capacity_rps": _num((sync or {}).get("capacity_rps")),
-                               "async_capacity_rps": _num((async_ or {}).get("capacity_rps")),
+                               "sync_capacity_rps": number((sync or {}).get("capacity_rps")),
+                               "async_capacity_rps": number((async_ or {}).get("capacity_rps")),
                                "sync_status": ss, "async_status": sa,
+                               "sync_1_user_p50_ms": number((sync or {}).get("p50_1_user_ms")),
+                               "async_1_user_p50_ms": number(
+                                   (async_ or {}).get("p50_1_user_ms")),
                                "sync_predicted_rps": ps, "async_predicted_rps": pa,
                                "advantage": advantage(ca, cs),
+                               "advantage_range": advantage_range(_bracket(async_, ca),
+                                                                  _bracket(sync, cs)),
                                "predicted_advantage": advantage(pa, ps)})
+            measured = crossing([(p["value"], p["advantage"]) for p in series], threshold)
+            measured["settled"] = settled(measured, series, threshold)
             per_tier[tier] = {
-                "series": series,
-                "crossing": crossing([(p["value"], p["advantage"]) for p in series], threshold),
+                "series": series, "crossing": measured,
                 "predicted_crossing": crossing(
                     [(p["value"], p["predicted_advantage"]) for p in series], threshold)}
         out[fname] = per_tier
@@ -126,7 +199,8 @@ def _headline(res: dict) -> dict[str, Any]:
             c = s["crossing"]
             out[f"{fname}/{tier}"] = {"kind": c["kind"],
                                       "value": None if c.get("value") is None
-                                      else round(c["value"], 2)}
+                                      else round(c["value"], 2),
+                                      "settled": c.get("settled")}
     return {"threshold": res["plan"]["threshold"], "crossing": out}
 
 
@@ -185,30 +259,50 @@ def _plot(run: Path, res: dict) -> str | None:
 # ------------------------------------------------------------------------------ markdown
 
 
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:+.0%}"
+
+def _adv(x: float | None) -> str:
+    """An advantage as a signed percent ("async only": sync meets the bound at no rate)."""
+    return "async only" if x is not None and math.isinf(x) else pct(x, signed=True)
+
+
+def _range(r: tuple[float | None, float | None] | list) -> str:
+    lo, hi = r
+    if lo is None and hi is None or (lo is not None and math.isinf(lo)):
+        return ""
+    return f" ({_adv(lo) if lo is not None else '?'} to {_adv(hi) if hi is not None else '?'})"
 
 
 def crossing_sentence(c: dict, f: dict, threshold: float) -> str:
     unit = f["unit"]
+    unsettled = ("" if c.get("settled") in (True, None) else
+                 "; **not settled**: the searches' brackets around it reach both sides of "
+                 f"{threshold:.0%} (ranges in the table)")
     if c["kind"] == "crosses":
         v0, v1 = c["between"]
-        return (f"falls below {threshold:.0%} at about **{c['value']:.3g} {unit}** (between "
-                f"{v0:g} {unit}, {_pct(c['advantages'][0])}, and {v1:g} {unit}, "
-                f"{_pct(c['advantages'][1])})")
+        where = (f"at about **{c['value']:.3g} {unit}** (" if c["value"] is not None
+                 else "somewhere (")
+        again = c.get("above_again")
+        back = (f"; above it again at {again['value']:g} {unit} ({_adv(again['advantage'])})"
+                if again else "")
+        return (f"falls below {threshold:.0%} {where}between "
+                f"{v0:g} {unit}, {_adv(c['advantages'][0])}, and {v1:g} {unit}, "
+                f"{_adv(c['advantages'][1])}){back}{unsettled}")
     if c["kind"] == "below":
         return (f"is below {threshold:.0%} already at {c['value']:g} {unit} "
-                f"({_pct(c['advantage'])})")
+                f"({_adv(c['advantage'])}){unsettled}")
     if c["kind"] == "above":
         return (f"stays above {threshold:.0%} up to {c['value']:g} {unit} "
-                f"({_pct(c['advantage'])} there)")
+                f"({_adv(c['advantage'])} there){unsettled}")
     return "cannot be computed (no point with both capacities)"
 
 
 def _cap_cell(p: dict, arch: str) -> str:
     v, status, raw = p[f"{arch}_rps"], p[f"{arch}_status"], p.get(f"{arch}_capacity_rps")
+    if status == OUT_OF_REACH:
+        return (f"0 (1 user: p50 {fmt(p[f'{arch}_1_user_p50_ms'], 0)} ms, over the bound; "
+                "its search found no idle stack)")
     if v is not None:
-        return fmt(v)
+        return fmt(v) + (" (held)" if status == "unfinished" else "")
     if status == "above_range" and raw is not None:
         return f"≥ {fmt(raw)} (every rate passed)"
     return f"n/a ({status})" if status else "n/a"
@@ -220,7 +314,11 @@ def _factor_lines(res: dict) -> list[str]:
              "Advantage = async's capacity / sync's capacity - 1, same tier of builds, at the "
              "shared p99 bound; the crossing is interpolated linearly between the two values "
              "around it. The predicted one applies the ceiling model to each point's own "
-             "measurements.", ""]
+             "measurements (a throughput ceiling: it knows no latency bound). In brackets, the "
+             "advantage's range from each search's own bracket (a capacity lies between the "
+             "rate held and the first rate seen overloaded; \"(held)\": a search whose step "
+             "budget ran out before its bracket closed); a crossing whose ranges reach both "
+             "sides of the threshold is marked not settled.", ""]
     rules = []
     for fname, per_tier in res["factors"].items():
         f = plan["factors"][fname]
@@ -231,9 +329,10 @@ def _factor_lines(res: dict) -> list[str]:
             for p in s["series"]:
                 lines.append(f"| {p['value']:g} | {tier} | {_cap_cell(p, 'sync')} | "
                              f"{_cap_cell(p, 'async')} | "
-                             f"{_pct(p['advantage'])} | {fmt(p['sync_predicted_rps'])} | "
+                             f"{_adv(p['advantage'])}{_range(p['advantage_range'])} | "
+                             f"{fmt(p['sync_predicted_rps'])} | "
                              f"{fmt(p['async_predicted_rps'])} | "
-                             f"{_pct(p['predicted_advantage'])} |")
+                             f"{_adv(p['predicted_advantage'])} |")
         lines.append("")
         for tier, s in per_tier.items():
             measured = crossing_sentence(s["crossing"], f, threshold)

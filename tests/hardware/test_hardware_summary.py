@@ -8,6 +8,7 @@ import pytest
 
 from hardware.summary import (
     core_usage,
+    cpu_seconds_between,
     cpu_seconds_per_request,
     cut,
     load_samples,
@@ -177,3 +178,18 @@ def test_samples_round_trip_through_the_result_folders_csv_form(tmp_path):
     assert "services.model-sync.pids[2]" in header and "cpu_times_per_core[1].idle" in header
     assert load_samples(path) == samples
     assert isinstance(load_samples(path)[1]["services"]["model-sync"]["rss_bytes"], int)
+
+
+def test_cpu_in_a_window_shorter_than_the_sampling_is_interpolated():
+    # 50 % of a core, sampled every second; a process restart in between counts from zero
+    def since_start(i):
+        return i if i < 5 else i - 5
+
+    samples = [{"t": 100.0 + i, "services": {"scoring-async": {
+        "cpu_user_s": 0.4 * since_start(i), "cpu_system_s": 0.1 * since_start(i)}}}
+        for i in range(10)]
+    assert cpu_seconds_between(samples, "scoring-async", 101.25, 102.75) == pytest.approx(0.75)
+    # across the restart (t=105: counters back to 0): the lost second adds nothing
+    assert cpu_seconds_between(samples, "scoring-async", 103.0, 107.0) == pytest.approx(1.5)
+    assert cpu_seconds_between(samples, "scoring-async", 99.0, 101.0) is None  # not covered
+    assert cpu_seconds_between(samples, "model-async", 101.0, 102.0) is None

@@ -63,6 +63,37 @@ def test_a_config_naming_an_unknown_profiler_is_refused(tmp_path):
         load_config(CONFIG, "huge")
 
 
+def test_builds_profiled_under_load_are_validated_like_the_services_settings(tmp_path):
+    quick = load_config(CONFIG, "quick")
+    assert [(b.name, b.archs, b.users) for b in quick.builds] == [
+        ("default", ("async",), (150,)), ("aiohttp", ("async",), (20, 150))]
+    assert quick.builds[1].deploy_vars()["scoring_handler_env"] == {
+        "SCORING_LAB_PROFILING": "true", "SCORING_LAB_HTTP_CLIENT": "aiohttp"}
+    # each build window is planned: three more windows than without builds
+    assert quick.planned_s == pytest.approx(
+        (2 * len(quick.window.profilers) + 3) * quick.window_load_s)
+    # a heavier load starts within the lead time, a small one at the window's own rate
+    assert quick.window_scenario("pyinstrument", 150, "aiohttp").spawn_rate == pytest.approx(
+        150 / quick.window.lead_s)
+    assert quick.window_scenario("pyinstrument").name == "window_pyinstrument"
+    assert quick.window_scenario("pyinstrument", 20, "aiohttp").name == (
+        "window_pyinstrument_aiohttp_20u")
+    text = CONFIG.read_text()
+    for old, new, match in [
+            ('SCORING_LAB_HTTP_CLIENT = "aiohttp" }\n\n[deploy]',
+             'SCORING_LAB_HTTP_CLIENT = "curl" }\n\n[deploy]', "SCORING_LAB_HTTP_CLIENT='curl'"),
+            ('SCORING_LAB_HTTP_CLIENT = "aiohttp" }\n\n[deploy]',
+             'SCORING_LAB_PROFILING = "false" }\n\n[deploy]', "SCORING_LAB_PROFILING"),
+            ('users = [20, 150]', 'users = [0]', "user counts >= 1"),
+            ('name = "aiohttp"\ndescription', 'name = "default"\ndescription',
+             "build names repeat")]:
+        assert old in text, old
+        bad = tmp_path / "bad.toml"
+        bad.write_text(text.replace(old, new, 1))
+        with pytest.raises(ConfigError, match=match):
+            load_config(bad, "quick")
+
+
 def test_module_of_paths():
     assert module_of(f"{SITE}/httpcore/_async/connection.py") == "httpcore"
     assert module_of(f"{STD}/json/decoder.py") == "json"

@@ -117,6 +117,33 @@ def test_report_breakdown_comes_from_the_profiles(experiment):
     assert "p50" not in text  # no timing table in a profiled run's report
 
 
+def test_a_build_is_deployed_and_profiled_under_its_own_load(experiment):
+    # smoke: aiohttp instead of httpx, 8 users, after the default build's windows
+    _, lab, _ = experiment
+    folder = _folder(lab)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    built = [w for w in manifest["windows"] if w["build"] == "aiohttp"]
+    assert [(w["arch"], w["users"], w["profiler"]) for w in built] == [
+        ("async", 8, "pyinstrument")]
+    assert "SCORING_LAB_HTTP_CLIENT" in (folder / "raw/deploy-build-aiohttp.log").read_text()
+    found = index_profiles(folder)
+    wid = built[0]["services"]["scoring"]["window_id"]
+    names = [n for n in found if f"_win-{wid}_" in n]
+    # the handler that served the window called the model API through aiohttp, not httpx
+    sessions = "".join((found[n] / f"{n}.pyisession").read_text() for n in names)
+    assert "/aiohttp/" in sessions and "/httpx/" not in sessions
+    report = json.loads((folder / "report.json").read_text())
+    windows = {(w["build"], w["users"]): w
+               for w in report["architectures"]["async"]["windows"]}
+    cpu = windows[("aiohttp", 8)]["services"]["scoring"]["cpu_per_request"]
+    assert cpu["total_ms"] > 0 and cpu["requests"] >= 1
+    text = (folder / "report.md").read_text()
+    assert "## Where the scoring handler's CPU goes, by build and load" in text
+    assert "| aiohttp | async | 8 |" in text and "| default | async |" in text
+    # the summary keeps the default build's window at the window's own load
+    assert report["architectures"]["async"]["windows"][0]["build"] == "default"
+
+
 def test_the_lab_is_redeployed_without_profiling(experiment):
     done, lab, topology = experiment
     assert done.returncode == 0

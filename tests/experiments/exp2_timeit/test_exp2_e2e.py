@@ -4,32 +4,17 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
-
 pytestmark = pytest.mark.slow
 
-RUN = ("import sys; from pathlib import Path; from experiments.exp2_timeit import "
-       "EXPERIMENT; from experiments.lab.session import RunOptions; "
-       "print(EXPERIMENT.execute('smoke', RunOptions(Path(sys.argv[1]), "
-       "sys.argv[2], str(Path(sys.executable).with_name('ansible-playbook')))))")
 
 
 @pytest.fixture(scope="module")
 def folder(experiments_lab):
-    results = experiments_lab.root / "results-exp2"
-    done = subprocess.run([sys.executable, "-c", RUN, str(results),
-                           str(experiments_lab.inventory)], cwd=ROOT, env=experiments_lab.env,
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
-    runs = [p for p in results.iterdir() if p.is_dir()]
-    assert len(runs) == 1, runs
-    return runs[0]
+    return experiments_lab.run_smoke("exp2_timeit", timeout=600)
 
 
 def test_manifest_complete_and_every_timing_in_the_csv(folder):

@@ -6,35 +6,20 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from experiments.analysis.summary import analyse_run_dir
-from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
 VARIANTS = ("original", "default", "async-sequential")
-RUN = ("import sys; from pathlib import Path; from experiments.exp4_ladder import "
-       "EXPERIMENT; from experiments.lab.session import RunOptions; "
-       "print(EXPERIMENT.execute('smoke', RunOptions(Path(sys.argv[1]), "
-       "sys.argv[2], str(Path(sys.executable).with_name('ansible-playbook')))))")
 
 
 @pytest.fixture(scope="module")
 def folder(experiments_lab):
-    results = experiments_lab.root / "results-exp4"
-    done = subprocess.run([sys.executable, "-c", RUN, str(results),
-                           str(experiments_lab.inventory)], cwd=ROOT, env=experiments_lab.env,
-                          capture_output=True, text=True, timeout=1500)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
-    runs = [p for p in results.iterdir() if p.is_dir()]
-    assert len(runs) == 1, runs
-    assert done.stdout.strip().endswith(runs[0].name)
-    return runs[0]
+    return experiments_lab.run_smoke("exp4_ladder", timeout=1500)
 
 
 def _requests(d: Path) -> list[dict]:

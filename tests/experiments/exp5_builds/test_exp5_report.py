@@ -7,31 +7,55 @@ import pytest
 
 from experiments.exp5_builds.report import (
     TOP_LEVELS,
+    WINDOW_REQUESTS,
     _best_lines,
     _sweep_lines,
+    _where_cpu_goes,
     best_builds,
     collapse,
-    cpu_seconds_between,
 )
 
 
-def _curve(rps, cpu=None):
-    cpu = cpu or [None] * len(rps)
-    return [{"users": 10 * (i + 1), "rps": r, "cpu_ms_per_request": c}
-            for i, (r, c) in enumerate(zip(rps, cpu, strict=True))]
+def _curve(rps, scoring=None, model=None, seconds=2.0):
+    """Levels of 10, 20, ... users lasting `seconds`, with each stack service's CPU seconds
+    from the given CPU ms per request (redis a flat 0.1)."""
+    out = []
+    for i, r in enumerate(rps):
+        done = r * seconds
+        ms = {"scoring-async": (scoring or [None] * len(rps))[i],
+              "model-async": (model or [1.0] * len(rps))[i], "redis": 0.1}
+        out.append({"users": 10 * (i + 1), "rps": r, "requests": done,
+                    "errors": 0.0, "seconds": seconds,
+                    "cpu_s": {k: None if v is None else v * done / 1000 for k, v in ms.items()},
+                    "cpu_ms_per_request": ms["scoring-async"]})
+    return out
 
 
 def test_a_collapse_is_the_top_levels_against_the_peak():
     # httpx-like: up to 130 req/s, then down to ~80 at the top, with CPU per request growing
     c = collapse(_curve([10, 20, 60, 130, 120, 100, 82, 80, 78],
-                        [6.0, 6.2, 6.5, 7.0, 9.0, 11.0, 12.0, 12.5, 13.0]))
+                        [6.0, 6.0, 6.5, 7.0, 9.0, 11.0, 12.0, 12.5, 13.0]))
     assert c["peak_rps"] == 130 and c["peak_users"] == 40
     assert c["top_rps"] == pytest.approx(80) and c["top_users"] == 90
     assert c["drop"] == pytest.approx(1 - 80 / 130)
-    assert c["cpu_ms_low"] == pytest.approx(6.1) and c["cpu_ms_top"] == pytest.approx(12.5)
+    # the low window pools the first levels up to WINDOW_REQUESTS requests (20 + 40 + 120 +
+    # 260: the first four), weighted by requests, not a mean of per-level ratios
+    low, top = c["cpu_low"], c["cpu_top"]
+    assert WINDOW_REQUESTS == 200 and low["users"] == (10, 40) and low["requests"] == 440
+    assert low["ms_per_request"]["scoring-async"] == pytest.approx(
+        (20 * 6 + 40 * 6 + 120 * 6.5 + 260 * 7) / 440)
+    assert top["users"] == (70, 90)
+    assert top["ms_per_request"]["scoring-async"] == pytest.approx(
+        (164 * 12 + 160 * 12.5 + 156 * 13) / 480)
+    assert top["stack_ms_per_request"] == pytest.approx(
+        top["ms_per_request"]["scoring-async"] + 1.0 + 0.1)
     flat = collapse(_curve([10, 20, 60, 130, 130, 131, 129, 130]))
-    assert flat["drop"] == pytest.approx(0, abs=0.01) and flat["cpu_ms_top"] is None
+    assert flat["drop"] == pytest.approx(0, abs=0.01)
+    assert flat["cpu_top"]["stack_ms_per_request"] is None  # no samples for the handler
     assert collapse(_curve([10] * TOP_LEVELS)) is None  # too short a ramp to say
+    # a ramp too light for WINDOW_REQUESTS before its top: no low window rather than a
+    # figure from a couple of requests (10 ms counter ticks made one read 0.06 ms)
+    assert collapse(_curve([1, 2, 3, 4, 5], [5.0] * 5))["cpu_low"] is None
 
 
 def _row(variant, arch, cap, status="found", cpu=5.0, sweep="", max_rps=None, **kw):
@@ -60,29 +84,36 @@ def test_the_best_build_is_the_highest_capacity_the_search_stands_behind():
 
 def test_the_sweep_table_explains_a_fall_past_the_knee():
     fall = collapse(_curve([10, 20, 60, 130, 120, 100, 82, 80, 78],
-                           [6.0, 6.2, 6.5, 7.0, 9.0, 11.0, 12.0, 12.5, 13.0]))
+                           [6.0, 6.0, 6.5, 7.0, 9.0, 11.0, 12.0, 12.5, 13.0]))
+    # a fall with the CPU per request flat, and one where it went to the model API
+    flat = collapse(_curve([10, 20, 60, 130, 120, 100, 82, 80, 78], [5.0] * 9))
+    model = collapse(_curve([10, 20, 60, 130, 120, 100, 82, 80, 78], [5.0] * 9,
+                            [1.0] * 6 + [4.0] * 3))
     rows = [_row("default", "async", 120.0, collapse=fall),
+            _row("flat", "async", 120.0, collapse=flat),
+            _row("model", "async", 120.0, collapse=model),
             _row("async-aiohttp", "async", 500.0, status="unfinished", sweep="async HTTP client",
                  collapse=collapse(_curve([10, 20, 60, 130, 200, 250, 300, 300, 300])))]
     text = "\n".join(_sweep_lines({"rows": rows}))
     assert "| async | (default) | default | 120.0 |" in text
     assert "| async HTTP client | async-aiohttp | 500.0 (unfinished) |" in text
-    assert "- default/async: 130.0 req/s at 40 users, 80.0 at 90 (38% less)" in text
-    assert "grows from 6.10 to 12.50 ms (2.0x)" in text
+    low = (20 * 6 + 40 * 6 + 120 * 6.5 + 260 * 7) / 440 + 1.1
+    top = (164 * 12 + 160 * 12.5 + 156 * 13) / 480 + 1.1
+    line = next(x for x in text.splitlines() if x.startswith("- default/async:"))
+    assert line.startswith("- default/async: 130.0 req/s at 40 users, 80.0 at 90 (38% less)")
+    assert f"is {low:.2f} ms at 10-40 users and {top:.2f} ms at the top ({top / low:.2f}x" in line
+    assert "in scoring-async): the same core does more work per answer" in line
+    assert f"at the top the stack keeps {80 * top / 1000:.2f} of a core busy." in line
+    # errors are answers too: they count in the CPU per request and are said
+    errors = _curve([10, 20, 60, 130, 120, 100, 82, 80, 78], [5.0] * 9)
+    for p in errors[-TOP_LEVELS:]:
+        p["errors"] = p["requests"] / 4
+    c = collapse(errors)
+    assert c["cpu_top"]["error_fraction"] == pytest.approx(0.25)
+    assert "and 25% of its answers are errors" in _where_cpu_goes(c)
+    flat_line = next(x for x in text.splitlines() if x.startswith("- flat/async:"))
+    assert "about the same, so the fall is not more CPU per answer" in flat_line
+    assert "grows" not in flat_line and "more work" not in flat_line
+    model_line = next(x for x in text.splitlines() if x.startswith("- model/async:"))
+    assert "+3.00 ms in model-async): the same core does more work" in model_line
     assert "async-aiohttp/async:" not in text  # no fall: not listed
-
-
-def test_cpu_in_a_window_shorter_than_the_sampling_is_interpolated():
-    # 50 % of a core, sampled every second; a process restart in between counts from zero
-    def since_start(i):
-        return i if i < 5 else i - 5
-
-    samples = [{"t": 100.0 + i, "services": {"scoring-async": {
-        "cpu_user_s": 0.4 * since_start(i), "cpu_system_s": 0.1 * since_start(i)}}}
-        for i in range(10)]
-    sources = {"host": samples}
-    assert cpu_seconds_between(sources, "scoring-async", 101.25, 102.75) == pytest.approx(0.75)
-    # across the restart (t=105: counters back to 0): the lost second adds nothing
-    assert cpu_seconds_between(sources, "scoring-async", 103.0, 107.0) == pytest.approx(1.5)
-    assert cpu_seconds_between(sources, "scoring-async", 99.0, 101.0) is None  # not covered
-    assert cpu_seconds_between(sources, "model-async", 101.0, 102.0) is None

@@ -6,33 +6,19 @@ each point, and the report arranges them per factor, rebuildable from the folder
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from experiments.exp6_crossover import EXPERIMENT
-from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
-RUN = ("import sys; from pathlib import Path; from experiments.exp6_crossover import "
-       "EXPERIMENT; from experiments.lab.session import RunOptions; "
-       "print(EXPERIMENT.execute('smoke', RunOptions(Path(sys.argv[1]), "
-       "sys.argv[2], str(Path(sys.executable).with_name('ansible-playbook')))))")
 BURN = "model_cpu_ms-5-default"
 
 
 @pytest.fixture(scope="module")
 def folder(experiments_lab):
-    results = experiments_lab.root / "results-exp6"
-    done = subprocess.run([sys.executable, "-c", RUN, str(results),
-                           str(experiments_lab.inventory)], cwd=ROOT, env=experiments_lab.env,
-                          capture_output=True, text=True, timeout=1200)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
-    runs = [p for p in results.iterdir() if p.is_dir()]
-    assert len(runs) == 1, runs
-    return runs[0]
+    return experiments_lab.run_smoke("exp6_crossover", timeout=1200)
 
 
 def test_each_point_deployed_with_its_factor_and_searched(folder):

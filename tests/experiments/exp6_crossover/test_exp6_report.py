@@ -16,7 +16,8 @@ from experiments.exp6_crossover.report import (
 
 def test_an_advantage_and_where_it_crosses():
     assert advantage(110.0, 100.0) == pytest.approx(0.10)
-    assert advantage(None, 100.0) is None and advantage(100.0, 0.0) is None
+    assert advantage(None, 100.0) is None and advantage(0.0, 0.0) is None
+    assert advantage(100.0, 0.0) == float("inf")  # only async meets the bound
     c = crossing([(0, 1.5), (5, 0.3), (20, 0.05)], 0.10)
     assert c["kind"] == "crosses" and c["between"] == [5, 20]
     assert c["value"] == pytest.approx(5 + (0.3 - 0.1) / (0.3 - 0.05) * 15)
@@ -31,8 +32,10 @@ def test_an_advantage_and_where_it_crosses():
         crossing([(5, 0.3), (20, 0.05)], 0.1), f, 0.1)
 
 
-def _row(cap, predicted, status="found"):
-    return {"capacity_rps": cap, "capacity_status": status, "predicted_rps": predicted}
+def _row(cap, predicted, status="found", overloaded=None, one_user=60.0):
+    return {"capacity_rps": cap, "capacity_status": status, "predicted_rps": predicted,
+            "first_overloaded_rps": overloaded, "p50_1_user_ms": one_user,
+            "capacity_p99_bound_ms": 250.0}
 
 
 PLAN = {"threshold": 0.10, "tiers": ["best"],
@@ -76,7 +79,58 @@ def test_a_capacity_above_the_range_is_shown_as_a_bound_and_never_compared():
     plan = {**PLAN, "points": {"baseline-best": PLAN["points"]["baseline-best"]}}
     series = factor_series(rows, plan)["model_cpu_ms"]["best"]
     (p,) = series["series"]
-    assert p["advantage"] is None and series["crossing"] == {"kind": "unknown"}
+    assert p["advantage"] is None and series["crossing"]["kind"] == "unknown"
     assert p["predicted_advantage"] == pytest.approx(6.0)
     text = "\n".join(_factor_lines({"plan": plan, "factors": {"model_cpu_ms": {"best": series}}}))
     assert "| 0 | best | ≥ 4.0 (every rate passed) | ≥ 4.0 (every rate passed) | n/a |" in text
+
+
+def test_a_bound_out_of_reach_at_one_user_is_a_capacity_of_0():
+    # sync calling a 200 ms model twice in sequence: 400 ms with one user, over the 250 ms
+    # bound at any rate; its search never saw the stack idle under the bound (invalid)
+    rows = {("baseline-best", "sync"): _row(190.0, 250.0, overloaded=205.0),
+            ("baseline-best", "async"): _row(500.0, 600.0, overloaded=540.0),
+            ("model_cpu_ms-5-best", "sync"): _row(None, 158.0, status="invalid",
+                                                  one_user=398.8),
+            ("model_cpu_ms-5-best", "async"): _row(272.4, 433.8, overloaded=297.0)}
+    plan = {**PLAN, "points": {k: v for k, v in PLAN["points"].items() if "20" not in k}}
+    series = factor_series(rows, plan)["model_cpu_ms"]["best"]
+    p = series["series"][1]
+    assert p["sync_rps"] == 0.0 and p["sync_status"] == "out_of_reach"
+    assert p["advantage"] == float("inf")
+    assert series["crossing"]["kind"] == "above" and series["crossing"]["settled"] is True
+    text = "\n".join(_factor_lines({"plan": plan, "factors": {"model_cpu_ms": {"best": series}}}))
+    assert "| 5 | best | 0 (1 user: p50 399 ms, over the bound;" in text
+    assert "| 272.4 | async only |" in text
+    # a search that is invalid for another reason stays unknown
+    rows[("model_cpu_ms-5-best", "sync")] = _row(None, 158.0, status="invalid", one_user=80.0)
+    assert factor_series(rows, plan)["model_cpu_ms"]["best"]["series"][1]["advantage"] is None
+
+
+def test_a_crossing_the_brackets_do_not_settle_is_marked():
+    # async held 39.5 but first failed at 55.9: its advantage over sync's 44.1 (found,
+    # 48.1 overloaded) lies between -18% and +27%, both sides of 10%
+    rows = {("baseline-best", "sync"): _row(211.4, 269.5, status="unfinished", overloaded=299.0),
+            ("baseline-best", "async"): _row(654.3, 478.9, overloaded=713.5),
+            ("model_cpu_ms-5-best", "sync"): _row(44.1, 70.7, overloaded=48.1),
+            ("model_cpu_ms-5-best", "async"): _row(39.5, 86.3, status="unfinished",
+                                                   overloaded=55.9)}
+    plan = {**PLAN, "points": {k: v for k, v in PLAN["points"].items() if "20" not in k}}
+    series = factor_series(rows, plan)["model_cpu_ms"]["best"]
+    lo, hi = series["series"][1]["advantage_range"]
+    assert lo == pytest.approx(39.5 / 48.1 - 1) and hi == pytest.approx(55.9 / 44.1 - 1)
+    base_lo, _ = series["series"][0]["advantage_range"]
+    assert base_lo == pytest.approx(654.3 / 299.0 - 1)
+    c = series["crossing"]
+    assert c["kind"] == "crosses" and c["settled"] is False
+    text = "\n".join(_factor_lines({"plan": plan, "factors": {"model_cpu_ms": {"best": series}}}))
+    assert "| 5 | best | 44.1 | 39.5 (held) | -10% (-18% to +27%) |" in text
+    assert "**not settled**" in text
+    # the advantage comes back above the threshold further on: said, not hidden
+    again = crossing([(0, 2.0), (5, -0.1), (20, 0.94)], 0.10)
+    assert again["above_again"] == {"value": 20, "advantage": 0.94}
+    assert "; above it again at 20 ms (+94%)" in crossing_sentence(again, {"unit": "ms"}, 0.1)
+    # with the async bracket closed below the threshold, the same crossing is settled
+    rows[("model_cpu_ms-5-best", "async")] = _row(39.5, 86.3, overloaded=41.0)
+    assert factor_series(rows, plan)["model_cpu_ms"]["best"]["crossing"]["settled"] is True
+
