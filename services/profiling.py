@@ -59,6 +59,8 @@ from typing import Any
 from services import errors
 from services.settings import Arch, Role, Settings
 
+# pyinstrument's sample stacks; a result folder stores them gzipped (experiments/lab/collect.py)
+SESSION_SUFFIX = ".pyisession"
 PROFILE_HEADER = "X-Scoring-Lab-Profile"
 WINDOW_HEADER = "X-Scoring-Lab-Profile-Window"
 FILE_HEADER = "X-Scoring-Lab-Profile-File"
@@ -168,8 +170,8 @@ class Capture:
                ".txt": header + self._pyi.output_text(unicode=True, color=False)}
         for suffix, text in out.items():
             base.with_name(base.name + suffix).write_text(text)
-        session.save(str(base.with_name(base.name + ".pyisession")))
-        return [base.name + s for s in (".html", ".txt", ".pyisession")]
+        session.save(str(base.with_name(base.name + SESSION_SUFFIX)))
+        return [base.name + s for s in (".html", ".txt", SESSION_SUFFIX)]
 
     def _write_yappi(self, base: Path, header: str) -> list[str]:
         import importlib.metadata

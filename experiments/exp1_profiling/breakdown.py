@@ -17,11 +17,14 @@ most own time (``tsub``), each with its category, in the clock the profile was t
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from services.profiling import SESSION_SUFFIX
 
 # Display order and labels of the categories.
 CATEGORIES: dict[str, str] = {
@@ -108,10 +111,23 @@ def classify_stack(stack: Iterable[str]) -> str:
     return "other"
 
 
+def session_file(directory: Path, name: str) -> Path:
+    """A profile's pyinstrument session: as the service wrote it, or gzipped, as a result
+    folder stores it (a window under heavy load writes 9 MB of repeated frames)."""
+    plain = directory / f"{name}{SESSION_SUFFIX}"
+    return plain if plain.exists() else plain.with_name(plain.name + ".gz")
+
+
+def load_session(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    data = path.read_bytes()
+    return json.loads(gzip.decompress(data) if path.suffix == ".gz" else data)
+
+
 def pyinstrument_breakdown(path: str | Path) -> dict[str, Any]:
     """{duration_s, samples, seconds: {category: s}, share: {category: fraction}} of one
     ``.pyisession`` file (shares of the sampled time, which is the profile's wall time)."""
-    doc = json.loads(Path(path).read_text())
+    doc = load_session(path)
     seconds = dict.fromkeys(CATEGORIES, 0.0)
     for stack, t in doc["frame_records"]:
         seconds[classify_stack(stack)] += float(t)
@@ -207,7 +223,7 @@ def cpu_category(stack: Iterable[str]) -> str:
 def cpu_breakdown(path: str | Path) -> dict[str, Any]:
     """Of one ``.pyisession``: the process's CPU over the session (pyinstrument's
     ``cpu_time``; None if absent), the sampled wall time per CPU category, and the idle time."""
-    doc = json.loads(Path(path).read_text())
+    doc = load_session(path)
     wall = dict.fromkeys(CPU_CATEGORIES, 0.0)
     idle = 0.0
     for stack, t in doc["frame_records"]:

@@ -18,12 +18,12 @@ from experiments.exp1_profiling.breakdown import (
     cpu_breakdown,
     cpu_per_request,
     pyinstrument_breakdown,
+    session_file,
     yappi_top,
 )
 from experiments.reporting import Report, footer_lines, header_lines, write_files
 
 ROLE_LABELS = {"scoring": "scoring handler", "model": "model API", "client": "client"}
-_SUFFIXES = (".meta.json", ".pyisession", ".html", ".txt", ".json", ".callgrind", ".prof")
 
 
 def index_profiles(folder: Path) -> dict[str, Path]:
@@ -46,8 +46,8 @@ def _analyse_one(folder: Path, directory: Path, name: str) -> dict[str, Any]:
              "pid": meta.get("pid"), "requests": meta.get("requests"),
              "async_mode": meta.get("async_mode"), "duration_s": meta.get("duration_s")}
     if meta["profiler"] == "pyinstrument":
-        entry["breakdown"] = pyinstrument_breakdown(directory / f"{name}.pyisession")
-        entry["cpu"] = cpu_breakdown(directory / f"{name}.pyisession")
+        entry["breakdown"] = pyinstrument_breakdown(session_file(directory, name))
+        entry["cpu"] = cpu_breakdown(session_file(directory, name))
     else:
         entry["yappi"] = yappi_top(directory / f"{name}.json")
     return entry
@@ -140,6 +140,15 @@ def _window_rate(w: dict[str, Any], role: str) -> float | None:
     return s["requests"] / w["window_s"] if s.get("requests") and w["window_s"] else None
 
 
+def contended(arch: str, cpu: dict[str, Any]) -> bool:
+    """An async window whose split is off only because its core was saturated: the busy
+    samples outweigh the measured CPU (run-queue waits), while an event loop's own waits are
+    idle samples, so the proportions still hold. A blocking (sync) worker's socket reads are
+    busy samples too: its low scale means nothing of the kind."""
+    return (arch == "async" and cpu["method"] == "cpu_time" and not cpu["split_trusted"]
+            and 0 < cpu["scale"] < SCALE_TRUSTED[0])
+
+
 def load_cpu_lines(numbers: dict[str, Any]) -> list[str]:
     """Every pyinstrument window side by side (default load, and the builds' heavier ones):
     the scoring handler's CPU per request by category, and the model API's total, so a
@@ -157,7 +166,12 @@ def load_cpu_lines(numbers: dict[str, Any]) -> list[str]:
              "handler's CPU ms per request by category (as in the window sections below; "
              "\"-\" where the samples do not account for the measured CPU) and the model "
              "API's CPU ms per (model) request. Profiled: every figure includes the profiler's "
-             "overhead, so compare them with each other, not with unprofiled runs.", "",
+             "overhead, so compare them with each other, not with unprofiled runs. \"≈\": an "
+             "async handler on a saturated core, whose busy samples also hold the time it was "
+             "runnable but waiting for the core (scale below "
+             f"{SCALE_TRUSTED[0]:.2f}): an event loop samples its I/O waits as idle, so that "
+             "wait falls on whatever code it preempted, and the categories are the measured "
+             "CPU split in the proportions of the busy samples.", "",
              "| build | arch | users | served req/s | " + " | ".join(
                  CPU_CATEGORIES[k].split(" (")[0] for k in CPU_CATEGORIES)
              + " | **scoring total** | model API total |",
@@ -166,7 +180,8 @@ def load_cpu_lines(numbers: dict[str, Any]) -> list[str]:
         cpu = w["services"]["scoring"]["cpu_per_request"]
         model = (w["services"].get("model") or {}).get("cpu_per_request")
         rate = _window_rate(w, "scoring")
-        cells = [f"{cpu['ms_per_request'][k]:.2f}" if cpu["split_trusted"] else "-"
+        cells = [f"{cpu['ms_per_request'][k]:.2f}" if cpu["split_trusted"]
+                 else f"≈{cpu['ms_per_request'][k]:.2f}" if contended(arch, cpu) else "-"
                  for k in CPU_CATEGORIES]
         lines.append(f"| {w['build']} | {arch} | {w['users']} | "
                      f"{'n/a' if rate is None else f'{rate:.0f}'} | " + " | ".join(cells)

@@ -36,6 +36,7 @@ from experiments.config import (
 from experiments.constants import ARCHS
 from experiments.experiment import Finish
 from experiments.lab import topology as topology_mod
+from experiments.lab.collect import compress_sessions
 from experiments.lab.deploy import DeployError, redeploy
 from experiments.lab.session import RunOptions, Session, session
 from experiments.lab.verify import VerifyError, verify
@@ -463,6 +464,8 @@ def run(config: Config, options: RunOptions, finish: Finish) -> Path:
                     lab.run.update(windows=windows)
             windows += _builds_under_load(lab, config, options, step, steps)
             lab.run.update(windows=windows)
+            # The client's own profiles, stored as the hosts' are (collect gzips theirs).
+            compress_sessions(lab.run.profiles_dir() / "client")
             # Workers write a window file at their first request after it: the load ran
             # tail_s past every window, so only a last short wait is needed here.
             time.sleep(1.0)

@@ -4,6 +4,7 @@ the run's window. One ansible-playbook call fetches from every host, local or re
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 from experiments.constants import ANSIBLE_DIR
 from experiments.results import RunFolder
 from hardware.summary import cut, load_samples, write_resources
+from services.profiling import SESSION_SUFFIX
 
 # Samples kept either side of the measured window, so plots show the lab at rest around it.
 WINDOW_MARGIN_S = 5.0
@@ -43,6 +45,22 @@ def fetch(run: RunFolder, inventory: str | None, ansible_playbook: str,
     return staging
 
 
+def compress_sessions(directory: Path) -> list[Path]:
+    """gzip every pyinstrument session under directory, in place (the report reads either).
+    A window under heavy load writes several MB of repeated frames per worker (9.4 MB at
+    150 users), more than a committed result file may hold; gzip takes it ~10x down. No
+    timestamp in the gzip header: the same session compresses to the same bytes."""
+    out = []
+    for path in sorted(directory.rglob(f"*{SESSION_SUFFIX}")):
+        packed = path.with_name(path.name + ".gz")
+        with path.open("rb") as src, packed.open("wb") as raw, \
+                gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as dst:
+            shutil.copyfileobj(src, dst)
+        path.unlink()
+        out.append(packed)
+    return out
+
+
 def store(run: RunFolder, staging: Path, start: float, end: float) -> dict[str, list[str]]:
     """Move fetched files into raw/hardware/<host>/ and raw/resources/<host>.csv (with the
     connection records apart, in <host>.tcp.jsonl: hardware/tcplog.py), and the profiles
@@ -56,6 +74,7 @@ def store(run: RunFolder, staging: Path, start: float, end: float) -> dict[str, 
             with tarfile.open(host_dir / "profiles.tar.gz") as archive:
                 members = [m for m in archive.getmembers() if m.mtime >= start - WINDOW_MARGIN_S]
                 archive.extractall(target, members=members, filter="data")
+            compress_sessions(target)
             stored["profiles"].append(run.rel(target))
         for report_file in sorted((host_dir / "hardware").glob("*")):
             target = run.hardware_dir(host) / report_file.name

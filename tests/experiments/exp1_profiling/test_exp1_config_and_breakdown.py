@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 
 import pytest
@@ -19,9 +20,11 @@ from experiments.exp1_profiling.breakdown import (
     cpu_per_request,
     module_of,
     pyinstrument_breakdown,
+    session_file,
 )
-from experiments.exp1_profiling.report import _cpu_lines
+from experiments.exp1_profiling.report import _cpu_lines, contended, load_cpu_lines
 from experiments.exp1_profiling.run import load_config
+from experiments.lab.collect import compress_sessions
 
 SITE = "/lab/app/.venv/lib/python3.12/site-packages"
 STD = "/usr/lib/python3.12"
@@ -180,6 +183,27 @@ def _session(path, records, cpu_time):
     return path
 
 
+def test_a_result_folder_keeps_sessions_gzipped_and_the_report_reads_them(tmp_path):
+    records = [[[*HANDLER, frame("post", f"{SITE}/httpx/_client.py")], 0.004],
+               [[*LOOP, EPOLL], 1.0]] * 200
+    host = tmp_path / "profiles" / "localhost"
+    host.mkdir(parents=True)
+    plain = _session(host / "scoring-async_1_win_pyinstrument.pyisession", records, 0.5)
+    before = (pyinstrument_breakdown(plain), cpu_breakdown(plain), plain.stat().st_size)
+    (host / "scoring-async_1_win_pyinstrument.html").write_text("<html/>")
+    assert compress_sessions(tmp_path / "profiles") == [host / f"{plain.name}.gz"]
+    assert not plain.exists() and (host / "scoring-async_1_win_pyinstrument.html").exists()
+    packed = session_file(host, "scoring-async_1_win_pyinstrument")
+    assert packed.name.endswith(".pyisession.gz") and packed.stat().st_size < before[2] / 5
+    assert (pyinstrument_breakdown(packed), cpu_breakdown(packed)) == before[:2]
+    # the same session gives the same bytes (no time in the header): a re-collected run
+    # does not show as changed
+    first = packed.read_bytes()
+    (host / plain.name).write_bytes(gzip.decompress(first))
+    compress_sessions(host)
+    assert packed.read_bytes() == first
+
+
 def test_cpu_per_request_scales_busy_samples_to_the_measured_cpu(tmp_path):
     # Two workers of an async scoring handler; 6 ms of busy samples each, mostly httpx, and
     # 1 s of waiting in epoll that must not count.
@@ -224,6 +248,27 @@ def test_samples_that_miss_the_measured_cpu_give_the_total_only(tmp_path):
     cpu = cpu_per_request([bare], requests=1)
     assert cpu["method"] == "busy_wall" and cpu["total_ms"] == pytest.approx(1.0)
     assert cpu_per_request([bare], requests=0) is None
+
+
+def test_the_load_table_splits_a_saturated_async_handler_by_its_busy_samples(tmp_path):
+    # On a saturated core the busy samples hold run-queue waits too: 10 ms of busy samples
+    # for 4 ms of measured CPU (scale 0.4). async: the split is the measured CPU in the
+    # samples' proportions, marked "≈"; sync: its busy samples include its socket reads, "-".
+    records = [[[*HANDLER, frame("post", f"{SITE}/httpx/_client.py")], 0.008],
+               [[*HANDLER, frame("get", f"{SITE}/redis/asyncio/client.py")], 0.002],
+               [[*LOOP, EPOLL], 1.0]]
+    busy = cpu_breakdown(_session(tmp_path / "busy.pyisession", records, 0.004))
+    cpu = cpu_per_request([busy], requests=1)
+    assert cpu["scale"] == pytest.approx(0.4) and not cpu["split_trusted"]
+    assert contended("async", cpu) and not contended("sync", cpu)
+    windows = [{"profiler": "pyinstrument", "build": "default", "window_s": 5.0,
+                "users": 150, "services": {"scoring": {"requests": 1, "cpu_per_request": cpu}}}]
+    numbers = {"architectures": {arch: {"windows": windows} for arch in ("sync", "async")}}
+    rows = {line.split(" | ")[1]: line for line in load_cpu_lines(numbers)
+            if line.startswith("| default |")}
+    assert rows["async"].startswith("| default | async | 150 | 0 | ≈3.20 | ≈0.80 |")
+    assert rows["sync"].startswith("| default | sync | 150 | 0 | - | - |")
+    assert "**4.00**" in rows["async"] and "**4.00**" in rows["sync"]
 
 
 def test_a_real_pyinstrument_session_of_an_event_loop(tmp_path):

@@ -12,7 +12,12 @@ import urllib.request
 
 import pytest
 
-from experiments.exp1_profiling.breakdown import combine, pyinstrument_breakdown
+from experiments.exp1_profiling.breakdown import (
+    combine,
+    load_session,
+    pyinstrument_breakdown,
+    session_file,
+)
 from experiments.exp1_profiling.report import index_profiles, window_cpu
 from services import profiling
 from tests.conftest import ROOT, private_lab_inventory, require
@@ -67,7 +72,9 @@ def test_profiles_of_both_sides_and_both_architectures_are_collected(experiment)
         want = "client" if entry["side"] == "client" else "localhost"
         assert directory == folder / "raw/profiles" / want
         meta = json.loads((directory / f"{entry['name']}.meta.json").read_text())
-        suffixes = ((".html", ".txt") if meta["profiler"] == "pyinstrument"
+        # a result folder keeps pyinstrument's sessions gzipped (experiments/lab/collect.py)
+        assert not list(directory.glob("*.pyisession"))
+        suffixes = ((".html", ".txt", ".pyisession.gz") if meta["profiler"] == "pyinstrument"
                     else (".txt", ".callgrind", ".prof"))
         for suffix in suffixes:
             assert (directory / f"{entry['name']}{suffix}").stat().st_size > 0
@@ -98,7 +105,7 @@ def test_report_breakdown_comes_from_the_profiles(experiment):
         for role in ("scoring", "model", "client"):
             names = [p["name"] for p in manifest["profiles"] if p["arch"] == arch
                      and p["role"] == role and p["profiler"] == "pyinstrument"]
-            expected = combine([pyinstrument_breakdown(found[n] / f"{n}.pyisession")
+            expected = combine([pyinstrument_breakdown(session_file(found[n], n))
                                 for n in names])
             got = report["architectures"][arch]["request"][role]
             for category, seconds in expected["seconds"].items():
@@ -130,7 +137,7 @@ def test_a_build_is_deployed_and_profiled_under_its_own_load(experiment):
     wid = built[0]["services"]["scoring"]["window_id"]
     names = [n for n in found if f"_win-{wid}_" in n]
     # the handler that served the window called the model API through aiohttp, not httpx
-    sessions = "".join((found[n] / f"{n}.pyisession").read_text() for n in names)
+    sessions = "".join(json.dumps(load_session(session_file(found[n], n))) for n in names)
     assert "/aiohttp/" in sessions and "/httpx/" not in sessions
     report = json.loads((folder / "report.json").read_text())
     windows = {(w["build"], w["users"]): w
