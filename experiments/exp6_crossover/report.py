@@ -72,8 +72,9 @@ def crossing(points: list[tuple[float, float | None]], threshold: float) -> dict
 
 
 # A stack whose median response time with one user at a time is above the bound meets it
-# at no rate: its capacity under the bound is 0, whatever its search says (its recovery
-# waits never see it "idle" under the bound, so its steps are invalid, not failed).
+# at no rate: its capacity under the bound is 0 when its search has none (before the
+# recovery waits learnt a slow idle stack after a restart, such searches ended invalid;
+# now every step fails, down to "below range" or the step budget).
 OUT_OF_REACH = "out_of_reach"
 
 
@@ -83,8 +84,9 @@ def _cap(row: dict | None) -> tuple[float | None, str | None]:
     if not row:
         return None, None
     one_user, bound = number(row.get("p50_1_user_ms")), number(row.get("capacity_p99_bound_ms"))
-    if row.get("capacity_status") not in ("found", "unfinished", "above_range") \
-            and one_user is not None and bound is not None and one_user > bound:
+    measured = row.get("capacity_status") in (*USABLE, "above_range") \
+        and number(row.get("capacity_rps")) is not None
+    if not measured and one_user is not None and bound is not None and one_user > bound:
         return 0.0, OUT_OF_REACH
     if row.get("capacity_status") not in USABLE:
         return None, row.get("capacity_status")

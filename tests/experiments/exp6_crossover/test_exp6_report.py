@@ -102,6 +102,13 @@ def test_a_bound_out_of_reach_at_one_user_is_a_capacity_of_0():
     text = "\n".join(_factor_lines({"plan": plan, "factors": {"model_cpu_ms": {"best": series}}}))
     assert "| 5 | best | 0 (1 user: p50 399 ms, over the bound;" in text
     assert "| 272.4 | async only |" in text
+    # the same when its search failed every step (below range, or no rate passed before the
+    # step budget ran out)
+    for status in ("below_range", "unfinished"):
+        rows[("model_cpu_ms-5-best", "sync")] = _row(None, 158.0, status=status,
+                                                      one_user=398.8)
+        assert factor_series(rows, plan)["model_cpu_ms"]["best"]["series"][1][
+            "sync_status"] == "out_of_reach"
     # a search that is invalid for another reason stays unknown
     rows[("model_cpu_ms-5-best", "sync")] = _row(None, 158.0, status="invalid", one_user=80.0)
     assert factor_series(rows, plan)["model_cpu_ms"]["best"]["series"][1]["advantage"] is None

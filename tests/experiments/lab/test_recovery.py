@@ -165,3 +165,18 @@ def test_a_quiet_time_comes_before_the_probes(tmp_path):
     assert record["recovered"] and record["quiet_s"] == 0.6
     assert record["waited_s"] >= 0.6
     assert min(t for t, _, _ in record["probes"]) >= 0.6  # no probe during the quiet time
+
+
+def test_a_stack_slower_than_the_bound_when_idle_is_learnt_after_a_restart(tmp_path):
+    # sync calling a 200 ms model twice: steady, but above the 250 ms bound at one request at
+    # a time. Not learnt as idle while it may be draining; once restarted it holds no
+    # backlog, so its steady latency is its idle one and the steps can fail on it (valid)
+    with fake_stack() as (stack, url):
+        stack.fast_s = 0.05
+        calls = []
+        waiter = _waiter(url, max_wait_s=1.0, max_idle_ms=20.0,
+                         restart=lambda why: calls.append(why) or {"token": "t"})
+        record = waiter.wait(tmp_path / "a")
+    assert record["recovered"] and record["restart"] == {"token": "t"} and len(calls) == 1
+    assert 45 <= record["idle_ms"] < 200
+
