@@ -8,6 +8,7 @@ worker is handled on the meinheld branch). Measured answer times are printed (``
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -153,8 +154,23 @@ def answered(lab, fault: str, status: int, error: str, deadline_s: float) -> flo
 
 
 def recovers(lab, what: str, within_s: float = 15) -> None:
-    wait_until(lambda: post(lab["port"], lab["arch"])[0] == 200, within_s,
-               f"{lab['arch']} scoring to answer 200 again after {what}")
+    """Serves 200 again within ``within_s``. The first request after a fault may meet meinheld's
+    stale-clock drop (README "Known limits of meinheld": a connection accepted just after a
+    request that held the worker ~2 s is closed unread, or answered meinheld's HTML 408 if part
+    of it was read): not the lab's answer, so not parsed as one; the poll tries again."""
+    seen: list[object] = []
+
+    def serves() -> bool:
+        try:
+            seen.append(post(lab["port"], lab["arch"])[0])
+        except (OSError, http.client.HTTPException, json.JSONDecodeError) as error:
+            seen.append(type(error).__name__)
+        return seen[-1] == 200
+
+    try:
+        wait_until(serves, within_s, f"{lab['arch']} scoring to answer 200 again after {what}")
+    except TimeoutError as error:
+        raise AssertionError(f"{error}; answers seen: {seen}") from None
 
 
 @pytest.mark.parametrize("mode,status,error,deadline", [
