@@ -42,6 +42,14 @@ class HttpClient(StrEnum):
     AIOHTTP = "aiohttp"
 
 
+class RedisParser(StrEnum):
+    """Code that reads the Redis protocol in both stacks' Redis clients (redis-py's own Python,
+    or hiredis's C parser: services/redis_protocol.py)."""
+
+    PYTHON = "python"
+    HIREDIS = "hiredis"
+
+
 # The original project's public ports: model sync/async 5000/8000, scoring sync/async 5001/8001.
 DEFAULT_PORTS = {
     (Role.MODEL, Arch.SYNC): 5000,
@@ -118,6 +126,7 @@ class Settings(BaseSettings):
     # gunicorn's `worker_connections` of the gevent worker: requests one worker serves at once.
     gevent_connections: int = Field(1000, ge=1, le=10_000)
     http_client: HttpClient = HttpClient.HTTPX
+    redis_parser: RedisParser = RedisParser.PYTHON
 
     @model_validator(mode="after")
     def _check_ranges(self) -> Self:

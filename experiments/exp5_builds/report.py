@@ -54,6 +54,10 @@ WINDOW_REQUESTS = 200
 CPU_CHANGE = 1.15
 
 
+# The setting experiment 5's Redis-parser points change (services/redis_protocol.py).
+PARSER_SETTING = "SCORING_LAB_REDIS_PARSER"
+
+
 def _stack(arch: str) -> tuple[str, ...]:
     return (f"scoring-{arch}", f"model-{arch}", "redis")
 
@@ -183,8 +187,60 @@ def analyse(folder: str | Path) -> dict[str, Any]:
         r["collapse"] = collapse(r["curve"])
     res["rows"] = rows
     res["best"] = best_builds(rows)
+    res["parser_pairs"] = parser_pairs(rows, res["variants"])
     res["headline"] = _headline(res)
     return res
+
+
+def _build_without(variant: dict, setting: str) -> str:
+    """A point's deploy variables minus one setting: two points with the same are twins."""
+    build = {}
+    for key, value in (variant.get("deploy_vars") or {}).items():
+        if key.endswith("_env"):
+            value = {k: v for k, v in value.items() if k != setting}
+        if value not in ({}, None):
+            build[key] = value
+    return json.dumps(build, sort_keys=True)
+
+
+def parser_pairs(rows: list[dict], variants: dict[str, dict]) -> list[dict]:
+    """Each point built with hiredis beside its twin, the same build with redis-py's Python
+    parser, measured in the same run: capacities, and the CPU per request of the scoring
+    handler (where the parser runs) and of the whole stack."""
+    def parser(v: dict) -> str | None:
+        envs = [e for k, e in (v.get("deploy_vars") or {}).items() if k.endswith("_env")]
+        return next((e[PARSER_SETTING] for e in envs if PARSER_SETTING in e), None)
+
+    pairs = []
+    for r in rows:
+        v = variants.get(r["variant"], {})
+        if parser(v) != "hiredis":
+            continue
+        build = _build_without(v, PARSER_SETTING)
+        twin = next((t for t in rows if t["arch"] == r["arch"] and t is not r
+                     and parser(variants.get(t["variant"], {})) in (None, "python")
+                     and _build_without(variants.get(t["variant"], {}), PARSER_SETTING) == build),
+                    None)
+        if twin is None:
+            continue
+        scoring = f"scoring-{r['arch']}"
+        sides = {}
+        for side, row in (("python", twin), ("hiredis", r)):
+            sides[side] = {"variant": row["variant"], "capacity_rps": row.get("capacity_rps"),
+                           "capacity_status": row.get("capacity_status"),
+                           "scoring_cpu_ms_per_request":
+                               row["cpu_ms_per_request"].get(scoring),
+                           "stack_cpu_ms_per_request": row.get("stack_cpu_ms_per_request")}
+        a, b = (number(sides[k]["capacity_rps"]) for k in ("python", "hiredis"))
+        # With repeats (ABBA order), each repeat's ratio: the spread of the comparison itself.
+        per = [(twin.get("capacity_repeats") or {}).get("values") or [],
+               (r.get("capacity_repeats") or {}).get("values") or []]
+        ratios = [h / p for p, h in zip(*per, strict=False)
+                  if number(p) and number(h)] if len(per[0]) == len(per[1]) else []
+        pairs.append({"arch": r["arch"], **sides,
+                      "capacity_ratio": b / a if a and b else None,
+                      "capacity_ratio_repeats": ratios})
+    return pairs
 
 
 def _headline(res: dict) -> dict[str, Any]:
@@ -197,7 +253,11 @@ def _headline(res: dict) -> dict[str, Any]:
                             "rss_mb": r1(b["rss_mb"])}
                      for arch, b in res["best"].items()},
             "capacity_rps": {f"{r['variant']}/{r['arch']}": r1(r.get("capacity_rps"))
-                             for r in res["rows"] if "capacity_rps" in r}}
+                             for r in res["rows"] if "capacity_rps" in r},
+            **({"hiredis_over_python": {
+                f"{p['hiredis']['variant']}/{p['arch']}": (
+                    None if p["capacity_ratio"] is None else round(p["capacity_ratio"], 2))
+                for p in res["parser_pairs"]}} if res["parser_pairs"] else {})}
 
 
 def headline(res: dict) -> dict[str, Any]:
@@ -306,6 +366,37 @@ def _sweep_lines(res: dict) -> list[str]:
     return [*lines, ""]
 
 
+def _parser_lines(res: dict) -> list[str]:
+    if not res["parser_pairs"]:
+        return []
+    lines = ["## Redis parser: hiredis against redis-py's Python parser", "",
+             "Each hiredis point beside its twin (the same build with the Python parser, the "
+             "lab's default), in this run. The parser runs in the scoring handler, so its CPU "
+             "per request (over the step load) is where a saving shows; capacity is the "
+             "search's, status in brackets where it did not close its bracket.", "",
+             "| arch | point (Python -> hiredis) | capacity req/s | hiredis/Python | scoring "
+             "handler CPU ms/req | stack CPU ms/req |", "|---" * 6 + "|"]
+    for p in res["parser_pairs"]:
+        py, hi = p["python"], p["hiredis"]
+
+        def cap(side):
+            text = fmt(side["capacity_rps"])
+            status = side["capacity_status"]
+            return text + (f" ({status})" if status and status != "found" else "")
+
+        ratio = "-" if p["capacity_ratio"] is None else f"{p['capacity_ratio']:.2f}x"
+        if len(p["capacity_ratio_repeats"]) > 1:
+            ratio += f" (repeats: {', '.join(f'{x:.2f}' for x in p['capacity_ratio_repeats'])})"
+        lines.append(
+            f"| {p['arch']} | {py['variant']} -> {hi['variant']} | {cap(py)} -> {cap(hi)} | "
+            f"{ratio} | "
+            f"{fmt(py['scoring_cpu_ms_per_request'], 2)} -> "
+            f"{fmt(hi['scoring_cpu_ms_per_request'], 2)} | "
+            f"{fmt(py['stack_cpu_ms_per_request'], 2)} -> "
+            f"{fmt(hi['stack_cpu_ms_per_request'], 2)} |")
+    return [*lines, ""]
+
+
 def _where_cpu_goes(c: dict) -> str:
     """What the CPU per request did between low concurrency and the top: a growth is named
     with the service it went to, and only claimed beyond CPU_CHANGE."""
@@ -349,7 +440,7 @@ def render(res: dict, run: Path, plot: str | None) -> str:
         lines += ["", "Points that could not be measured (the deploy log under raw/deploy/ and "
                   "the service logs say why):", ""]
         lines += [f"- **{v['name']}**: {v['failed']}" for v in failed]
-    lines += ["", *_best_lines(res), *_sweep_lines(res)]
+    lines += ["", *_best_lines(res), *_sweep_lines(res), *_parser_lines(res)]
     if plot:
         lines += [f"![throughput and CPU against concurrency]({plot})", ""]
     lines += ladder.capacity_lines(res)
@@ -362,7 +453,7 @@ def render(res: dict, run: Path, plot: str | None) -> str:
 def write_report(folder: str | Path, res: dict[str, Any]) -> Report:
     run = Path(folder)
     plot = _plot(run, res["rows"])
-    doc = {"rows": res["rows"], "best": res["best"],
+    doc = {"rows": res["rows"], "best": res["best"], "parser_pairs": res["parser_pairs"],
            **({"capacity": res["capacity"]} if res["capacity"] else {}),
            "headline": res["headline"]}
     return write_files(run, render(res, run, plot), doc, [plot])

@@ -33,4 +33,8 @@ def check_sweeps(ladder: Ladder) -> Ladder:
 
 
 def load_sweeps(path: str | Path, profile: str | None = None) -> Ladder:
-    return check_sweeps(load_ladder(path, profile))
+    """The profile's points, once the whole file checks as a set of sweeps: a profile may then
+    select a few points (`parser` measures the Redis-parser points beside their twins and
+    leaves the default build out)."""
+    check_sweeps(load_ladder(path))
+    return load_ladder(path, profile)

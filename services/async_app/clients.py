@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from services import aggregate, errors, features
+from services import aggregate, errors, features, redis_protocol
 from services.settings import HttpClient, Settings
 from services.sync_app.clients import FeatureStore as BlockingFeatureStore
 
@@ -152,6 +152,7 @@ class FeatureStore:
     def __init__(self, settings: Settings) -> None:
         self._url = str(settings.redis_url)
         self._timeout = settings.redis_timeout_s
+        self._protocol = redis_protocol.async_options(settings)
         # A blocking pool waits for a free connection; redis-py's default asyncio pool raises
         # MaxConnectionsError past 100 concurrent commands instead.
         # One client per worker (building one per request costs ~1.8 ms of CPU).
@@ -166,6 +167,7 @@ class FeatureStore:
                     socket_timeout=self._timeout,
                     socket_connect_timeout=self._timeout,
                     retry=_redis_retry(),
+                    **self._protocol,
                 )
             )
         )
@@ -173,7 +175,7 @@ class FeatureStore:
     async def get(self, entity: str) -> list[float]:
         client = self._client or aioredis.Redis.from_url(
             self._url, socket_timeout=self._timeout, socket_connect_timeout=self._timeout,
-            retry=_redis_retry(),
+            retry=_redis_retry(), **self._protocol,
         )
         try:
             # The whole command (pool wait, connect, retry, reply) within the timeout.

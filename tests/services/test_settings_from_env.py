@@ -22,12 +22,14 @@ GOOD = [
      "SCORING_LAB_WORKERS": "3"},
     {"scoring_lab_meinheld_patch": "True", "SCORING_LAB_CPU_BURN_S": "0.005",
      "SCORING_LAB_MODEL_URL": "http://198.18.0.12:5000/", "SCORING_LAB_HTTP_CLIENT": "aiohttp"},
+    {"SCORING_LAB_HTTP_CLIENT": "aiohttp", "SCORING_LAB_REDIS_PARSER": "hiredis"},
 ]
 BAD = [
     {"SCORING_LAB_GEVENT_CONNECTIONS": "0"},
     {"SCORING_LAB_SYNC_WORKER": "GThread"},  # enum values are case-sensitive in the services too
     {"SCORING_LAB_WORKERS": "two", "SCORING_LAB_CPU_BURN_S": "-1"},
     {"SCORING_LAB_SYNC_WORKER": "gevent", "SCORING_LAB_MEINHELD_PATCH": "true"},
+    {"SCORING_LAB_REDIS_PARSER": "cython"},
 ]
 
 

@@ -9,9 +9,10 @@ import pytest
 from experiments.config import ConfigError
 from experiments.exp4_ladder.run import parse_ladder
 from experiments.exp5_builds import EXPERIMENT
+from experiments.exp5_builds.report import PARSER_SETTING
 from experiments.exp5_builds.run import check_sweeps
 from experiments.registry import BY_NAME, EXPERIMENTS
-from services.settings import HttpClient, SyncWorker, settings_from_env
+from services.settings import HttpClient, RedisParser, SyncWorker, settings_from_env
 
 CONFIG = EXPERIMENT.config
 
@@ -38,7 +39,7 @@ def test_the_sweeps_cover_each_stacks_capacity_settings():
     points = EXPERIMENT.configure("full").variants
     sweeps = {v.sweep for v in points}
     assert {"sync workers", "sync gthread threads", "sync worker type", "async workers",
-            "async HTTP client"} <= sweeps
+            "async HTTP client", "async Redis parser"} <= sweeps
     default = [v for v in points if v.sweep == ""]
     assert [v.name for v in default] == ["default"] and set(default[0].archs) == {"sync",
                                                                                   "async"}
@@ -58,6 +59,23 @@ def test_the_sweeps_cover_each_stacks_capacity_settings():
                for v in points)
     assert any(settings_from_env(v.scoring_handler_env).http_client is HttpClient.AIOHTTP
                for v in points)
+    # only the parser points set the parser: every other point is the Python-parser default
+    for v in points:
+        hiredis = settings_from_env(v.scoring_handler_env).redis_parser is RedisParser.HIREDIS
+        assert hiredis == (v.sweep == "async Redis parser"), v.name
+
+
+def test_the_parser_profile_pairs_each_hiredis_point_with_its_python_twin():
+    parser = EXPERIMENT.configure("parser")
+    assert parser.protocol.repeats == 2 and parser.protocol.capacity.p99_bound_ms == 250
+    names = {v.name: v for v in parser.variants}
+    for v in names.values():
+        if v.sweep == "async Redis parser":
+            twin = names[v.name.removesuffix("-hiredis")]
+            env = {k: x for k, x in v.scoring_handler_env.items() if k != PARSER_SETTING}
+            assert (twin.scoring_handler_env, twin.scoring_handler_workers_per_core) == (
+                env, v.scoring_handler_workers_per_core)
+    assert sum(v.sweep == "async Redis parser" for v in names.values()) == 2
 
 
 @pytest.mark.parametrize("mutate, message", [

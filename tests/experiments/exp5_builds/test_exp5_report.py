@@ -9,10 +9,12 @@ from experiments.exp5_builds.report import (
     TOP_LEVELS,
     WINDOW_REQUESTS,
     _best_lines,
+    _parser_lines,
     _sweep_lines,
     _where_cpu_goes,
     best_builds,
     collapse,
+    parser_pairs,
 )
 
 
@@ -117,3 +119,45 @@ def test_the_sweep_table_explains_a_fall_past_the_knee():
     model_line = next(x for x in text.splitlines() if x.startswith("- model/async:"))
     assert "+3.00 ms in model-async): the same core does more work" in model_line
     assert "async-aiohttp/async:" not in text  # no fall: not listed
+
+
+def test_each_hiredis_point_is_paired_with_its_python_twin_of_the_same_run():
+    def variant(name, env, workers=None):
+        deploy = {"scoring_handler_env": env}
+        if workers:
+            deploy["scoring_handler_workers"] = workers
+        return name, {"name": name, "deploy_vars": deploy}
+
+    variants = dict([
+        variant("async-aiohttp", {"SCORING_LAB_HTTP_CLIENT": "aiohttp"}),
+        variant("async-aiohttp-hiredis", {"SCORING_LAB_HTTP_CLIENT": "aiohttp",
+                                          "SCORING_LAB_REDIS_PARSER": "hiredis"}),
+        variant("async-aiohttp-workers-1", {"SCORING_LAB_HTTP_CLIENT": "aiohttp"}, 1),
+        variant("async-aiohttp-workers-1-hiredis", {"SCORING_LAB_HTTP_CLIENT": "aiohttp",
+                                                    "SCORING_LAB_REDIS_PARSER": "hiredis"}, 1),
+        # no twin in this run: not paired with a build that differs in more than the parser
+        variant("default-hiredis", {"SCORING_LAB_REDIS_PARSER": "hiredis"}, 3),
+    ])
+
+    def cpu(scoring):
+        return {"cpu_ms_per_request": {"scoring-async": scoring}}
+
+    rows = [_row("async-aiohttp", "async", 400.0, cpu=2.0, **cpu(1.2),
+                 capacity_repeats={"values": [400.0, 410.0]}),
+            _row("async-aiohttp-hiredis", "async", 440.0, cpu=1.8, **cpu(1.0),
+                 capacity_repeats={"values": [440.0, 410.0]}),
+            _row("async-aiohttp-workers-1", "async", 500.0, status="unfinished", **cpu(1.1)),
+            _row("async-aiohttp-workers-1-hiredis", "async", 450.0, **cpu(0.9)),
+            _row("default-hiredis", "async", 100.0, **cpu(3.0))]
+    pairs = parser_pairs(rows, variants)
+    assert [(p["python"]["variant"], p["hiredis"]["variant"]) for p in pairs] == [
+        ("async-aiohttp", "async-aiohttp-hiredis"),
+        ("async-aiohttp-workers-1", "async-aiohttp-workers-1-hiredis")]
+    assert pairs[0]["capacity_ratio"] == pytest.approx(1.1)
+    assert pairs[0]["capacity_ratio_repeats"] == pytest.approx([1.1, 1.0])
+    assert pairs[1]["capacity_ratio"] == pytest.approx(0.9)
+    text = "\n".join(_parser_lines({"parser_pairs": pairs}))
+    assert "| async | async-aiohttp -> async-aiohttp-hiredis | 400.0 -> 440.0 | 1.10x " \
+           "(repeats: 1.10, 1.00) | 1.20 -> 1.00 | 2.00 -> 1.80 |" in text
+    assert "500.0 (unfinished) -> 450.0 | 0.90x |" in text
+    assert _parser_lines({"parser_pairs": []}) == []
