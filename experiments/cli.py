@@ -93,6 +93,8 @@ def cmd_report(args: argparse.Namespace) -> int:
               f"{', '.join(sorted(BY_NAME))}", file=sys.stderr)
         return 2
     print(BY_NAME[name].rebuild(args.folder).markdown)
+    if (args.folder.parent / "README.md").exists():  # the results index the folder is in
+        update_index(args.folder.parent)
     return 0
 
 

@@ -71,5 +71,8 @@ class Experiment:
         return self.write_report(folder, analysis)
 
     def rebuild(self, folder: Path) -> Report:
-        """report.md, report.json and plots again, from the folder alone."""
-        return self.write_report(folder, self.analyse(folder))
+        """report.md, report.json and plots again, from the folder alone; a complete run's
+        manifest takes the rebuilt headline."""
+        analysis = self.analyse(folder)
+        open_run_folder(folder).rebuilt(self.headline(analysis))
+        return self.write_report(folder, analysis)

@@ -274,6 +274,23 @@ class RunFolder:
             self.manifest["ended_at"] = iso()
             self._save()
 
+    def rebuilt(self, headline: dict[str, Any]) -> None:
+        """A complete run's report rebuilt from its raw data (``python -m experiments
+        report``): its headline replaces the one the run's own report code recorded, so the
+        manifest and the results index say what the report says; when, and with which code,
+        is recorded beside it. An incomplete run has no headline and gets none."""
+        with self._lock:
+            if self.manifest.get("status") != "complete":
+                return
+            try:
+                git = collect_git()
+                code = git["git_short"] + ("-dirty" if git["git_dirty"] else "")
+            except (OSError, subprocess.SubprocessError):
+                code = None  # a copy of the lab without git: the time alone
+            self.manifest["headline"] = headline
+            self.manifest["report_rebuilt"] = {"at": iso(), "code": code}
+            self._save()
+
     def mark_interrupted(self, reason: str) -> None:
         """Keep status "incomplete" and record when and why the run stopped."""
         with self._lock:

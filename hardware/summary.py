@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import bisect
 import csv
+import itertools
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -209,21 +210,28 @@ def cpu_seconds_between(samples: Iterable[Sample], service: str, start: float,
                         end: float) -> float | None:
     """CPU seconds a service used in [start, end], its cumulative CPU interpolated linearly
     between the samples around the window's ends (service_usage needs two samples inside a
-    window; a window of a second or two, a level of a closed-loop ramp, has fewer). Drops
-    (a restarted process) count nothing, as in service_usage. None when the samples do not
+    window; a window of a second or two, a level of a closed-loop ramp, has fewer). The
+    counter's steps are service_usage's (``_steps``: a drop counts nothing, an absence is
+    bridged, a service not started yet has its zero baseline). None when the samples do not
     cover the window."""
-    pts = sorted((s["t"], svc.get("cpu_user_s", 0) + svc.get("cpu_system_s", 0))
-                 for s in samples if (svc := s.get("services", {}).get(service)))
-    if len(pts) < 2 or start < pts[0][0] or end > pts[-1][0]:
+    ordered = sorted(samples, key=lambda s: s["t"])
+    times = [s["t"] for s in ordered]
+    totals = [None if u is None or y is None else u + y
+              for u, y in zip(_field(ordered, service, "cpu_user_s"),
+                              _field(ordered, service, "cpu_system_s"), strict=True)]
+    steps = _steps(totals, times) if len(times) >= 2 else []
+    if not steps:
         return None
-    times = [t for t, _ in pts]
-    cum = [0.0]
-    for step in (max(0.0, b - a) for (_, a), (_, b) in zip(pts, pts[1:], strict=False)):
-        cum.append(cum[-1] + step)
+    # Each step ends at a sample holding the service; the first starts its own seconds before.
+    ends = [t for v, t in zip(totals[1:], times[1:], strict=True) if v is not None]
+    knots = [ends[0] - steps[0][0], *ends]
+    cum = list(itertools.accumulate((step for _, step in steps), initial=0.0))
+    if start < knots[0] or end > knots[-1]:
+        return None
 
     def at(t: float) -> float:
-        i = max(1, bisect.bisect_left(times, t))
-        t0, t1 = times[i - 1], times[i]
+        i = max(1, bisect.bisect_left(knots, t))
+        t0, t1 = knots[i - 1], knots[i]
         return cum[i - 1] + (cum[i] - cum[i - 1]) * ((t - t0) / (t1 - t0) if t1 > t0 else 1.0)
 
     return at(end) - at(start)

@@ -6,7 +6,7 @@ templates only fill them in. A service never calls ``os.getenv`` itself.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from enum import StrEnum
 from typing import Annotated, Any, Self
 
@@ -182,6 +182,18 @@ class _GivenValues(Settings):
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings,
                                    dotenv_settings, file_secret_settings):
         return (init_settings,)
+
+
+def check_service_env(env: Mapping[str, Any], reserved: Collection[str] = ()) -> Settings:
+    """An environment an experiment gives a service (a variant's, a build's): SCORING_LAB_*
+    variables only, none of ``reserved`` (those the experiment sets itself), values the services
+    accept. The settings it gives; SettingsError with one line per bad variable."""
+    lines = [f"{key}: only SCORING_LAB_* variables (services/settings.py)"
+             for key in env if not key.startswith(ENV_PREFIX)]
+    lines += [f"{key}: the experiment sets it itself" for key in env if key in reserved]
+    if lines:
+        raise SettingsError(lines)
+    return settings_from_env(env)
 
 
 def settings_from_env(env: Mapping[str, Any]) -> Settings:

@@ -35,16 +35,15 @@ from experiments.config import (
 )
 from experiments.constants import ARCHS
 from experiments.experiment import Finish
-from experiments.lab import topology as topology_mod
 from experiments.lab.collect import compress_sessions
-from experiments.lab.deploy import DeployError, redeploy
+from experiments.lab.deploy import DeployError, redeploy, switch
 from experiments.lab.session import RunOptions, Session, session
-from experiments.lab.verify import VerifyError, verify
+from experiments.lab.verify import VerifyError
 from experiments.protocol import DEFAULT_PAYLOAD, Arch, GuardParams, Scenario
 from experiments.results import iso
 from services import profiling as prof
 from services.describe import predict_path
-from services.settings import SettingsError, settings_from_env
+from services.settings import SettingsError, check_service_env
 
 PROFILING_ENV = {"SCORING_LAB_PROFILING": "true"}
 ROLES = {"scoring": "scoring handler", "model": "model API"}
@@ -125,14 +124,10 @@ class Build(Table):
     @field_validator("model_api_env", "scoring_handler_env")
     @classmethod
     def _settings_the_services_take(cls, env: dict[str, str]) -> dict[str, str]:
-        for key in env:
-            if not key.startswith("SCORING_LAB_") or key in PROFILING_ENV:
-                raise ValueError(f"only SCORING_LAB_* settings other than "
-                                 f"SCORING_LAB_PROFILING (the experiment sets it), got {key}")
-        try:
-            settings_from_env(env)  # the services' own reader: what they would refuse
+        try:  # the services' own reader: what they would refuse
+            check_service_env(env, reserved=PROFILING_ENV)
         except SettingsError as exc:
-            raise ValueError(f"the services would refuse it: {exc}") from None
+            raise ValueError(str(exc)) from None
         return env
 
     def deploy_vars(self) -> dict[str, dict[str, str]]:
@@ -417,12 +412,10 @@ def _builds_under_load(lab: Session, config: Config, options: RunOptions, step: 
     for build in config.builds:
         wanted = build.deploy_vars()
         if wanted != current:
-            log = lab.run.raw / f"deploy-build-{build.name}.log"
-            lab.progress.say(f"deploying build {build.name} with profiling")
             try:
-                redeploy(options, wanted, log=log, timeout_s=config.deploy.timeout_s)
-                lab.topology = topology_mod.load()
-                verify(lab.topology)
+                switch(lab, options, wanted, log=lab.run.raw / f"deploy-build-{build.name}.log",
+                       what=f"build {build.name} with profiling",
+                       timeout_s=config.deploy.timeout_s)
                 current = wanted
             except (DeployError, VerifyError) as exc:
                 current = {}  # unknown: the next build redeploys

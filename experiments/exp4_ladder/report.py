@@ -149,7 +149,10 @@ def analyse(folder: str | Path) -> dict[str, Any]:
                      first_overloaded_rps=shared["first_failing"],
                      capacity_p99_bound_ms=shared["p99_bound_ms"],
                      capacity_over_predicted=ceiling.closeness(rate, r["predicted_rps"]),
-                     **({"capacity_repeats": spread} if spread else {}))
+                     **({"capacity_repeats": spread,
+                         # per repeat, in order, None where a search found none
+                         "capacity_per_repeat": [number(v) for v in values]}
+                        if spread else {}))
     res = {"manifest": manifest, "analysis": analysis, "rows": rows, "probes": probes,
            "loads": loads, "variants": variants, "capacity": capacity}
     res["decomposition"] = decompose(res, probe_rt)

@@ -12,9 +12,8 @@ and reads only the result folder.
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +27,14 @@ from experiments.experiment import Finish
 from experiments.lab import capacity as capacity_search
 from experiments.lab import topology as topology_mod
 from experiments.lab.capacity import HINT_GROWTH
-from experiments.lab.deploy import DeployError, redeploy
+from experiments.lab.deploy import DeployError, switch
 from experiments.lab.renew import restart_stuck, restart_vars
 from experiments.lab.session import RunOptions, Session, session
-from experiments.lab.verify import VerifyError, verify
+from experiments.lab.verify import VerifyError
 from experiments.protocol import Arch, Arrival, CapacityParams, Protocol, parse_protocol
 from experiments.repeats import abba, locust_root
 from experiments.results import scenario_entry
-from services.settings import SettingsError, settings_from_env
+from services.settings import SettingsError, check_service_env, settings_from_env
 
 PROBE, LOAD_TEST, CAPACITY = "probe", "load_test", "capacity"
 _VARIANT_KEYS = {"name", "description", "sweep", "archs", "arrivals", "model_api_env",
@@ -132,11 +131,14 @@ class Ladder:
 def _env(c: Checker, where: str, table: Any) -> dict[str, str]:
     c.keys(table, where, set(table) if isinstance(table, dict) else set())
     for key, value in table.items():
-        if not key.startswith("SCORING_LAB_"):
-            raise c.fail(where, f"{key}: only SCORING_LAB_* variables (services/settings.py)")
         if not isinstance(value, str | int | float | bool):
             raise c.fail(where, f"{key} = {value!r}: expected a string, number or boolean")
-    return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in table.items()}
+    env = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in table.items()}
+    try:  # a value the services would refuse stops the run here, not at its deploy
+        check_service_env(env)
+    except SettingsError as exc:
+        raise c.fail(where, str(exc)) from None
+    return env
 
 
 def _variant(c: Checker, i: int, t: Any) -> Variant:
@@ -144,11 +146,6 @@ def _variant(c: Checker, i: int, t: Any) -> Variant:
     where = f"variants.{c.string(t, f'variants[{i}]', 'name')}"
     envs = {key: _env(c, f"{where}.{key}", t.get(key, {}))
             for key in ("model_api_env", "scoring_handler_env")}
-    for key, env in envs.items():
-        try:  # a value the services would refuse stops the run here, not at its deploy
-            settings_from_env(env)
-        except SettingsError as exc:
-            raise c.fail(f"{where}.{key}", str(exc)) from None
     return c.validate(Variant, {**t, **envs}, where)
 
 
@@ -318,17 +315,6 @@ def _capacity(lab: Session, p: Protocol, variant: Variant, arch: str, step: int,
     lab.run.update(capacity_repeats=per)
 
 
-def _switch(lab: Session, options: RunOptions, extra_vars: dict[str, Any], log: Path,
-            what: str) -> dict[str, Any]:
-    lab.progress.say(f"deploying {what} ({json.dumps(extra_vars) or 'default'})")
-    record = redeploy(options, extra_vars, log=log)
-    del record["output"]  # kept in the log file, not in the manifest
-    lab.topology = topology_mod.load()
-    record["verify"] = [asdict(c) for c in verify(lab.topology)]
-    record["log"] = lab.run.rel(log)
-    return record
-
-
 def run(ladder: Ladder, options: RunOptions, finish: Finish) -> Path:
     """Deploy, verify and measure every variant of the ladder; redeploy the default build
     at the end (always); collect; report. Returns the result folder."""
@@ -359,8 +345,8 @@ def run(ladder: Ladder, options: RunOptions, finish: Finish) -> Path:
                         name = (f"{i:02d}-{variant.name}.log" if p.repeats == 1
                                 else f"r{k}-{i:02d}-{variant.name}.log")
                         try:
-                            entry["deploy"] = _switch(lab, options, wanted, deploy_dir / name,
-                                                      f"variant {variant.name}")
+                            entry["deploy"] = switch(lab, options, wanted, log=deploy_dir / name,
+                                                     what=f"variant {variant.name}")
                         except (DeployError, VerifyError) as exc:
                             # A variant that does not deploy or answer is a finding, not a
                             # reason to lose the rest of the ladder: record it and go on.
@@ -382,8 +368,8 @@ def run(ladder: Ladder, options: RunOptions, finish: Finish) -> Path:
                     run.update(variants=records)
         finally:
             if current != {}:
-                restore = _switch(lab, options, {}, deploy_dir / "99-restore-default.log",
-                                  "the default build again")
+                restore = switch(lab, options, {}, log=deploy_dir / "99-restore-default.log",
+                                 what="the default build again")
                 run.update(restore_default=restore)
             else:
                 run.update(restore_default={"skipped": "the last variant was the default build"})

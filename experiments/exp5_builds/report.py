@@ -26,6 +26,7 @@ from experiments.analysis.summary import (  # noqa: E402
     resource_usage,
 )
 from experiments.exp4_ladder import report as ladder  # noqa: E402
+from experiments.lab.renew import RESTART_VAR  # noqa: E402
 from experiments.reporting import (  # noqa: E402
     Report,
     fmt,
@@ -193,11 +194,12 @@ def analyse(folder: str | Path) -> dict[str, Any]:
 
 
 def _build_without(variant: dict, setting: str) -> str:
-    """A point's deploy variables minus one setting: two points with the same are twins."""
+    """A point's deploy variables minus one setting (and the restart token a later repeat's
+    deploy carries): two points with the same are twins."""
     build = {}
     for key, value in (variant.get("deploy_vars") or {}).items():
         if key.endswith("_env"):
-            value = {k: v for k, v in value.items() if k != setting}
+            value = {k: v for k, v in value.items() if k not in (setting, RESTART_VAR)}
         if value not in ({}, None):
             build[key] = value
     return json.dumps(build, sort_keys=True)
@@ -232,11 +234,11 @@ def parser_pairs(rows: list[dict], variants: dict[str, dict]) -> list[dict]:
                                row["cpu_ms_per_request"].get(scoring),
                            "stack_cpu_ms_per_request": row.get("stack_cpu_ms_per_request")}
         a, b = (number(sides[k]["capacity_rps"]) for k in ("python", "hiredis"))
-        # With repeats (ABBA order), each repeat's ratio: the spread of the comparison itself.
-        per = [(twin.get("capacity_repeats") or {}).get("values") or [],
-               (r.get("capacity_repeats") or {}).get("values") or []]
-        ratios = [h / p for p, h in zip(*per, strict=False)
-                  if number(p) and number(h)] if len(per[0]) == len(per[1]) else []
+        # With repeats (ABBA order), each repeat's ratio, the spread of the comparison itself
+        # (None where either search of that repeat found no capacity).
+        per = [twin.get("capacity_per_repeat") or [], r.get("capacity_per_repeat") or []]
+        ratios = [h / p if number(p) and number(h) else None
+                  for p, h in zip(*per, strict=True)] if len(per[0]) == len(per[1]) else []
         pairs.append({"arch": r["arch"], **sides,
                       "capacity_ratio": b / a if a and b else None,
                       "capacity_ratio_repeats": ratios})
@@ -373,7 +375,9 @@ def _parser_lines(res: dict) -> list[str]:
              "Each hiredis point beside its twin (the same build with the Python parser, the "
              "lab's default), in this run. The parser runs in the scoring handler, so its CPU "
              "per request (over the step load) is where a saving shows; capacity is the "
-             "search's, status in brackets where it did not close its bracket.", "",
+             "search's (with repeats: the median; each repeat's ratio in brackets, \"-\" where "
+             "a search of that repeat found none), status in brackets where it did not close "
+             "its bracket.", "",
              "| arch | point (Python -> hiredis) | capacity req/s | hiredis/Python | scoring "
              "handler CPU ms/req | stack CPU ms/req |", "|---" * 6 + "|"]
     for p in res["parser_pairs"]:
@@ -384,9 +388,12 @@ def _parser_lines(res: dict) -> list[str]:
             status = side["capacity_status"]
             return text + (f" ({status})" if status and status != "found" else "")
 
+        def each(x):
+            return "-" if x is None else f"{x:.2f}"
+
         ratio = "-" if p["capacity_ratio"] is None else f"{p['capacity_ratio']:.2f}x"
         if len(p["capacity_ratio_repeats"]) > 1:
-            ratio += f" (repeats: {', '.join(f'{x:.2f}' for x in p['capacity_ratio_repeats'])})"
+            ratio += f" (repeats: {', '.join(each(x) for x in p['capacity_ratio_repeats'])})"
         lines.append(
             f"| {p['arch']} | {py['variant']} -> {hi['variant']} | {cap(py)} -> {cap(hi)} | "
             f"{ratio} | "
@@ -394,7 +401,30 @@ def _parser_lines(res: dict) -> list[str]:
             f"{fmt(hi['scoring_cpu_ms_per_request'], 2)} | "
             f"{fmt(py['stack_cpu_ms_per_request'], 2)} -> "
             f"{fmt(hi['stack_cpu_ms_per_request'], 2)} |")
+    lines += [""] + [f"- {_parser_verdict(p)}" for p in res["parser_pairs"]]
     return [*lines, ""]
+
+
+def _parser_verdict(p: dict) -> str:
+    """What one pair says: the scoring handler's CPU change, and whether the capacity ratios of
+    the repeats tell a change apart from their own spread."""
+    py, hi = p["python"], p["hiredis"]
+    text = f"`{hi['variant']}`: "
+    a, b = py["scoring_cpu_ms_per_request"], hi["scoring_cpu_ms_per_request"]
+    if a and b is not None:
+        text += (f"the scoring handler's CPU per request {b - a:+.2f} ms ({b / a - 1:+.0%}); ")
+    ratios = [x for x in p["capacity_ratio_repeats"] if x is not None]
+    if len(ratios) >= 2 and min(ratios) <= 1 <= max(ratios):
+        text += (f"capacity ratios {min(ratios):.2f}-{max(ratios):.2f} over the repeats, "
+                 "either side of 1: no capacity change this run tells apart from its spread")
+    elif len(ratios) >= 2:
+        text += (f"capacity ratios {min(ratios):.2f}-{max(ratios):.2f} over the repeats, all "
+                 f"{'above' if min(ratios) > 1 else 'below'} 1")
+    elif p["capacity_ratio"] is not None:
+        text += (f"capacity ratio {p['capacity_ratio']:.2f} from "
+                 f"{'one repeat' if len(ratios) == 1 else 'one search each'}: no spread "
+                 "to weigh it against")
+    return text + "."
 
 
 def _where_cpu_goes(c: dict) -> str:

@@ -7,11 +7,14 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from experiments.constants import ANSIBLE_DIR
-from experiments.lab.session import RunOptions
+from experiments.lab import topology as topology_mod
+from experiments.lab.session import RunOptions, Session
+from experiments.lab.verify import verify
 from experiments.results import iso
 
 
@@ -41,3 +44,18 @@ def redeploy(options: RunOptions, extra_vars: dict[str, Any] | None = None, *,
                           f"{json.dumps(extra_vars or {})}; {where}")
     return {"extra_vars": extra_vars or {}, "command": cmd, "started_at": iso(started),
             "seconds": round(time.time() - started, 1), "output": output}
+
+
+def switch(lab: Session, options: RunOptions, extra_vars: dict[str, Any], *, log: Path,
+           what: str, timeout_s: float = 1200) -> dict[str, Any]:
+    """Deploy a build inside a running session: redeploy with its extra vars, reload the
+    topology the deploy wrote, verify that every service answers. Returns the record for the
+    manifest (the deploy's, the checks, the log's path; the output stays in the log); raises
+    DeployError or VerifyError."""
+    lab.progress.say(f"deploying {what} ({json.dumps(extra_vars) or 'default'})")
+    record = redeploy(options, extra_vars, log=log, timeout_s=timeout_s)
+    del record["output"]
+    lab.topology = topology_mod.load()
+    record["verify"] = [asdict(c) for c in verify(lab.topology)]
+    record["log"] = lab.run.rel(log)
+    return record

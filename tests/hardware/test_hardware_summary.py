@@ -193,3 +193,10 @@ def test_cpu_in_a_window_shorter_than_the_sampling_is_interpolated():
     assert cpu_seconds_between(samples, "scoring-async", 103.0, 107.0) == pytest.approx(1.5)
     assert cpu_seconds_between(samples, "scoring-async", 99.0, 101.0) is None  # not covered
     assert cpu_seconds_between(samples, "model-async", 101.0, 102.0) is None
+    # service_usage's steps: a sample without the service is bridged ...
+    gap = [*samples[:2], {"t": 102.0, "services": {}}, *samples[3:5]]
+    assert cpu_seconds_between(gap, "scoring-async", 101.0, 103.0) == pytest.approx(1.0)
+    # ... and a service that starts after the first sample counts from zero at the last
+    # sample without it
+    late = [{"t": 100.0, "services": {}}, samples[1]]
+    assert cpu_seconds_between(late, "scoring-async", 100.0, 101.0) == pytest.approx(0.5)

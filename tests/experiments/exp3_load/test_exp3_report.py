@@ -17,7 +17,7 @@ from experiments.exp3_load import EXPERIMENT
 from experiments.exp3_load.report import analyse, headline
 from experiments.load.stages import write_scenario_file
 from experiments.protocol import Scenario
-from experiments.results import new_run_folder
+from experiments.results import headline_text, new_run_folder, update_index
 
 ROOT = Path(__file__).resolve().parents[3]
 T0 = 1_790_000_000.0
@@ -255,3 +255,18 @@ def test_report_rebuilds_from_the_command_line(fixture_run):
         timeout=120,
     )
     assert (run.path / "report.md").exists()
+
+
+def test_a_rebuilt_report_gives_a_complete_run_its_headline_and_the_index_follows(fixture_run):
+    run, _ = fixture_run
+    old = {"async": {"p50_ms_1_user": -1.0}}  # what an older report's code said
+    run.complete(headline=old)
+    assert headline_text(old) in update_index(run.path.parent).read_text()
+    subprocess.run([sys.executable, "-m", "experiments", "report", str(run.path)], cwd=ROOT,
+                   check=True, capture_output=True, timeout=120)
+    manifest = json.loads((run.path / "manifest.json").read_text())
+    assert manifest["headline"] == EXPERIMENT.headline(EXPERIMENT.analyse(run.path))
+    assert manifest["headline"]["async"]["p50_ms_1_user"] > 0
+    assert manifest["report_rebuilt"]["code"]
+    index = (run.path.parent / "README.md").read_text()
+    assert headline_text(old) not in index and headline_text(manifest["headline"]) in index

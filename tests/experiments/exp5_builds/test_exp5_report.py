@@ -142,10 +142,13 @@ def test_each_hiredis_point_is_paired_with_its_python_twin_of_the_same_run():
     def cpu(scoring):
         return {"cpu_ms_per_request": {"scoring-async": scoring}}
 
+    # a later repeat's deploy carries its restart token: still twins
+    variants["async-aiohttp-hiredis"]["deploy_vars"]["model_api_env"] = {
+        "SCORING_LAB_RESTART_TOKEN": "run-r2-async-aiohttp-hiredis"}
     rows = [_row("async-aiohttp", "async", 400.0, cpu=2.0, **cpu(1.2),
-                 capacity_repeats={"values": [400.0, 410.0]}),
+                 capacity_per_repeat=[400.0, 410.0, 300.0]),
             _row("async-aiohttp-hiredis", "async", 440.0, cpu=1.8, **cpu(1.0),
-                 capacity_repeats={"values": [440.0, 410.0]}),
+                 capacity_per_repeat=[440.0, 410.0, None]),
             _row("async-aiohttp-workers-1", "async", 500.0, status="unfinished", **cpu(1.1)),
             _row("async-aiohttp-workers-1-hiredis", "async", 450.0, **cpu(0.9)),
             _row("default-hiredis", "async", 100.0, **cpu(3.0))]
@@ -154,10 +157,14 @@ def test_each_hiredis_point_is_paired_with_its_python_twin_of_the_same_run():
         ("async-aiohttp", "async-aiohttp-hiredis"),
         ("async-aiohttp-workers-1", "async-aiohttp-workers-1-hiredis")]
     assert pairs[0]["capacity_ratio"] == pytest.approx(1.1)
-    assert pairs[0]["capacity_ratio_repeats"] == pytest.approx([1.1, 1.0])
+    assert pairs[0]["capacity_ratio_repeats"][:2] == pytest.approx([1.1, 1.0])
+    assert pairs[0]["capacity_ratio_repeats"][2] is None
     assert pairs[1]["capacity_ratio"] == pytest.approx(0.9)
     text = "\n".join(_parser_lines({"parser_pairs": pairs}))
     assert "| async | async-aiohttp -> async-aiohttp-hiredis | 400.0 -> 440.0 | 1.10x " \
-           "(repeats: 1.10, 1.00) | 1.20 -> 1.00 | 2.00 -> 1.80 |" in text
+           "(repeats: 1.10, 1.00, -) | 1.20 -> 1.00 | 2.00 -> 1.80 |" in text
     assert "500.0 (unfinished) -> 450.0 | 0.90x |" in text
+    assert ("- `async-aiohttp-hiredis`: the scoring handler's CPU per request -0.20 ms (-17%); "
+            "capacity ratios 1.00-1.10 over the repeats, either side of 1") in text
+    assert "capacity ratio 0.90 from one search each: no spread" in text
     assert _parser_lines({"parser_pairs": []}) == []

@@ -35,6 +35,17 @@ def test_registered_and_every_profile_parses():
     assert full.factors["model_calls"] == (1, 2, 4, 8)
 
 
+def test_the_crossing_profile_brackets_the_model_cpu_crossing_finer():
+    quick, crossing = (EXPERIMENT.configure(p) for p in ("quick", "crossing"))
+    assert [v.name for v in crossing.variants] == [
+        "baseline-best", *(f"model_cpu_ms-{ms}-best" for ms in (2, 3, 4, 5))]
+    # quick's crossing (~4.5 ms) lies inside, in 1 ms steps
+    assert crossing.factors["model_cpu_ms"] == (0, 2, 3, 4, 5)
+    q, c = quick.protocol.capacity, crossing.protocol.capacity
+    assert c.precision < q.precision and c.max_steps > q.max_steps
+    assert c.p99_bound_ms == q.p99_bound_ms
+
+
 def test_one_factor_at_a_time_around_a_shared_baseline():
     full = EXPERIMENT.configure("full")
     names = [v.name for v in full.variants]
