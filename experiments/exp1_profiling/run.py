@@ -127,7 +127,7 @@ class Build(Table):
         try:  # the services' own reader: what they would refuse
             check_service_env(env, reserved=PROFILING_ENV)
         except SettingsError as exc:
-            raise ValueError(str(exc)) from None
+            raise ValueError(f"a bad service environment: {exc}") from None
         return env
 
     def deploy_vars(self) -> dict[str, dict[str, str]]:
