@@ -420,9 +420,11 @@ def _parser_verdict(p: dict) -> str:
     elif len(ratios) >= 2:
         text += (f"capacity ratios {min(ratios):.2f}-{max(ratios):.2f} over the repeats, all "
                  f"{'above' if min(ratios) > 1 else 'below'} 1")
+    elif len(ratios) == 1:
+        text += (f"capacity ratio {ratios[0]:.2f} in the one repeat where both searches found "
+                 "a capacity: no spread to weigh it against")
     elif p["capacity_ratio"] is not None:
-        text += (f"capacity ratio {p['capacity_ratio']:.2f} from "
-                 f"{'one repeat' if len(ratios) == 1 else 'one search each'}: no spread "
+        text += (f"capacity ratio {p['capacity_ratio']:.2f} from one search each: no spread "
                  "to weigh it against")
     return text + "."
 

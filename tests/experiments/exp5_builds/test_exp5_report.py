@@ -167,4 +167,7 @@ def test_each_hiredis_point_is_paired_with_its_python_twin_of_the_same_run():
     assert ("- `async-aiohttp-hiredis`: the scoring handler's CPU per request -0.20 ms (-17%); "
             "capacity ratios 1.00-1.10 over the repeats, either side of 1") in text
     assert "capacity ratio 0.90 from one search each: no spread" in text
+    pairs[0]["capacity_ratio_repeats"] = [None, 1.05]
+    assert ("capacity ratio 1.05 in the one repeat where both searches found a capacity"
+            in "\n".join(_parser_lines({"parser_pairs": pairs})))
     assert _parser_lines({"parser_pairs": []}) == []
