@@ -26,12 +26,25 @@ from redis.connection import PythonRespSerializer
 from services.settings import RedisParser, Settings
 
 
-class _PythonPackerConnection(redis.Connection):
-    """A blocking connection that packs commands in Python even with hiredis installed (redis-py
-    chooses the packer inside the connection; no argument selects it without building it)."""
+class _PythonPacker:
+    """Packs commands in Python even with hiredis installed (redis-py chooses the packer inside
+    the connection; no argument selects it without building it)."""
 
     def _construct_command_packer(self, packer):
         return packer or PythonRespSerializer(self._buffer_cutoff, self.encoder.encode)
+
+
+class _PythonPackerConnection(_PythonPacker, redis.Connection):
+    pass
+
+
+class _PythonPackerSSLConnection(_PythonPacker, redis.SSLConnection):
+    pass
+
+
+# A pool's connection class replaces the one redis-py picks from the URL's scheme, so each
+# scheme the settings accept (RedisDsn: redis, rediss) keeps its own transport.
+_PYTHON_PACKER = {"redis": _PythonPackerConnection, "rediss": _PythonPackerSSLConnection}
 
 
 def blocking_options(settings: Settings) -> dict[str, object]:
@@ -40,7 +53,8 @@ def blocking_options(settings: Settings) -> dict[str, object]:
         return {"parser_class": _HiredisParser}
     # _RESP2Parser is redis-py's no-hiredis default; the connection turns it into the RESP3
     # parser when it speaks RESP3.
-    return {"parser_class": _RESP2Parser, "connection_class": _PythonPackerConnection}
+    return {"parser_class": _RESP2Parser,
+            "connection_class": _PYTHON_PACKER[settings.redis_url.scheme]}
 
 
 def async_options(settings: Settings) -> dict[str, object]:

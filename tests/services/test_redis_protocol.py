@@ -13,6 +13,7 @@ import redis.utils
 from redis._parsers import _AsyncHiredisParser, _AsyncRESP3Parser, _HiredisParser, _RESP3Parser
 from redis.connection import AbstractConnection, HiredisRespSerializer, PythonRespSerializer
 
+from services import redis_protocol
 from services.async_app.clients import FeatureStore as AsyncStore
 from services.features import FEATURE_DIM
 from services.settings import Settings
@@ -42,6 +43,15 @@ def test_the_blocking_store_speaks_the_chosen_protocol_code(seeded_redis, monkey
     finally:
         store.close()
     assert [(type(c._parser), type(c._command_packer)) for c in used] == [(parser_class, packer)]
+
+
+@pytest.mark.parametrize("url,transport", [("redis://127.0.0.1:6379/0", redis.Connection),
+                                           ("rediss://127.0.0.1:6380/0", redis.SSLConnection)])
+def test_the_python_packer_keeps_the_transport_of_the_url(url, transport):
+    options = redis_protocol.blocking_options(Settings(redis_url=url))
+    pool = redis.BlockingConnectionPool.from_url(url, **options)
+    assert issubclass(pool.connection_class, transport)
+    assert isinstance(pool.make_connection()._command_packer, PythonRespSerializer)
 
 
 @pytest.mark.parametrize("per_request", [False, True])
