@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import Field, model_validator
 
 from experiments.config import (
@@ -170,22 +171,61 @@ class CapacityParams(Table):
     request_timeout_s: Float = Field(10.0, gt=0)
     max_loadgen_cpu_fraction: Float = Field(0.5, gt=0, le=1)
     min_achieved_fraction: Float = Field(0.95, gt=0, le=1)
+    # Trust (issue 21). Each defaults to what runs before it did, so their replays stay as
+    # recorded. confidence > 0: a step's p99 is judged with a binomial confidence interval
+    # (experiments/analysis/tail.py); an undecided step is measured again for up to
+    # extend_max_s (0: not), and still undecided it counts as not passed.
+    confidence: Float = Field(0.0, ge=0, lt=1)
+    extend_max_s: Float = Field(0.0, ge=0)
+    # budget_s > 0: a search spends at most this many seconds of load, holds are not counted
+    # against max_holds, and a failed hold is followed by holds that bisect to the precision.
+    budget_s: Float = Field(0.0, ge=0)
+    # "per_repeat": repeat k's schedules draw from seed_of(seed, k), the same for every
+    # architecture and step of that repeat (common random numbers); "fixed": every schedule
+    # from `seed` (runs before this).
+    seeds: Literal["fixed", "per_repeat"] = "fixed"
+    # A Poisson schedule with exactly round(rate x duration) arrivals (a Poisson process
+    # conditioned on its count: uniform times), so a step offers its nominal rate; False: the
+    # count is random too (a 200-request step may offer 10 % more or less).
+    nominal_count: bool = False
 
     @model_validator(mode="after")
     def _rates_in_order(self) -> CapacityParams:
         if not self.min_rate <= self.start_rate <= self.max_rate:
             raise ValueError(f"need min_rate ({self.min_rate:g}) <= start_rate "
                              f"({self.start_rate:g}) <= max_rate ({self.max_rate:g})")
+        if self.extend_max_s and self.extend_max_s < max(self.hold_s, self.min_step_s):
+            raise ValueError(f"extend_max_s ({self.extend_max_s:g}) must be 0 (no extension) "
+                             f"or at least hold_s and min_step_s: an extension is longer")
+        if self.extend_max_s and not self.confidence:
+            raise ValueError("extend_max_s needs confidence > 0: only a confidence verdict "
+                             "can be undecided")
         if self.max_step_s and self.max_step_s < self.min_step_s:
             raise ValueError(f"max_step_s ({self.max_step_s:g}) must be 0 (no cap) or at least "
                              f"min_step_s ({self.min_step_s:g})")
         return self
 
+    def seed_of(self, repeat: int) -> int:
+        """The schedules' seed in repeat `repeat` (1-based)."""
+        return self.seed if self.seeds == "fixed" else seed_of(self.seed, repeat)
+
     @property
     def planned_s(self) -> float:
         """An upper estimate of one search's load time (each step plus start-up)."""
+        if self.budget_s:  # load time, plus each step's start-up and drain
+            per_step = self.drain_s + 5.0
+            return self.budget_s * (1 + per_step / max(self.min_step_s, 1.0)) \
+                + self.extend_max_s
         holds = self.max_holds * (self.hold_s + self.drain_s + 5.0) if self.hold_s else 0.0
         return self.max_steps * (self.min_step_s + self.drain_s + 5.0) + holds
+
+
+def seed_of(base: int, repeat: int) -> int:
+    """A repeat's own seed, derived from the protocol's seed and the repeat number (recorded
+    in each step's result.json): repeats sample different arrival paths, reproducibly."""
+    if repeat < 1:
+        raise ValueError(f"repeat must be >= 1, got {repeat}")
+    return int(np.random.SeedSequence([base, repeat]).generate_state(1)[0])
 
 
 class GuardParams(Table):

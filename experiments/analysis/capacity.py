@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from experiments.analysis.history import read_requests
+from experiments.analysis.tail import FAIL, PASS, UNDECIDED, requests_to_decide, tail_verdict
 from experiments.protocol import CapacityParams
 
 
@@ -45,6 +46,12 @@ class Bound:
     min_achieved_fraction: float = 0.95
     # ... and use at most this share of its cores, or the step measured the generator.
     max_loadgen_cpu_fraction: float = 0.5
+    # The p99 is judged with this confidence (experiments/analysis/tail.py): pass or fail only
+    # when the binomial interval on the share of requests over the bound lies on one side of
+    # 1 %, else the step is undecided. 0: the point estimate, as runs before verdicts had a
+    # confidence (their replays stay as recorded).
+    confidence: float = 0.0
+    quantile: float = 0.99
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,40 @@ class StepResult:
     # Requests resent once after the server closed their connection unanswered
     # (experiments/load/locustfile.py, _score): reported, not judged.
     retried: int = 0
+    # Per request, in schedule order: the response time from the scheduled send (ms; a failed
+    # request is +inf: it got no answer within any bound) and the scheduled time from the
+    # step's start (s). In memory only (records keep counts): a confidence verdict counts the
+    # requests over a bound, and a hold's drift is judged on its last third.
+    latency_ms: np.ndarray | None = field(default=None, compare=False, repr=False)
+    offset_s: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    def over(self, bound_ms: float, from_fraction: float = 0.0) -> tuple[int, int]:
+        """(requests over bound_ms, requests) among those scheduled after from_fraction of the
+        step's schedule."""
+        if self.latency_ms is None:
+            raise ValueError("this step carries no per-request latencies")
+        lat = self.latency_ms
+        if from_fraction > 0:
+            assert self.offset_s is not None and self.duration_s is not None
+            lat = lat[self.offset_s >= from_fraction * self.duration_s]
+        return int(np.count_nonzero(lat > bound_ms)), int(len(lat))
+
+    def window_p99_ms(self, window_s: float = 5.0) -> list[float]:
+        """The p99 response time per `window_s` of schedule (a failed request counts as over
+        every bound): how the tail moves over a hold. Windows of no request are left out."""
+        if self.latency_ms is None or self.offset_s is None or not len(self.latency_ms):
+            return []
+        index = (self.offset_s // window_s).astype(int)
+        out = []
+        for w in range(int(index.max()) + 1):
+            lat = self.latency_ms[index == w]
+            if len(lat):
+                out.append(float(np.percentile(lat, 99)))
+        return out
+
+    def record(self) -> dict:
+        """The step's fields for a result record (per-request arrays left out)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("latency_ms", "offset_s")}
 
 
 def step_result(run_dir: str | Path, grace_s: float = 3.0) -> StepResult:
@@ -94,6 +135,12 @@ def step_result(run_dir: str | Path, grace_s: float = 3.0) -> StepResult:
                  if p.exists()]
     pct = (lambda a: float(np.percentile(a, 99))) if len(reqs) else (lambda a: math.nan)
     recovery = read_recovery(run_dir)
+    order = np.argsort(reqs.scheduled, kind="stable") if len(reqs) else np.arange(0)
+    latency = np.where(reqs.ok, reqs.response_ms, np.inf)[order]
+    # the first scheduled request stands for the schedule's start (a Poisson schedule's first
+    # gap is 1/rate on average: negligible against a step)
+    scheduled = reqs.scheduled[order] if len(reqs) else np.empty(0)
+    offset = scheduled - float(np.nanmin(scheduled)) if len(reqs) else scheduled
     return StepResult(
         rate=float(counts["rate"]),
         achieved_rate=float(counts["achieved_rate"]),
@@ -110,6 +157,8 @@ def step_result(run_dir: str | Path, grace_s: float = 3.0) -> StepResult:
         recovered=None if recovery is None else bool(recovery["recovered"]),
         restarted=None if recovery is None else "restart" in recovery,
         retried=int(counts.get("retried_closed", 0)),  # absent in runs before resends
+        latency_ms=latency,
+        offset_s=offset,
     )
 
 
@@ -130,8 +179,12 @@ def _mean_cpu_fraction(guard: dict, start: float) -> float:
 
 @dataclass(frozen=True)
 class Verdict:
-    outcome: str  # "pass", "fail" or "invalid"
+    outcome: str  # "pass", "fail", "undecided" (a confidence verdict's interval straddles
+    # the bound) or "invalid"
     reason: str
+    # a confidence verdict's counts: requests over the bound, requests, and the bounds on
+    # their share (experiments/analysis/tail.py)
+    tail: dict | None = None
 
 
 def judge(step: StepResult, bound: Bound) -> Verdict:
@@ -157,9 +210,39 @@ def judge(step: StepResult, bound: Bound) -> Verdict:
         return Verdict("fail", f"in-flight cap reached {step.inflight_cap_hits} times: the "
                                f"system held requests back (sent {step.achieved_rate:.1f}/s "
                                f"of {scheduled:.1f}/s)")
+    if bound.confidence:
+        return _judge_tail(step, bound)
     if not step.p99_response_ms <= bound.p99_ms:
         return Verdict("fail", f"p99 {step.p99_response_ms:.0f} ms > {bound.p99_ms:g} ms")
     return Verdict("pass", f"p99 {step.p99_response_ms:.0f} ms <= {bound.p99_ms:g} ms")
+
+
+# A hold's last part judged alone: a tail that drifts up over the hold fails it even when
+# the whole hold's p99 passes (the system is not stationary at this rate: a queue grows).
+DRIFT_FROM = 2 / 3
+
+
+def _judge_tail(step: StepResult, bound: Bound) -> Verdict:
+    """The p99 verdict at bound.confidence (experiments/analysis/tail.py) and, for a hold,
+    the same test on its last third."""
+    over, n = step.over(bound.p99_ms)
+    v = tail_verdict(over, n, bound.quantile, bound.confidence)
+    tail = {"over": over, "n": n, "share": v.share, "lower": v.lower, "upper": v.upper,
+            "confidence": bound.confidence}
+    allowed = 1 - bound.quantile
+    said = (f"p99 {step.p99_response_ms:.0f} ms; {over} of {n} over {bound.p99_ms:g} ms, "
+            f"share {v.lower:.2%}..{v.upper:.2%} at {bound.confidence:.0%}")
+    if v.outcome == PASS and step.hold:
+        late_over, late_n = step.over(bound.p99_ms, DRIFT_FROM)
+        late = tail_verdict(late_over, late_n, bound.quantile, bound.confidence) \
+            if late_n else None
+        tail["last_third"] = {"over": late_over, "n": late_n}
+        if late is not None and late.outcome == FAIL:
+            return Verdict(FAIL, f"tail drifting: {late_over} of {late_n} requests of the "
+                                 f"hold's last third over {bound.p99_ms:g} ms ({said})", tail)
+    relation = {PASS: f"<= {allowed:.0%}", FAIL: f"> {allowed:.0%}",
+                UNDECIDED: f"straddles {allowed:.0%}"}[v.outcome]
+    return Verdict(v.outcome, f"{said}: {relation}", tail)
 
 
 @dataclass
@@ -167,17 +250,25 @@ class CapacityResult:
     """status: "found" (capacity bracketed within precision, and held when holds are asked
     for), "above_range" (every rate up to max_rate passed: capacity is a lower bound),
     "below_range" (even min_rate failed), "invalid" (a step was limited by the generator;
-    capacity, if any, is the last rate that passed before it), "unfinished" (max_steps short
-    steps, or max_holds holds, spent before the bracket closed on a held rate: capacity is
-    then the highest rate that passed a hold, if any)."""
+    capacity, if any, is the last rate that passed before it), "unfinished" (a budget ran
+    out before the bracket closed on a held rate: capacity is then the highest rate that
+    passed a hold, if any, a lower bound; `budget` says which ran out)."""
 
     status: str
     capacity: float | None  # highest passing rate
-    first_failing: float | None  # lowest failing rate
+    first_failing: float | None  # lowest failing (or undecided) rate
     steps: list[dict] = field(default_factory=list)
+    # when "unfinished": "steps" (max_steps short steps), "holds" (max_holds holds), "time"
+    # (budget_s seconds of load); None otherwise, or when a replay cannot tell
+    budget: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+BUDGETS = {"steps": "the step budget (max_steps short steps) ran out",
+           "holds": "the hold budget (max_holds holds) ran out",
+           "time": "the time budget (budget_s seconds of load) ran out"}
 
 
 def step_duration(rate: float, min_duration_s: float, min_requests: int,
@@ -187,6 +278,9 @@ def step_duration(rate: float, min_duration_s: float, min_requests: int,
     but no longer than max_duration_s when that is set (> 0)."""
     duration = max(float(min_duration_s), min_requests / rate)
     return min(duration, max_duration_s) if max_duration_s else duration
+
+
+NOT_PASSED = (FAIL, UNDECIDED)  # what bounds the bracket from above
 
 
 def search_capacity(
@@ -203,12 +297,21 @@ def search_capacity(
     confirm: Callable[[float], StepResult] | None = None,
     max_holds: int = 3,
     require_hold: bool | None = None,
+    extend: Callable[[float, bool, int | None], StepResult] | None = None,
+    budget_s: float = 0.0,
 ) -> CapacityResult:
     """Search with `measure` (short steps) and, when given, `confirm` (holds); `prior` steps
     (measured already, e.g. by a search under another bound) are judged under this bound
     first and narrow the bracket without being re-run. require_hold (default: whether
     `confirm` is given) decides whether the capacity must have passed a hold; a replay of a
-    folder sets it from the protocol."""
+    folder sets it from the protocol.
+
+    `extend(rate, hold, requests)`: a step (or hold) whose confidence verdict is undecided is
+    measured once more at that rate, longer (about `requests` requests, None: the caller's
+    longest); the longer measurement supersedes it. An undecided rate counts as not passed.
+    `budget_s` > 0: the search stops starting steps once that many seconds of load are spent
+    (holds are no longer counted against max_holds): a failed hold is followed by holds that
+    bisect down to the precision, so the search closes instead of stopping at a floor."""
     if not 0 < min_rate <= start_rate <= max_rate:
         raise ValueError(f"need 0 < min_rate ({min_rate}) <= start_rate ({start_rate}) "
                          f"<= max_rate ({max_rate})")
@@ -216,31 +319,56 @@ def search_capacity(
         raise ValueError(f"growth ({growth}) must be > 1 and precision ({precision}) > 0")
     need_hold = confirm is not None if require_hold is None else require_hold
     steps: list[dict] = []
-    outcomes: list[tuple[float, str, bool]] = []  # rate, outcome, hold
+    # rate, outcome, hold, live (False once a longer measurement superseded it)
+    outcomes: list[list] = []
+    extended: set[tuple[float, bool]] = set()
+    spent = [0.0]
 
-    def record(step: StepResult, reused: bool) -> str:
+    def record(step: StepResult, reused: bool) -> Verdict:
         verdict = judge(step, bound)
-        steps.append({**asdict(step), "outcome": verdict.outcome, "reason": verdict.reason,
-                      "reused": reused})
-        outcomes.append((step.rate, verdict.outcome, step.hold))
+        for i, o in enumerate(outcomes):
+            if o[3] and o[1] == UNDECIDED and o[0] == step.rate and o[2] == step.hold:
+                o[3] = False
+                steps[i]["superseded"] = True
+        steps.append({**step.record(), "outcome": verdict.outcome, "reason": verdict.reason,
+                      "reused": reused,
+                      **({"tail": verdict.tail} if verdict.tail is not None else {})})
+        outcomes.append([step.rate, verdict.outcome, step.hold, True])
+        if not reused:
+            spent[0] += step.duration_s or 0.0
+        return verdict
+
+    def run(rate: float, hold: bool) -> str:
+        verdict = record((confirm if hold else measure)(rate), False)
+        if verdict.outcome == UNDECIDED and extend is not None \
+                and (rate, hold) not in extended:
+            extended.add((rate, hold))
+            t = verdict.tail or {}
+            wanted = (requests_to_decide(t["over"], t["n"], bound.quantile, bound.confidence)
+                      if t else None)
+            verdict = record(extend(rate, hold, wanted), False)
         return verdict.outcome
 
-    for step in sorted(prior, key=lambda s: (s.rate, s.hold)):
+    for step in sorted(prior, key=lambda s: (s.rate, s.hold, s.duration_s or 0.0)):
         record(step, True)
     measured = holds = 0
+    budget = None
     while True:
-        bad = min((r for r, o, _ in outcomes if o == "fail"), default=None)
+        live = [(r, o, h) for r, o, h, alive in outcomes if alive]
+        bad = min((r for r, o, _ in live if o in NOT_PASSED), default=None)
         # Once a hold has failed, short steps are shown to overstate this system: their
         # passes stop counting (their failures still count) and the search goes on in holds.
-        hold_failed = any(h and o == "fail" for _, o, h in outcomes)
-        good = max((r for r, o, h in outcomes if o == "pass" and (h or not hold_failed)
+        hold_failed = any(h and o in NOT_PASSED for _, o, h in live)
+        good = max((r for r, o, h in live if o == PASS and (h or not hold_failed)
                     and (bad is None or r < bad)), default=None)
-        held = good is not None and any(h and o == "pass" and r == good
-                                        for r, o, h in outcomes)
+        held = good is not None and any(h and o == PASS and r == good for r, o, h in live)
         closed = good is not None and (good >= max_rate or
                                        (bad is not None and bad / good <= 1 + precision))
         if closed and (held or not need_hold):
             status = "found" if good < max_rate else "above_range"
+            break
+        if budget_s and spent[0] >= budget_s:
+            status, budget = "unfinished", "time"
             break
         if closed or hold_failed:
             if good is not None and not closed:
@@ -252,11 +380,12 @@ def search_capacity(
                 break
             else:
                 rate = max(bad / math.sqrt(growth), min_rate)
-            if confirm is None or holds >= max_holds:
+            if confirm is None or (not budget_s and holds >= max_holds):
                 status = "unfinished"
+                budget = "holds" if confirm is not None else None
                 break
             holds += 1
-            if record(confirm(rate), False) == "invalid":
+            if run(rate, True) == "invalid":
                 status = "invalid"
                 break
             continue
@@ -273,21 +402,23 @@ def search_capacity(
             rate = start_rate
         if measured >= max_steps:
             if need_hold and good is not None and not held and confirm is not None \
-                    and holds < max_holds:
+                    and (budget_s or holds < max_holds):
                 # the bracket stays open, but the best passing rate can still be vouched for:
                 # a held lower bound beats no capacity at all
                 holds += 1
-                if record(confirm(good), False) == "invalid":
+                outcome = run(good, True)
+                if outcome == "invalid":
                     status = "invalid"
                     break
-                if outcomes[-1][1] == "pass":
+                if outcome == PASS:
                     held = True
-                    status = "unfinished"
+                    status, budget = "unfinished", "steps"
                     break
                 continue
             status = "unfinished"
+            budget = "steps" if confirm is not None or max_steps else None
             break
-        outcome = record(measure(rate), False)
+        outcome = run(rate, False)
         measured += 1
         if outcome == "invalid":
             status = "invalid"
@@ -295,9 +426,9 @@ def search_capacity(
     capacity = good
     if need_hold and not held:
         # only a rate that passed a hold, below every failing rate, is vouched for
-        capacity = max((r for r, o, h in outcomes if h and o == "pass"
+        capacity = max((r for r, o, h, alive in outcomes if alive and h and o == PASS
                         and (bad is None or r < bad)), default=None)
-    return CapacityResult(status, capacity, bad, steps)
+    return CapacityResult(status, capacity, bad, steps, budget)
 
 
 # --------------------------------------------------------------------------- a result folder
@@ -306,7 +437,8 @@ def search_capacity(
 def bound_of(params: CapacityParams, p99_ms: float) -> Bound:
     return Bound(p99_ms=p99_ms, max_error_fraction=params.max_error_fraction,
                  min_achieved_fraction=params.min_achieved_fraction,
-                 max_loadgen_cpu_fraction=params.max_loadgen_cpu_fraction)
+                 max_loadgen_cpu_fraction=params.max_loadgen_cpu_fraction,
+                 confidence=params.confidence)
 
 
 def step_dirs(arch_dir: Path) -> list[Path]:
@@ -326,10 +458,25 @@ def replay(params: CapacityParams, steps: Iterable[StepResult], p99_ms: float) -
     result = search_capacity(no_measure, bound_of(params, p99_ms), start_rate=params.min_rate,
                              max_rate=params.max_rate, min_rate=params.min_rate,
                              growth=params.growth, precision=params.precision, max_steps=0,
-                             prior=steps, max_holds=0, require_hold=params.hold_s > 0)
+                             prior=steps, max_holds=0, require_hold=params.hold_s > 0,
+                             budget_s=params.budget_s)
     if any(s["outcome"] == "invalid" for s in result.steps):
         result.status = "invalid"
+    if result.status == "unfinished":
+        result.budget = _budget_spent(params, result.steps)
     return result
+
+
+def _budget_spent(params: CapacityParams, steps: list[dict]) -> str | None:
+    """Which budget a recorded search that stopped unfinished had spent (None: none was, e.g.
+    the run was interrupted)."""
+    if params.budget_s:
+        spent = sum(s["duration_s"] or 0.0 for s in steps)
+        return "time" if spent >= params.budget_s else None
+    holds = sum(1 for s in steps if s["hold"])
+    if params.hold_s and holds >= params.max_holds:
+        return "holds"
+    return "steps" if len(steps) - holds >= params.max_steps else None
 
 
 def one_user_p99_ms(response_time_dir: Path) -> float | None:

@@ -41,10 +41,13 @@ from services.describe import predict_path
 HINT_GROWTH = 1.25
 
 
-def open_model(params: CapacityParams, rate: float) -> OpenModel:
-    return OpenModel(rate=rate, process=params.process, seed=params.seed,
+def open_model(params: CapacityParams, rate: float, repeat: int = 1) -> OpenModel:
+    """The open-model load of one step in repeat `repeat`: its seed is the repeat's, the same
+    for every architecture and step of the repeat (common random numbers)."""
+    return OpenModel(rate=rate, process=params.process, seed=params.seed_of(repeat),
                      inflight_cap=params.inflight_cap,
-                     request_timeout_s=params.request_timeout_s, drain_s=params.drain_s)
+                     request_timeout_s=params.request_timeout_s, drain_s=params.drain_s,
+                     nominal_count=params.nominal_count)
 
 
 def search(lab: Session, params: CapacityParams, arch: str, arch_dir: Path, *, p99_ms: float,
@@ -52,7 +55,7 @@ def search(lab: Session, params: CapacityParams, arch: str, arch_dir: Path, *, p
            prior: list[StepResult] = (), hint_rate: float | None = None,
            hint_growth: float = HINT_GROWTH,
            restart: Callable[[str], dict] | None = None,
-           idle_key: str | None = None) -> CapacityResult:
+           idle_key: str | None = None, repeat: int = 1) -> CapacityResult:
     """Search arch's capacity under p99 <= p99_ms; every measured step lands in arch_dir.
     `hint_rate` (a previous repeat's capacity) starts the search there, clamped to the
     configured range, growing by the smaller `hint_growth`: the bracket closes in fewer steps.
@@ -92,7 +95,8 @@ def search(lab: Session, params: CapacityParams, arch: str, arch_dir: Path, *, p
             # report replays it); its record makes it invalid, which ends the search.
         lab.progress.say(f"{label}: {what} {n + 1}, {rate:.1f} req/s for {duration:.0f} s")
         lab.locust(scenario, arch, out, arrival="open", payload=payload, step=step,
-                   label=f"{label} {rate:.1f}/s {what}", open_model=open_model(params, rate))
+                   label=f"{label} {rate:.1f}/s {what}",
+                   open_model=open_model(params, rate, repeat))
         result = step_result(out, grace_s=guard.grace_s)
         failed[0] = judge(result, bound).outcome != "pass"
         return result
@@ -106,9 +110,18 @@ def search(lab: Session, params: CapacityParams, arch: str, arch_dir: Path, *, p
     def confirm(rate: float) -> StepResult:
         return run_step(rate, max(params.hold_s, duration(rate)), True)
 
+    def extend(rate: float, hold: bool, requests: int | None) -> StepResult:
+        """An undecided step measured again, longer: long enough for `requests` (None: as
+        long as allowed), at least twice the first, at most extend_max_s."""
+        first = max(params.hold_s, duration(rate)) if hold else duration(rate)
+        wanted = params.extend_max_s if requests is None else requests / rate
+        return run_step(rate, min(max(wanted, 2 * first), params.extend_max_s), hold)
+
     return search_capacity(measure, bound, start_rate=start_rate,
                            max_rate=params.max_rate, min_rate=params.min_rate,
                            growth=growth, precision=params.precision,
                            max_steps=params.max_steps, prior=prior,
                            confirm=confirm if params.hold_s else None,
-                           max_holds=params.max_holds)
+                           max_holds=params.max_holds,
+                           extend=extend if params.extend_max_s else None,
+                           budget_s=params.budget_s)

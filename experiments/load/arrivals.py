@@ -32,6 +32,9 @@ class ArrivalProcess:
     # This stream's place in a split schedule: stream `index` of `streams`.
     index: int = 0
     streams: int = 1
+    # Poisson only: exactly round(stream rate x duration) arrivals, at uniform times (a
+    # Poisson process conditioned on its count), so the schedule offers its nominal rate.
+    nominal_count: bool = False
 
     def __post_init__(self) -> None:
         if self.process not in PROCESSES:
@@ -65,6 +68,8 @@ class ArrivalProcess:
             return np.arange(first, duration_s, period)
         # One generator per (seed, stream): streams are independent and reproducible.
         rng = np.random.default_rng([self.seed, self.index, self.streams])
+        if self.nominal_count:
+            return np.sort(rng.uniform(0.0, duration_s, size=round(rate * duration_s)))
         out: list[np.ndarray] = []
         t = 0.0
         expected = rate * duration_s
@@ -104,6 +109,7 @@ class OpenModel:
     # how long a step runs past its schedule for the last answers; still unanswered then,
     # a request is logged as failed ("unfinished"). None: request_timeout_s.
     drain_s: float | None = None
+    nominal_count: bool = False  # see ArrivalProcess
 
     def __post_init__(self) -> None:
         ArrivalProcess(self.rate, self.process, self.seed)  # validates rate and process
@@ -119,7 +125,8 @@ class OpenModel:
         return self.request_timeout_s if self.drain_s is None else self.drain_s
 
     def stream(self, index: int, streams: int) -> ArrivalProcess:
-        return ArrivalProcess(self.rate, self.process, self.seed).split(streams)[index]
+        return ArrivalProcess(self.rate, self.process, self.seed,
+                              nominal_count=self.nominal_count).split(streams)[index]
 
     def to_dict(self) -> dict:
         return asdict(self)

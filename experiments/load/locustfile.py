@@ -203,7 +203,8 @@ SEND_SLACK_S = 0.25
 # Resends of a request the server closed unanswered (see _score); counted, never silent.
 # Open model only: the closed-loop scenarios stay the original's Locust protocol.
 RETRY_CLOSED = 1
-_OPEN_FIELDS = ("rate", "process", "seed", "inflight_cap", "request_timeout_s", "drain_s")
+_OPEN_FIELDS = ("rate", "process", "seed", "inflight_cap", "request_timeout_s", "drain_s",
+                "nominal_count")
 
 
 class OpenModelUser(FastHttpUser):
@@ -220,7 +221,8 @@ class OpenModelUser(FastHttpUser):
     def on_start(self):
         runner = self.environment.runner
         self.index = max(0, int(getattr(runner, "worker_index", 0) or 0))
-        self.model = OpenModel(**{k: OPEN[k] for k in _OPEN_FIELDS})
+        # nominal_count is absent from the documents of runs before it
+        self.model = OpenModel(**{k: OPEN[k] for k in _OPEN_FIELDS if k in OPEN})
         self.stream = self.model.stream(self.index, int(OPEN["streams"]))
         COUNTS.update(stream=self.index, streams=int(OPEN["streams"]),
                       stream_rate=self.stream.stream_rate)
