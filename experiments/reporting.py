@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from experiments.analysis.capacity import BUDGETS
 from experiments.config import Table
 from experiments.protocol import AnalysisParams, BreakingPointParams, GuardParams
 from hardware.cpus import format_cpu_list
@@ -195,6 +196,8 @@ def capacity_headline(entry: dict[str, Any] | None) -> dict[str, Any]:
     head = {"capacity_rps": _round(shared["capacity"]),
             "capacity_status": shared["status"],
             "first_overloaded_rps": _round(shared["first_failing"])}
+    if shared["status"] in LOWER_BOUNDS:
+        head["capacity_is_lower_bound"] = True
     if "relative" in entry:
         head["capacity_relative_rps"] = _round(entry["relative"]["capacity"])
     return head
@@ -210,9 +213,25 @@ _STATUS = {
     "below_range": "even the minimum rate failed",
     # the step table gives the reason: the generator limited it, or it started unrecovered
     "invalid": "**stopped: a step could not be judged (its reason in the steps table)**",
-    "unfinished": ("the step or hold budget ran out before the bracket closed on a held rate "
-                   "(capacity: the highest rate that passed a hold, if any)"),
+    "unfinished": ("a budget ran out before the bracket closed on a held rate (capacity: the "
+                   "highest rate that passed a hold, a lower bound)"),
 }
+LOWER_BOUNDS = ("above_range", "unfinished")  # a capacity that is only a lower bound
+
+
+def capacity_status(entry: dict[str, Any]) -> str:
+    """What a search's status means, naming the budget that ran out when one did."""
+    if entry["status"] == "unfinished" and entry.get("budget") in BUDGETS:
+        return (f"**a lower bound**: {BUDGETS[entry['budget']]} before the bracket closed on "
+                "a held rate (capacity: the highest rate that passed a hold)")
+    return _STATUS.get(entry["status"], entry["status"])
+
+
+def capacity_figure(entry: dict[str, Any], digits: int = 1) -> str:
+    """A capacity as a table shows it: a lower bound is written as one (">= x")."""
+    value = fmt(entry.get("capacity"), digits)
+    return f">= {value}" if entry.get("status") in LOWER_BOUNDS and entry.get("capacity") \
+        else value
 
 
 # Below this many requests a step's p99 is its slowest request or the one before it.
@@ -229,7 +248,12 @@ def capacity_section(capacity: dict[str, dict]) -> list[str]:
              "(MLPerf LoadGen's server scenario), found by growing the rate until a step fails "
              "and bisecting; when the protocol sets `hold_s`, the rate found must also pass a "
              "hold (a longer step at that rate) to count, and a failed hold sends the search on "
-             "below it in holds. A step starts once the stack answers probes as it does idle "
+             "below it in holds. With a `confidence`, a verdict needs the binomial interval on "
+             "the share of requests over the bound (a failed request counts as over) to lie on "
+             "one side of 1 %: otherwise the step is undecided, measured again longer, and "
+             "still undecided it counts as not passed; a hold also fails when its last third "
+             "alone is over (a drifting tail). A step starts once the stack answers probes as "
+             "it does idle "
              "(\"waited\": how long that took; \"-\": a run before such waits). Every verdict "
              "below is recomputed from the step folders.", "",
              "| architecture | bound | capacity req/s | first overloaded req/s | status |",
@@ -242,8 +266,9 @@ def capacity_section(capacity: dict[str, dict]) -> list[str]:
             bound = (f"p99 <= {e['p99_bound_ms']:.0f} ms" if kind == "shared" else
                      f"p99 <= {e['factor']:g} x own 1-user p99 {e['one_user_p99_ms']:.0f} ms "
                      f"= {e['p99_bound_ms']:.0f} ms")
-            lines.append(f"| {arch} | {bound} | {fmt(e['capacity'])} | "
-                         f"{fmt(e['first_failing'])} | {_STATUS.get(e['status'], e['status'])} |")
+            lines.append(f"| {arch} | {bound} | {capacity_figure(e, 2)} | "
+                         f"{fmt(e['first_failing'])} | {capacity_status(e)} |")
+    lines += hold_length_lines(capacity)
     lines += ["", "| architecture | rate | step | waited s | sent/s | requests | errors | "
               "p99 response ms | p99 service ms | generator CPU | in-flight cap hits | "
               "shared bound |",
@@ -265,7 +290,8 @@ def capacity_section(capacity: dict[str, dict]) -> list[str]:
                 f"{st['errors']}{f' ({resent} resent)' if (resent := st.get('retried')) else ''} | "
                 f"{fmt(st['p99_response_ms'])} | {fmt(st['p99_service_ms'])} | "
                 f"{st['loadgen_cpu_fraction']:.0%} | {st['inflight_cap_hits']} | "
-                f"{st['outcome']}: {st['reason']} |")
+                f"{st['outcome']}{' (superseded by a longer step)' if st.get('superseded') else ''}"
+                f": {st['reason']}{_windows(st)} |")
             few = few or st["requests"] < FEW_FOR_P99
             resends = resends or bool(st.get("retried"))
     if resends:
@@ -279,6 +305,36 @@ def capacity_section(capacity: dict[str, dict]) -> list[str]:
                   "so one slow request fails the step; a capacity found from such steps errs "
                   "low, never high."]
     return [*lines, ""]
+
+
+def hold_length_lines(capacity: dict[str, dict]) -> list[str]:
+    """Capacity against hold length, from the holds cut short (experiments.analysis.capacity.
+    capacity_by_hold_length): whether a longer hold would have found less."""
+    rows = [(arch, r) for arch, entry in capacity.items()
+            for r in entry["shared"].get("by_hold_length") or []]
+    if not rows:
+        return []
+    lines = ["", "Capacity against hold length: every hold of the search cut to its first T "
+             "seconds and judged again; per T, the highest held rate that passes with every "
+             "held rate below it passing (n/a: none). A capacity that falls as T grows is a "
+             "tail that drifts at a fixed rate.", "",
+             "| architecture | hold T s | holds at least T long | capacity req/s | first held "
+             "rate not passed | verdicts (rate: outcome) |", "|---|---|---|---|---|---|"]
+    for arch, r in rows:
+        verdicts = ", ".join(f"{v['rate']:.1f}: {v['outcome']}" for v in r["verdicts"])
+        lines.append(f"| {arch} | {r['hold_s']:.0f} | {r['holds']} | {fmt(r['capacity'])} | "
+                     f"{fmt(r['first_not_passed'])} | {verdicts} |")
+    return lines
+
+
+def _windows(step: dict[str, Any]) -> str:
+    """A hold's p99 per 5 s of schedule: whether its tail held still or drifted."""
+    windows = step.get("window_p99_ms") if step.get("hold") else None
+    if not windows:
+        return ""
+    # None: a window whose p99 is a request that failed
+    return "; p99 per 5 s: " + ", ".join("failed" if w is None else f"{w:.0f}"
+                                          for w in windows)
 
 
 def hardware_section(run: Path) -> list[str]:

@@ -107,13 +107,18 @@ class StepResult:
         out = []
         for w in range(int(index.max()) + 1):
             lat = self.latency_ms[index == w]
-            if len(lat):
-                out.append(float(np.percentile(lat, 99)))
+            if len(lat):  # an observed value: between two failed requests (inf) lies no p99
+                out.append(float(np.percentile(lat, 99, method="higher")))
         return out
 
     def record(self) -> dict:
-        """The step's fields for a result record (per-request arrays left out)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("latency_ms", "offset_s")}
+        """The step's fields for a result record: per-request arrays left out, a hold's p99
+        per 5 s window in (None: a window whose p99 is a failed request)."""
+        out = {k: v for k, v in asdict(self).items() if k not in ("latency_ms", "offset_s")}
+        if self.hold and self.latency_ms is not None:
+            out["window_p99_ms"] = [None if math.isinf(w) else round(w, 1)
+                                    for w in self.window_p99_ms(WINDOW_S)]
+        return out
 
 
 def step_result(run_dir: str | Path, grace_s: float = 3.0) -> StepResult:
@@ -162,6 +167,7 @@ def step_result(run_dir: str | Path, grace_s: float = 3.0) -> StepResult:
     )
 
 
+WINDOW_S = 5.0  # a hold's tail shown per window of this many seconds of schedule
 HOLD_SUFFIX = "_hold"  # a hold's step folder: NN_<rate>rps_hold
 RECOVERY_FILE = "recovery.json"  # a step folder's recovery wait (experiments/lab/recovery.py)
 
@@ -479,6 +485,49 @@ def _budget_spent(params: CapacityParams, steps: list[dict]) -> str | None:
     return "steps" if len(steps) - holds >= params.max_steps else None
 
 
+HOLD_LENGTHS_S = (15.0, 30.0, 60.0, 120.0)
+
+
+def capacity_by_hold_length(steps: Iterable[StepResult], bound: Bound,
+                            lengths_s: Iterable[float] = HOLD_LENGTHS_S) -> list[dict]:
+    """What the search's holds would have said had they been shorter: each hold cut to its
+    first T seconds of schedule and judged again (with the bound's confidence, if any), for
+    every T a hold lasted. Per T, the capacity is the highest held rate that passes with
+    every held rate below it passing too (rates not held are not known). A capacity that
+    falls as T grows is a stack whose tail drifts at a fixed rate: the short hold overstated
+    it."""
+    holds = sorted((s for s in steps if s.hold and s.latency_ms is not None
+                    and s.offset_s is not None), key=lambda s: s.rate)
+    rows = []
+    for length in lengths_s:
+        verdicts = []
+        for h in holds:
+            if (h.duration_s or 0.0) < length - 1e-6:
+                continue
+            cut = h.offset_s < length
+            lat = h.latency_ms[cut]
+            if not len(lat):
+                continue
+            over = int(np.count_nonzero(lat > bound.p99_ms))
+            if bound.confidence:
+                outcome = tail_verdict(over, len(lat), bound.quantile, bound.confidence).outcome
+            else:
+                outcome = PASS if np.percentile(lat, 99) <= bound.p99_ms else FAIL
+            verdicts.append((h.rate, outcome))
+        if not verdicts:
+            continue
+        capacity = first_not = None
+        for rate, outcome in verdicts:
+            if outcome != PASS:
+                first_not = rate
+                break
+            capacity = rate
+        rows.append({"hold_s": length, "holds": len(verdicts), "capacity": capacity,
+                     "first_not_passed": first_not,
+                     "verdicts": [{"rate": r, "outcome": o} for r, o in verdicts]})
+    return rows
+
+
 def one_user_p99_ms(response_time_dir: Path) -> float | None:
     """p99 (ms) of the successful requests of a 1-user run: the base of the relative bound."""
     if not any(response_time_dir.glob("requests_*.csv")):
@@ -498,6 +547,9 @@ def analyse_search(arch_dir: Path, params: CapacityParams, grace_s: float,
         return None
     entry = {"shared": {"p99_bound_ms": params.p99_bound_ms,
                         **replay(params, steps, params.p99_bound_ms).to_dict()}}
+    by_length = capacity_by_hold_length(steps, bound_of(params, params.p99_bound_ms))
+    if by_length:
+        entry["shared"]["by_hold_length"] = by_length
     one_user = one_user_p99_ms(one_user_dir) if one_user_dir is not None else None
     if params.relative_bound_factor and one_user is not None:
         bound = params.relative_bound_factor * one_user

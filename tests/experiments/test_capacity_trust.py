@@ -218,3 +218,23 @@ def test_a_nominal_count_schedule_offers_exactly_its_rate():
         streams = [s.times(8.0) for s in p.split(4)]
         assert abs(sum(map(len, streams)) - 300) <= 2
     assert OpenModel(10, nominal_count=True).stream(0, 1).nominal_count
+
+
+def test_capacity_against_hold_length_from_holds_cut_short():
+    from experiments.analysis.capacity import capacity_by_hold_length
+
+    # holds of 60 s at 80, 100, 120 req/s: 100 drifts after 20 s (its first 15 s pass),
+    # 120 is over from the start
+    def hold(rate, drift_from_s):
+        n = int(rate * 60)
+        offsets = np.linspace(0, 60, n, endpoint=False)
+        lat = np.where(offsets >= drift_from_s, 900.0, 100.0)
+        return StepResult(rate, rate, n, 0, 0.0, 0.0, 0.1, hold=True, duration_s=60.0,
+                          latency_ms=lat, offset_s=offsets)
+
+    steps = [hold(80, 1e9), hold(100, 20.0), hold(120, 0.0)]
+    rows = {r["hold_s"]: r for r in capacity_by_hold_length(steps, BOUND)}
+    assert set(rows) == {15.0, 30.0, 60.0}  # no hold lasted 120 s
+    assert (rows[15.0]["capacity"], rows[15.0]["first_not_passed"]) == (100, 120)
+    assert (rows[30.0]["capacity"], rows[30.0]["first_not_passed"]) == (80, 100)
+    assert rows[60.0]["capacity"] == 80
