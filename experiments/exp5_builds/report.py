@@ -39,8 +39,10 @@ from experiments.reporting import (  # noqa: E402
 )
 from hardware.summary import cpu_seconds_between  # noqa: E402
 
-# A capacity the search could stand behind: found, or held with the step budget spent.
-TRUSTED = ("found", "unfinished", "above_range")
+# A capacity a best build may be chosen by: a search that closed. A held floor (unfinished)
+# or every rate passing (above_range) is a lower bound: such a point is shown as one, never
+# named best on it.
+TRUSTED = ("found",)
 # The ramp's top: its last levels, over which "throughput at the highest concurrency" and
 # CPU per request there are taken (one level is a second or two: too few to trust alone).
 TOP_LEVELS = 3

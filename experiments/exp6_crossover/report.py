@@ -30,10 +30,15 @@ from experiments.reporting import (  # noqa: E402
     write_files,
 )
 
-# Capacities an advantage is computed from: found, or held with the step budget spent. Not
-# "every rate passed" (above_range): that is the protocol's max_rate, not the build's
-# capacity, and two of them would read as "no advantage".
+# Capacities whose bracket an advantage's range is computed from: found, or held with a
+# budget spent (the capacity lies in [held, first failing)). Not "every rate passed"
+# (above_range): that is the protocol's max_rate, not the build's capacity, and two of them
+# would read as "no advantage".
 USABLE = ("found", "unfinished")
+# Capacities an advantage's point value (and the crossing) is computed from: only a search
+# that closed. A held floor is the search's, not the stack's: the committed crossing run's
+# "+67 % at 4 ms" rested on sync's 40.7 = 57.6 / sqrt(2), a step down from a failed hold.
+CLOSED = ("found",)
 
 
 
@@ -91,6 +96,11 @@ def _cap(row: dict | None) -> tuple[float | None, str | None]:
     if row.get("capacity_status") not in USABLE:
         return None, row.get("capacity_status")
     return number(row.get("capacity_rps")), row["capacity_status"]
+
+
+def _closed(cap: float | None, status: str | None) -> float | None:
+    """The capacity a point advantage may use: a closed search's, or 0 out of reach."""
+    return cap if status in (*CLOSED, OUT_OF_REACH) else None
 
 
 def _bracket(row: dict | None, cap: float | None) -> tuple[float | None, float | None]:
@@ -167,7 +177,7 @@ def factor_series(rows: dict, plan: dict) -> dict[str, Any]:
                                "async_1_user_p50_ms": number(
                                    (async_ or {}).get("p50_1_user_ms")),
                                "sync_predicted_rps": ps, "async_predicted_rps": pa,
-                               "advantage": advantage(ca, cs),
+                               "advantage": advantage(_closed(ca, sa), _closed(cs, ss)),
                                "advantage_range": advantage_range(_bracket(async_, ca),
                                                                   _bracket(sync, cs)),
                                "predicted_advantage": advantage(pa, ps)})
@@ -304,7 +314,7 @@ def _cap_cell(p: dict, arch: str) -> str:
         return (f"0 (1 user: p50 {fmt(p[f'{arch}_1_user_p50_ms'], 0)} ms, over the bound; "
                 "its search found no idle stack)")
     if v is not None:
-        return fmt(v) + (" (held)" if status == "unfinished" else "")
+        return (">= " + fmt(v) + " (held)") if status == "unfinished" else fmt(v)
     if status == "above_range" and raw is not None:
         return f"≥ {fmt(raw)} (every rate passed)"
     return f"n/a ({status})" if status else "n/a"
@@ -318,9 +328,10 @@ def _factor_lines(res: dict) -> list[str]:
              "around it. The predicted one applies the ceiling model to each point's own "
              "measurements (a throughput ceiling: it knows no latency bound). In brackets, the "
              "advantage's range from each search's own bracket (a capacity lies between the "
-             "rate held and the first rate seen overloaded; \"(held)\": a search whose step "
-             "budget ran out before its bracket closed); a crossing whose ranges reach both "
-             "sides of the threshold is marked not settled.", ""]
+             "rate held and the first rate seen overloaded; \">= x (held)\": a search whose "
+             "budget ran out before its bracket closed, a lower bound that gives the range "
+             "but no point advantage, and no crossing rests on it); a crossing whose ranges "
+             "reach both sides of the threshold is marked not settled.", ""]
     rules = []
     for fname, per_tier in res["factors"].items():
         f = plan["factors"][fname]

@@ -128,10 +128,20 @@ def test_a_crossing_the_brackets_do_not_settle_is_marked():
     assert lo == pytest.approx(39.5 / 48.1 - 1) and hi == pytest.approx(55.9 / 44.1 - 1)
     base_lo, _ = series["series"][0]["advantage_range"]
     assert base_lo == pytest.approx(654.3 / 299.0 - 1)
+    # a held floor gives the range, never a point advantage: no crossing rests on one (the
+    # committed crossing run's "+67 % at 4 ms" rested on such a floor)
+    assert series["series"][1]["advantage"] is None and series["series"][0]["advantage"] is None
+    assert series["crossing"]["kind"] == "unknown"
+    text = "\n".join(_factor_lines({"plan": plan, "factors": {"model_cpu_ms": {"best": series}}}))
+    assert "| 5 | best | 44.1 | >= 39.5 (held) | n/a (-18% to +27%) |" in text
+    # with both searches closed, a crossing whose ranges reach both sides is not settled
+    rows[("baseline-best", "sync")] = _row(211.4, 269.5, overloaded=222.0)
+    rows[("model_cpu_ms-5-best", "async")] = _row(39.5, 86.3, overloaded=55.9)
+    series = factor_series(rows, plan)["model_cpu_ms"]["best"]
     c = series["crossing"]
     assert c["kind"] == "crosses" and c["settled"] is False
     text = "\n".join(_factor_lines({"plan": plan, "factors": {"model_cpu_ms": {"best": series}}}))
-    assert "| 5 | best | 44.1 | 39.5 (held) | -10% (-18% to +27%) |" in text
+    assert "| 5 | best | 44.1 | 39.5 | -10% (-18% to +27%) |" in text
     assert "**not settled**" in text
     # the advantage comes back above the threshold further on: said, not hidden
     again = crossing([(0, 2.0), (5, -0.1), (20, 0.94)], 0.10)
