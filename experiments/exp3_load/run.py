@@ -38,7 +38,7 @@ def traps(protocol: Protocol, arrival: str) -> dict[str, str]:
 
 
 def run_capacity(lab: Session, protocol: Protocol, arch: str, step: int, base: Path,
-                 hint_rate: float | None = None) -> dict:
+                 hint_rate: float | None = None, repeat: int = 1) -> dict:
     """The capacity of arch under the shared bound and, when configured, under a bound
     relative to its own 1-user p99 (both searches' steps under base/capacity/<arch>/, the
     1-user run under base/response_time/<arch>/). `hint_rate`: the previous repeat's capacity,
@@ -46,7 +46,7 @@ def run_capacity(lab: Session, protocol: Protocol, arch: str, step: int, base: P
     params = protocol.capacity
     arch_dir = _dir(base, "capacity", arch)
     common = {"payload": protocol.payload, "step": step, "guard": protocol.guard,
-              "restart": lambda why: restart_stuck(lab, why)}
+              "restart": lambda why: restart_stuck(lab, why), "repeat": repeat}
     shared = capacity_search.search(lab, params, arch, arch_dir, p99_ms=params.p99_bound_ms,
                                     label=f"capacity {arch} (p99 <= {params.p99_bound_ms:g} ms)",
                                     hint_rate=hint_rate, **common)
@@ -132,7 +132,7 @@ def _run_repeat(lab: Session, protocol: Protocol, k: int, record: dict, *, step0
             step += 1
             if scenario.kind == "capacity":
                 capacities[arch] = run_capacity(lab, protocol, arch, step, base,
-                                                hint_rate=hints.get(arch))
+                                                hint_rate=hints.get(arch), repeat=k)
                 record.setdefault("capacity", {})[arch] = capacities[arch]
                 if k == 1:
                     run.update(capacity={**(run.manifest.get("capacity") or {}),
@@ -153,7 +153,7 @@ def _run_repeat(lab: Session, protocol: Protocol, k: int, record: dict, *, step0
                 extra.update(capacity_rps=found["capacity"],
                              first_overloaded_rps=found["first_failing"])
             if planned.kind == "open":
-                model = capacity_search.open_model(protocol.capacity, planned.rate)
+                model = capacity_search.open_model(protocol.capacity, planned.rate, k)
             if scenario.needs_breaking_point:
                 if arch not in breaking_points:
                     raise RuntimeError(f"{scenario.name} needs a breaking point, but no "

@@ -299,7 +299,7 @@ def _capacity(lab: Session, p: Protocol, variant: Variant, arch: str, step: int,
                                    label=label, guard=p.guard, hint_rate=hint,
                                    hint_growth=growth,
                                    restart=lambda why: restart_stuck(lab, why),
-                                   idle_key=f"{variant.name}/{arch}")
+                                   idle_key=f"{variant.name}/{arch}", repeat=repeat)
     lab.progress.say(f"{label}: {found.status}, {found.capacity} req/s "
                      f"(first failing {found.first_failing})")
     if found.capacity:
