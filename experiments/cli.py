@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from experiments.compare import CompareError, compare_runs, render
+from experiments.compare import AGREE_TOLERANCE, CompareError, compare_runs, render
 from experiments.config import ConfigError
 from experiments.constants import ARRIVALS, REPO_ROOT
 from experiments.lab.collect import CollectError
@@ -45,13 +45,17 @@ def _parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="rebuild report.md and plots of a run folder")
     report.add_argument("folder", type=Path)
     compare = commands.add_parser(
-        "compare", help="compare two run folders figure by figure (ratio, significance)")
+        "compare", help="compare two run folders figure by figure (ratio, significance, and "
+                        "whether the same build agrees)")
     compare.add_argument("a", type=Path, help="run folder A (the baseline)")
     compare.add_argument("b", type=Path, help="run folder B")
     compare.add_argument("--json", action="store_true", help="print the comparison as JSON")
     compare.add_argument("--across-protocols", action="store_true",
                          help="compare runs whose protocols differ (refused by default), each "
                               "difference printed as a warning")
+    compare.add_argument("--tolerance", type=float, default=AGREE_TOLERANCE,
+                         help="two runs agree on a figure when B/A is within 1 +- this "
+                              f"(default {AGREE_TOLERANCE:g}) or their repeats' ranges overlap")
     index = commands.add_parser("index", help="rebuild results/README.md from the run folders")
     index.add_argument("results_dir", type=Path, nargs="?", default=REPO_ROOT / "results")
     return parser
@@ -100,7 +104,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     try:
-        result = compare_runs(args.a, args.b, across_protocols=args.across_protocols)
+        if not 0 <= args.tolerance < 1:
+            raise CompareError(f"--tolerance {args.tolerance:g}: expected a fraction in [0, 1)")
+        result = compare_runs(args.a, args.b, across_protocols=args.across_protocols,
+                              tolerance=args.tolerance)
     except CompareError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
