@@ -184,7 +184,7 @@ def repeat_section(manifest: dict[str, Any], heads: list[dict[str, Any]],
                   "interval excludes 1 (a sign test at the interval's coverage); under "
                   f"{MIN_REPEATS_FOR_INTERVAL} not tested, only whether every repeat lies on "
                   "one side of 1"
-                  + (f" (with {n} repeats that happens by chance "
+                  + (f" (with {n} repeats, when neither is ahead, that happens "
                      f"{percent(2 ** (1 - n))} of the time)." if 1 < n < MIN_REPEATS_FOR_INTERVAL
                      else "."), "",
                   f"| figure | {b}/{a} per repeat | median | spread | verdict |",

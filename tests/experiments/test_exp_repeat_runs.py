@@ -187,7 +187,7 @@ def test_repeat_level_comparison_either_side_of_one():
     assert "either side of 1" in lines and "3 repeats" in lines
     assert "95 %" not in lines and "bootstrap" not in lines
     assert "20.00-22.00 (range of 3)" in row  # the spread is called what it is
-    assert "by chance 25 % of the time" in lines
+    assert "when neither is ahead, that happens 25 % of the time" in lines
 
 
 @pytest.mark.parametrize("name", OLD_RUNS)
