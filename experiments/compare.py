@@ -220,7 +220,11 @@ def compare_runs(path_a: str | Path, path_b: str | Path, alpha: float = 0.05,
     out = RunComparison(a.name, b.name,
                         warnings=[*crossed, *notes, *environment_warnings(a, b)],
                         tolerance=tolerance)
-    fa, fb = figures(a.report.get("headline")), figures(b.report.get("headline"))
+    ha, hb = a.report.get("headline") or {}, b.report.get("headline") or {}
+    if ha.get("builds") != hb.get("builds"):  # e.g. default builds against best ones
+        out.warnings.append(f"the headlines are of different builds: A {ha.get('builds')!r}, "
+                            f"B {hb.get('builds')!r}; a figure of one name is not one build")
+    fa, fb = figures(ha), figures(hb)
     single = [label for label, f in (("A", fa), ("B", fb))
               if f and max(len(v) for v in f.values()) < 2]
     if single:

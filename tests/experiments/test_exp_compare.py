@@ -171,3 +171,15 @@ def test_cli_takes_a_tolerance_and_refuses_a_bad_one(tmp_path, capsys):
     assert "within 1 +- 0.1 (10%)" in capsys.readouterr().out
     assert main(["compare", "--tolerance", "-0.2", str(a), str(b)]) == 2
     assert "--tolerance -0.2" in capsys.readouterr().err
+
+
+def test_warns_when_the_headlines_are_of_different_builds(tmp_path):
+    a = _run(tmp_path, "a", [20.0], [140.0])
+    b = _run(tmp_path, "b", [20.0], [140.0])
+    for folder, builds in ((a, "default"), (b, "best")):
+        report = json.loads((folder / "report.json").read_text())
+        report["headline"]["builds"] = builds
+        (folder / "report.json").write_text(json.dumps(report))
+    warnings = compare_runs(a, b).warnings
+    assert "the headlines are of different builds: A 'default', B 'best'" in warnings[0]
+    assert not any("different builds" in w for w in compare_runs(a, a).warnings)
