@@ -74,6 +74,10 @@ experiment-6: deploy ## Crossover: each build's capacity against one factor at a
 report: ## Rebuild report.md and plots of a run folder from its raw data (RUN=results/<run>)
 	$(BIN)/python -m experiments report $(RUN)
 
+.PHONY: report-all
+report-all: ## Rebuild every run folder's report, plots and manifest headline, then the index (RESULTS_DIR)
+	$(BIN)/python -m experiments report --all $(RESULTS_DIR)
+
 .PHONY: compare
 compare: ## Compare two run folders figure by figure (A=results/<run> B=results/<run>; ARGS=--across-protocols)
 	$(BIN)/python -m experiments compare $(A) $(B) $(ARGS)

@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from experiments.compare import CompareError, compare_runs, render
+from experiments.compare import AGREE_TOLERANCE, CompareError, compare_runs, render
 from experiments.config import ConfigError
 from experiments.constants import ARRIVALS, REPO_ROOT
 from experiments.lab.collect import CollectError
@@ -20,7 +20,7 @@ from experiments.lab.topology import TopologyError
 from experiments.lab.verify import VerifyError
 from experiments.load.remote import RemoteError
 from experiments.registry import BY_NAME, EXPERIMENTS
-from experiments.results import headline_text, open_run_folder, update_index
+from experiments.results import headline_text, open_run_folder, run_folders, update_index
 from services.settings import SettingsError
 
 # A lab that is not there or not right: one line, no traceback.
@@ -42,16 +42,25 @@ def _parser() -> argparse.ArgumentParser:
                      default=Path(os.environ.get("RESULTS_DIR") or REPO_ROOT / "results"))
     run.add_argument("--inventory", default=None,
                      help="Ansible inventory (relative to ansible/), for collecting host data")
-    report = commands.add_parser("report", help="rebuild report.md and plots of a run folder")
-    report.add_argument("folder", type=Path)
+    report = commands.add_parser(
+        "report", help="rebuild report.md, report.json, plots and the manifest's headline of a "
+                       "run folder (or, with --all, of every run folder) and the results index")
+    report.add_argument("folder", type=Path, nargs="?",
+                        help="a run folder; with --all, the results directory (default results/)")
+    report.add_argument("--all", action="store_true",
+                        help="rebuild every run folder of the results directory, then its index")
     compare = commands.add_parser(
-        "compare", help="compare two run folders figure by figure (ratio, significance)")
+        "compare", help="compare two run folders figure by figure (ratio, significance, and "
+                        "whether the same build agrees)")
     compare.add_argument("a", type=Path, help="run folder A (the baseline)")
     compare.add_argument("b", type=Path, help="run folder B")
     compare.add_argument("--json", action="store_true", help="print the comparison as JSON")
     compare.add_argument("--across-protocols", action="store_true",
                          help="compare runs whose protocols differ (refused by default), each "
                               "difference printed as a warning")
+    compare.add_argument("--tolerance", type=float, default=AGREE_TOLERANCE,
+                         help="two runs agree on a figure when B/A is within 1 +- this "
+                              f"(default {AGREE_TOLERANCE:g}) or their repeats' ranges overlap")
     index = commands.add_parser("index", help="rebuild results/README.md from the run folders")
     index.add_argument("results_dir", type=Path, nargs="?", default=REPO_ROOT / "results")
     return parser
@@ -84,6 +93,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    if args.all:
+        return _report_all(args.folder or REPO_ROOT / "results")
+    if args.folder is None:
+        print("error: report needs a run folder (or --all)", file=sys.stderr)
+        return 2
     if not (args.folder / "manifest.json").exists():
         print(f"error: {args.folder} is not a run folder (no manifest.json)", file=sys.stderr)
         return 2
@@ -98,9 +112,42 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_all(results_dir: Path) -> int:
+    """Every run folder's report rebuilt from its raw data by its experiment's code, one line
+    each; then the index once, from the manifests' new headlines. A folder that fails is
+    named and the others still rebuild (exit 1)."""
+    if not results_dir.is_dir():
+        print(f"error: {results_dir} is not a directory", file=sys.stderr)
+        return 2
+    failed = []
+    for folder in run_folders(results_dir):
+        name = open_run_folder(folder).manifest.get("experiment")
+        if name not in BY_NAME:
+            failed.append(folder.name)
+            print(f"{folder.name}: experiment {name!r} is not one of "
+                  f"{', '.join(sorted(BY_NAME))}", file=sys.stderr)
+            continue
+        try:
+            BY_NAME[name].rebuild(folder)
+        except Exception as exc:  # noqa: BLE001 - one folder's failure must not stop the rest
+            failed.append(folder.name)
+            print(f"{folder.name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            continue
+        headline = open_run_folder(folder).manifest.get("headline") or {}
+        print(f"{folder.name}: {headline_text(headline)}")
+    print(f"index: {update_index(results_dir)}")
+    if failed:
+        print(f"error: {len(failed)} folder(s) not rebuilt: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     try:
-        result = compare_runs(args.a, args.b, across_protocols=args.across_protocols)
+        if not 0 <= args.tolerance < 1:
+            raise CompareError(f"--tolerance {args.tolerance:g}: expected a fraction in [0, 1)")
+        result = compare_runs(args.a, args.b, across_protocols=args.across_protocols,
+                              tolerance=args.tolerance)
     except CompareError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

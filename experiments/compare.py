@@ -10,6 +10,13 @@ printed first as a warning, so a run of a changed profile can still be set besid
 It warns, and still compares, when the machines, kernels, package versions or topologies
 differ, when one protocol has scenarios the other lacks, or when a run has no repeats (a
 single value per figure cannot be tested: its row says so).
+
+Each figure is one build's (a headline names its builds), so every row also says whether the
+two runs agree on it, by one stated rule (agreement_rule): "agree" when B/A is within
+1 +- tolerance (5 % by default), or when both runs have repeats and their ranges (min-max over
+the repeats) overlap; otherwise "disagree". The tolerance is what the lab asks of the same build
+on the same machine; the overlap lets a run whose own repeats spread wider than that not be
+called inconsistent with another that lies inside its spread.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ from experiments.analysis.stats import compare as compare_samples
 RUN_COUNT_KEYS = frozenset({"repeats"})
 # where the protocol was read from (the config file moved with the layout), not what it says
 PROVENANCE_KEYS = frozenset({"source"})
+# Two runs' values of one build agree within this relative difference (B/A in 1 +- it).
+AGREE_TOLERANCE = 0.05
 
 
 class CompareError(ValueError):
@@ -157,19 +166,46 @@ def environment_warnings(a: RunData, b: RunData) -> list[str]:
     return warnings
 
 
+def agreement_rule(tolerance: float) -> str:
+    return (f"agree when B/A is within 1 +- {tolerance:g} ({tolerance:.0%}), or when both runs "
+            "have repeats and their ranges (min-max over the repeats) overlap; else disagree")
+
+
+def agreement(va: list[float], vb: list[float], tolerance: float) -> tuple[bool | None, str]:
+    """(agree, why) of one figure's per-repeat values in two runs, by agreement_rule; None
+    when the ratio is undefined (A's median is 0)."""
+    ma, mb = statistics.median(va), statistics.median(vb)
+    if tolerance < 0:
+        raise ValueError(f"tolerance = {tolerance}: expected >= 0")
+    if not ma:
+        return None, "no ratio (A is 0)"
+    ratio = mb / ma
+    if abs(ratio - 1) <= tolerance:
+        return True, f"agree (within {tolerance:.0%})"
+    ranged = len(va) >= 2 and len(vb) >= 2
+    if ranged and min(va) <= max(vb) and min(vb) <= max(va):
+        return True, (f"agree (ranges overlap: {min(va):.4g}-{max(va):.4g} and "
+                      f"{min(vb):.4g}-{max(vb):.4g})")
+    apart = "; ranges apart" if ranged else ""
+    return False, f"disagree (B/A {ratio:.3f}, beyond {tolerance:.0%}{apart})"
+
+
 @dataclass
 class RunComparison:
     a: str
     b: str
     rows: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    tolerance: float = AGREE_TOLERANCE
 
     def to_dict(self) -> dict[str, Any]:
-        return {"a": self.a, "b": self.b, "rows": self.rows, "warnings": self.warnings}
+        return {"a": self.a, "b": self.b, "agreement_rule": agreement_rule(self.tolerance),
+                "rows": self.rows, "warnings": self.warnings}
 
 
 def compare_runs(path_a: str | Path, path_b: str | Path, alpha: float = 0.05,
-                 across_protocols: bool = False) -> RunComparison:
+                 across_protocols: bool = False,
+                 tolerance: float = AGREE_TOLERANCE) -> RunComparison:
     a, b = load_run(path_a), load_run(path_b)
     ea, eb = a.manifest.get("experiment"), b.manifest.get("experiment")
     if ea != eb:
@@ -182,8 +218,13 @@ def compare_runs(path_a: str | Path, path_b: str | Path, alpha: float = 0.05,
     crossed = [f"PROTOCOLS DIFFER, figures of these scenarios measure different loads: {c}"
                for c in conflicts]
     out = RunComparison(a.name, b.name,
-                        warnings=[*crossed, *notes, *environment_warnings(a, b)])
-    fa, fb = figures(a.report.get("headline")), figures(b.report.get("headline"))
+                        warnings=[*crossed, *notes, *environment_warnings(a, b)],
+                        tolerance=tolerance)
+    ha, hb = a.report.get("headline") or {}, b.report.get("headline") or {}
+    if ha.get("builds") != hb.get("builds"):  # e.g. default builds against best ones
+        out.warnings.append(f"the headlines are of different builds: A {ha.get('builds')!r}, "
+                            f"B {hb.get('builds')!r}; a figure of one name is not one build")
+    fa, fb = figures(ha), figures(hb)
     single = [label for label, f in (("A", fa), ("B", fb))
               if f and max(len(v) for v in f.values()) < 2]
     if single:
@@ -196,6 +237,7 @@ def compare_runs(path_a: str | Path, path_b: str | Path, alpha: float = 0.05,
         c = compare_samples(va, vb, alpha=alpha, label_a="A", label_b="B")
         ma, mb = statistics.median(va), statistics.median(vb)
         testable = len(va) >= 2 and len(vb) >= 2
+        agree, why = agreement(va, vb, tolerance)
         out.rows.append({
             "figure": key,
             "a": ma, "b": mb, "n_a": len(va), "n_b": len(vb),
@@ -203,21 +245,24 @@ def compare_runs(path_a: str | Path, path_b: str | Path, alpha: float = 0.05,
             "p_value": c.p_value if testable else None,
             "significant": bool(testable and c.significant),
             "verdict": c.verdict if testable else "not testable: one value on a side (no repeats)",
+            "range_a": [min(va), max(va)], "range_b": [min(vb), max(vb)],
+            "agree": agree, "agreement": why,
         })
     return out
 
 
 def render(result: RunComparison) -> str:
-    lines = [f"A: {result.a}", f"B: {result.b}", ""]
+    lines = [f"A: {result.a}", f"B: {result.b}",
+             f"same build, two runs: {agreement_rule(result.tolerance)}", ""]
     lines += [f"warning: {w}" for w in result.warnings]
     if result.warnings:
         lines.append("")
     width = max((len(r["figure"]) for r in result.rows), default=6)
-    lines.append(f"{'figure':<{width}}  {'A':>10}  {'B':>10}  {'B/A':>7}  verdict")
+    lines.append(f"{'figure':<{width}}  {'A':>10}  {'B':>10}  {'B/A':>7}  agreement; verdict")
     for r in result.rows:
         ratio = "" if r["ratio"] is None else f"{r['ratio']:.3f}x"
         lines.append(f"{r['figure']:<{width}}  {r['a']:>10.4g}  {r['b']:>10.4g}  {ratio:>7}  "
-                     f"{r['verdict']} (n = {r['n_a']}, {r['n_b']})")
+                     f"{r['agreement']}; {r['verdict']} (n = {r['n_a']}, {r['n_b']})")
     if not result.rows:
         lines.append("(no headline figure in common)")
     return "\n".join(lines)

@@ -13,3 +13,6 @@ ANSIBLE_DIR = REPO_ROOT / "ansible"
 ARCHS: tuple[str, ...] = tuple(a.value for a in Arch)  # ("sync", "async"), sync first
 # spread: each Locust user keeps a random phase; bursty: the original's in-phase bursts.
 ARRIVALS = ("spread", "bursty")
+# Which builds a headline's figures are of (its "builds" key): experiments 1-3 measure the
+# lab's default deploy of each architecture; experiments 4-6 name each build in their keys.
+DEFAULT_BUILDS = "default"

@@ -19,6 +19,7 @@ The life of a run is the same for every experiment:
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,12 @@ class Experiment:
             # must show the status and end time just recorded
             analysis = {**analysis, "manifest": run.manifest}
         return self.write_report(folder, analysis)
+
+    def derived_headline(self, folder: Path) -> dict[str, Any]:
+        """The headline this experiment's report code derives from the folder's raw data, as
+        the manifest stores it (JSON, as RunFolder writes it): what a committed manifest's
+        headline must equal. No report, plot or manifest is written."""
+        return json.loads(json.dumps(self.headline(self.analyse(folder)), default=str))
 
     def rebuild(self, folder: Path) -> Report:
         """report.md, report.json and plots again, from the folder alone; a complete run's

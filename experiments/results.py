@@ -410,8 +410,10 @@ def open_run_folder(path: str | Path) -> RunFolder:
 
 
 def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.3g}" if abs(v) < 1 else f"{v:.1f}"
+    if isinstance(v, float):  # 3 significant digits below 10 (a ratio 1.08 is not "1.1")
+        return f"{v:.3g}" if abs(v) < 10 else f"{v:.1f}"
+    if v is None:
+        return "-"
     if isinstance(v, dict) and "median" in v and "values" in v:
         # a figure over repeats (experiments.analysis.repeat_figures): median and spread
         cv = v.get("cv")
@@ -433,6 +435,13 @@ def headline_text(headline: dict[str, Any]) -> str:
     for k, v in headline.items():
         parts.append(f"**{k}**: {_fmt(v)}" if isinstance(v, dict) else f"{k}: {_fmt(v)}")
     return "; ".join(parts).replace("|", "/")
+
+
+def run_folders(results_dir: str | Path) -> list[Path]:
+    """Every run folder in results_dir (named `<UTC stamp>_...`, with a manifest), by name,
+    i.e. by time: the folders the index lists and `report --all` rebuilds."""
+    return sorted(p for p in Path(results_dir).iterdir()
+                  if p.is_dir() and _NAME_RE.match(p.name) and (p / "manifest.json").exists())
 
 
 def update_index(results_dir: str | Path) -> Path:
@@ -474,7 +483,9 @@ def update_index(results_dir: str | Path) -> Path:
             "One folder per run (`<UTC time>_<experiment>_<topology>_<git sha>`), never",
             "overwritten. Each holds `manifest.json` (versioned record), `raw/` (Locust CSVs,",
             "resource samples, hardware reports) and a `report.md` derived from them. This index",
-            "is regenerated on each run; incomplete or invalid runs are marked in bold.",
+            "is regenerated on each run; incomplete or invalid runs are marked in bold. Each",
+            "headline is the one its report derives: `make report-all` rebuilds every run's",
+            "report, plots and manifest headline from its raw data, then this index.",
             "Commit a run with `git add results/<run>`: bulky files that can be rebuilt or that",
             "repeat other formats (Locust's and the profilers' HTML, yappi's .prof/.callgrind)",
             "stay in the folder but out of git (see .gitignore).",

@@ -218,15 +218,49 @@ def compare(
 
 
 CV_LIMIT = 0.10  # a headline figure whose repeats vary by more than this is flagged unstable
-BOOTSTRAP_RESAMPLES = 10_000
+# Below this many repeats no interval of the median reaches a useful confidence (the min-max
+# range of n values covers the median with probability 1 - 2^(1-n): 50 % at 2, 75 % at 3,
+# 87.5 % at 4), so the spread is shown as the range and called that, with no confidence.
+MIN_REPEATS_FOR_INTERVAL = 5
+RANGE = "range"
+ORDER_STATISTIC = "order_statistic"
+
+
+def median_interval_ranks(n: int, confidence: float = 0.95) -> tuple[int, float]:
+    """(k, coverage) of the distribution-free interval for the median of n values: from the
+    k-th smallest to the k-th largest, which holds the population median with probability
+    1 - 2 P(Binomial(n, 1/2) <= k - 1), whatever the distribution (continuous). The narrowest
+    such interval whose coverage is at least `confidence`; when none is (n = 5: the min-max
+    range's 93.75 %), the range (k = 1) and its own coverage, which the label then states."""
+    if n < 2:
+        raise ValueError(f"n = {n}: an interval needs at least 2 values")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence = {confidence}: expected a fraction in (0, 1)")
+
+    def coverage(k: int) -> float:
+        return 1 - 2 * sum(math.comb(n, i) for i in range(k)) / 2**n
+
+    k = 1
+    while k + 1 <= n // 2 and coverage(k + 1) >= confidence:
+        k += 1
+    return k, coverage(k)
+
+
+def percent(fraction: float) -> str:
+    """A coverage as the label states it: 93.75 %, 96.88 %, 95 % (two decimals at most)."""
+    return f"{fraction * 100:.2f}".rstrip("0").rstrip(".") + " %"
 
 
 @dataclass(frozen=True)
 class RepeatSummary:
-    """One headline figure over the repeats of a run: the median, a bootstrap confidence
-    interval of the median, the coefficient of variation (std dev / mean) and whether it
-    exceeds CV_LIMIT. The interval resamples whole repeats, so it carries run-to-run spread
-    (connection assignment, worker placement), not the spread of requests within one run."""
+    """One headline figure over the repeats of a run: the median, the spread around it, the
+    coefficient of variation (std dev / mean) and whether it exceeds CV_LIMIT. The spread is
+    over whole repeats, so it carries run-to-run variation (connection assignment, worker
+    placement), not the spread of requests within one run.
+
+    `interval` says what low-high is: "range" (2 to MIN_REPEATS_FOR_INTERVAL - 1 values: the
+    min-max range, no confidence claimed), "order_statistic" (the distribution-free interval
+    of the median, `confidence` its exact coverage), "" (fewer than 2 values: none)."""
 
     n: int
     median: float
@@ -235,6 +269,8 @@ class RepeatSummary:
     cv: float
     unstable: bool
     values: tuple[float, ...]
+    interval: str = ""
+    confidence: float | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -242,31 +278,34 @@ class RepeatSummary:
         return d
 
 
-def repeat_summary(
-    values: Iterable[float], confidence: float = 0.95, seed: int = 0
-) -> RepeatSummary:
-    """Median, percentile-bootstrap CI (seeded: the same repeats give the same interval) and
-    CV of one figure's per-repeat values. NaN repeats (a figure a repeat could not measure)
-    are left out; fewer than two values give no interval and no CV."""
+def interval_label(interval: str, confidence: float | None, n: int) -> str:
+    """What a summary's low-high is, in words: the one label every report and the index use."""
+    if interval == RANGE:
+        return f"range of {n}"
+    if interval == ORDER_STATISTIC and confidence is not None:
+        return f"{percent(confidence)} interval of the median (order statistics, n = {n})"
+    return "no interval (one value)" if n == 1 else "no interval"
+
+
+def repeat_summary(values: Iterable[float], confidence: float = 0.95) -> RepeatSummary:
+    """Median, spread and CV of one figure's per-repeat values. NaN repeats (a figure a repeat
+    could not measure) are left out; fewer than two values give no interval and no CV. The
+    spread is the range below MIN_REPEATS_FOR_INTERVAL values, else the order-statistic
+    interval of the median at `confidence` (or its exact coverage where n allows no more)."""
     a = _arr(values)
     n = len(a)
     if n == 0:
         return RepeatSummary(0, math.nan, math.nan, math.nan, math.nan, False, ())
     median = float(np.median(a))
-    if n == 1 or np.all(a == a[0]):
-        low = high = median if n > 1 else math.nan
-        cv = 0.0 if n > 1 else math.nan
-        return RepeatSummary(n, median, low, high, cv, False, tuple(map(float, a)))
-    ci = sps.bootstrap(
-        (a,),
-        np.median,
-        confidence_level=confidence,
-        n_resamples=BOOTSTRAP_RESAMPLES,
-        method="percentile",
-        random_state=np.random.default_rng(seed),
-    ).confidence_interval
+    if n == 1:
+        return RepeatSummary(1, median, math.nan, math.nan, math.nan, False, (float(a[0]),))
+    ordered = np.sort(a)
+    if n < MIN_REPEATS_FOR_INTERVAL:
+        k, interval, conf = 1, RANGE, None
+    else:
+        k, conf = median_interval_ranks(n, confidence)
+        interval = ORDER_STATISTIC
     mean = float(a.mean())
-    cv = float(a.std(ddof=1) / abs(mean)) if mean else math.inf
-    return RepeatSummary(
-        n, median, float(ci.low), float(ci.high), cv, cv > CV_LIMIT, tuple(map(float, a))
-    )
+    cv = float(a.std(ddof=1) / abs(mean)) if mean else (0.0 if np.all(a == 0) else math.inf)
+    return RepeatSummary(n, median, float(ordered[k - 1]), float(ordered[n - k]), cv,
+                         cv > CV_LIMIT, tuple(map(float, a)), interval, conf)

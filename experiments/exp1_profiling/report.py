@@ -10,6 +10,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from experiments.constants import DEFAULT_BUILDS
 from experiments.exp1_profiling.breakdown import (
     CATEGORIES,
     CPU_CATEGORIES,
@@ -356,8 +357,9 @@ def render(numbers: dict[str, Any], folder: Path) -> str:
 
 
 def headline(numbers: dict[str, Any]) -> dict[str, Any]:
-    """Per architecture: the scoring request's sampled wall time and its main shares."""
-    out = {}
+    """Per architecture (its default build: the builds' heavier windows are the report's):
+    the scoring request's sampled wall time and its main shares."""
+    out: dict[str, Any] = {}
     for arch, data in numbers["architectures"].items():
         scoring = data["request"].get("scoring")
         if not scoring or not scoring.get("profiles"):
@@ -369,7 +371,7 @@ def headline(numbers: dict[str, Any]) -> dict[str, Any]:
                      "framework_pct": share["framework"] * 100}
         if (cpu := window_cpu(data, "scoring")) is not None:
             out[arch]["scoring_cpu_ms_per_request_under_load"] = cpu["total_ms"]
-    return out
+    return {"builds": DEFAULT_BUILDS, **out} if out else {}
 
 
 def write_report(folder: str | Path, numbers: dict[str, Any]) -> Report:

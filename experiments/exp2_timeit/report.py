@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 
 from experiments.analysis.stats import compare, mean_ci, stability_warning  # noqa: E402
 from experiments.analysis.summary import load_resource_samples, resource_usage  # noqa: E402
+from experiments.constants import DEFAULT_BUILDS  # noqa: E402
 from experiments.reporting import (  # noqa: E402
     Report,
     fmt,
@@ -142,6 +143,7 @@ def _headline(res: dict) -> dict[str, Any]:
     a, b = res["archs"]
     imp = o["improvement_pct"]
     return {
+        "builds": DEFAULT_BUILDS,
         "improvement_pct": round(imp, 1) if imp is not None else None,
         "verdict": o["comparison"]["verdict"],
         "conclusive": o["conclusive"],

@@ -35,6 +35,7 @@ from experiments.analysis.summary import (  # noqa: E402
     load_resource_samples,
     resource_usage,
 )
+from experiments.constants import DEFAULT_BUILDS  # noqa: E402
 from experiments.protocol import CapacityParams, GuardParams  # noqa: E402
 from experiments.repeats import locust_roots  # noqa: E402
 from experiments.reporting import (  # noqa: E402
@@ -103,8 +104,11 @@ def analyse(run_path: str | Path) -> dict[str, Any]:
                    key=lambda a: (a != "sync", a != "async", a))
     out: dict[str, Any] = {"manifest": manifest, "analysis": analysis, "guard": guard,
                            "archs": archs, "resource_sources": sources, "repeats": repeats}
-    out["headline"] = summarise_headlines([r["headline"] for r in repeats])
-    out["repeat_comparisons"] = compare_repeats([r["headline"] for r in repeats], archs)
+    # the builds first: a headline's sync and async are the default builds, not the best
+    out["headline"] = {"builds": DEFAULT_BUILDS,
+                       **summarise_headlines([r["headline"] for r in repeats])}
+    out["repeat_comparisons"] = compare_repeats([r["headline"] for r in repeats], archs,
+                                                builds=DEFAULT_BUILDS)
     return out
 
 

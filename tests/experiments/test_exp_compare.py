@@ -125,3 +125,61 @@ def test_protocol_conflicts_ignore_provenance_and_absent_none():
     assert _protocol_conflicts(a, b) == ([], [])
     b["scenarios"][0]["users"] = 2
     assert _protocol_conflicts(a, b)[0] == ["scenario 's' differs in users"]
+
+
+def test_same_build_agrees_or_disagrees_by_the_stated_rule(tmp_path):
+    a = _run(tmp_path, "a", [20.0, 21.0, 22.0], [130.0, 140.0, 150.0])
+    # sync: medians 21 -> 21.8, 3.8 % apart: within 5 %. async: medians 140 -> 160, 14 %
+    # apart, but B's lowest repeat (148) lies inside A's range: the runs' spreads overlap
+    b = _run(tmp_path, "b", [21.5, 21.8, 22.0], [148.0, 160.0, 175.0])
+    # async far above A's range: 1.45x, nothing in common
+    c = _run(tmp_path, "c", [21.5, 21.8, 22.0], [196.0, 203.0, 210.0])
+    rows = {r["figure"]: r for r in compare_runs(a, b).rows}
+    assert rows["sync.capacity_rps"]["agree"] is True
+    assert rows["sync.capacity_rps"]["agreement"] == "agree (within 5%)"
+    assert rows["async.capacity_rps"]["agree"] is True
+    assert rows["async.capacity_rps"]["agreement"].startswith("agree (ranges overlap")
+    assert rows["async.capacity_rps"]["range_a"] == [130.0, 150.0]
+    result = compare_runs(a, c)
+    far = next(r for r in result.rows if r["figure"] == "async.capacity_rps")
+    assert far["agree"] is False and far["ratio"] == pytest.approx(203 / 140)
+    assert far["agreement"] == "disagree (B/A 1.450, beyond 5%; ranges apart)"
+    # a tighter tolerance turns the 3.8 % sync difference into one the ranges must settle:
+    # A's 20-22 and B's 21.5-22 overlap, so it still agrees
+    tight = {r["figure"]: r for r in compare_runs(a, b, tolerance=0.01).rows}
+    assert tight["sync.capacity_rps"]["agreement"].startswith("agree (ranges overlap")
+    text = render(result)
+    assert "agree when B/A is within 1 +- 0.05 (5%)" in text and "disagree (B/A 1.450" in text
+    assert result.to_dict()["agreement_rule"].startswith("agree when B/A is within 1 +- 0.05")
+
+
+def test_without_repeats_only_the_tolerance_decides(tmp_path):
+    a = _run(tmp_path, "a", [20.0], [140.0])
+    b = _run(tmp_path, "b", [20.9], [150.0])  # sync +4.5 %, async +7.1 %
+    rows = {r["figure"]: r for r in compare_runs(a, b).rows}
+    assert rows["sync.capacity_rps"]["agree"] is True
+    assert rows["async.capacity_rps"]["agree"] is False
+    assert rows["async.capacity_rps"]["agreement"] == "disagree (B/A 1.071, beyond 5%)"
+
+
+def test_cli_takes_a_tolerance_and_refuses_a_bad_one(tmp_path, capsys):
+    from experiments.cli import main
+
+    a = _run(tmp_path, "a", [20.0], [140.0])
+    b = _run(tmp_path, "b", [20.9], [150.0])
+    assert main(["compare", "--tolerance", "0.1", str(a), str(b)]) == 0
+    assert "within 1 +- 0.1 (10%)" in capsys.readouterr().out
+    assert main(["compare", "--tolerance", "-0.2", str(a), str(b)]) == 2
+    assert "--tolerance -0.2" in capsys.readouterr().err
+
+
+def test_warns_when_the_headlines_are_of_different_builds(tmp_path):
+    a = _run(tmp_path, "a", [20.0], [140.0])
+    b = _run(tmp_path, "b", [20.0], [140.0])
+    for folder, builds in ((a, "default"), (b, "best")):
+        report = json.loads((folder / "report.json").read_text())
+        report["headline"]["builds"] = builds
+        (folder / "report.json").write_text(json.dumps(report))
+    warnings = compare_runs(a, b).warnings
+    assert "the headlines are of different builds: A 'default', B 'best'" in warnings[0]
+    assert not any("different builds" in w for w in compare_runs(a, a).warnings)

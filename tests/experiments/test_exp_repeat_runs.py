@@ -130,7 +130,7 @@ def test_headline_over_repeats_gives_median_interval_cv_and_flag():
     sync = head["sync"]["capacity_rps"]
     assert sync["median"] == 21.0 and sync["values"] == [12.0, 22.0, 21.0]
     assert sync["unstable"] is True and sync["cv"] > 0.10
-    assert 12.0 <= sync["low"] <= 21.0 <= sync["high"] <= 22.0
+    assert (sync["low"], sync["high"], sync["interval"]) == (12.0, 22.0, "range")
     assert head["async"]["capacity_rps"]["unstable"] is False
     assert head["sync"]["cpu_ms_per_request"]["scoring-sync"]["median"] == 4.0
     assert head["sync"]["capacity_status"] == ["found"] * 3
@@ -146,20 +146,36 @@ def test_one_repeat_keeps_bare_numbers_and_is_not_testable():
     json.dumps(c, allow_nan=False)
 
 
-def test_repeat_level_comparison_significant():
+def test_three_repeats_on_one_side_are_not_called_significant():
+    # 3 ratios above 1 happen by chance 25 % of the time: the range, and no confidence
     heads = _heads([20.0, 22.0, 21.0], [150.0, 140.0, 160.0])
-    c = compare_repeats(heads, ["sync", "async"])["capacity_rps"]
+    c = compare_repeats(heads, ["sync", "async"], builds="default")["capacity_rps"]
     assert c["ratios"] == pytest.approx([7.5, 140 / 22, 160 / 21])
-    assert c["significant"] is True and c["low"] > 1
-    assert c["verdict"].startswith("async 7.50x sync: significant")
+    assert c["significant"] is None and c["interval"] == "range" and c["confidence"] is None
+    assert (c["low"], c["high"]) == pytest.approx((140 / 22, 160 / 21))
+    assert c["verdict"].startswith("default async 7.50x default sync: all 3 repeats above 1")
+    assert "significant" not in c["verdict"] and "too few repeats" in c["verdict"]
 
 
-def test_repeat_level_comparison_not_significant():
-    # async ahead in two repeats, behind in one: the interval of the median ratio holds 1
+@pytest.mark.parametrize(("sync", "async_", "significant"), [
+    ([20.0, 22.0, 21.0, 20.5, 21.5], [150.0, 140.0, 160.0, 150.0, 145.0], True),
+    ([20.0, 22.0, 21.0, 20.5, 21.5], [21.0, 20.0, 23.0, 19.0, 22.0], False),
+])
+def test_five_repeats_are_tested_at_the_intervals_stated_coverage(sync, async_, significant):
+    c = compare_repeats(_heads(sync, async_), ["sync", "async"])["capacity_rps"]
+    assert c["interval"] == "order_statistic" and c["confidence"] == pytest.approx(0.9375)
+    assert c["significant"] is significant
+    assert "93.75 % interval of the median ratio" in c["verdict"]
+    assert c["verdict"].startswith("async") if significant else \
+        c["verdict"].startswith("not significant")
+
+
+def test_repeat_level_comparison_either_side_of_one():
+    # async ahead in two repeats, behind in one: the range of the ratios holds 1
     heads = _heads([20.0, 22.0, 21.0], [21.0, 20.0, 23.0])
     c = compare_repeats(heads, ["sync", "async"])["capacity_rps"]
-    assert c["low"] < 1 < c["high"] and c["significant"] is False
-    assert c["verdict"].startswith("not significant")
+    assert c["low"] < 1 < c["high"] and c["significant"] is None
+    assert c["verdict"].startswith("repeats either side of 1")
     lines = "\n".join(repeat_section({"repeats": [{"repeat": 1, "order": ["sync", "async"]}]},
                                      heads, summarise_headlines(heads), {"capacity_rps": c},
                                      ["sync", "async"]))
@@ -168,7 +184,10 @@ def test_repeat_level_comparison_not_significant():
     cpu = next(x for x in lines.splitlines()
                if x.startswith("| cpu_ms_per_request.scoring-sync | sync |"))
     assert "**unstable**" in cpu  # 3, 4, 5 ms: CV 25 %
-    assert "not significant" in lines and "3 repeats" in lines
+    assert "either side of 1" in lines and "3 repeats" in lines
+    assert "95 %" not in lines and "bootstrap" not in lines
+    assert "20.00-22.00 (range of 3)" in row  # the spread is called what it is
+    assert "when neither is ahead, that happens 25 % of the time" in lines
 
 
 @pytest.mark.parametrize("name", OLD_RUNS)
@@ -189,7 +208,11 @@ def test_a_committed_run_from_before_repeats_re_reports_as_one_repeat(tmp_path, 
                 for arch, entry in (report.get("capacity") or {}).items()
                 for kind, e in entry.items()}
     assert verdicts(new) == verdicts(old)
+    assert new["headline"]["builds"] == "default"
     for arch, figures in old["headline"].items():
+        if not isinstance(figures, dict):  # "builds": which builds the figures are of
+            assert new["headline"][arch] == figures
+            continue
         for key, value in figures.items():
             assert new["headline"][arch][key] == value, (arch, key)
     assert all(c["verdict"] == NOT_TESTABLE for c in new["repeat_comparisons"].values())

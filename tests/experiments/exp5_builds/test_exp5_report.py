@@ -9,6 +9,7 @@ from experiments.exp5_builds.report import (
     TOP_LEVELS,
     WINDOW_REQUESTS,
     _best_lines,
+    _headline,
     _parser_lines,
     _sweep_lines,
     _where_cpu_goes,
@@ -161,8 +162,12 @@ def test_each_hiredis_point_is_paired_with_its_python_twin_of_the_same_run():
     assert pairs[0]["capacity_ratio_repeats"][2] is None
     assert pairs[1]["capacity_ratio"] == pytest.approx(0.9)
     text = "\n".join(_parser_lines({"parser_pairs": pairs}))
-    assert "| async | async-aiohttp -> async-aiohttp-hiredis | 400.0 -> 440.0 | 1.10x " \
-           "(repeats: 1.10, 1.00, -) | 1.20 -> 1.00 | 2.00 -> 1.80 |" in text
+    assert "| async | async-aiohttp -> async-aiohttp-hiredis | 400.0 -> 440.0 | per repeat " \
+           "1.10, 1.00, - (of the medians 1.10x) | 1.20 -> 1.00 | 2.00 -> 1.80 |" in text
+    # the headline says what the verdicts weigh: the paired ratios, or the one ratio
+    head = _headline({"best": {}, "rows": [], "parser_pairs": pairs})["hiredis_over_python"]
+    assert head == {"async-aiohttp-hiredis/async": [1.1, 1.0, None],
+                    "async-aiohttp-workers-1-hiredis/async": [0.9]}
     assert "500.0 (unfinished) -> 450.0 | 0.90x |" in text
     assert ("- `async-aiohttp-hiredis`: the scoring handler's CPU per request -0.20 ms (-17%); "
             "capacity ratios 1.00-1.10 over the repeats, either side of 1") in text
