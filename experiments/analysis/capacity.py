@@ -512,7 +512,9 @@ def capacity_by_hold_length(steps: Iterable[StepResult], bound: Bound,
             if bound.confidence:
                 outcome = tail_verdict(over, len(lat), bound.quantile, bound.confidence).outcome
             else:
-                outcome = PASS if np.percentile(lat, 99) <= bound.p99_ms else FAIL
+                # an observed value (failed requests are inf: no p99 between two of them)
+                p99 = np.percentile(lat, 100 * bound.quantile, method="higher")
+                outcome = PASS if p99 <= bound.p99_ms else FAIL
             verdicts.append((h.rate, outcome))
         if not verdicts:
             continue
