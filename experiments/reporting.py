@@ -210,7 +210,9 @@ def _round(v: float | None) -> float | None:
 _STATUS = {
     "found": "found",
     "above_range": "every rate up to the maximum passed: a lower bound",
-    "below_range": "even the minimum rate failed",
+    # with a confidence verdict the minimum is the lowest rate a step can decide at
+    # (experiments.analysis.capacity.decidable_rate)
+    "below_range": "even the minimum rate failed (or, with a confidence, could not pass)",
     # the step table gives the reason: the generator limited it, or it started unrecovered
     "invalid": "**stopped: a step could not be judged (its reason in the steps table)**",
     "unfinished": ("a budget ran out before the bracket closed on a held rate (capacity: the "

@@ -32,7 +32,14 @@ from pathlib import Path
 import numpy as np
 
 from experiments.analysis.history import read_requests
-from experiments.analysis.tail import FAIL, PASS, UNDECIDED, requests_to_decide, tail_verdict
+from experiments.analysis.tail import (
+    FAIL,
+    PASS,
+    UNDECIDED,
+    requests_to_decide,
+    requests_to_pass,
+    tail_verdict,
+)
 from experiments.protocol import CapacityParams
 
 
@@ -447,6 +454,19 @@ def bound_of(params: CapacityParams, p99_ms: float) -> Bound:
                  confidence=params.confidence)
 
 
+def decidable_rate(params: CapacityParams) -> float:
+    """The lowest rate the search tries: min_rate, and with a confidence verdict the rate at
+    which the longest step (an extension, else max_step_s) still holds the requests a step
+    needs to pass at all (299 at 95 % and p99): below it every step would be undecided and
+    the search would walk down step by step for nothing (a check run of 2026-12-07 did, from
+    5 to 1.25 req/s)."""
+    longest = params.extend_max_s or params.max_step_s
+    if not params.confidence or not longest:
+        return params.min_rate
+    needed = requests_to_pass(confidence=params.confidence)
+    return min(max(params.min_rate, needed / longest), params.max_rate)
+
+
 def step_dirs(arch_dir: Path) -> list[Path]:
     """The step folders of one architecture's searches (raw/locust/capacity/<arch>/NN_*),
     in the order they ran."""
@@ -461,8 +481,9 @@ def replay(params: CapacityParams, steps: Iterable[StepResult], p99_ms: float) -
     def no_measure(rate: float) -> StepResult:
         raise AssertionError(f"a replay measures nothing (asked for {rate})")
 
-    result = search_capacity(no_measure, bound_of(params, p99_ms), start_rate=params.min_rate,
-                             max_rate=params.max_rate, min_rate=params.min_rate,
+    min_rate = decidable_rate(params)
+    result = search_capacity(no_measure, bound_of(params, p99_ms), start_rate=min_rate,
+                             max_rate=params.max_rate, min_rate=min_rate,
                              growth=params.growth, precision=params.precision, max_steps=0,
                              prior=steps, max_holds=0, require_hold=params.hold_s > 0,
                              budget_s=params.budget_s)

@@ -24,6 +24,7 @@ from experiments.analysis.capacity import (
     CapacityResult,
     StepResult,
     bound_of,
+    decidable_rate,
     judge,
     search_capacity,
     step_dirs,
@@ -63,9 +64,11 @@ def search(lab: Session, params: CapacityParams, arch: str, arch_dir: Path, *, p
     latency the waits learn is kept in lab.idle_ms[idle_key] for later searches of the same
     build (key: default arch)."""
     start_rate, growth = params.start_rate, params.growth
+    min_rate = decidable_rate(params)
     if hint_rate:
-        start_rate = min(max(float(hint_rate), params.min_rate), params.max_rate)
+        start_rate = min(max(float(hint_rate), min_rate), params.max_rate)
         growth = min(hint_growth, params.growth)
+    start_rate = max(start_rate, min_rate)
 
     bound = bound_of(params, p99_ms)
     failed = [False]  # whether the last step failed: the next one waits recovery_quiet_s
@@ -118,7 +121,7 @@ def search(lab: Session, params: CapacityParams, arch: str, arch_dir: Path, *, p
         return run_step(rate, min(max(wanted, 2 * first), params.extend_max_s), hold)
 
     return search_capacity(measure, bound, start_rate=start_rate,
-                           max_rate=params.max_rate, min_rate=params.min_rate,
+                           max_rate=params.max_rate, min_rate=min_rate,
                            growth=growth, precision=params.precision,
                            max_steps=params.max_steps, prior=prior,
                            confirm=confirm if params.hold_s else None,

@@ -238,3 +238,12 @@ def test_capacity_against_hold_length_from_holds_cut_short():
     assert (rows[15.0]["capacity"], rows[15.0]["first_not_passed"]) == (100, 120)
     assert (rows[30.0]["capacity"], rows[30.0]["first_not_passed"]) == (80, 100)
     assert rows[60.0]["capacity"] == 80
+
+
+def test_the_search_goes_no_lower_than_a_step_can_decide_at():
+    from experiments.analysis.capacity import decidable_rate
+
+    params = dict(p99_bound_ms=250, start_rate=10, max_rate=100, min_step_s=5, max_step_s=20)
+    assert decidable_rate(CapacityParams(**params)) == 1.0  # no confidence: min_rate
+    trust = CapacityParams(**params, confidence=0.95, extend_max_s=60)
+    assert decidable_rate(trust) == pytest.approx(299 / 60)
