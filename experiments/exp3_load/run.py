@@ -52,8 +52,6 @@ def run_capacity(lab: Session, protocol: Protocol, arch: str, step: int, base: P
                                     hint_rate=hint_rate, **common)
     entry = {"shared": {"p99_bound_ms": params.p99_bound_ms, "hint_rate": hint_rate,
                         **shared.to_dict()}}
-    lab.progress.say(f"capacity {arch}: {shared.status}, {shared.capacity} req/s "
-                     f"(first failing {shared.first_failing})")
     base_p99 = (one_user_p99_ms(base / "response_time" / arch)
                 if params.relative_bound_factor else None)
     if base_p99 is not None and shared.status != "invalid":
@@ -73,6 +71,10 @@ def run_capacity(lab: Session, protocol: Protocol, arch: str, step: int, base: P
     if settled is not None and shared.status != "invalid":
         for key in entry:
             entry[key].update(settled[key])
+    # one answer per search: the progress log says what the manifest and the report say
+    for key, e in entry.items():
+        lab.progress.say(f"capacity {arch} ({key} bound): {e['status']}, {e['capacity']} req/s "
+                         f"(first failing {e['first_failing']})")
     return entry
 
 
