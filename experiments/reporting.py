@@ -198,6 +198,9 @@ def capacity_headline(entry: dict[str, Any] | None) -> dict[str, Any]:
             "first_overloaded_rps": _round(shared["first_failing"])}
     if shared["status"] in LOWER_BOUNDS:
         head["capacity_is_lower_bound"] = True
+    if shared.get("proof"):
+        # the max-performance run at the capacity met the bound too (else it was none)
+        head["capacity_confirmed"] = shared["proof"]["outcome"] == "pass"
     if "relative" in entry:
         head["capacity_relative_rps"] = _round(entry["relative"]["capacity"])
     return head
@@ -270,6 +273,7 @@ def capacity_section(capacity: dict[str, dict]) -> list[str]:
                      f"= {e['p99_bound_ms']:.0f} ms")
             lines.append(f"| {arch} | {bound} | {capacity_figure(e, 2)} | "
                          f"{fmt(e['first_failing'])} | {capacity_status(e)} |")
+    lines += proof_lines(capacity)
     lines += hold_length_lines(capacity)
     lines += ["", "| architecture | rate | step | waited s | sent/s | requests | errors | "
               "p99 response ms | p99 service ms | generator CPU | in-flight cap hits | "
@@ -307,6 +311,26 @@ def capacity_section(capacity: dict[str, dict]) -> list[str]:
                   "so one slow request fails the step; a capacity found from such steps errs "
                   "low, never high."]
     return [*lines, ""]
+
+
+def proof_lines(capacity: dict[str, dict]) -> list[str]:
+    """Whether each capacity held when run again as the max-performance load (judged as a
+    hold under the same bound): a capacity its own next run cannot hold was not one."""
+    rows = [(arch, e["shared"]["proof"]) for arch, e in capacity.items()
+            if e["shared"].get("proof")]
+    if not rows:
+        return []
+    lines = ["", "The proof: the max-performance run at the capacity found, judged as one more "
+             "hold under the same bound.", "",
+             "| architecture | rate req/s | requests | p99 response ms | verdict |",
+             "|---|---|---|---|---|"]
+    for arch, p in rows:
+        verdict = "**confirmed**" if p["outcome"] == "pass" else \
+            f"**not confirmed ({p['outcome']})**: the capacity was not one"
+        lines.append(f"| {arch} | {fmt(p['rate'])} | {p['requests']} | "
+                     f"{fmt(p['p99_response_ms'])} | {verdict}: {p['reason']}"
+                     f"{_windows({**p, 'hold': True})} |")
+    return lines
 
 
 def hold_length_lines(capacity: dict[str, dict]) -> list[str]:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -504,6 +504,20 @@ def _budget_spent(params: CapacityParams, steps: list[dict]) -> str | None:
     if params.hold_s and holds >= params.max_holds:
         return "holds"
     return "steps" if len(steps) - holds >= params.max_steps else None
+
+
+def capacity_proof(run_dir: Path, params: CapacityParams, grace_s: float,
+                   p99_ms: float) -> dict | None:
+    """An open-model run held at the capacity a search found (experiment 3's max performance)
+    judged as one more hold under the same bound: it must meet the bound too, or the
+    capacity was not one. None without such a run."""
+    if not (Path(run_dir) / "result.json").exists():
+        return None
+    step = replace(step_result(run_dir, grace_s=grace_s), hold=True)
+    verdict = judge(step, bound_of(params, p99_ms))
+    return {"rate": step.rate, "outcome": verdict.outcome, "reason": verdict.reason,
+            "p99_response_ms": step.p99_response_ms, "requests": step.requests,
+            "window_p99_ms": step.record().get("window_p99_ms")}
 
 
 HOLD_LENGTHS_S = (15.0, 30.0, 60.0, 120.0)

@@ -21,7 +21,7 @@ from experiments.analysis.breaking_point import (  # noqa: E402
     detect_breaking_point,
     rule_sentence,
 )
-from experiments.analysis.capacity import analyse_search  # noqa: E402
+from experiments.analysis.capacity import analyse_search, capacity_proof  # noqa: E402
 from experiments.analysis.repeat_figures import (  # noqa: E402
     compare_repeats,
     repeat_section,
@@ -195,8 +195,13 @@ def _capacity(base: Path, protocol: dict, grace_s: float) -> dict[str, dict]:
     for arch_dir in sorted(d for d in root.iterdir() if d.is_dir()) if root.is_dir() else []:
         entry = analyse_search(arch_dir, params, grace_s,
                                base / RESPONSE_TIME / arch_dir.name)
-        if entry is not None:
-            out[arch_dir.name] = entry
+        if entry is None:
+            continue
+        proof = capacity_proof(base / MAX_PERFORMANCE / arch_dir.name, params, grace_s,
+                               params.p99_bound_ms)
+        if proof is not None:
+            entry["shared"]["proof"] = proof
+        out[arch_dir.name] = entry
     return out
 
 

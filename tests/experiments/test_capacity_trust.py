@@ -247,3 +247,20 @@ def test_the_search_goes_no_lower_than_a_step_can_decide_at():
     assert decidable_rate(CapacityParams(**params)) == 1.0  # no confidence: min_rate
     trust = CapacityParams(**params, confidence=0.95, extend_max_s=60)
     assert decidable_rate(trust) == pytest.approx(299 / 60)
+
+
+def test_a_capacity_is_confirmed_only_by_its_max_performance_run(tmp_path):
+    from experiments.reporting import capacity_headline, proof_lines
+
+    entry = {"shared": {"capacity": 9.8, "status": "found", "first_failing": 10.3,
+                        "proof": {"rate": 9.8, "outcome": "fail", "requests": 452,
+                                  "reason": "p99 275 ms > 250 ms", "p99_response_ms": 275.5,
+                                  "window_p99_ms": [188, None, 307]}}}
+    assert capacity_headline(entry)["capacity_confirmed"] is False
+    text = "\n".join(proof_lines({"sync": entry}))
+    assert "**not confirmed (fail)**: the capacity was not one" in text
+    assert "p99 per 5 s: 188, failed, 307" in text
+    entry["shared"]["proof"]["outcome"] = "pass"
+    assert capacity_headline(entry)["capacity_confirmed"] is True
+    del entry["shared"]["proof"]
+    assert "capacity_confirmed" not in capacity_headline(entry)
