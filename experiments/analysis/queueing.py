@@ -60,6 +60,7 @@ from scipy import sparse, stats
 from scipy.sparse.linalg import spsolve
 
 from experiments.analysis.ceiling import ServiceInput, cpu_groups
+from services.settings import Arch, settings_from_env
 
 P99 = 0.99
 MAX_STATES = 400_000  # M/D/c chain truncation limit (a utilisation this close to 1 is refused)
@@ -538,3 +539,22 @@ def topology_from_services(services: Sequence[ServiceInput], *, scoring: str, mo
         overhead = max(0.0, s.hold_s - topo.path_s())
     return Topology(s.slots, m.slots, calls, sequential, (lo, hi), tuple(sets), overhead,
                     model_overhead, topo.scoring, model, topo.redis, tuple(notes))
+
+
+def predict_rung(services: Sequence[ServiceInput], arch: str, scoring_env: Mapping[str, Any],
+                 model_env: Mapping[str, Any], bound_ms: float | None) -> Prediction | None:
+    """A rung's predicted bounded capacity from the ceiling model's inputs for it (the
+    services' ServiceInput, named "<role>-<arch>") and its recorded envs, read as the
+    services read them: the model calls per request, whether the handler makes them one after
+    the other (sync always; async with SCORING_LAB_SEQUENTIAL_MODEL_CALLS), the fake model's
+    sleep range. None without a bound (runs before the capacity search)."""
+    if bound_ms is None:
+        return None
+    scoring_s = settings_from_env(scoring_env)
+    model_s = settings_from_env(model_env)
+    topo = topology_from_services(
+        services, scoring=f"scoring-{arch}", model=f"model-{arch}",
+        calls=scoring_s.model_calls,
+        sequential=Arch(arch) is Arch.SYNC or scoring_s.sequential_model_calls,
+        sleep_s=(model_s.sleep_min_s, model_s.sleep_max_s))
+    return predict(topo, bound_ms / 1000)
