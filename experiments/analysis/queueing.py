@@ -37,8 +37,9 @@ Three parts, pure functions over numbers (no I/O):
      a burst is ~0.1-1 ms, shorter than the scheduler's time slice, so it runs to completion.
      c cores are one server c times as fast (exact for c = 1, which is every committed run).
    - **model slots** (a blocking model API): queueing there is possible only when the calls
-     in flight can outnumber its slots; then the calls' waits come from one FCFS pass over
-     their no-wait start times (an approximation, stated in the prediction's notes).
+     in flight can outnumber its slots (an event-loop caller, or fewer model slots than
+     scoring slots); then calls queue FCFS in the order they are issued, found by a few passes
+     (issue times without waits -> FCFS waits -> later issue times -> ...), not exactly.
 
    The slot stage is solved twice: the path times of pass one (bursts at arrival times) give
    each request's start; pass two reads the CPU at those starts. Arrivals and service draws
@@ -52,7 +53,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -65,6 +66,7 @@ from services.settings import Arch, settings_from_env
 P99 = 0.99
 MAX_STATES = 400_000  # M/D/c chain truncation limit (a utilisation this close to 1 is refused)
 TAIL_MASS = 1e-12
+MODEL_PASSES = 4  # issue times -> model-slot waits -> issue times (see topology_p99)
 
 
 def _positive(name: str, value: float) -> float:
@@ -427,19 +429,18 @@ def topology_p99(topo: Topology, rate: float, n: int = 20_000, seed: int = 1,
     lookups = _cpu_waits(topo, rate, n, rng)
     model_wait = None
     if topo.model_slots is not None and topo.model_slots < _callers(topo):
-        # calls in flight can outnumber the model's slots: one FCFS pass over the calls' start
-        # times without model waits gives the waits (an approximation; see the module doc)
-        _, starts = _path(topo, arrivals, sleeps, lookups, None)
-        call_t = np.concatenate(starts)
-        order = np.argsort(call_t, kind="stable")
-        lo_, hi_ = topo.sleep_s
-        hold = (lo_ + hi_) / 2 + topo.model_overhead_s
-        served = fcfs_starts(call_t[order], np.full(len(call_t), hold) + np.concatenate(
-            [sleeps[:, j] - (lo_ + hi_) / 2 for j in range(topo.calls)])[order],
-            topo.model_slots)
-        wait = np.empty(len(call_t))
-        wait[order] = served - call_t[order]
-        model_wait = wait.reshape(topo.calls, n).T
+        # calls in flight can outnumber the model's slots: the calls queue FCFS in the order
+        # they are issued, and when a call is issued depends on the waits before it; a few
+        # passes (issue times -> FCFS waits -> issue times) settle it
+        hold = sleeps.T.ravel() + topo.model_overhead_s + topo._cpu_of(topo.model) / topo.calls
+        model_wait = np.zeros((n, topo.calls))
+        for _ in range(MODEL_PASSES):
+            _, starts = _path(topo, arrivals, sleeps, lookups, model_wait)
+            issued = np.concatenate(starts)
+            order = np.argsort(issued, kind="stable")
+            wait = np.empty(len(issued))
+            wait[order] = fcfs_starts(issued[order], hold[order], topo.model_slots) - issued[order]
+            model_wait = wait.reshape(topo.calls, n).T
     if topo.scoring_slots is None:
         end, _ = _path(topo, arrivals, sleeps, lookups, model_wait)
     else:
@@ -475,16 +476,53 @@ class Prediction:
 
 
 def predict(topo: Topology, bound_s: float, n: int = 20_000, seed: int = 1,
-            q: float = P99) -> Prediction:
+            q: float = P99, cpu_by_rate: Sequence[tuple[float, Mapping[str, float]]] = ()
+            ) -> Prediction:
     """The highest Poisson rate whose simulated p99 response time is <= bound_s (bisection
-    over (0, the saturation rate], each rate with the same seed: common random numbers)."""
+    over (0, the saturation rate], each rate with the same seed: common random numbers).
+
+    cpu_by_rate: (rate, {service: CPU seconds per request}) measured at given rates (a
+    capacity search's steps); the topology at a rate then takes each service's CPU per request
+    interpolated at that rate (held flat beyond the points) instead of its own: a stack's CPU
+    per request moves with its load (an HTTP client's pool that costs more per request the more
+    requests are in flight; an event loop that serves more ready sockets per wake-up)."""
     bound_s = _positive("bound", bound_s)
-    sat = topo.saturation_rps()
-    cap = bounded_capacity(lambda r: topology_p99(topo, r, n, seed, q), bound_s, sat,
+    points = sorted(((float(r), dict(c)) for r, c in cpu_by_rate if r and r > 0),
+                    key=lambda p: p[0])
+
+    def at(rate: float) -> Topology:
+        return with_cpu(topo, cpu_at(points, rate)) if points else topo
+
+    sat = max([topo.saturation_rps(), *(at(r).saturation_rps() for r, _ in points)])
+    cap = bounded_capacity(lambda r: topology_p99(at(r), r, n, seed, q), bound_s, sat,
                            rel_precision=0.005)
+    notes = list(topo.notes)
+    if points:
+        notes.append(f"CPU per request at each rate from {len(points)} measured rates "
+                     f"({points[0][0]:.1f}-{points[-1][0]:.1f} req/s)")
     return Prediction(cap if cap > 0 else None, bound_s * 1000, sat,
                       f"simulation, {n} Poisson requests, seed {seed}",
-                      _inputs(topo), topo.notes)
+                      _inputs(at(cap) if cap > 0 else topo), tuple(notes))
+
+
+def cpu_at(points: Sequence[tuple[float, Mapping[str, float]]], rate: float
+           ) -> dict[str, float]:
+    """Each service's CPU per request at `rate`, linear between the measured rates (sorted),
+    flat beyond them; a service missing at a point is left out of that service's line."""
+    out = {}
+    for name in sorted({k for _, c in points for k in c}):
+        xs = [r for r, c in points if c.get(name) is not None]
+        ys = [c[name] for r, c in points if c.get(name) is not None]
+        if xs:
+            out[name] = float(np.interp(rate, xs, ys))
+    return out
+
+
+def with_cpu(topo: Topology, cpu_s: Mapping[str, float]) -> Topology:
+    """The topology with the given services' CPU per request (others as they were)."""
+    sets = tuple(CpuSet(cs.cores, {k: cpu_s.get(k, v) for k, v in cs.cpu_s.items()})
+                 for cs in topo.cpu)
+    return replace(topo, cpu=sets)
 
 
 def _inputs(topo: Topology) -> dict[str, Any]:
@@ -542,12 +580,15 @@ def topology_from_services(services: Sequence[ServiceInput], *, scoring: str, mo
 
 
 def predict_rung(services: Sequence[ServiceInput], arch: str, scoring_env: Mapping[str, Any],
-                 model_env: Mapping[str, Any], bound_ms: float | None) -> Prediction | None:
+                 model_env: Mapping[str, Any], bound_ms: float | None,
+                 cpu_by_rate: Sequence[tuple[float, Mapping[str, float]]] = ()
+                 ) -> Prediction | None:
     """A rung's predicted bounded capacity from the ceiling model's inputs for it (the
     services' ServiceInput, named "<role>-<arch>") and its recorded envs, read as the
     services read them: the model calls per request, whether the handler makes them one after
     the other (sync always; async with SCORING_LAB_SEQUENTIAL_MODEL_CALLS), the fake model's
-    sleep range. None without a bound (runs before the capacity search)."""
+    sleep range. None without a bound (runs before the capacity search). cpu_by_rate: as
+    predict takes it."""
     if bound_ms is None:
         return None
     scoring_s = settings_from_env(scoring_env)
@@ -557,4 +598,4 @@ def predict_rung(services: Sequence[ServiceInput], arch: str, scoring_env: Mappi
         calls=scoring_s.model_calls,
         sequential=Arch(arch) is Arch.SYNC or scoring_s.sequential_model_calls,
         sleep_s=(model_s.sleep_min_s, model_s.sleep_max_s))
-    return predict(topo, bound_ms / 1000)
+    return predict(topo, bound_ms / 1000, cpu_by_rate=cpu_by_rate)

@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 
 from experiments.analysis import ceiling, pinning, queueing  # noqa: E402
 from experiments.analysis.breaking_point import detect_breaking_point, rule_sentence  # noqa: E402
-from experiments.analysis.capacity import analyse_search  # noqa: E402
+from experiments.analysis.capacity import analyse_search, step_dirs  # noqa: E402
 from experiments.analysis.repeat_figures import summary_of  # noqa: E402
 from experiments.analysis.stats import compare  # noqa: E402
 from experiments.analysis.summary import (  # noqa: E402
@@ -152,7 +152,10 @@ def analyse(folder: str | Path) -> dict[str, Any]:
                      capacity_p99_bound_ms=shared["p99_bound_ms"],
                      capacity_over_predicted=ceiling.closeness(rate, r["predicted_rps"]),
                      **_bounded(inputs[(r["variant"], r["arch"], r["arrival"])], r["arch"],
-                                rate, shared["p99_bound_ms"]),
+                                rate, shared["p99_bound_ms"], _step_cpu(
+                                    sources, capacity_dir(locust_roots(run / "raw")[0][1],
+                                                          r["variant"], r["arch"]), r["arch"],
+                                    shared["steps"])),
                      **({"capacity_repeats": spread,
                          # per repeat, in order, None where a search found none
                          "capacity_per_repeat": [number(v) for v in values]}
@@ -227,14 +230,38 @@ def _services(v: dict, arch: str, load: dict, probes: dict,
     return services, envs["scoring"], envs["model"]
 
 
-def _bounded(inputs: tuple, arch: str, rate: float | None, bound_ms: float | None) -> dict:
+def _bounded(inputs: tuple, arch: str, rate: float | None, bound_ms: float | None,
+             cpu_by_rate: list) -> dict:
     """The queueing model's bounded capacity (experiments/analysis/queueing.py) beside the
-    ceiling, from the same inputs, and the measured capacity over it."""
-    pred = queueing.predict_rung(inputs[0], arch, inputs[1], inputs[2], bound_ms)
+    ceiling, from the same inputs (CPU per request at each rate from the search's steps,
+    where they have it), and the measured capacity over it."""
+    pred = queueing.predict_rung(inputs[0], arch, inputs[1], inputs[2], bound_ms, cpu_by_rate)
     if pred is None:
         return {}
     return {"bounded_predicted_rps": pred.capacity_rps, "bounded_prediction": pred.to_dict(),
             "capacity_over_bounded": ceiling.closeness(rate, pred.capacity_rps)}
+
+
+def _step_cpu(sources: dict, arch_dir: Path, arch: str,
+              steps: list[dict]) -> list[tuple[float, dict]]:
+    """(achieved rate, {service: CPU s per request}) per passed step of one capacity search:
+    each service's CPU over the step's whole Locust run (idle before and after the schedule)
+    over the requests it sent. Only passed steps: in an overloaded one the cores ran flat out,
+    so CPU / requests is their cap, not what a request costs. [] without resource samples."""
+    passed = {(round(s["rate"], 6), bool(s.get("hold"))) for s in steps
+              if s.get("outcome") == "pass"}
+    out = []
+    for d in step_dirs(arch_dir) if sources else []:
+        r = json.loads((d / "result.json").read_text())
+        om = r.get("open_model") or {}
+        if (not om.get("sent") or not r.get("started_at") or not r.get("ended_at")
+                or (round(om.get("rate", 0), 6), d.name.endswith("_hold")) not in passed):
+            continue
+        use = resource_usage(sources, r["started_at"], r["ended_at"])
+        out.append((om.get("achieved_rate") or om["rate"],
+                    {_svc(k): u["cpu_total_s"] / om["sent"] for k, u in use.items()
+                     if _svc(k) in {f"scoring-{arch}", f"model-{arch}", "redis"}}))
+    return out
 
 
 def _row(res: dict, variant: str, arch: str, arrival: str = "spread") -> dict | None:
