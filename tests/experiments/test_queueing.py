@@ -195,3 +195,24 @@ def test_topology_from_the_ceiling_inputs():
 def test_bad_input_names_the_value(call, needle):
     with pytest.raises(ValueError, match=needle):
         call()
+
+
+def test_cpu_at_interpolates_and_holds_flat():
+    points = [(100.0, {"a": 0.002, "b": 0.001}), (300.0, {"a": 0.004})]
+    assert q.cpu_at(points, 200.0) == pytest.approx({"a": 0.003, "b": 0.001})
+    assert q.cpu_at(points, 50.0)["a"] == pytest.approx(0.002)
+    assert q.cpu_at(points, 900.0)["a"] == pytest.approx(0.004)
+
+
+def test_cpu_that_grows_with_rate_lowers_the_prediction():
+    topo = q.Topology(None, None, 2, False, (0.040, 0.050),
+                      (q.CpuSet(1, {"scoring": 0.002, "model": 0.001}),))
+    flat = q.predict(topo, 0.25).capacity_rps
+    # measured: the same cost at 100 req/s, 60 % more per request at 300 req/s
+    growing = q.predict(topo, 0.25, cpu_by_rate=[(100.0, {"scoring": 0.002}),
+                                                 (300.0, {"scoring": 0.0036})])
+    assert growing.capacity_rps < flat
+    # at the rate it predicts, the interpolated cost is what the simulation used
+    used = growing.inputs["cpu"][0]["cpu_ms"]["scoring"] / 1000
+    assert used == pytest.approx(0.002 + 0.0016 * (growing.capacity_rps - 100) / 200, rel=1e-6)
+    assert 1 / (used + 0.001) > growing.capacity_rps
