@@ -186,7 +186,12 @@ def fcfs_starts(arrivals: np.ndarray, service: np.ndarray, servers: int) -> np.n
         # W_m = X_m - min_{j<=m} X_j, X the running sum of (service - next gap)
         x = np.concatenate(([0.0], np.cumsum(service[:-1] - np.diff(arrivals))))
         return arrivals + x - np.minimum.accumulate(x)
-    if servers >= n:
+    # if no arrival ever finds every server busy, nobody waits (the common case for large pools):
+    # customers in service at arrival i = i - the ends (of earlier ones; later ones end after)
+    # already passed
+    ends = np.sort(arrivals + service)
+    busy = np.arange(n) - np.searchsorted(ends, arrivals, side="right")
+    if servers >= n or np.max(busy) < servers:
         return arrivals.copy()
     free = [0.0] * servers
     starts = np.empty(n)
@@ -220,15 +225,18 @@ def mgc_response_quantile(lam: float, c: int, service: Callable[[np.random.Gener
 def bounded_capacity(p99_at: Callable[[float], float], bound_s: float, upper_rps: float,
                      rel_precision: float = 0.002) -> float:
     """The highest arrival rate in (0, upper_rps] whose p99_at(rate) <= bound_s, by bisection
-    (p99_at must not decrease with the rate). 0.0 when even upper_rps * rel_precision fails;
-    upper_rps when upper_rps itself passes."""
+    to rel_precision (p99_at must not decrease with the rate). 0.0 when every rate down to
+    upper_rps * rel_precision fails; upper_rps when upper_rps itself passes."""
     bound_s, upper_rps = _positive("bound", bound_s), _positive("upper rate", upper_rps)
     rel_precision = _positive("relative precision", rel_precision)
     if p99_at(upper_rps) <= bound_s:
         return upper_rps
-    lo, hi = upper_rps * rel_precision, upper_rps
-    if p99_at(lo) > bound_s:
-        return 0.0
+    # bracket from the top down by halves (most capacities lie in the upper half), then bisect
+    hi, lo = upper_rps, upper_rps / 2
+    while p99_at(lo) > bound_s:
+        hi, lo = lo, lo / 2
+        if lo < upper_rps * rel_precision:
+            return 0.0
     while hi - lo > rel_precision * lo:
         mid = 0.5 * (lo + hi)
         if p99_at(mid) <= bound_s:
