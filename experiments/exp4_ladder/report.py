@@ -19,9 +19,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from experiments.analysis import ceiling, pinning  # noqa: E402
+from experiments.analysis import ceiling, pinning, queueing  # noqa: E402
 from experiments.analysis.breaking_point import detect_breaking_point, rule_sentence  # noqa: E402
-from experiments.analysis.capacity import analyse_search  # noqa: E402
+from experiments.analysis.capacity import analyse_search, step_dirs  # noqa: E402
 from experiments.analysis.repeat_figures import summary_of  # noqa: E402
 from experiments.analysis.stats import compare  # noqa: E402
 from experiments.analysis.summary import (  # noqa: E402
@@ -109,9 +109,11 @@ def analyse(folder: str | Path) -> dict[str, Any]:
             "dir": e["locust"]["dir"],
             "model_connections": _model_connections(sources, arch, n.started_at, n.ended_at)}
     rows = []
+    inputs = {}  # the ceiling's inputs per row, for the bounded prediction beside it
     for (variant, arch, arrival), load in loads.items():
         v = variants.get(variant, {})
-        model = _ceiling(v, arch, load, probes, topo)
+        inputs[(variant, arch, arrival)] = _services(v, arch, load, probes, topo)
+        model = ceiling.predict(inputs[(variant, arch, arrival)][0])
         rows.append({
             "variant": variant, "arch": arch, "arrival": arrival,
             "p50_1_user_ms": (probes.get((variant, "scoring", arch)) or {}).get("p50_ms"),
@@ -149,6 +151,11 @@ def analyse(folder: str | Path) -> dict[str, Any]:
                      first_overloaded_rps=shared["first_failing"],
                      capacity_p99_bound_ms=shared["p99_bound_ms"],
                      capacity_over_predicted=ceiling.closeness(rate, r["predicted_rps"]),
+                     **_bounded(inputs[(r["variant"], r["arch"], r["arrival"])], r["arch"],
+                                rate, shared["p99_bound_ms"], _step_cpu(
+                                    sources, capacity_dir(locust_roots(run / "raw")[0][1],
+                                                          r["variant"], r["arch"]), r["arch"],
+                                    shared["steps"])),
                      **({"capacity_repeats": spread,
                          # per repeat, in order, None where a search found none
                          "capacity_per_repeat": [number(v) for v in values]}
@@ -195,15 +202,19 @@ def _capacities(run: Path, manifest: dict, grace_s: float) -> list[dict[str, dic
     return repeats
 
 
-def _ceiling(v: dict, arch: str, load: dict, probes: dict, topo: dict) -> ceiling.Ceiling:
+def _services(v: dict, arch: str, load: dict, probes: dict,
+              topo: dict) -> tuple[list[ceiling.ServiceInput], dict, dict]:
+    """The ceiling model's inputs for one rung, and its scoring and model envs."""
     workers = v.get("workers") or {}
     services = []
+    envs = {}
     scoring_env = ((workers.get(f"scoring-{arch}") or {}).get("env")
                    or v.get("scoring_handler_env") or {})
     for role, name in (("scoring", f"scoring-{arch}"), ("model", f"model-{arch}")):
         w = workers.get(name) or {}
         cpus = tuple(w.get("cpus") or (topo.get("services", {}).get(name) or {}).get("cpus") or ())
         env = w.get("env") or v.get(f"{'model_api' if role == 'model' else 'scoring_handler'}_env")
+        envs[role] = env or {}
         n_workers = w.get("workers") or ceiling.workers_in_effect(arch, len(cpus), None)
         slots = ceiling.service_slots(role, arch, n_workers, env or {})
         hold = (probes.get((v.get("name"), role, arch)) or {}).get("mean_ms")
@@ -216,7 +227,41 @@ def _ceiling(v: dict, arch: str, load: dict, probes: dict, topo: dict) -> ceilin
     # Redis executes commands on one thread: one core at most, whatever its CPU set
     services.append(ceiling.ServiceInput("redis", redis_cpus, None, None, 1,
                                          load["cpu_s_per_request"].get("redis"), processes=1))
-    return ceiling.predict(services)
+    return services, envs["scoring"], envs["model"]
+
+
+def _bounded(inputs: tuple, arch: str, rate: float | None, bound_ms: float | None,
+             cpu_by_rate: list) -> dict:
+    """The queueing model's bounded capacity (experiments/analysis/queueing.py) beside the
+    ceiling, from the same inputs (CPU per request at each rate from the search's steps,
+    where they have it), and the measured capacity over it."""
+    pred = queueing.predict_rung(inputs[0], arch, inputs[1], inputs[2], bound_ms, cpu_by_rate)
+    if pred is None:
+        return {}
+    return {"bounded_predicted_rps": pred.capacity_rps, "bounded_prediction": pred.to_dict(),
+            "capacity_over_bounded": ceiling.closeness(rate, pred.capacity_rps)}
+
+
+def _step_cpu(sources: dict, arch_dir: Path, arch: str,
+              steps: list[dict]) -> list[tuple[float, dict]]:
+    """(achieved rate, {service: CPU s per request}) per passed step of one capacity search:
+    each service's CPU over the step's whole Locust run (idle before and after the schedule)
+    over the requests it sent. Only passed steps: in an overloaded one the cores ran flat out,
+    so CPU / requests is their cap, not what a request costs. [] without resource samples."""
+    passed = {(round(s["rate"], 6), bool(s.get("hold"))) for s in steps
+              if s.get("outcome") == "pass"}
+    out = []
+    for d in step_dirs(arch_dir) if sources else []:
+        r = json.loads((d / "result.json").read_text())
+        om = r.get("open_model") or {}
+        if (not om.get("sent") or not r.get("started_at") or not r.get("ended_at")
+                or (round(om.get("rate", 0), 6), d.name.endswith("_hold")) not in passed):
+            continue
+        use = resource_usage(sources, r["started_at"], r["ended_at"])
+        out.append((om.get("achieved_rate") or om["rate"],
+                    {_svc(k): u["cpu_total_s"] / om["sent"] for k, u in use.items()
+                     if _svc(k) in {f"scoring-{arch}", f"model-{arch}", "redis"}}))
+    return out
 
 
 def _row(res: dict, variant: str, arch: str, arrival: str = "spread") -> dict | None:
@@ -442,8 +487,13 @@ def capacity_lines(res: dict) -> list[str]:
              "searched by growing then bisecting the rate; recomputed here from the step "
              "folders. Unlike the step load's max req/s it is not capped by the ramp's users, so "
              "it is the measurement to hold against the predicted ceiling.", "",
+             "The predicted bounded capacity is the queueing model's (experiments/analysis/"
+             "queueing.py): a simulation of the rung's slots, model calls and shared cores, from "
+             "the same measurements as the ceiling, searched for the highest Poisson rate whose "
+             "p99 stays within the bound.", "",
              "| variant | arch | capacity req/s | status | first overloaded req/s | predicted "
-             "req/s | capacity/predicted | step load max req/s |", "|---" * 8 + "|"]
+             "req/s | capacity/predicted | predicted bounded req/s | capacity/bounded | step "
+             "load max req/s |", "|---" * 10 + "|"]
     several = any("capacity_repeats" in r for r in rows)
     if several:
         lines[-2:-2] = ["With repeats, the capacity is the median over the repeats, followed by "
@@ -460,7 +510,9 @@ def capacity_lines(res: dict) -> list[str]:
         lines.append(f"| {r['variant']} | {r['arch']} | {cap} | "
                      f"{status.get(r['capacity_status'], r['capacity_status'])} | "
                      f"{fmt(r['first_overloaded_rps'])} | {fmt(r['predicted_rps'])} | "
-                     f"{pct(r['capacity_over_predicted'])} | {fmt(r['max_rps'])} |")
+                     f"{pct(r['capacity_over_predicted'])} | "
+                     f"{fmt(r.get('bounded_predicted_rps'))} | "
+                     f"{pct(r.get('capacity_over_bounded'))} | {fmt(r['max_rps'])} |")
     steps = {f"{v}/{a}": e for v, by_arch in res["capacity"].items() for a, e in by_arch.items()}
     detail = capacity_section(steps)
     return [*lines, "", "### Capacity search steps", "", *detail[2:]]

@@ -347,7 +347,8 @@ def _sweep_lines(res: dict) -> list[str]:
              f"{TOP_LEVELS} levels), and the whole stack's CPU per answered request (scoring "
              f"handler, model API, Redis; errors included) pooled over the ramp's first levels "
              f"(their first {WINDOW_REQUESTS} requests or more) and over its top.", "",
-             "| arch | sweep | point | capacity req/s | predicted req/s | ramp peak req/s (users)"
+             "| arch | sweep | point | capacity req/s | predicted req/s: ceiling / bounded | ramp "
+             "peak req/s (users)"
              " | at top users | drop | ramp stack CPU ms/req low -> top | stack CPU ms/req "
              "| RSS MB | workers |", "|---" * 12 + "|"]
     for r in sorted(res["rows"], key=lambda r: (r["arch"] != "sync", r["sweep"], r["variant"])):
@@ -362,7 +363,8 @@ def _sweep_lines(res: dict) -> list[str]:
         low, top = (c.get(k) or {} for k in ("cpu_low", "cpu_top"))
         lines.append(
             f"| {r['arch']} | {r['sweep'] or '(default)'} | {r['variant']} | {cap} | "
-            f"{fmt(r['predicted_rps'])} | {fmt(c.get('peak_rps'))} ({c.get('peak_users', '-')})"
+            f"{fmt(r['predicted_rps'])} / {fmt(r.get('bounded_predicted_rps'))} | "
+            f"{fmt(c.get('peak_rps'))} ({c.get('peak_users', '-')})"
             f" | {fmt(c.get('top_rps'))} ({c.get('top_users', '-')}) | {pct(c.get('drop'))} | "
             f"{fmt(low.get('stack_ms_per_request'), 2)} -> "
             f"{fmt(top.get('stack_ms_per_request'), 2)} | "

@@ -86,10 +86,11 @@ def test_capacity_per_rung_beside_its_ceiling_only_where_searched():
                         "status": "found", "steps": [step]}}
     row = res["rows"][0]  # default/sync, predicted 2 / 0.1 = 20 req/s
     row.update(capacity_rps=40.0, capacity_status="found", first_overloaded_rps=44.0,
-               capacity_p99_bound_ms=250.0, capacity_over_predicted=40.0 / row["predicted_rps"])
+               capacity_p99_bound_ms=250.0, capacity_over_predicted=40.0 / row["predicted_rps"],
+               bounded_predicted_rps=32.0, capacity_over_bounded=40.0 / 32.0)
     res["capacity"] = {"default": {"sync": found}}
     text = "\n".join(capacity_lines(res))
-    assert "| default | sync | 40.0 | found | 44.0 | 20.0 | 200% | 19.0 |" in text
+    assert "| default | sync | 40.0 | found | 44.0 | 20.0 | 200% | 32.0 | 125% | 19.0 |" in text
     assert "<= 250 ms" in text and "| default/sync | 40.0 |" in text
     assert _headline(res)["capacity_rps"] == {"default/sync": 40.0}
 
@@ -111,3 +112,18 @@ def test_capacity_per_rung_over_repeats_shows_median_values_and_cv():
     text = "\n".join(capacity_lines(res))
     assert "| default | sync | 17.0 (12.0/22.0, CV 42% **unstable**) | found |" in text
     assert "median over the repeats" in text
+
+
+def test_bounded_prediction_sits_beside_the_ceiling_from_its_inputs():
+    from experiments.analysis.ceiling import ServiceInput
+    from experiments.exp4_ladder.report import _bounded
+
+    services = [ServiceInput("scoring-sync", (0,), 2, 0.096, 1, 0.002, 2),
+                ServiceInput("model-sync", (0,), 2, 0.047, 2, 0.001, 2),
+                ServiceInput("redis", (0,), None, None, 1, 0.0001, 1)]
+    out = _bounded((services, {}, {}), "sync", 10.0, 250.0, [])
+    # two blocking scoring slots held ~96 ms: about M/D/2's 10.6 req/s at a 250 ms p99
+    assert 9.0 < out["bounded_predicted_rps"] < 12.0
+    assert out["capacity_over_bounded"] == pytest.approx(10.0 / out["bounded_predicted_rps"])
+    assert out["bounded_prediction"]["inputs"]["scoring_slots"] == 2
+    assert _bounded((services, {}, {}), "sync", 10.0, None, []) == {}
