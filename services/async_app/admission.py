@@ -38,7 +38,7 @@ class AsgiAdmission:
         if path == STATS_PATH and scope["method"] in ("GET", "HEAD"):
             await _send_json(send, 200, self.admission.stats_json(), [])
             return
-        if path != self.path:
+        if path != self.path or scope["method"] != "POST":  # what else it is, the app says
             await self.app(scope, receive, send)
             return
         admission = self.admission

@@ -51,8 +51,8 @@ class WsgiAdmission:
             start_response("200 OK", [("Content-Type", "application/json"),
                                       ("Content-Length", str(len(body)))])
             return [body]
-        if path != self.path:
-            return self.app(environ, start_response)
+        if path != self.path or environ.get("REQUEST_METHOD") != "POST":
+            return self.app(environ, start_response)  # what else it is, the app says
         arrived = ARRIVED.get() or time.time()
         admission = self.admission
         if self.gate and not admission.try_enter():

@@ -5,6 +5,7 @@ source: the model stub's requests, Redis's own command statistics); off, nothing
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import threading
@@ -88,6 +89,28 @@ def test_budget_needs_deadlines_on():
 
 def test_off_by_default():
     assert not admission.enabled(Settings())
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "PUT"])
+def test_only_scoring_posts_are_gated(method):
+    """Another method on the predict path is the app's to answer (405), even at the bound."""
+    from services.async_app.admission import AsgiAdmission
+    from services.sync_app.admission import WsgiAdmission
+
+    full = admission.Admission(Settings(admission_limit=1))
+    assert full.try_enter()
+    reached = []
+    wsgi = WsgiAdmission(lambda environ, start: reached.append("sync") or [b""], full,
+                         "/api/v1/ml/sync/predict", gate=True)
+    wsgi({"PATH_INFO": "/api/v1/ml/sync/predict", "REQUEST_METHOD": method}, None)
+
+    async def inner(scope, receive, send):
+        reached.append("async")
+
+    asgi = AsgiAdmission(inner, full, "/api/v1/ml/async/predict")
+    asyncio.run(asgi({"type": "http", "path": "/api/v1/ml/async/predict", "method": method,
+                      "headers": []}, None, None))
+    assert reached == ["sync", "async"] and full.stats()["rejected"] == 0
 
 
 # ------------------------------------------------------------------ the real servers
