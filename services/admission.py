@@ -28,7 +28,7 @@ processed, try later".
 
 **Counters** (per worker process: ``admitted`` went to the handler, ``rejected`` by the limit,
 ``shed`` by their deadline, ``invalid_deadline`` refused 400 for a bad header; with the
-in-flight count and its peak) are served as JSON at ``GET /api/v1/admission`` by whichever
+in-flight count and its peak, the limit now and its maximum) are served as JSON at ``GET /api/v1/admission`` by whichever
 worker takes the request (its ``pid`` says which), and logged by each worker when it stops.
 """
 
@@ -57,6 +57,41 @@ def enabled(settings: Settings) -> bool:
     return settings.admission_limit > 0 or settings.admission_deadlines
 
 
+class AimdLimit:
+    """An adaptive bound: additive increase, multiplicative decrease, on each admitted
+    request's latency from its arrival to its answer. An answer within ``target_s`` that is
+    no 5xx adds ``1 / limit`` (one place per limit's worth of good answers); a slower one or
+    a 5xx multiplies the limit by BACKOFF, once per congestion episode: only a request that
+    arrived after the last cut cuts again (TCP's once per round trip), so the many slow
+    answers of one episode do not collapse the limit to 1.
+
+    What it buys over a fixed limit: the right fixed bound depends on the build and on the
+    dependency's speed (requests in flight = throughput x latency). When the model API slows
+    down 3x, a fixed bound admits requests that will be answered 3x later, past the clients'
+    patience; this one shrinks until answers are within the target again, and grows back
+    when the dependency recovers."""
+
+    BACKOFF = 0.9
+
+    def __init__(self, maximum: int, target_s: float) -> None:
+        self.maximum = maximum
+        self.target_s = target_s
+        self.value = float(maximum)
+        self._last_cut = -math.inf
+
+    @property
+    def limit(self) -> int:
+        return max(1, int(self.value))
+
+    def observe(self, latency_s: float, arrived: float, ok: bool) -> None:
+        """One admitted request's answer; ``arrived``: its arrival (unix time)."""
+        if ok and latency_s <= self.target_s:
+            self.value = min(self.maximum, self.value + 1 / self.limit)
+        elif arrived > self._last_cut:
+            self.value = max(1.0, self.value * self.BACKOFF)
+            self._last_cut = time.time()
+
+
 class Admission:
     """One per worker process. The lock makes the count safe in gthread's threads; it is
     never held across a wait, so greenlets (meinheld, gevent) and asyncio do not block on it."""
@@ -74,6 +109,8 @@ class Admission:
         self.rejected = 0
         self.shed = 0
         self.invalid_deadline = 0
+        self.adaptive = (AimdLimit(settings.admission_limit, settings.admission_target_s)
+                         if settings.admission_adaptive else None)
 
     # -- the in-flight bound ---------------------------------------------------------------
     def try_enter(self) -> bool:
@@ -89,6 +126,14 @@ class Admission:
     def leave(self) -> None:
         with self._lock:
             self.in_flight -= 1
+
+    def observe(self, arrived: float, status: int) -> None:
+        """An admitted request answered ``status``: a sample for the adaptive limit."""
+        if self.adaptive is None:
+            return
+        with self._lock:
+            self.adaptive.observe(time.time() - arrived, arrived, status < 500)
+            self.limit = self.adaptive.limit
 
     # -- deadlines -------------------------------------------------------------------------
     def deadline(self, header: str | None, arrived: float) -> float | None:
@@ -132,7 +177,9 @@ class Admission:
                     "budget_s": self.budget_s, "in_flight": self.in_flight,
                     "peak_in_flight": self.peak_in_flight, "admitted": self.admitted,
                     "rejected": self.rejected, "shed": self.shed,
-                    "invalid_deadline": self.invalid_deadline}
+                    "invalid_deadline": self.invalid_deadline,
+                    "adaptive": self.adaptive is not None,
+                    "limit_max": self.adaptive.maximum if self.adaptive else self.limit}
 
     def stats_json(self) -> bytes:
         return json.dumps(self.stats()).encode()

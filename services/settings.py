@@ -142,6 +142,10 @@ class Settings(BaseSettings):
     # The budget of a request without the header, from its arrival as the server sees it
     # (services/admission.py says when that is per server). 0 = no deadline without a header.
     admission_budget_s: Seconds = 0.0
+    # Adapt the limit (AIMD, services/admission.py) between 1 and admission_limit (its start):
+    # +1/limit per answer within admission_target_s, x0.9 for a slower one or a 5xx.
+    admission_adaptive: bool = False
+    admission_target_s: Annotated[float, Field(gt=0)] = 0.5
 
     @model_validator(mode="after")
     def _check_ranges(self) -> Self:
@@ -155,6 +159,10 @@ class Settings(BaseSettings):
         if self.meinheld_patch and self.sync_worker is SyncWorker.GEVENT:
             raise ValueError("SCORING_LAB_MEINHELD_PATCH=true needs the meinheld worker: the "
                              "gevent worker does its own patching (SCORING_LAB_SYNC_WORKER)")
+        if self.admission_adaptive and self.admission_limit == 0:
+            raise ValueError("SCORING_LAB_ADMISSION_ADAPTIVE=true needs "
+                             "SCORING_LAB_ADMISSION_LIMIT > 0: the limit it starts from and "
+                             "never exceeds")
         if self.admission_budget_s > 0 and not self.admission_deadlines:
             raise ValueError("SCORING_LAB_ADMISSION_BUDGET_S needs "
                              "SCORING_LAB_ADMISSION_DEADLINES=true: only then are deadlines "

@@ -46,15 +46,30 @@ class AsgiAdmission:
             error = errors.overloaded(admission.limit)
             await self._refuse(send, error)
             return
+        arrived = scope.get(ARRIVED_KEY) or time.time()
         try:
             header = next((value.decode("latin-1") for name, value in scope["headers"]
                            if name == _DEADLINE), None)
             try:
-                admission.check_deadline(header, scope.get(ARRIVED_KEY) or time.time())
+                admission.check_deadline(header, arrived)
             except errors.ApiError as error:
                 await self._refuse(send, error)
                 return
-            await self.app(scope, receive, send)
+            if admission.adaptive is None:
+                await self.app(scope, receive, send)
+                return
+            status = 500
+
+            async def recording(message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                await send(message)
+
+            try:
+                await self.app(scope, receive, recording)
+            finally:
+                admission.observe(arrived, status)
         finally:
             admission.leave()
 

@@ -62,7 +62,17 @@ class WsgiAdmission:
             admission.check_deadline(environ.get(_DEADLINE_KEY), arrived)
             # The handler's work is done when a Flask view returns (its body is a list), so
             # the place is given back here, not when the server has written the answer.
-            return self.app(environ, start_response)
+            if admission.adaptive is None:
+                return self.app(environ, start_response)
+            statuses: list[int] = []
+
+            def recording(status: str, headers, exc_info=None):
+                statuses.append(int(status[:3]))
+                return start_response(status, headers, exc_info)
+
+            result = self.app(environ, recording)
+            admission.observe(arrived, statuses[-1] if statuses else 500)
+            return result
         except errors.ApiError as error:
             return _answer(error, admission.headers(error), start_response)
         finally:

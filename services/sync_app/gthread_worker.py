@@ -58,8 +58,6 @@ class LabThreadWorker(ThreadWorker):
     def init_process(self) -> None:
         # After the fork; the app (loaded in super().init_process) shares this object.
         self._admission = admission.for_process(Settings())
-        error = errors.overloaded(self._admission.limit)
-        self._refusal = refusal(error, self._admission.retry_after_s)
         super().init_process()
 
     def enqueue_req(self, conn) -> None:
@@ -111,14 +109,16 @@ class LabThreadWorker(ThreadWorker):
                              partial(self.on_pending_socket_readable, conn))
 
     def _refuse(self, conn) -> None:
+        # Built per refusal: an adaptive limit changes the number it names.
+        answer = refusal(errors.overloaded(self._admission.limit), self._admission.retry_after_s)
         try:
             conn.sock.setblocking(False)
             # ~300 bytes into the send buffer of a connection with nothing else to send.
-            sent = conn.sock.send(self._refusal)
+            sent = conn.sock.send(answer)
             conn.sock.shutdown(socket.SHUT_WR)
         except OSError:
             sent = 0
-        if sent != len(self._refusal):
+        if sent != len(answer):
             self.nr_conns -= 1
             conn.close()
             return

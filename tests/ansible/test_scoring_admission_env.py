@@ -22,7 +22,8 @@ def program_env(**overrides) -> dict[str, str]:
     defaults = yaml.safe_load((ROLE / "defaults/main.yml").read_text())
     names = ("scoring_handler_env", "scoring_handler_admission_limit",
              "scoring_handler_admission_retry_after_s", "scoring_handler_admission_deadlines",
-             "scoring_handler_admission_budget_s")
+             "scoring_handler_admission_budget_s", "scoring_handler_admission_adaptive",
+             "scoring_handler_admission_target_s")
     values = {name: defaults[name] for name in names} | {
         "scoring_handler_redis_url": "redis://127.0.0.1:6379/0", "scoring_handler_workers": None,
         "scoring_handler_redis_password": None,
@@ -47,6 +48,8 @@ def test_default_deploy_has_no_admission_variables():
 @pytest.mark.parametrize("overrides", [
     {"scoring_handler_admission_limit": 8},
     {"scoring_handler_admission_deadlines": True, "scoring_handler_admission_budget_s": 0.5},
+    {"scoring_handler_admission_limit": 8, "scoring_handler_admission_adaptive": True,
+     "scoring_handler_admission_target_s": 0.25},
 ])
 def test_admission_variables_reach_the_service(overrides):
     settings = settings_from_env(program_env(**overrides))
@@ -55,6 +58,10 @@ def test_admission_variables_reach_the_service(overrides):
     assert settings.admission_deadlines == overrides.get("scoring_handler_admission_deadlines",
                                                          False)
     assert settings.admission_budget_s == overrides.get("scoring_handler_admission_budget_s", 0)
+    assert settings.admission_adaptive == overrides.get("scoring_handler_admission_adaptive",
+                                                        False)
+    assert settings.admission_target_s == overrides.get("scoring_handler_admission_target_s",
+                                                        0.5)
 
 
 def test_a_variant_env_overrides_the_role_variables():

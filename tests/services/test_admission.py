@@ -113,6 +113,37 @@ def test_only_scoring_posts_are_gated(method):
     assert reached == ["sync", "async"] and full.stats()["rejected"] == 0
 
 
+def test_aimd_grows_by_one_per_limit_of_good_answers_up_to_its_maximum():
+    aimd = admission.AimdLimit(4, target_s=0.1)
+    aimd.value = 2.0
+    aimd.observe(0.05, arrived=time.time(), ok=True)
+    assert aimd.value == 2.5
+    for _ in range(20):
+        aimd.observe(0.05, arrived=time.time(), ok=True)
+    assert aimd.value == 4.0 and aimd.limit == 4
+
+
+def test_aimd_cuts_once_per_episode_and_never_below_one():
+    aimd = admission.AimdLimit(10, target_s=0.1)
+    before = time.time()
+    aimd.observe(0.5, arrived=before, ok=True)  # slow
+    assert aimd.value == pytest.approx(9.0)
+    aimd.observe(0.5, arrived=before, ok=True)  # the same episode: arrived before the cut
+    assert aimd.value == pytest.approx(9.0)
+    time.sleep(0.01)
+    aimd.observe(0.01, arrived=time.time(), ok=False)  # a 5xx, after the cut: cuts again
+    assert aimd.value == pytest.approx(8.1)
+    for _ in range(100):
+        time.sleep(0.001)
+        aimd.observe(1.0, arrived=time.time(), ok=True)
+    assert aimd.limit == 1 and aimd.value == 1.0
+
+
+def test_adaptive_needs_a_limit():
+    with pytest.raises(SettingsError, match="SCORING_LAB_ADMISSION_LIMIT"):
+        settings_from_env({"SCORING_LAB_ADMISSION_ADAPTIVE": "true"})
+
+
 # ------------------------------------------------------------------ the real servers
 
 
@@ -277,3 +308,23 @@ def test_off_behaves_as_today(name, seeded_redis, model, tmp_path):
         status, _, body, _ = post(port, arch, {"X-Request-Deadline": f"{time.time() - 5}"})
         assert (status, body) == (200, MODEL_ANSWER)
         assert get_json(port, admission.STATS_PATH)[0] == 404
+
+
+@pytest.mark.parametrize("name", ["gthread", "async"])
+def test_adaptive_limit_shrinks_on_slow_answers_and_grows_back(name, seeded_redis, model,
+                                                                tmp_path):
+    arch, env, _ = STACKS[name]
+    env = {**env, "SCORING_LAB_ADMISSION_LIMIT": "8", "SCORING_LAB_ADMISSION_ADAPTIVE": "true",
+           "SCORING_LAB_ADMISSION_TARGET_S": "0.3"}
+    with scoring(arch, env, seeded_redis.url, model.url, tmp_path / "scoring.log") as port:
+        model.delay_s = 0.5  # every answer slower than the target
+        for _ in range(4):  # one after the other: each arrives after the previous cut
+            assert post(port, arch)[0] == 200
+        _, stats = get_json(port, admission.STATS_PATH)
+        assert (stats["adaptive"], stats["limit_max"]) == (True, 8)
+        assert stats["limit"] == 5  # 8 x 0.9^4 = 5.2
+        model.delay_s = 0.0
+        for _ in range(6):
+            assert post(port, arch)[0] == 200
+        _, stats = get_json(port, admission.STATS_PATH)
+        assert stats["limit"] == 6  # +1/5 per good answer
