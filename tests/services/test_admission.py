@@ -328,3 +328,30 @@ def test_adaptive_limit_shrinks_on_slow_answers_and_grows_back(name, seeded_redi
             assert post(port, arch)[0] == 200
         _, stats = get_json(port, admission.STATS_PATH)
         assert stats["limit"] == 6  # +1/5 per good answer
+
+
+@pytest.mark.parametrize("name, shed", [("gthread", True), ("meinheld", False)])
+def test_budget_counts_from_arrival_as_each_server_sees_it(name, shed, seeded_redis, model,
+                                                           tmp_path):
+    """A request without a header, queued behind a busy worker for longer than the budget:
+    gthread saw it arrive when its main loop queued it for the one thread (shed when a thread
+    takes it); meinheld sees it only when the worker reads it, from the kernel (served)."""
+    arch, env, _ = STACKS[name]
+    env = {**env, "SCORING_LAB_GTHREAD_THREADS": "1", "SCORING_LAB_ADMISSION_DEADLINES": "true",
+           "SCORING_LAB_ADMISSION_BUDGET_S": "0.4"}
+    model.delay_s = 0.5
+    with scoring(arch, env, seeded_redis.url, model.url, tmp_path / "scoring.log") as port:
+        calls = len(model.bodies)
+        first: list = []
+        busy = threading.Thread(target=lambda: first.append(post(port, arch)))
+        busy.start()
+        time.sleep(0.2)  # the worker's one thread is in its first model call (2 x 0.5 s)
+        status, _, body, _ = post(port, arch)
+        busy.join(20)
+        assert first[0][0] == 200
+        if shed:
+            assert (status, body["error"]) == (503, "deadline_exceeded")
+            assert len(model.bodies) - calls == 2
+        else:
+            assert (status, body) == (200, MODEL_ANSWER)
+            assert len(model.bodies) - calls == 4
