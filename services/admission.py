@@ -28,8 +28,9 @@ processed, try later".
 
 **Counters** (per worker process: ``admitted`` went to the handler, ``rejected`` by the limit,
 ``shed`` by their deadline, ``invalid_deadline`` refused 400 for a bad header; with the
-in-flight count and its peak, the limit now and its maximum) are served as JSON at ``GET /api/v1/admission`` by whichever
-worker takes the request (its ``pid`` says which), and logged by each worker when it stops.
+in-flight count and its peak, the limit now and its maximum) are served as JSON at
+``GET /api/v1/admission`` by whichever worker takes the request (its ``pid`` says which), and
+logged by each worker when it stops.
 """
 
 from __future__ import annotations

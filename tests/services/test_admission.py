@@ -91,6 +91,17 @@ def test_off_by_default():
     assert not admission.enabled(Settings())
 
 
+def test_described_only_when_on():
+    from services.describe import describe
+    from services.settings import Arch, Role
+
+    path = f"GET {admission.STATS_PATH}"
+    assert path not in describe(Role.SCORING, Arch.SYNC, Settings(), "flask")["endpoints"]
+    on = Settings(admission_limit=4)
+    assert path in describe(Role.SCORING, Arch.ASYNC, on, "fastapi")["endpoints"]
+    assert path not in describe(Role.MODEL, Arch.ASYNC, on, "fastapi")["endpoints"]
+
+
 @pytest.mark.parametrize("method", ["GET", "HEAD", "PUT"])
 def test_only_scoring_posts_are_gated(method):
     """Another method on the predict path is the app's to answer (405), even at the bound."""
