@@ -3,6 +3,7 @@ architectures)."""
 
 from __future__ import annotations
 
+from services import admission
 from services.settings import Arch, Role, Settings
 
 HEALTH_PATH = "/api/v1/healthcheck"
@@ -27,6 +28,9 @@ def describe(role: Role, arch: Arch, settings: Settings, framework: str) -> dict
         '-> {"detail": <prediction>}'
         + (" ; query ?entity=<id> picks the stored features" if role is Role.SCORING else ""),
     }
+    if role is Role.SCORING and admission.enabled(settings):
+        endpoints[f"GET {admission.STATS_PATH}"] = (
+            "admission control's counters of the worker that answers (JSON)")
     if framework == "fastapi":
         endpoints["GET /docs"] = "OpenAPI (Swagger) documentation"
     return {"service": f"{role}-{arch}", "framework": framework, "description": what,

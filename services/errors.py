@@ -88,3 +88,21 @@ def bad_request(reason: str) -> ApiError:
 
 def model_bad_response(reason: str) -> ApiError:
     return ApiError(502, "model_bad_response", f"model API answered badly: {reason}")
+
+
+# Admission control (services/admission.py): both 503, the request was not worked on at all
+# (no Redis, no model call), so a client may retry it elsewhere or later (Retry-After).
+def overloaded(limit: int) -> ApiError:
+    return ApiError(503, "overloaded",
+                    f"this worker already holds its limit of {limit} scoring requests")
+
+
+def deadline_exceeded(late_s: float) -> ApiError:
+    return ApiError(503, "deadline_exceeded",
+                    f"the request's deadline passed {late_s * 1000:.0f} ms before it was "
+                    "started; not worked on")
+
+
+def invalid_deadline(value: str) -> ApiError:
+    return ApiError(400, "invalid_deadline",
+                    f"X-Request-Deadline {value[:40]!r} is not a unix time in seconds")

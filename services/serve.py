@@ -8,6 +8,7 @@ import logging
 
 from gunicorn.app.base import BaseApplication
 
+from services import admission
 from services.settings import Arch, Role, Settings, SyncWorker
 from services.sync_app import meinheld_patch
 from services.workers import worker_count
@@ -71,6 +72,12 @@ class _Gunicorn(BaseApplication):
         return factory()
 
 
+def _log_admission(server, worker) -> None:
+    """gunicorn's worker_exit hook (runs in the worker): its admission counters, one line."""
+    worker.log.info("admission counters: %s",
+                    admission.for_process(Settings()).stats_json().decode())
+
+
 def gunicorn_options(role: Role, settings: Settings) -> dict[str, object]:
     options: dict[str, object] = {
         "bind": f"{settings.host}:{settings.port_for(role, Arch.SYNC)}",
@@ -87,6 +94,12 @@ def gunicorn_options(role: Role, settings: Settings) -> dict[str, object]:
     }
     if settings.sync_worker is SyncWorker.GTHREAD:
         options["threads"] = settings.gthread_threads
+    if role is Role.SCORING and admission.enabled(settings):
+        # Off, gunicorn's own classes run, as in every committed run.
+        if settings.sync_worker is SyncWorker.GTHREAD:
+            # The bound before the thread queue (the module says why).
+            options["worker_class"] = "services.sync_app.gthread_worker.LabThreadWorker"
+        options["worker_exit"] = _log_admission
     if settings.sync_worker is SyncWorker.GEVENT:
         options["worker_connections"] = settings.gevent_connections
     if settings.meinheld_patch:

@@ -128,6 +128,25 @@ class Settings(BaseSettings):
     http_client: HttpClient = HttpClient.HTTPX
     redis_parser: RedisParser = RedisParser.PYTHON
 
+    # --- admission control of the scoring handlers (services/admission.py; issue 25) -------
+    # Off by default (0 / false): the handlers then run exactly the code they ran before.
+    # Scoring requests one worker holds at once (gthread: running plus queued for a thread);
+    # one more is answered 503 "overloaded" at once, with Retry-After. 0 = no limit.
+    admission_limit: int = Field(0, ge=0, le=100_000)
+    # The Retry-After (whole seconds, as HTTP has it) of admission control's 503s.
+    admission_retry_after_s: int = Field(1, ge=0, le=3600)
+    # Shed a scoring request whose deadline passed before its handler starts (503
+    # "deadline_exceeded", before any Redis or model call). The deadline: the client's
+    # X-Request-Deadline header (unix time, seconds), else arrival + admission_budget_s.
+    admission_deadlines: bool = False
+    # The budget of a request without the header, from its arrival as the server sees it
+    # (services/admission.py says when that is per server). 0 = no deadline without a header.
+    admission_budget_s: Seconds = 0.0
+    # Adapt the limit (AIMD, services/admission.py) between 1 and admission_limit (its start):
+    # +1/limit per answer within admission_target_s, x0.9 for a slower one or a 5xx.
+    admission_adaptive: bool = False
+    admission_target_s: Annotated[float, Field(gt=0)] = 0.5
+
     @model_validator(mode="after")
     def _check_ranges(self) -> Self:
         if self.sleep_max_s < self.sleep_min_s:
@@ -140,6 +159,14 @@ class Settings(BaseSettings):
         if self.meinheld_patch and self.sync_worker is SyncWorker.GEVENT:
             raise ValueError("SCORING_LAB_MEINHELD_PATCH=true needs the meinheld worker: the "
                              "gevent worker does its own patching (SCORING_LAB_SYNC_WORKER)")
+        if self.admission_adaptive and self.admission_limit == 0:
+            raise ValueError("SCORING_LAB_ADMISSION_ADAPTIVE=true needs "
+                             "SCORING_LAB_ADMISSION_LIMIT > 0: the limit it starts from and "
+                             "never exceeds")
+        if self.admission_budget_s > 0 and not self.admission_deadlines:
+            raise ValueError("SCORING_LAB_ADMISSION_BUDGET_S needs "
+                             "SCORING_LAB_ADMISSION_DEADLINES=true: only then are deadlines "
+                             "read and requests shed")
         return self
 
     def port_for(self, role: Role, arch: Arch) -> int:

@@ -22,10 +22,12 @@ environment as in the apps (``Settings()``), so every worker has the same limits
 from __future__ import annotations
 
 import json
+import time
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from services import errors
+from services import admission, errors
+from services.async_app.admission import ARRIVED_KEY
 from services.settings import Settings
 
 # meinheld 1.0.2's limits (measured: one byte more is its 400).
@@ -62,6 +64,7 @@ class LabHttpToolsProtocol(HttpToolsProtocol):
             settings = LabHttpToolsProtocol._settings = Settings()
         self._request_timeout_s = settings.request_timeout_s
         self._max_header_bytes = settings.max_header_bytes
+        self._stamp_arrival = admission.enabled(settings)
         self._request_timer = None
         self._header_bytes = 0
         self._in_headers = False
@@ -96,6 +99,10 @@ class LabHttpToolsProtocol(HttpToolsProtocol):
     # -- parser callbacks ----------------------------------------------------------------
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        if self._stamp_arrival:
+            # When the event loop parsed the request's first bytes: its arrival, for
+            # admission control's default budget (async_app/admission.py).
+            self.scope[ARRIVED_KEY] = time.time()
         self._in_headers = True
         self._header_bytes = 0
         if self._request_timer is None:  # a pipelined request: its bytes came with another's

@@ -5,12 +5,14 @@ other instead)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 
-from services import aggregate, fake_model, features
+from services import admission, aggregate, fake_model, features
+from services.async_app.admission import AsgiAdmission
 from services.async_app.base import VALUES_BODY_DOC, new_app, request_values
 from services.async_app.clients import feature_store, model_client
 from services.describe import predict_path
@@ -34,6 +36,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.store = feature_store(settings)
         app.state.model = model_client(settings, url)
         yield
+        if admission.enabled(settings):
+            logging.getLogger("scoring_lab.admission").info(
+                "admission counters: %s", admission.for_process(settings).stats_json().decode())
         await app.state.model.aclose()
         await app.state.store.aclose()
 
@@ -55,4 +60,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             predictions = await asyncio.gather(*calls)
         return aggregate.mean_prediction(predictions)
 
+    if admission.enabled(settings):  # off: not installed, the measured path stays as it was
+        # Added last: the outermost middleware, before the body limit reads anything.
+        app.add_middleware(AsgiAdmission, admission=admission.for_process(settings),
+                           path=predict_path(Arch.ASYNC))
     return app

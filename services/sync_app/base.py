@@ -11,7 +11,8 @@ from services.settings import Arch, Role, Settings
 from services.sync_app.request_line import RequestLineChecks
 
 
-def new_app(role: Role, settings: Settings) -> Flask:
+def new_app(role: Role, settings: Settings, wrap=None) -> Flask:
+    """``wrap``: WSGI middleware put inside the request-line checks (admission control)."""
     app = Flask(f"scoring_lab.{role}.sync")
     app.extensions["scoring_lab.settings"] = settings
     # The interface is GET (and so HEAD) and POST, the same in both architectures: no
@@ -38,6 +39,8 @@ def new_app(role: Role, settings: Settings) -> Flask:
         error = errors.http_error(exc.code or 500, exc.description)
         return jsonify(error.body()), error.status
 
+    if wrap is not None:
+        app.wsgi_app = wrap(app.wsgi_app)
     app.wsgi_app = RequestLineChecks(app.wsgi_app)
     if settings.profiling:  # off: nothing installed, the request path stays the measured one
         app.wsgi_app = profiling.WsgiProfiling(app.wsgi_app, role, settings)

@@ -5,16 +5,26 @@ from __future__ import annotations
 
 from flask import Flask, request
 
-from services import aggregate, fake_model, features
+from services import admission, aggregate, fake_model, features
 from services.describe import predict_path
-from services.settings import Arch, Role, Settings
+from services.settings import Arch, Role, Settings, SyncWorker
+from services.sync_app.admission import WsgiAdmission
 from services.sync_app.base import new_app, request_values
 from services.sync_app.clients import FeatureStore, ModelClient
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings()
-    app = new_app(Role.SCORING, settings)
+    wrap = None
+    if admission.enabled(settings):  # off: not installed, the measured path stays as it was
+        # gthread's bound is held by its worker class, before the thread queue (serve.py).
+        gate = settings.sync_worker is not SyncWorker.GTHREAD
+        gates = admission.for_process(settings)
+
+        def wrap(wsgi_app):
+            return WsgiAdmission(wsgi_app, gates, predict_path(Arch.SYNC), gate)
+
+    app = new_app(Role.SCORING, settings, wrap)
     # Once per worker: the app factory runs in each gunicorn worker after the fork.
     store = FeatureStore(settings)
     model = ModelClient(settings, settings.model_base_url(Arch.SYNC) + predict_path(Arch.SYNC))

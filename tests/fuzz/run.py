@@ -20,6 +20,8 @@ from pathlib import Path
 
 import psutil
 
+from services import admission
+from services.settings import settings_from_env
 from services.sync_app.meinheld_limits import HTML_PAGE_STATUSES
 from tests.conftest import free_port, start_redis, start_service, stop
 from tests.fuzz.client import Reply, exchange
@@ -43,6 +45,9 @@ WORKER_KILLING = frozenset({"meinheld_chunked_trailers"})
 # reading the body, then closes: with more than a socket buffer of body still in flight the
 # client's kernel gets a reset and may drop that 400 (2 of 10,000 scoring cases, README).
 EARLY_CLOSE_BYTES = 64 * 1024
+# Admission control's refusals (services/admission.py): 503s with Retry-After, documented
+# answers of a scoring service started with admission control on, and no other.
+ADMISSION_CODES = frozenset({"overloaded", "deadline_exceeded"})
 
 
 @dataclass
@@ -52,6 +57,8 @@ class Stacks:
     ports: dict[tuple[str, str], int]
     processes: dict[tuple[str, str], object]
     redis: object
+    # Started with admission control on: its 503s are expected answers (admission_refusal).
+    admission: bool = False
 
     def workers(self) -> dict[tuple[str, str], set[int]]:
         return {key: {child.pid for child in psutil.Process(p.pid).children(recursive=True)}
@@ -84,7 +91,8 @@ def stacks(workdir: Path | None = None, env: dict[str, str] | None = None) -> It
                     "scoring", arch, ports[("scoring", arch)],
                     {**base, "SCORING_LAB_MODEL_URL": f"http://127.0.0.1:{ports[('model', arch)]}"},
                     work / f"scoring-{arch}.log")
-            yield Stacks(ports, processes, redis)
+            yield Stacks(ports, processes, redis,
+                         admission.enabled(settings_from_env(base)))
         finally:
             for process in processes.values():
                 stop(process)
@@ -126,7 +134,20 @@ def body_problem(made: Case, reply: Reply, arch: str = "async") -> str | None:
     return None
 
 
-def label(reply: Reply) -> str:
+def admission_refusal(reply: Reply) -> bool:
+    """A 503 of admission control: one of its error codes, with Retry-After."""
+    if reply.status != 503 or reply.header("retry-after") is None:
+        return False
+    try:
+        data = json.loads(reply.body)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and data.get("error") in ADMISSION_CODES
+
+
+def label(reply: Reply, admission_on: bool = False) -> str:
+    if admission_on and admission_refusal(reply):
+        return "503 admission"  # apart from the 5xx (Result.five_xx counts digits only)
     return str(reply.status) if reply.status is not None else reply.outcome
 
 
@@ -147,8 +168,15 @@ class Result:
                    if status.isdigit() and int(status) >= 500)
 
 
-def judge(made: Case, replies: dict[str, Reply]) -> list[str]:
+def judge(made: Case, replies: dict[str, Reply], admission_on: bool = False) -> list[str]:
+    """``admission_on``: the scoring services run admission control, so a refusal of it is a
+    documented answer; the other architecture's answer to that case is then judged alone (the
+    two differ by how loaded each was, not by what they accept)."""
     problems = []
+    if admission_on and (refused := [a for a, r in replies.items() if admission_refusal(r)]):
+        replies = {arch: reply for arch, reply in replies.items() if arch not in refused}
+        return [f"{arch}: {problem}" for arch, reply in replies.items()
+                if (problem := body_problem(made, reply, arch)) is not None]
     statuses = {arch: label(reply) for arch, reply in replies.items()}
     documented = SYNC_UNCONTAINED.get(made.kind)
     if (statuses["sync"] == "closed" and statuses["async"] == "400"
@@ -220,18 +248,20 @@ def run_role(stack: Stacks, role: str, seed: int, cases: int, concurrency: int =
             now = stack.workers()
             result.died = {k: before[k] - now[k] for k in before}
             before = now
-        collect(result, answer_all(stack, role, phase, concurrency))
+        collect(result, answer_all(stack, role, phase, concurrency), stack.admission)
     now = stack.workers()
     result.killed_by_documented = {k: before[k] - now[k] for k in before}
     return result
 
 
-def collect(result: Result, answered: list[tuple[Case, dict[str, Reply]]]) -> None:
+def collect(result: Result, answered: list[tuple[Case, dict[str, Reply]]],
+            admission_on: bool = False) -> None:
     for made, replies in answered:
         for arch, reply in replies.items():
-            result.histogram[arch][label(reply)] += 1
-        result.by_kind[made.kind][" / ".join(label(r) for r in replies.values())] += 1
-        if problems := judge(made, replies):
+            result.histogram[arch][label(reply, admission_on)] += 1
+        result.by_kind[made.kind][" / ".join(label(r, admission_on)
+                                             for r in replies.values())] += 1
+        if problems := judge(made, replies, admission_on):
             result.failures_by_kind[made.kind] += 1
             for problem in problems:
                 result.failures_by_cause[f"{made.kind}: {cause(problem)}"] += 1

@@ -40,3 +40,16 @@ def test_fuzz_both_architectures(servers, meinheld_kinds):
     for (role, arch), port in servers.ports.items():
         wait_until(lambda port=port: http_ok(f"http://127.0.0.1:{port}/api/v1/healthcheck"),
                    timeout=10, what=f"{role}-{arch} serving again")
+
+
+def test_fuzz_with_admission_control(tmp_path):
+    """Scoring cases against stacks with a tight bound (one request per worker) and deadlines
+    read: the bound's 503s are counted apart and every other answer is judged as without it."""
+    env = {"SCORING_LAB_ADMISSION_LIMIT": "1", "SCORING_LAB_ADMISSION_DEADLINES": "true"}
+    with stacks(tmp_path, env) as stack:
+        assert stack.admission
+        result = run_role(stack, "scoring", SEED, 100,
+                          kinds=lambda kind: not kind.startswith("meinheld_"))
+    assert not result.failures and not any(result.died.values()), (
+        report([result]) + "\n" + "\n".join(str(f["problems"]) for f in result.failures[:8]))
+    assert result.five_xx("sync") == result.five_xx("async") == 0

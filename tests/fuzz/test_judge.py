@@ -1,0 +1,46 @@
+"""The fuzz oracle's judgement of admission control's answers (no servers): a refusal of
+admission control is a documented answer only of stacks started with it on, and only with its
+own error codes and Retry-After; any other 5xx stays a failure."""
+
+from __future__ import annotations
+
+import json
+
+from tests.fuzz.client import Reply
+from tests.fuzz.generator import Case
+from tests.fuzz.run import Result, collect, judge
+
+SCORING = Case(0, "valid", "POST", "/api/v1/ml/{arch}/predict", [("Content-Type",
+                                                                  "application/json")], b"[1]")
+SERVED = Reply(200, body=b'{"detail": 0.04}')
+
+
+def refusal(code: str, retry_after: bool = True) -> Reply:
+    body = json.dumps({"error": code, "message": "m", "status": 503}).encode()
+    return Reply(503, headers={"retry-after": ["1"]} if retry_after else {}, body=body)
+
+
+def test_refusal_is_documented_only_with_admission_on():
+    replies = {"sync": SERVED, "async": refusal("overloaded")}
+    assert judge(SCORING, replies, admission_on=True) == []
+    off = judge(SCORING, replies)
+    assert any("5xx" in p for p in off) and any("differ" in p for p in off)
+    assert judge(SCORING, {"sync": refusal("deadline_exceeded"), "async": SERVED},
+                 admission_on=True) == []
+
+
+def test_other_answers_are_still_judged_with_admission_on():
+    # Another 503, or an admission code without Retry-After: failures as before.
+    for reply in (refusal("feature_store_unavailable"), refusal("overloaded", False)):
+        assert judge(SCORING, {"sync": SERVED, "async": reply}, admission_on=True)
+    # The architecture that answered is judged alone: a bad body there still fails.
+    bad = Reply(200, body=b"<html>")
+    assert judge(SCORING, {"sync": bad, "async": refusal("overloaded")}, admission_on=True)
+
+
+def test_refusals_are_counted_apart_from_5xx():
+    result = Result("scoring")
+    collect(result, [(SCORING, {"sync": SERVED, "async": refusal("overloaded")})],
+            admission_on=True)
+    assert result.five_xx("async") == 0 and result.histogram["async"]["503 admission"] == 1
+    assert not result.failures
