@@ -117,3 +117,57 @@ def test_a_request_closed_unanswered_is_resent_once_and_counted(tmp_path):
         run_locust(closed, url, "/p", tmp_path / "closed", timeout_margin_s=30, seed=1)
         closed_reqs = read_requests(tmp_path / "closed")
         assert closed_reqs.failures >= len(closed_reqs) // drop_every - 1 > 0
+
+
+@pytest.mark.slow
+def test_a_confident_search_through_real_locust_replays_to_the_same_answer(tmp_path):
+    """The trust protocol end to end on real Locust folders: Poisson schedules with their
+    nominal count, verdicts with a 95 % confidence (undecided steps measured again, longer),
+    holds, a time budget; then the report's replay of the step folders alone gives the live
+    search's answer (one answer per search). One blocking worker holding each request 10 ms:
+    100 req/s at most."""
+    from experiments.analysis.capacity import (
+        HOLD_SUFFIX,
+        bound_of,
+        replay,
+        search_capacity,
+        step_dirs,
+        step_result,
+    )
+    from experiments.protocol import CapacityParams
+
+    params = CapacityParams(p99_bound_ms=80, start_rate=40, min_rate=5, max_rate=200,
+                            growth=1.5, precision=0.15, max_steps=8, min_step_s=4,
+                            min_requests=300, max_step_s=6, hold_s=6, extend_max_s=12,
+                            confidence=0.95, budget_s=90, seeds="per_repeat",
+                            nominal_count=True, drain_s=1.0)
+    arch_dir = tmp_path / "capacity" / "sync"
+    arch_dir.mkdir(parents=True)
+
+    def run_step(rate: float, duration: float, hold: bool):
+        out = arch_dir / f"{len(step_dirs(arch_dir)):02d}_{rate:.2f}rps{HOLD_SUFFIX if hold else ''}"
+        model = OpenModel(rate=rate, seed=params.seed_of(2), drain_s=params.drain_s,
+                          nominal_count=True)
+        scenario = Scenario(name="capacity", kind="open", rate=rate, duration_s=duration)
+        run = run_locust(scenario, url, "/p", out, timeout_margin_s=30, open_model=model,
+                         seed=1)
+        assert run.exit_code in (0, 1), (out / "locust.log").read_text()[-2000:]
+        return step_result(out)
+
+    with score_server(hold_s=0.01, one_at_a_time=True) as url:
+        live = search_capacity(
+            lambda r: run_step(r, max(4.0, min(300 / r, 6.0)), False),
+            bound_of(params, params.p99_bound_ms), start_rate=40, max_rate=200, min_rate=5,
+            growth=1.5, precision=0.15, max_steps=8,
+            confirm=lambda r: run_step(r, 6.0, True),
+            extend=lambda r, hold, n: run_step(r, 12.0, hold), budget_s=90)
+    assert live.status in ("found", "unfinished"), live.steps
+    # every step offered exactly its nominal count
+    for d in step_dirs(arch_dir):
+        s = step_result(d)
+        assert abs(s.requests - round(s.rate * s.duration_s)) <= 1, d.name
+    again = replay(params, [step_result(d) for d in step_dirs(arch_dir)], params.p99_bound_ms)
+    assert (again.status, again.capacity, again.first_failing) == \
+        (live.status, live.capacity, live.first_failing)
+    if live.status == "found":
+        assert live.capacity <= 110
