@@ -121,3 +121,42 @@ def test_finish_reports_the_status_it_just_recorded(tmp_path):
                      headline=lambda a: {"n": a["n"]}, write_report=write_report)
     exp.finish(folder)
     assert seen["status"] == "complete" and seen["headline"] == {"n": 1} and seen["ended_at"]
+
+
+def test_list_shows_every_experiment_its_profiles_and_their_planned_time(capsys):
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    blocks: dict[str, list[list[str]]] = {}  # experiment number -> its profile lines
+    for line in out.split("\n\n")[0].splitlines():
+        if line.startswith(" "):
+            blocks[next(reversed(blocks))].append(line.split())
+        else:
+            blocks[line.split()[0]] = []
+    assert list(blocks) == sorted(EXPERIMENTS, key=int) and len(blocks) == 6
+    for number, lines in blocks.items():
+        e = EXPERIMENTS[number]
+        assert f"{number}  {e.name}: {e.summary}" in out
+        assert [fields[0] for fields in lines] == e.profiles()
+        assert [fields[0] for fields in lines if "(default)" in fields] == [e.default_profile()]
+        for fields in lines:  # every profile states a time, as its run plans it
+            assert e.planned_s(fields[0]) > 0
+            assert fields[-1] in ("s", "min", "h") and float(fields[-2]) > 0, fields
+
+
+def test_planned_time_is_the_one_the_run_counts_down_from():
+    # experiment 3's run hands protocol.total_s to the session; 2's timeit.planned_s
+    assert EXPERIMENTS["3"].planned_s("quick") == EXPERIMENTS["3"].configure("quick").total_s
+    assert EXPERIMENTS["2"].planned_s("smoke") == EXPERIMENTS["2"].configure("smoke").planned_s
+    assert EXPERIMENTS["4"].planned_s("smoke") < EXPERIMENTS["4"].planned_s("full")
+
+
+@pytest.mark.parametrize("args, named", [
+    (("lst",), "invalid choice: 'lst'"),
+    (("list", "9"), "no experiment '9'"),
+    (("run", "9"), "invalid choice: '9'"),
+])
+def test_an_unknown_command_or_experiment_is_refused_naming_it(args, named):
+    done = _cli(*args)
+    assert done.returncode == 2
+    assert named in done.stderr and "Traceback" not in done.stderr
+    assert done.stdout == ""
