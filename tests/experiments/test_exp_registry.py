@@ -160,3 +160,26 @@ def test_an_unknown_command_or_experiment_is_refused_naming_it(args, named):
     assert done.returncode == 2
     assert named in done.stderr and "Traceback" not in done.stderr
     assert done.stdout == ""
+
+
+def _make_n(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["make", "-n", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+
+
+@pytest.mark.parametrize("number", sorted(EXPERIMENTS))
+def test_make_runs_each_experiment_in_its_default_profile_unless_profile_is_given(number):
+    plain, chosen = _make_n(f"experiment-{number}"), _make_n(f"experiment-{number}",
+                                                            "PROFILE=smoke")
+    assert plain.returncode == 0 and chosen.returncode == 0, plain.stderr + chosen.stderr
+    run = f"-m experiments run {number} "
+    assert run in plain.stdout and "--profile" not in plain.stdout
+    assert run in chosen.stdout and chosen.stdout.rstrip().endswith("--profile smoke")
+    # experiment 1 redeploys the lab itself; every other one runs on the deployed lab
+    assert ("deploy.yml" in plain.stdout) == (number != "1")
+
+
+def test_make_refuses_an_unknown_experiment_before_deploying():
+    done = _make_n("experiment-9")
+    assert done.returncode != 0 and "deploy.yml" not in done.stdout
+    assert "no experiment-9" in done.stderr
