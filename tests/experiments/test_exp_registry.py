@@ -4,6 +4,7 @@ from one table, finished in one order; config and CLI errors are one line naming
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -163,20 +164,36 @@ def test_an_unknown_command_or_experiment_is_refused_naming_it(args, named):
 
 
 def _make_n(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["make", "-n", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=60)
+    # as from a plain shell: not a sub-make of `make test`, no PROFILE of the caller's
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "PROFILE")}
+    return subprocess.run(["make", "-n", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=60)
 
 
-@pytest.mark.parametrize("number", sorted(EXPERIMENTS))
-def test_make_runs_each_experiment_in_its_default_profile_unless_profile_is_given(number):
-    plain, chosen = _make_n(f"experiment-{number}"), _make_n(f"experiment-{number}",
-                                                            "PROFILE=smoke")
-    assert plain.returncode == 0 and chosen.returncode == 0, plain.stderr + chosen.stderr
-    run = f"-m experiments run {number} "
-    assert run in plain.stdout and "--profile" not in plain.stdout
-    assert run in chosen.stdout and chosen.stdout.rstrip().endswith("--profile smoke")
-    # experiment 1 redeploys the lab itself; every other one runs on the deployed lab
-    assert ("deploy.yml" in plain.stdout) == (number != "1")
+def _run_lines(done: subprocess.CompletedProcess) -> dict[str, int]:
+    """Experiment number -> the index of its `python -m experiments run` line."""
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    found = {n: [i for i, x in enumerate(lines) if f"-m experiments run {n} " in x]
+             for n in EXPERIMENTS}
+    assert all(len(at) == 1 for at in found.values()), done.stdout
+    return {n: at[0] for n, at in found.items()}
+
+
+def test_make_runs_each_experiment_in_its_default_profile_unless_profile_is_given():
+    targets = [f"experiment-{n}" for n in sorted(EXPERIMENTS, key=int)]
+    plain = _make_n(*targets)
+    lines = plain.stdout.splitlines()
+    runs = _run_lines(plain)
+    assert not any("--profile" in lines[i] for i in runs.values())
+    chosen = _make_n(*targets, "PROFILE=smoke")
+    assert all(chosen.stdout.splitlines()[i].rstrip().endswith("--profile smoke")
+               for i in _run_lines(chosen).values())
+    # experiment 1 redeploys the lab itself: the one deploy comes after it, before the others
+    deploys = [i for i, x in enumerate(lines) if "deploy.yml" in x]
+    assert len(deploys) == 1
+    assert runs["1"] < deploys[0] < min(i for n, i in runs.items() if n != "1")
 
 
 def test_make_refuses_an_unknown_experiment_before_deploying():
