@@ -37,18 +37,16 @@ def _clear_lab_env(monkeypatch) -> None:
 
 def test_a_stray_variable_in_the_controllers_shell_leaves_the_factor_defaults(monkeypatch):
     _clear_lab_env(monkeypatch)
-    clean = _factor_defaults()
+    for key, value in STRAY.items():
+        monkeypatch.setenv(key, value)
     fields = Settings.model_fields
-    assert clean == {
+    assert _factor_defaults() == {
         "model_cpu_ms": fields["cpu_burn_s"].default * 1000,
         "model_latency_ms": (fields["sleep_min_s"].default + fields["sleep_max_s"].default)
         / 2 * 1000,
         "model_calls": fields["model_calls"].default,
         "handler_cpu_ms": fields["handler_cpu_s"].default * 1000,
     }
-    for key, value in STRAY.items():
-        monkeypatch.setenv(key, value)
-    assert _factor_defaults() == clean
 
 
 def test_declared_defaults_ignore_the_process_environment(monkeypatch):
