@@ -171,6 +171,7 @@ def test_repeat_level_comparison_not_significant():
     assert "not significant" in lines and "3 repeats" in lines
 
 
+@pytest.mark.slow  # re-reports a whole committed run, plots included
 @pytest.mark.parametrize("name", OLD_RUNS)
 def test_a_committed_run_from_before_repeats_re_reports_as_one_repeat(tmp_path, name):
     src = ROOT / "results" / name
