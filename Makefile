@@ -39,7 +39,7 @@ test: setup ## Run the whole test suite (real Redis, servers, Ansible deploys, L
 	$(BIN)/python -m pytest
 
 .PHONY: test-fast
-test-fast: setup ## The unit tests only, for the edit-test loop (-m "not slow": no deploys, served stacks, Locust)
+test-fast: setup ## The fast tests, for the edit-test loop (-m "not slow": no deploys, served stacks or Locust runs)
 	$(BIN)/python -m pytest -m "not slow"
 
 .PHONY: fuzz
