@@ -83,10 +83,17 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     (("run", "4", "--arrival", "bursty"), "--arrival bursty"),
     (("report", "/nonexistent-run"), "/nonexistent-run"),
 ])
-def test_cli_errors_are_one_line_naming_the_value(args, named):
-    done = _cli(*args)
+def test_cli_errors_are_one_line_naming_the_value(args, named, capsys):
+    assert cli.main(list(args)) == 2
+    err = capsys.readouterr().err
+    assert named in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_cli_error_ends_the_process_with_status_2_and_no_traceback():
+    # in-process above; here once through `python -m experiments` as a user runs it
+    done = _cli("run", "3", "--profile", "huge")
     assert done.returncode == 2
-    assert named in done.stderr and "Traceback" not in done.stderr
+    assert "unknown profile 'huge'" in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
 
 
