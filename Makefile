@@ -2,9 +2,14 @@
 # ansible-playbook; the logic lives in those, not here.
 .DEFAULT_GOAL := help
 SHELL := bash
+# No built-in rules: nothing here compiles, and they would send `make experiment-` looking for
+# `experiment-.o`.
+MAKEFLAGS += --no-builtin-rules
 
 INVENTORY ?= inventories/single-host
-PROFILE ?= full
+# Empty: each experiment runs its config's default_profile; PROFILE=quick (say) overrides it.
+PROFILE ?=
+PROFILE_ARG = $(if $(PROFILE),--profile $(PROFILE))
 RESULTS_DIR ?= results
 CASES ?= 10000
 SEED ?= 1
@@ -21,8 +26,8 @@ export UV_PYTHON_DOWNLOADS := never
 
 .PHONY: help
 help: ## Show this help
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  variables: INVENTORY=$(INVENTORY) PROFILE=$(PROFILE) RESULTS_DIR=$(RESULTS_DIR)"
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_%-]+:.*## / {sub("%", "N", $$1); printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo "  variables: INVENTORY=$(INVENTORY) PROFILE=$(or $(PROFILE),<each experiment's default_profile>) RESULTS_DIR=$(RESULTS_DIR)"
 
 .PHONY: setup
 setup: ## Create .venv exactly from uv.lock (idempotent)
@@ -32,6 +37,10 @@ setup: ## Create .venv exactly from uv.lock (idempotent)
 .PHONY: test
 test: setup ## Run the whole test suite (real Redis, servers, Ansible deploys, Locust runs)
 	$(BIN)/python -m pytest
+
+.PHONY: test-fast
+test-fast: setup ## The fast tests, for the edit-test loop (-m "not slow": no deploys, served stacks or Locust runs)
+	$(BIN)/python -m pytest -m "not slow"
 
 .PHONY: fuzz
 fuzz: setup ## Fuzz both architectures' real servers (CASES per role, default 10000; FUZZ_OUT=build/fuzz)
@@ -46,29 +55,18 @@ lint: setup ## ruff on the Python code, ansible-lint (production profile) on the
 deploy: setup ## Deploy the whole lab with Ansible (INVENTORY=... for separate hosts)
 	cd ansible && ../$(BIN)/ansible-playbook -i $(INVENTORY) deploy.yml
 
-.PHONY: experiment-3
-experiment-3: deploy ## Load tests, both architectures: deploy, verify, Locust, report (PROFILE=full|quick|smoke)
-	$(BIN)/python -m experiments run 3 --profile $(PROFILE) --results-dir $(RESULTS_DIR) --inventory $(INVENTORY)
+.PHONY: list
+list: setup ## List the experiments, their profiles (default marked) and planned load times
+	$(BIN)/python -m experiments list
 
-.PHONY: experiment-1
-experiment-1: setup ## Profiling (pyinstrument, yappi), server and client side (it redeploys with profiling on, then off)
-	$(BIN)/python -m experiments run 1 --profile $(PROFILE) --results-dir $(RESULTS_DIR) --inventory $(INVENTORY)
-
-.PHONY: experiment-2
-experiment-2: deploy ## timeit: N sequential calls, sync vs async, with confidence intervals
-	$(BIN)/python -m experiments run 2 --profile $(PROFILE) --results-dir $(RESULTS_DIR) --inventory $(INVENTORY)
-
-.PHONY: experiment-4
-experiment-4: deploy ## The delta decomposition: a ladder of variants, each against its predicted ceiling
-	$(BIN)/python -m experiments run 4 --profile $(PROFILE) --results-dir $(RESULTS_DIR) --inventory $(INVENTORY)
-
-.PHONY: experiment-5
-experiment-5: deploy ## Best builds: sweeps of each architecture's settings on one CPU budget, each point's capacity and cost
-	$(BIN)/python -m experiments run 5 --profile $(PROFILE) --results-dir $(RESULTS_DIR) --inventory $(INVENTORY)
-
-.PHONY: experiment-6
-experiment-6: deploy ## Crossover: each build's capacity against one factor at a time, where async's advantage falls
-	$(BIN)/python -m experiments run 6 --profile $(PROFILE) --results-dir $(RESULTS_DIR) --inventory $(INVENTORY)
+# Experiment N is the package experiments/expN_<name>/. It runs on the deployed lab, but
+# experiment 1 redeploys the lab itself (profiling on, then off), so it needs only the venv. A
+# number with no package stops here, before any deploy.
+EXPERIMENT_NUMBERS := $(sort $(foreach d,$(wildcard experiments/exp*_*/),$(firstword $(subst _, ,$(patsubst experiments/exp%,%,$(d))))))
+EXPERIMENT_NEEDS_1 := setup
+.SECONDEXPANSION:
+experiment-%: $$(if $$(filter $$*,$$(EXPERIMENT_NUMBERS)),$$(or $$(EXPERIMENT_NEEDS_$$*),deploy),$$(error no experiment-$$*, the experiments are $$(EXPERIMENT_NUMBERS))) ## Run experiment N (`make list`): deploy, verify, measure, report
+	$(BIN)/python -m experiments run $* --results-dir $(RESULTS_DIR) --inventory $(INVENTORY) $(PROFILE_ARG)
 
 .PHONY: report
 report: ## Rebuild report.md and plots of a run folder from its raw data (RUN=results/<run>)

@@ -1,6 +1,6 @@
-"""``python -m experiments`` (also installed as ``scoring-lab``): run an experiment against the
-deployed lab, or rebuild a run's report and the results index from committed folders. Every
-experiment comes from one table (experiments/registry.py)."""
+"""``python -m experiments`` (also installed as ``scoring-lab``): list the experiments and their
+profiles, run one against the deployed lab, or rebuild a run's report and the results index from
+committed folders. Every experiment comes from one table (experiments/registry.py)."""
 
 from __future__ import annotations
 
@@ -27,14 +27,28 @@ from services.settings import SettingsError
 LAB_ERRORS = (TopologyError, VerifyError, CollectError, DeployError, RemoteError)
 
 
+def _experiment_number(value: str) -> str:
+    # checked here, not with `choices`: Python 3.11's argparse refuses an empty `nargs="*"`
+    # list against choices
+    if value not in EXPERIMENTS:
+        raise argparse.ArgumentTypeError(
+            f"no experiment {value!r} (have: {', '.join(sorted(EXPERIMENTS, key=int))})")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m experiments", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    listing = commands.add_parser(
+        "list", help="each experiment, its profiles (default marked) and their planned load time")
+    listing.add_argument("experiments", nargs="*", type=_experiment_number,
+                         metavar="experiment", help="only these (default: all)")
     run = commands.add_parser("run", help="run an experiment on the deployed lab")
     run.add_argument("experiment", choices=sorted(EXPERIMENTS),
                      help="; ".join(f"{n}: {e.summary}" for n, e in sorted(EXPERIMENTS.items())))
     run.add_argument("--profile", default=None,
-                     help="protocol profile: full (the original's durations), quick, smoke")
+                     help="protocol profile (default: the experiment's default_profile; "
+                          "`list` shows every experiment's profiles)")
     run.add_argument("--arrival", choices=ARRIVALS, default=None,
                      help="spread user phases (default) or the original's in-phase bursts "
                           "(experiments whose config has an arrival)")
@@ -64,6 +78,31 @@ def _parser() -> argparse.ArgumentParser:
     index = commands.add_parser("index", help="rebuild results/README.md from the run folders")
     index.add_argument("results_dir", type=Path, nargs="?", default=REPO_ROOT / "results")
     return parser
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 120 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    for number in args.experiments or sorted(EXPERIMENTS, key=int):
+        e = EXPERIMENTS[number]
+        default = e.default_profile()
+        print(f"{number}  {e.name}: {e.summary}")
+        for profile in e.profiles():
+            mark = "(default)" if profile == default else ""
+            print(f"     {profile:<10} {mark:<9}  {_duration(e.planned_s(profile)):>8}")
+    print("\nPlanned load time: what the run plans to spend sending load (each capacity search "
+          "at its step\nand hold budget; its progress line counts down from it). Deploys, "
+          "verification, Locust\nstart-up and recovery waits come on top. Choose a profile with "
+          "`make experiment-N PROFILE=...`\nor `python -m experiments run N --profile ...`.")
+    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -166,7 +205,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"run": cmd_run, "report": cmd_report, "compare": cmd_compare,
+        return {"list": cmd_list, "run": cmd_run, "report": cmd_report, "compare": cmd_compare,
                 "index": cmd_index}[args.command](args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

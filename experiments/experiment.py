@@ -7,7 +7,9 @@ registry (experiments/registry.py) lists every package once; the CLI dispatches 
 
 The life of a run is the same for every experiment:
 
-1. ``load(config, profile)``: the validated config for a profile (experiments/config.py);
+1. ``load(config, profile)``: the validated config for a profile (experiments/config.py),
+   stating the run's planned load time as ``planned_s`` or ``total_s`` (``python -m experiments
+   list`` shows it for every profile);
 2. ``run(config, options, finish)``: measure inside ``lab.session.session`` and return the
    result folder; the session calls ``finish`` after collecting host data;
 3. ``finish``: ``analyse`` the folder once, mark the run complete with ``headline`` of that
@@ -47,6 +49,22 @@ class Experiment:
 
     def profiles(self) -> list[str]:
         return profiles_of(read(self.config))
+
+    def default_profile(self) -> str:
+        """The profile a run without ``--profile`` uses (its config's ``default_profile``, read
+        as experiments/config.py's ``resolve`` reads it)."""
+        return read(self.config).get("default_profile", "full")
+
+    def planned_s(self, profile: str | None) -> float | None:
+        """Planned load time of a run of ``profile`` in seconds: the figure its run hands the
+        session's progress line (``planned_s`` of experiments 1 and 2's configs, ``total_s`` of a
+        protocol or a ladder). None when the config states none."""
+        config = self.configure(profile)
+        for name in ("planned_s", "total_s"):
+            value = getattr(config, name, None)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return float(value)
+        return None
 
     def configure(self, profile: str | None, arrival: str | None = None) -> Any:
         """The config for ``profile``, with ``--arrival`` applied where the experiment takes it."""

@@ -243,3 +243,10 @@ def settings_from_env(env: Mapping[str, Any]) -> Settings:
         raise SettingsError(error_lines(exc)) from None
     # A plain Settings (equal to the one a service builds), from values already validated.
     return Settings.model_construct(given.model_fields_set, **dict(given))
+
+
+def declared_defaults() -> Settings:
+    """The settings a service started with no SCORING_LAB_* variable runs with: every field at
+    its declared default. A controller (an experiment naming a factor's default) reads these,
+    not ``Settings()``, which would take a stray variable from the controller's own shell."""
+    return settings_from_env({})

@@ -18,9 +18,21 @@ import pytest
 
 # Shared with experiments/tools' probes; tests import them from here too.
 from experiments.tools.procs import free_port, stop, wait_until
+from tests.slow import mark_slow_fixtures, only_in_slow_tests, running
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI") == "true"
+
+
+# `make test-fast` runs -m "not slow" (tests/slow.py says which tests carry the mark).
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    mark_slow_fixtures(items)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    with running(item):
+        return (yield)
 
 
 def http_ok(url: str) -> bool:
@@ -95,6 +107,7 @@ def seeded_redis(redis_server) -> RedisServer:
 
 def start_service(role: str, arch: str, port: int, env: dict[str, str], log: Path):
     """A real gunicorn or uvicorn master running one lab service, as the deployment runs it."""
+    only_in_slow_tests(f"starts a real {role}-{arch} service")
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SCORING_LAB_")}
     full_env.update({"SCORING_LAB_PORT": str(port), "SCORING_LAB_SERVICE": f"{role}-{arch}"})
     full_env.update(env)
@@ -186,6 +199,7 @@ def private_lab_inventory(tmp: Path, *, snapshot: bool = True) -> PrivateLab:
 @contextmanager
 def private_lab(tmp: Path) -> Iterator[PrivateLab]:
     """Deploy a private lab (see PrivateLab); tear it down at the end, whatever happened."""
+    only_in_slow_tests("deploys a private lab")
     require("redis-server")
     require("taskset")
     lab = private_lab_inventory(tmp)

@@ -23,11 +23,11 @@ from typing import Any
 from experiments.config import Checker, merge, read
 from experiments.exp4_ladder.run import Ladder, parse_ladder
 from experiments.exp4_ladder.run import run as run_points
-from services.settings import Settings
+from services.settings import declared_defaults
 
 __all__ = ["FACTORS", "Crossover", "load_crossover", "parse_crossover", "run_points"]
 
-_DEFAULTS = Settings()
+_DEFAULTS = declared_defaults()
 # The default model latency: the middle of the services' uniform sleep range (40-50 ms).
 _LATENCY_MS = (_DEFAULTS.sleep_min_s + _DEFAULTS.sleep_max_s) / 2 * 1000
 _SPREAD = (_DEFAULTS.sleep_max_s - _DEFAULTS.sleep_min_s) / (_DEFAULTS.sleep_min_s

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 
+import pytest
 from ansible_testutil import ANSIBLE_DIR, tool
 
 
+@pytest.mark.slow  # ansible-lint over every playbook and role: ~20 s (`make lint` runs it too)
 def test_ansible_lint_production_profile_passes() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
     env["NO_COLOR"] = "1"

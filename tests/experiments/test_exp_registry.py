@@ -4,6 +4,7 @@ from one table, finished in one order; config and CLI errors are one line naming
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -82,10 +83,17 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     (("run", "4", "--arrival", "bursty"), "--arrival bursty"),
     (("report", "/nonexistent-run"), "/nonexistent-run"),
 ])
-def test_cli_errors_are_one_line_naming_the_value(args, named):
-    done = _cli(*args)
+def test_cli_errors_are_one_line_naming_the_value(args, named, capsys):
+    assert cli.main(list(args)) == 2
+    err = capsys.readouterr().err
+    assert named in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_cli_error_ends_the_process_with_status_2_and_no_traceback():
+    # in-process above; here once through `python -m experiments` as a user runs it
+    done = _cli("run", "3", "--profile", "huge")
     assert done.returncode == 2
-    assert named in done.stderr and "Traceback" not in done.stderr
+    assert "unknown profile 'huge'" in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
 
 
@@ -121,3 +129,82 @@ def test_finish_reports_the_status_it_just_recorded(tmp_path):
                      headline=lambda a: {"n": a["n"]}, write_report=write_report)
     exp.finish(folder)
     assert seen["status"] == "complete" and seen["headline"] == {"n": 1} and seen["ended_at"]
+
+
+def test_list_shows_every_experiment_its_profiles_and_their_planned_time(capsys):
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    blocks: dict[str, list[list[str]]] = {}  # experiment number -> its profile lines
+    for line in out.split("\n\n")[0].splitlines():
+        if line.startswith(" "):
+            blocks[next(reversed(blocks))].append(line.split())
+        else:
+            blocks[line.split()[0]] = []
+    assert list(blocks) == sorted(EXPERIMENTS, key=int) and len(blocks) == 6
+    for number, lines in blocks.items():
+        e = EXPERIMENTS[number]
+        assert f"{number}  {e.name}: {e.summary}" in out
+        assert [fields[0] for fields in lines] == e.profiles()
+        assert [fields[0] for fields in lines if "(default)" in fields] == [e.default_profile()]
+        for fields in lines:  # every profile states a time, as its run plans it
+            assert e.planned_s(fields[0]) > 0
+            assert fields[-1] in ("s", "min", "h") and float(fields[-2]) > 0, fields
+
+
+def test_planned_time_is_the_one_the_run_counts_down_from():
+    # experiment 3's run hands protocol.total_s to the session; 2's timeit.planned_s
+    assert EXPERIMENTS["3"].planned_s("quick") == EXPERIMENTS["3"].configure("quick").total_s
+    assert EXPERIMENTS["2"].planned_s("smoke") == EXPERIMENTS["2"].configure("smoke").planned_s
+    assert EXPERIMENTS["4"].planned_s("smoke") < EXPERIMENTS["4"].planned_s("full")
+
+
+@pytest.mark.parametrize("args, named", [
+    (("lst",), "invalid choice: 'lst'"),
+    (("list", "9"), "no experiment '9'"),
+    (("run", "9"), "invalid choice: '9'"),
+])
+def test_an_unknown_command_or_experiment_is_refused_naming_it(args, named, capsys):
+    with pytest.raises(SystemExit) as refused:  # argparse's clean exit: usage, one error line
+        cli.main(list(args))
+    assert refused.value.code == 2
+    out = capsys.readouterr()
+    assert named in out.err.splitlines()[-1] and out.out == ""
+
+
+def _make_n(*args: str) -> subprocess.CompletedProcess:
+    # as from a plain shell: not a sub-make of `make test`, no PROFILE of the caller's
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "PROFILE")}
+    return subprocess.run(["make", "-n", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=60)
+
+
+def _run_lines(done: subprocess.CompletedProcess) -> dict[str, int]:
+    """Experiment number -> the index of its `python -m experiments run` line."""
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    found = {n: [i for i, x in enumerate(lines) if f"-m experiments run {n} " in x]
+             for n in EXPERIMENTS}
+    assert all(len(at) == 1 for at in found.values()), done.stdout
+    return {n: at[0] for n, at in found.items()}
+
+
+def test_make_runs_each_experiment_in_its_default_profile_unless_profile_is_given():
+    targets = [f"experiment-{n}" for n in sorted(EXPERIMENTS, key=int)]
+    plain = _make_n(*targets)
+    lines = plain.stdout.splitlines()
+    runs = _run_lines(plain)
+    assert not any("--profile" in lines[i] for i in runs.values())
+    chosen = _make_n(*targets, "PROFILE=smoke")
+    assert all(chosen.stdout.splitlines()[i].rstrip().endswith("--profile smoke")
+               for i in _run_lines(chosen).values())
+    # experiment 1 redeploys the lab itself: the one deploy comes after it, before the others
+    deploys = [i for i, x in enumerate(lines) if "deploy.yml" in x]
+    assert len(deploys) == 1
+    assert runs["1"] < deploys[0] < min(i for n, i in runs.items() if n != "1")
+
+
+def test_make_refuses_an_unknown_experiment_before_deploying():
+    done = _make_n("experiment-9")
+    assert done.returncode != 0 and "deploy.yml" not in done.stdout
+    assert "no experiment-9" in done.stderr

@@ -190,6 +190,7 @@ def test_repeat_level_comparison_either_side_of_one():
     assert "when neither is ahead, that happens 25 % of the time" in lines
 
 
+@pytest.mark.slow  # re-reports a whole committed run, plots included
 @pytest.mark.parametrize("name", OLD_RUNS)
 def test_a_committed_run_from_before_repeats_re_reports_as_one_repeat(tmp_path, name):
     src = ROOT / "results" / name

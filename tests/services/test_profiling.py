@@ -216,6 +216,7 @@ def test_a_window_profiles_the_next_requests_of_the_worker(arch, tmp_path):
     assert meta["async_mode"] == "disabled"  # the whole thread, not one request's task
 
 
+@pytest.mark.slow
 def test_window_of_a_real_server_is_written_by_every_worker(tmp_path):
     """gunicorn (meinheld) and uvicorn with two workers: one trigger, one file per worker."""
     run = tmp_path / "run"

@@ -73,6 +73,7 @@ def _seed(*args: str, url: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.slow  # each starts, kills and restarts a redis-server
 def test_persisted_features_survive_a_killed_redis_and_are_not_reseeded(store, tmp_path):
     secret = tmp_path / "password"
     secret.write_text(PASSWORD + "\n")
@@ -96,6 +97,7 @@ def test_persisted_features_survive_a_killed_redis_and_are_not_reseeded(store, t
     assert more.returncode == 0 and "(10 new, saved to disk)" in more.stdout, more
 
 
+@pytest.mark.slow
 def test_without_persist_a_killed_redis_comes_back_empty(store, tmp_path):
     """The control: what --persist changes (the lab's Redis has no save schedule)."""
     secret = tmp_path / "password"
@@ -106,6 +108,7 @@ def test_without_persist_a_killed_redis_comes_back_empty(store, tmp_path):
     assert features.stored_entities(store.client()) == 0
 
 
+@pytest.mark.slow
 def test_a_missing_or_wrong_password_is_a_clean_error_that_never_shows_it(store, tmp_path):
     missing = _seed("--entities", "5", url=store.url)
     assert missing.returncode == 1 and missing.stderr.startswith("error: Redis at"), missing

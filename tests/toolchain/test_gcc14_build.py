@@ -195,6 +195,7 @@ def _build(command, uv, cc, tmp_path):
     return out, compiled
 
 
+@pytest.mark.slow  # builds meinheld from its sdist
 def test_without_the_labs_flags_meinheld_fails_like_on_gcc14(lab_uv, gcc14_cc, tmp_path):
     """The negative control: a plain `uv sync --frozen` (the install before nix/uv-sync) fails
     with GCC 14's error, so the wrapper does reproduce GCC 14."""
@@ -204,6 +205,7 @@ def test_without_the_labs_flags_meinheld_fails_like_on_gcc14(lab_uv, gcc14_cc, t
     assert compiled, "response.c was not compiled through the wrapper"
 
 
+@pytest.mark.slow  # builds meinheld from its sdist, twice
 @pytest.mark.parametrize("which", ["lab uv", f"uv {UV_NIXOS_2505_BUILD}"])
 def test_meinheld_builds_on_gcc14_through_the_labs_install(
     which, lab_uv, uv_nixos, gcc14_cc, tmp_path
