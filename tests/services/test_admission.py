@@ -238,6 +238,7 @@ def stack(request, seeded_redis, model, tmp_path_factory):
         yield request.param, arch, port, limit
 
 
+@pytest.mark.slow
 def test_bound_rejects_at_once_and_serves_every_admitted(stack, model):
     name, arch, port, limit = stack
     model.delay_s = 0.8  # an admitted request holds its place >= 0.8 s
@@ -267,6 +268,7 @@ def test_bound_rejects_at_once_and_serves_every_admitted(stack, model):
         assert max(a[3] for a in refused) < min(a[3] for a in served)
 
 
+@pytest.mark.slow
 def test_past_deadline_is_shed_before_redis_and_model(stack, model, seeded_redis):
     name, arch, port, _ = stack
     model.delay_s = 0.0
@@ -285,6 +287,7 @@ def test_past_deadline_is_shed_before_redis_and_model(stack, model, seeded_redis
     assert (status, body["error"]) == (400, "invalid_deadline") and "'tomorrow'" in body["message"]
 
 
+@pytest.mark.slow
 def test_meinheld_sheds_what_waited_out_its_deadline_in_the_backlog(seeded_redis, model,
                                                                     tmp_path):
     """A request queued in the kernel behind a busy meinheld worker, whose client's deadline
@@ -306,6 +309,7 @@ def test_meinheld_sheds_what_waited_out_its_deadline_in_the_backlog(seeded_redis
         assert (stats["shed"], stats["admitted"]) == (1, 1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["meinheld", "gthread", "async"])
 def test_off_behaves_as_today(name, seeded_redis, model, tmp_path):
     """No admission settings: every request served however many arrive, the deadline header
@@ -321,6 +325,7 @@ def test_off_behaves_as_today(name, seeded_redis, model, tmp_path):
         assert get_json(port, admission.STATS_PATH)[0] == 404
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["gthread", "async"])
 def test_adaptive_limit_shrinks_on_slow_answers_and_grows_back(name, seeded_redis, model,
                                                                 tmp_path):
@@ -341,6 +346,7 @@ def test_adaptive_limit_shrinks_on_slow_answers_and_grows_back(name, seeded_redi
         assert stats["limit"] == 6  # +1/5 per good answer
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, shed", [("gthread", True), ("meinheld", False)])
 def test_budget_counts_from_arrival_as_each_server_sees_it(name, shed, seeded_redis, model,
                                                            tmp_path):
