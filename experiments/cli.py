@@ -20,7 +20,8 @@ from experiments.lab.topology import TopologyError
 from experiments.lab.verify import VerifyError
 from experiments.load.remote import RemoteError
 from experiments.registry import BY_NAME, EXPERIMENTS
-from experiments.results import headline_text, open_run_folder, run_folders, update_index
+from experiments.results import open_run_folder
+from experiments.results_index import headline_text, run_folders, update_index
 from services.settings import SettingsError
 
 # A lab that is not there or not right: one line, no traceback.
@@ -54,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
                           "(experiments whose config has an arrival)")
     run.add_argument("--results-dir", type=Path,
                      default=Path(os.environ.get("RESULTS_DIR") or REPO_ROOT / "results"))
+    run.add_argument("--supersedes", action="append", default=[], metavar="RUN",
+                     help="a committed run folder (its name) this run re-records: the results "
+                          "index marks it superseded by this one (repeatable)")
     run.add_argument("--inventory", default=None,
                      help="Ansible inventory (relative to ansible/), for collecting host data")
     report = commands.add_parser(
@@ -106,10 +110,16 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    for name in args.supersedes:
+        if not (args.results_dir / name / "manifest.json").is_file():
+            print(f"error: --supersedes {name}: no run folder of that name in "
+                  f"{args.results_dir}", file=sys.stderr)
+            return 2
     options = RunOptions(
         results_dir=args.results_dir,
         inventory=args.inventory,
         ansible_playbook=str(Path(sys.executable).with_name("ansible-playbook")),
+        supersedes=tuple(args.supersedes),
     )
     try:
         folder = EXPERIMENTS[args.experiment].execute(args.profile, options, args.arrival)

@@ -23,39 +23,22 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
-import importlib.metadata
 import json
 import os
-import platform
 import re
-import socket
 import subprocess
-import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from experiments.constants import REPO_ROOT
+from experiments.metadata import collect_git, collect_metadata
 
 FORMAT_VERSION = 1
-KEY_PACKAGES = (
-    "flask",
-    "gunicorn",
-    "meinheld",
-    "fastapi",
-    "uvicorn",
-    "httpx",
-    "redis",
-    "locust",
-    "greenlet",
-    "psutil",
-)
-_NAME_RE = re.compile(r"^(\d{8}T\d{6}Z)_(.+)$")
+RUN_NAME_RE = re.compile(r"^(\d{8}T\d{6}Z)_(.+)$")
 
 
 def slug(text: str) -> str:
@@ -89,97 +72,6 @@ def write_json_atomic(path: Path, data: Any) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-
-
-# ------------------------------------------------------------------ metadata collectors
-
-
-def _run(cmd: list[str], cwd: Path) -> str:
-    return subprocess.run(
-        cmd, cwd=cwd, capture_output=True, text=True, check=True, timeout=20
-    ).stdout.strip()
-
-
-def collect_git(repo: Path = REPO_ROOT) -> dict[str, Any]:
-    """The commit the run measured, and whether tracked code differs from it. results/ is the
-    lab's own output (a run updates the index there): a change there does not make the code
-    dirty, else every run after the first would say so."""
-    commit = _run(["git", "rev-parse", "HEAD"], repo)
-    status = _run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                   ":(exclude)results"], repo)
-    changed = [line.split(maxsplit=1)[1] for line in status.splitlines() if line.strip()]
-    return {
-        "git_commit": commit,
-        "git_short": commit[:8],
-        "git_dirty": bool(changed),
-        "git_dirty_paths": changed[:50],
-        "git_branch": _run(["git", "rev-parse", "--abbrev-ref", "HEAD"], repo),
-    }
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def collect_uv_lock(repo: Path = REPO_ROOT) -> dict[str, Any]:
-    return {"uv_lock_sha256": _sha256(repo / "uv.lock")}
-
-
-def collect_flake_lock(repo: Path = REPO_ROOT) -> dict[str, Any]:
-    return {"flake_lock_sha256": _sha256(repo / "flake.lock")}
-
-
-def collect_python(repo: Path = REPO_ROOT) -> dict[str, Any]:
-    return {
-        "python_version": platform.python_version(),
-        "python_implementation": platform.python_implementation(),
-        "python_executable": sys.executable,
-    }
-
-
-def collect_packages(repo: Path = REPO_ROOT) -> dict[str, Any]:
-    versions, missing = {}, []
-    for name in KEY_PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            missing.append(name)
-    out: dict[str, Any] = {"packages": versions}
-    if missing:
-        out["packages_missing"] = missing
-    return out
-
-
-def collect_host(repo: Path = REPO_ROOT) -> dict[str, Any]:
-    u = platform.uname()
-    return {
-        "hostname": socket.gethostname(),
-        "kernel": u.release,
-        "os": u.system,
-        "machine": u.machine,
-    }
-
-
-COLLECTORS: tuple[Callable[[Path], dict[str, Any]], ...] = (
-    collect_git,
-    collect_uv_lock,
-    collect_flake_lock,
-    collect_python,
-    collect_packages,
-    collect_host,
-)
-
-
-def collect_metadata(repo: Path = REPO_ROOT) -> tuple[dict[str, Any], list[str]]:
-    """Run every collector; a failing one adds a warning and the others still run."""
-    meta: dict[str, Any] = {}
-    warnings: list[str] = []
-    for collect in COLLECTORS:
-        try:
-            meta.update(collect(repo))
-        except Exception as e:  # noqa: BLE001 - each collector may fail alone
-            warnings.append(f"{collect.__name__} failed: {type(e).__name__}: {e}")
-    return meta, warnings
 
 
 # ------------------------------------------------------------------------ run folder
@@ -404,100 +296,3 @@ def open_run_folder(path: str | Path) -> RunFolder:
     """An existing run folder (for re-reporting or finishing by a caller)."""
     path = Path(path)
     return RunFolder(path, json.loads((path / "manifest.json").read_text()))
-
-
-# ---------------------------------------------------------------------------- index
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):  # 3 significant digits below 10 (a ratio 1.08 is not "1.1")
-        return f"{v:.3g}" if abs(v) < 10 else f"{v:.1f}"
-    if v is None:
-        return "-"
-    if isinstance(v, dict) and "median" in v and "values" in v:
-        # a figure over repeats (experiments.analysis.repeat_figures): median and spread
-        cv = v.get("cv")
-        return (f"{_fmt(v['median'])} (median of {v.get('n')}"
-                + (f", CV {cv:.0%}{' unstable' if v.get('unstable') else ''}"
-                   if isinstance(cv, float) else "") + ")")
-    if isinstance(v, dict):
-        return ", ".join(f"{k} {_fmt(x)}" for k, x in v.items())
-    if isinstance(v, list):
-        return "/".join(_fmt(x) for x in v)
-    return str(v)
-
-
-def headline_text(headline: dict[str, Any]) -> str:
-    """One line of a headline dict ({arch: {metric: value}} or flat)."""
-    if not headline:
-        return ""
-    parts = []
-    for k, v in headline.items():
-        parts.append(f"**{k}**: {_fmt(v)}" if isinstance(v, dict) else f"{k}: {_fmt(v)}")
-    return "; ".join(parts).replace("|", "/")
-
-
-def run_folders(results_dir: str | Path) -> list[Path]:
-    """Every run folder in results_dir (named `<UTC stamp>_...`, with a manifest), by name,
-    i.e. by time: the folders the index lists and `report --all` rebuilds."""
-    return sorted(p for p in Path(results_dir).iterdir()
-                  if p.is_dir() and _NAME_RE.match(p.name) and (p / "manifest.json").exists())
-
-
-def update_index(results_dir: str | Path) -> Path:
-    """Regenerate results_dir/README.md: every run folder (sorted by name, i.e. time) with
-    its status, validity and headline numbers from its manifest."""
-    results_dir = Path(results_dir)
-    results_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for d in sorted(p for p in results_dir.iterdir() if p.is_dir() and _NAME_RE.match(p.name)):
-        mpath = d / "manifest.json"
-        try:
-            m = json.loads(mpath.read_text())
-        except (OSError, ValueError) as e:
-            rows.append(
-                f"| [{d.name}]({d.name}/) | unreadable manifest ({type(e).__name__}) | | | | |"
-            )
-            continue
-        status = m.get("status", "?")
-        if status != "complete":
-            status = f"**{status}**"
-            if m.get("interrupted_reason"):
-                status += f" ({m['interrupted_reason']})".replace("|", "/")
-        valid = m.get("validity", {})
-        validity = (
-            "valid"
-            if valid.get("valid", True)
-            else f"**INVALID** ({len(valid.get('reasons', []))} reasons)"
-        )
-        report = f" [report]({d.name}/report.md)" if (d / "report.md").exists() else ""
-        rows.append(
-            f"| [{d.name}]({d.name}/){report} | {m.get('experiment', '')} | "
-            f"{m.get('profile') or ''} | {status} | {validity} | "
-            f"{headline_text(m.get('headline') or {})} |"
-        )
-    text = "\n".join(
-        [
-            "# Results",
-            "",
-            "One folder per run (`<UTC time>_<experiment>_<topology>_<git sha>`), never",
-            "overwritten. Each holds `manifest.json` (versioned record), `raw/` (Locust CSVs,",
-            "resource samples, hardware reports) and a `report.md` derived from them. This index",
-            "is regenerated on each run; incomplete or invalid runs are marked in bold. Each",
-            "headline is the one its report derives: `make report-all` rebuilds every run's",
-            "report, plots and manifest headline from its raw data, then this index.",
-            "Commit a run with `git add results/<run>`: bulky files that can be rebuilt or that",
-            "repeat other formats (Locust's and the profilers' HTML, yappi's .prof/.callgrind)",
-            "stay in the folder but out of git (see .gitignore).",
-            "",
-            "| Run | Experiment | Profile | Status | Validity | Headline |",
-            "|---|---|---|---|---|---|",
-            *rows,
-            "",
-        ]
-    )
-    out = results_dir / "README.md"
-    tmp = out.with_name(".README.md.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, out)
-    return out

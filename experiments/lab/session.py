@@ -22,7 +22,8 @@ from experiments.load.arrivals import OpenModel
 from experiments.load.remote import WorkerHost, master_bind_address
 from experiments.load.run import LocustResult, run_locust
 from experiments.protocol import GuardParams, Scenario
-from experiments.results import RunFolder, new_run_folder, update_index
+from experiments.results import RunFolder, new_run_folder
+from experiments.results_index import update_index
 from services.describe import predict_path
 
 
@@ -31,6 +32,9 @@ class RunOptions:
     results_dir: Path
     inventory: str | None
     ansible_playbook: str
+    # committed runs this one re-records (folder names in results_dir): the index marks them
+    # superseded by it; their folders stay as they are
+    supersedes: tuple[str, ...] = ()
 
 
 class Progress:
@@ -173,6 +177,8 @@ def session(experiment: str, options: RunOptions, *, planned_s: float, steps: in
         with run.recording():
             run.update(inventory=options.inventory, topology=topology.raw,
                        loadgen=load.describe(),
+                       **({"supersedes": list(options.supersedes)} if options.supersedes
+                          else {}),
                        **manifest)
             # The runner samples Locust's CPU and waits on it: keep it off the services' cores.
             if load.local_cpus:

@@ -145,7 +145,8 @@ def test_a_confident_search_through_real_locust_replays_to_the_same_answer(tmp_p
     arch_dir.mkdir(parents=True)
 
     def run_step(rate: float, duration: float, hold: bool):
-        out = arch_dir / f"{len(step_dirs(arch_dir)):02d}_{rate:.2f}rps{HOLD_SUFFIX if hold else ''}"
+        kind = HOLD_SUFFIX if hold else ""
+        out = arch_dir / f"{len(step_dirs(arch_dir)):02d}_{rate:.2f}rps{kind}"
         model = OpenModel(rate=rate, seed=params.seed_of(2), drain_s=params.drain_s,
                           nominal_count=True)
         scenario = Scenario(name="capacity", kind="open", rate=rate, duration_s=duration)

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from experiments import results
-from experiments.results import collect_git, new_run_folder, open_run_folder, update_index
+from experiments import metadata, results
+from experiments.metadata import collect_git
+from experiments.results import new_run_folder, open_run_folder
+from experiments.results_index import update_index
 
 WHEN = 1_790_000_000.0  # a fixed instant: 2026-09-21T...Z
 
@@ -62,7 +64,7 @@ def test_a_failing_collector_leaves_a_warning(tmp_path, monkeypatch):
     def broken(repo):
         raise RuntimeError("no git here")
 
-    monkeypatch.setattr(results, "COLLECTORS", (broken, results.collect_python))
+    monkeypatch.setattr(metadata, "COLLECTORS", (broken, metadata.collect_python))
     run = new_run_folder(tmp_path, "experiment-3", "local", "abc", when=WHEN)
     m = json.loads(run.manifest_path.read_text())
     assert m["metadata"]["python_version"]
@@ -205,3 +207,25 @@ def test_no_tracked_result_file_exceeds_2_mib():
     big = {str(p.relative_to(root)): p.stat().st_size for p in files
            if p.exists() and p.stat().st_size > MAX_TRACKED_RESULT_BYTES}
     assert not big, f"tracked result files over 2 MiB (store them sparsely): {big}"
+
+
+def test_the_index_marks_a_run_superseded_by_a_later_one(tmp_path):
+    old = new_run_folder(tmp_path, "experiment-3", "local", "abc", when=WHEN, collect=False)
+    old.complete({"sync": {"capacity_rps": 9.2}})
+    new = new_run_folder(tmp_path, "experiment-3", "local", "def", when=WHEN + 3600,
+                         collect=False)
+    new.update(supersedes=[old.path.name])
+    index = update_index(tmp_path).read_text()
+    assert "superseded" not in index  # the new run is not complete yet
+    new.complete({"sync": {"capacity_rps": 10.1}})
+    row = next(line for line in update_index(tmp_path).read_text().splitlines()
+               if line.startswith(f"| [{old.path.name}]"))
+    assert f"(superseded by [{new.path.name}]({new.path.name}/))" in row
+    assert (old.path / "manifest.json").exists()  # the old folder stays as it was
+
+
+def test_run_refuses_to_supersede_a_run_that_is_not_there(tmp_path, capsys):
+    from experiments.cli import main
+
+    assert main(["run", "3", "--results-dir", str(tmp_path), "--supersedes", "nope"]) == 2
+    assert "--supersedes nope: no run folder of that name" in capsys.readouterr().err

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from experiments.registry import BY_NAME
-from experiments.results import headline_text, run_folders
+from experiments.results_index import headline_text, run_folders
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "results"

@@ -17,7 +17,8 @@ from experiments.exp3_load import EXPERIMENT
 from experiments.exp3_load.report import analyse, headline
 from experiments.load.stages import write_scenario_file
 from experiments.protocol import Scenario
-from experiments.results import headline_text, new_run_folder, update_index
+from experiments.results import new_run_folder
+from experiments.results_index import headline_text, update_index
 
 ROOT = Path(__file__).resolve().parents[3]
 T0 = 1_790_000_000.0
