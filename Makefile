@@ -10,6 +10,9 @@ INVENTORY ?= inventories/single-host
 # Empty: each experiment runs its config's default_profile; PROFILE=quick (say) overrides it.
 PROFILE ?=
 PROFILE_ARG = $(if $(PROFILE),--profile $(PROFILE))
+# Committed runs an experiment re-records (folder names): the results index marks them superseded.
+SUPERSEDES ?=
+SUPERSEDES_ARG = $(foreach run,$(SUPERSEDES),--supersedes $(run))
 RESULTS_DIR ?= results
 CASES ?= 10000
 SEED ?= 1
@@ -66,7 +69,7 @@ EXPERIMENT_NUMBERS := $(sort $(foreach d,$(wildcard experiments/exp*_*/),$(first
 EXPERIMENT_NEEDS_1 := setup
 .SECONDEXPANSION:
 experiment-%: $$(if $$(filter $$*,$$(EXPERIMENT_NUMBERS)),$$(or $$(EXPERIMENT_NEEDS_$$*),deploy),$$(error no experiment-$$*, the experiments are $$(EXPERIMENT_NUMBERS))) ## Run experiment N (`make list`): deploy, verify, measure, report
-	$(BIN)/python -m experiments run $* --results-dir $(RESULTS_DIR) --inventory $(INVENTORY) $(PROFILE_ARG)
+	$(BIN)/python -m experiments run $* --results-dir $(RESULTS_DIR) --inventory $(INVENTORY) $(PROFILE_ARG) $(SUPERSEDES_ARG)
 
 .PHONY: report
 report: ## Rebuild report.md and plots of a run folder from its raw data (RUN=results/<run>)
