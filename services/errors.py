@@ -88,3 +88,13 @@ def bad_request(reason: str) -> ApiError:
 
 def model_bad_response(reason: str) -> ApiError:
     return ApiError(502, "model_bad_response", f"model API answered badly: {reason}")
+
+
+def prediction_failed(reason: str) -> ApiError:
+    """The model failed a whole batch: every item of it gets this, none is left waiting."""
+    return ApiError(500, "prediction_failed", f"the model failed this batch: {reason}")
+
+
+def prediction_timeout(timeout_s: float) -> ApiError:
+    return ApiError(504, "prediction_timeout",
+                    f"the model did not finish this batch within {timeout_s:g} s")

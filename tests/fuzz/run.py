@@ -96,6 +96,21 @@ def stacks(workdir: Path | None = None, env: dict[str, str] | None = None) -> It
 ERROR_KEYS = {"error", "message", "status"}
 
 
+def _finite(value: object) -> bool:
+    return isinstance(value, float | int) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _prediction(data: dict) -> bool:
+    """A documented prediction: the scoring handler's ``{"detail"}``, or the model API's
+    ``{"detail", "input_mean", "batch_size"}`` (README, Endpoints)."""
+    if set(data) == {"detail"}:
+        return isinstance(data["detail"], float) and math.isfinite(data["detail"])
+    return (set(data) == {"detail", "input_mean", "batch_size"}
+            and isinstance(data["detail"], float) and _finite(data["detail"])
+            and _finite(data["input_mean"])
+            and type(data["batch_size"]) is int and data["batch_size"] >= 1)
+
+
 def body_problem(made: Case, reply: Reply, arch: str = "async") -> str | None:
     """Why ``reply`` is not one of the documented answers (None: it is)."""
     if reply.status is None:
@@ -115,9 +130,7 @@ def body_problem(made: Case, reply: Reply, arch: str = "async") -> str | None:
         return f"{kind} body for {reply.status}: {reply.body[:60]!r}"
     if 200 <= reply.status < 300:
         if isinstance(data, dict) and (
-            data == {"status": "OK"} or "service" in data
-            or (set(data) == {"detail"} and isinstance(data["detail"], float)
-                and math.isfinite(data["detail"]))):
+            data == {"status": "OK"} or "service" in data or _prediction(data)):
             return None
         return f"undocumented 2xx body {reply.body[:60]!r}"
     if not (isinstance(data, dict) and set(data) == ERROR_KEYS
