@@ -59,9 +59,11 @@ class Stacks:
 
 
 @contextmanager
-def stacks(workdir: Path | None = None, env: dict[str, str] | None = None) -> Iterator[Stacks]:
+def stacks(workdir: Path | None = None, env: dict[str, str] | None = None,
+           model_env: dict[str, dict[str, str]] | None = None) -> Iterator[Stacks]:
     """Redis (seeded) and the four services, as deployed, each with 2 workers; short model
-    sleeps so that cases run fast (the sleep is not what is fuzzed)."""
+    sleeps so that cases run fast (the sleep is not what is fuzzed). ``model_env``: more
+    variables for the model API of an architecture (a device, the async micro-batcher)."""
     with tempfile.TemporaryDirectory(prefix="scoring-lab-fuzz-") as tmp:
         work = Path(workdir or tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -79,7 +81,8 @@ def stacks(workdir: Path | None = None, env: dict[str, str] | None = None) -> It
                     **(env or {})}
             for arch in ARCHS:
                 processes[("model", arch)] = start_service(
-                    "model", arch, ports[("model", arch)], base, work / f"model-{arch}.log")
+                    "model", arch, ports[("model", arch)],
+                    {**base, **(model_env or {}).get(arch, {})}, work / f"model-{arch}.log")
                 processes[("scoring", arch)] = start_service(
                     "scoring", arch, ports[("scoring", arch)],
                     {**base, "SCORING_LAB_MODEL_URL": f"http://127.0.0.1:{ports[('model', arch)]}"},
