@@ -194,3 +194,27 @@ def test_sync_model_api_refuses_micro_batching(tmp_path):
                           text=True, timeout=60)
     assert done.returncode == 2, done.stderr
     assert "SCORING_LAB_MODEL_BATCHING=micro" in done.stderr
+
+
+def test_gevent_worker_waits_for_the_device_in_a_greenlet(servers):
+    """One gevent worker, one slot: the requests take turns on the device, and while they
+    wait (in gevent's patched select) the same worker still answers its health check."""
+    url = servers.model("sync", device_slots=1, sync_worker="gevent", workers=1)
+    health: list[float] = []
+
+    def probe() -> None:
+        time.sleep(SLEEP_S * 2)  # the predictions are queued on the device by then
+        began = time.perf_counter()
+        assert get(f"{url}/api/v1/healthcheck") == {"status": "OK"}
+        health.append(time.perf_counter() - began)
+
+    prober = threading.Thread(target=probe)
+    prober.start()
+    elapsed, answers = concurrently(f"{url}/api/v1/ml/sync/predict", bodies(N))
+    prober.join(10)
+    check_own_answers(answers)
+    assert elapsed >= N * SLEEP_S, elapsed
+    assert health, "the health check got no answer"
+    print(f"\ngevent, 1 slot: {N} requests {elapsed:.3f} s, health check meanwhile "
+          f"{health[0]:.3f} s")
+    assert health[0] < N * SLEEP_S / 2, health  # not behind the device queue
