@@ -64,8 +64,15 @@ def create_fifo(slots: int) -> str:
     fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
     os.write(fd, TOKEN * slots)
     _owned.append(fd)
-    atexit.register(shutil.rmtree, folder, True)
+    atexit.register(_remove, folder, os.getpid())
     return path
+
+
+def _remove(folder: str, maker: int) -> None:
+    # Forked workers inherit this atexit entry; a worker that exits (and is replaced by the
+    # master) must not take the FIFO away from the replacement.
+    if os.getpid() == maker:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def share_with_workers(settings: Settings) -> None:

@@ -218,3 +218,34 @@ def test_gevent_worker_waits_for_the_device_in_a_greenlet(servers):
     print(f"\ngevent, 1 slot: {N} requests {elapsed:.3f} s, health check meanwhile "
           f"{health[0]:.3f} s")
     assert health[0] < N * SLEEP_S / 2, health  # not behind the device queue
+
+
+def test_a_replaced_sync_worker_shares_the_same_device(servers):
+    """A worker that exits (SIGTERM: gunicorn's graceful exit, its atexit handlers run) is
+    replaced by the master; the replacement opens the same device and the slot stays one."""
+    import psutil
+
+    url = servers.model("sync", device_slots=1, workers=2, service="replaced")
+    _, process = servers.started[("sync", ("device_slots", 1), ("service", "replaced"),
+                                  ("workers", 2))]
+    master = psutil.Process(process.pid)
+    old = {child.pid for child in master.children()}
+    victim = psutil.Process(min(old))
+    victim.terminate()
+    victim.wait(10)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        now = {child.pid for child in master.children()}
+        if len(now) == 2 and now != old:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"no replacement worker: {old} -> {now}")
+    # Both workers serve (a replacement that could not open the device would not boot, and
+    # gunicorn's master stops when a worker fails to boot); one slot still serialises them.
+    for _ in range(3):
+        elapsed, answers = concurrently(f"{url}/api/v1/ml/sync/predict", bodies(4))
+        check_own_answers(answers)
+        assert elapsed >= 4 * SLEEP_S, elapsed
+    assert process.poll() is None
+    assert get(f"{url}/api/v1/debug/model")["device_free_slots"] == 1
