@@ -106,3 +106,12 @@ def deadline_exceeded(late_s: float) -> ApiError:
 def invalid_deadline(value: str) -> ApiError:
     return ApiError(400, "invalid_deadline",
                     f"X-Request-Deadline {value[:40]!r} is not a unix time in seconds")
+
+def prediction_failed(reason: str) -> ApiError:
+    """The model failed a whole batch: every item of it gets this, none is left waiting."""
+    return ApiError(500, "prediction_failed", f"the model failed this batch: {reason}")
+
+
+def prediction_timeout(timeout_s: float) -> ApiError:
+    return ApiError(504, "prediction_timeout",
+                    f"the model did not finish this batch within {timeout_s:g} s")

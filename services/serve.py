@@ -8,8 +8,8 @@ import logging
 
 from gunicorn.app.base import BaseApplication
 
-from services import admission
-from services.settings import Arch, Role, Settings, SyncWorker
+from services import admission, device
+from services.settings import Arch, ModelBatching, Role, Settings, SyncWorker
 from services.sync_app import meinheld_patch
 from services.workers import worker_count
 
@@ -37,10 +37,15 @@ class StartupError(RuntimeError):
     """A service that cannot run as configured: one line, before any worker starts."""
 
 
-def startup_error(arch: Arch, settings: Settings) -> str | None:
-    """Why this service would crash once it serves (so it must not start), or None."""
+def startup_error(arch: Arch, settings: Settings, role: Role = Role.MODEL) -> str | None:
+    """Why this service would crash or not do what it was told once it serves (so it must
+    not start), or None."""
     if arch is Arch.SYNC and settings.meinheld_patch:
         return meinheld_patch.incompatibility()
+    batching = settings.model_batching
+    if role is Role.MODEL and arch is Arch.SYNC and batching is not ModelBatching.OFF:
+        return (f"SCORING_LAB_MODEL_BATCHING={batching.value}: only the async "
+                "model API batches (the sync one serves each request as a batch of one)")
     return None
 
 
@@ -108,8 +113,11 @@ def gunicorn_options(role: Role, settings: Settings) -> dict[str, object]:
 
 
 def serve(role: Role, arch: Arch, settings: Settings) -> None:
-    if (reason := startup_error(arch, settings)) is not None:
+    if (reason := startup_error(arch, settings, role)) is not None:
         raise StartupError(reason)
+    if role is Role.MODEL:
+        # Before any worker exists: one device for all of them (services/device.py).
+        device.share_with_workers(settings)
     if arch is Arch.SYNC:
         _Gunicorn(_SYNC_FACTORIES[role], gunicorn_options(role, settings)).run()
         return

@@ -42,6 +42,13 @@ class HttpClient(StrEnum):
     AIOHTTP = "aiohttp"
 
 
+class ModelBatching(StrEnum):
+    """How the async model API groups predictions (services/async_app/batcher.py)."""
+
+    OFF = "off"  # on demand: every request is a batch of one
+    MICRO = "micro"  # the plain asyncio micro-batcher: max size, max wait
+
+
 class RedisParser(StrEnum):
     """Code that reads the Redis protocol in both stacks' Redis clients (redis-py's own Python,
     or hiredis's C parser: services/redis_protocol.py)."""
@@ -92,7 +99,23 @@ class Settings(BaseSettings):
     # --- the fake model ------------------------------------------------------------------
     sleep_min_s: Seconds = 0.040
     sleep_max_s: Seconds = 0.050
-    cpu_burn_s: Seconds = Field(0.0, description="CPU-bound work per prediction")
+    # CPU-bound work per prediction call: a batch of one (every on-demand request) burns
+    # exactly this, as before the device model existed; each further item of a batch adds
+    # `cpu_burn_per_item_s`.
+    cpu_burn_s: Seconds = Field(0.0, description="CPU-bound work per prediction call")
+    cpu_burn_per_item_s: Seconds = Field(0.0, description="CPU work per further batch item")
+    # The device (services/device.py): `device_slots` exclusive slots shared by every worker of
+    # one model API; a prediction of a batch of n holds one for its CPU work plus the sleep
+    # (base) plus `device_per_item_ms` x (n - 1). 0 slots: no device, today's unbounded model
+    # (the deployment default, so committed runs stay comparable; the device model is used
+    # with 1 slot). A batch of one costs the same with or without the device.
+    device_slots: int = Field(0, ge=0, le=1024)
+    device_per_item_ms: Annotated[float, Field(ge=0, le=10_000)] = 0.5
+    # The async model API's batching; the sync one refuses `micro` (services/serve.py).
+    model_batching: ModelBatching = ModelBatching.OFF
+    model_batch_max_size: int = Field(32, ge=1, le=4096)
+    # How long a batch's first request waits for others before the batch goes to the device.
+    model_batch_max_wait_ms: Annotated[float, Field(ge=0, le=10_000)] = 5.0
 
     # --- the scoring handler's work (the crossover sweeps vary these) ----------------------
     # The original calls its model twice per request and answers the mean.

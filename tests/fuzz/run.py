@@ -66,9 +66,11 @@ class Stacks:
 
 
 @contextmanager
-def stacks(workdir: Path | None = None, env: dict[str, str] | None = None) -> Iterator[Stacks]:
+def stacks(workdir: Path | None = None, env: dict[str, str] | None = None,
+           model_env: dict[str, dict[str, str]] | None = None) -> Iterator[Stacks]:
     """Redis (seeded) and the four services, as deployed, each with 2 workers; short model
-    sleeps so that cases run fast (the sleep is not what is fuzzed)."""
+    sleeps so that cases run fast (the sleep is not what is fuzzed). ``model_env``: more
+    variables for the model API of an architecture (a device, the async micro-batcher)."""
     with tempfile.TemporaryDirectory(prefix="scoring-lab-fuzz-") as tmp:
         work = Path(workdir or tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -86,7 +88,8 @@ def stacks(workdir: Path | None = None, env: dict[str, str] | None = None) -> It
                     **(env or {})}
             for arch in ARCHS:
                 processes[("model", arch)] = start_service(
-                    "model", arch, ports[("model", arch)], base, work / f"model-{arch}.log")
+                    "model", arch, ports[("model", arch)],
+                    {**base, **(model_env or {}).get(arch, {})}, work / f"model-{arch}.log")
                 processes[("scoring", arch)] = start_service(
                     "scoring", arch, ports[("scoring", arch)],
                     {**base, "SCORING_LAB_MODEL_URL": f"http://127.0.0.1:{ports[('model', arch)]}"},
@@ -102,6 +105,21 @@ def stacks(workdir: Path | None = None, env: dict[str, str] | None = None) -> It
 # ------------------------------------------------------------------------------------ oracle
 
 ERROR_KEYS = {"error", "message", "status"}
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, float | int) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _prediction(data: dict) -> bool:
+    """A documented prediction: the scoring handler's ``{"detail"}``, or the model API's
+    ``{"detail", "input_mean", "batch_size"}`` (README, Endpoints)."""
+    if set(data) == {"detail"}:
+        return isinstance(data["detail"], float) and math.isfinite(data["detail"])
+    return (set(data) == {"detail", "input_mean", "batch_size"}
+            and isinstance(data["detail"], float) and _finite(data["detail"])
+            and _finite(data["input_mean"])
+            and type(data["batch_size"]) is int and data["batch_size"] >= 1)
 
 
 def body_problem(made: Case, reply: Reply, arch: str = "async") -> str | None:
@@ -123,9 +141,7 @@ def body_problem(made: Case, reply: Reply, arch: str = "async") -> str | None:
         return f"{kind} body for {reply.status}: {reply.body[:60]!r}"
     if 200 <= reply.status < 300:
         if isinstance(data, dict) and (
-            data == {"status": "OK"} or "service" in data
-            or (set(data) == {"detail"} and isinstance(data["detail"], float)
-                and math.isfinite(data["detail"]))):
+            data == {"status": "OK"} or "service" in data or _prediction(data)):
             return None
         return f"undocumented 2xx body {reply.body[:60]!r}"
     if not (isinstance(data, dict) and set(data) == ERROR_KEYS

@@ -53,3 +53,16 @@ def test_fuzz_with_admission_control(tmp_path):
     assert not result.failures and not any(result.died.values()), (
         report([result]) + "\n" + "\n".join(str(f["problems"]) for f in result.failures[:8]))
     assert result.five_xx("sync") == result.five_xx("async") == 0
+
+def test_fuzz_model_apis_on_a_device_with_micro_batching(tmp_path):
+    """The model APIs on one device slot, the async one micro-batching: hostile requests are
+    refused before they join a batch and answer as without either (fewer cases: one role)."""
+    device = {"SCORING_LAB_DEVICE_SLOTS": "1"}
+    model_env = {"sync": device, "async": {**device, "SCORING_LAB_MODEL_BATCHING": "micro",
+                                           "SCORING_LAB_MODEL_BATCH_MAX_WAIT_MS": "2"}}
+    with stacks(tmp_path, model_env=model_env) as stack:
+        result = run_role(stack, "model", SEED, 120,
+                          kinds=lambda kind: not kind.startswith("meinheld_"))
+    assert not result.failures and not any(result.died.values()), (
+        report([result]) + "\nfirst failures:\n"
+        + "\n".join(f"{f['kind']} #{f['case']}: {f['problems']}" for f in result.failures[:8]))

@@ -133,6 +133,10 @@ def test_model_predicts_by_sleeping_and_returns_the_sleep(make_client):
     assert status == 200
     assert 0.04 <= body["detail"] <= 0.05
     assert elapsed >= body["detail"]
+    # Its own item's answer (items may travel in batches), on demand a batch of one.
+    assert body["input_mean"] == pytest.approx(2.55) and body["batch_size"] == 1
+    status, stats = client.get("/api/v1/debug/model")
+    assert status == 200 and stats["device_slots"] == 0 and stats["device_free_slots"] is None
 
 
 def test_health_and_index(make_client):

@@ -110,7 +110,8 @@ def test_the_gevent_stack_serves_the_scoring_endpoint(lab):
     status, body = post(predict_url(ports["gevent"]))
     assert (status, body) == (200, {"detail": pytest.approx(SLEEP_S)})
     status, body = post(predict_url(ports["model"]))
-    assert (status, body) == (200, {"detail": pytest.approx(SLEEP_S)})
+    assert (status, body) == (200, {"detail": pytest.approx(SLEEP_S),
+                                    "input_mean": pytest.approx(2.55), "batch_size": 1})
     for name in ("model", "gevent"):
         assert "Using worker: gevent" in (logs / f"{name}.log").read_text()
 
