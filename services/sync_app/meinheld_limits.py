@@ -1,4 +1,4 @@
-"""The meinheld defect the lab cannot contain, stated once for the README's "Known limits" and
+"""The meinheld defect the lab cannot contain, stated once for docs/services.md's "Known limits" and
 for every experiment report (a report imports REPORT_NOTE; the containment test sends
 TRAILER_REPRODUCER, so the stated reproducer is the tested one). No meinheld import here:
 reports are built where meinheld need not load."""
@@ -21,7 +21,7 @@ REPORT_NOTE = (
     + "' | curl -s telnet://127.0.0.1:5001`. No such request is part of these load tests."
 )
 
-# Statuses of meinheld's own fixed HTML pages, written in C before the app runs (README,
+# Statuses of meinheld's own fixed HTML pages, written in C before the app runs (docs/services.md,
 # "Known limits of meinheld"): bad framing/headers 400, incomplete request 408, unsizable body
 # 411, body over its 16 MiB limit 413, unknown Expect 417. The fuzz suite accepts an HTML body
 # from the sync stack for these and no other status.

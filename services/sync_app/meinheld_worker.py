@@ -22,7 +22,7 @@ meinheld 1.0.2's defects (the project is unmaintained; the sync architecture sta
    CONNECT is pipelined behind a good request on one connection, meinheld calls the app for
    the good one before that close: the worker's WSGI entry point clears it first, too.
 
-Not contained (no hook runs before meinheld's C parser; meinheld_limits.py, README "Known
+Not contained (no hook runs before meinheld's C parser; meinheld_limits.py, docs/services.md "Known
 limits"): a chunked request with a trailer field kills the worker with SIGSEGV. After the last
 header, ``headers_complete_cb`` adds it and sets the pending field and value to NULL; the
 parser then reports trailer fields through the same ``header_field_cb``, which calls

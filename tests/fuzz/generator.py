@@ -331,8 +331,8 @@ def _empty_lines(rng, role):
 
 
 def _lf_only(rng, role):
-    # A documented difference (README, "Errors and limits"): meinheld's parser accepts bare
-    # LF line endings, uvicorn's refuses them (400); run.EXPECTED_DIFFERENCES holds the pair.
+    # A documented difference (docs/services.md, "Errors and limits"): meinheld's parser accepts
+    # bare LF line endings, uvicorn's refuses them (400); run.EXPECTED_DIFFERENCES holds the pair.
     return Case(0, "", "GET", "", raw=b"GET /api/v1/healthcheck HTTP/1.1\nHost: x\n\n")
 
 

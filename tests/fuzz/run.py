@@ -28,14 +28,14 @@ from tests.fuzz.client import Reply, exchange
 from tests.fuzz.generator import Case, case
 
 ROLES = ("scoring", "model")
-# Differences the servers' own parsers make before any app code runs, listed in the README
+# Differences the servers' own parsers make before any app code runs, listed in docs/services.md
 # ("Errors and limits"): kind -> the statuses each architecture answers.
 EXPECTED_DIFFERENCES = {"lf_only": {"sync": "200", "async": "400"},
                         "version_other": {"sync": "200", "async": "400"},
                         "truncated_oversize": {"sync": "408", "async": "413"},
                         "empty_lines": {"sync": "400", "async": "408"}}
 ARCHS = ("sync", "async")
-# meinheld defects the lab cannot contain (README, "Known limits of meinheld"): the sync
+# meinheld defects the lab cannot contain (docs/services.md, "Known limits of meinheld"): the sync
 # outcome of these kinds is the documented one and is checked to stay so; the async answer is
 # judged on its own. Trailers kill the worker that parses them (SIGSEGV): they are sent last,
 # and the deaths they cause are counted apart from any other.
@@ -43,7 +43,7 @@ SYNC_UNCONTAINED = {"meinheld_chunked_trailers": "closed", "meinheld_huge_header
 WORKER_KILLING = frozenset({"meinheld_chunked_trailers"})
 # meinheld answers a request it refuses from its head (a bad query, say) with its 400 before
 # reading the body, then closes: with more than a socket buffer of body still in flight the
-# client's kernel gets a reset and may drop that 400 (2 of 10,000 scoring cases, README).
+# client's kernel gets a reset and may drop that 400 (2 of 10,000 scoring cases, docs/services.md).
 EARLY_CLOSE_BYTES = 64 * 1024
 # Admission control's refusals (services/admission.py): 503s with Retry-After, documented
 # answers of a scoring service started with admission control on, and no other.
@@ -201,7 +201,7 @@ def judge(made: Case, replies: dict[str, Reply], admission_on: bool = False) -> 
     if documented is not None:
         if statuses["sync"] != documented:
             problems.append(f"sync: answered {statuses['sync']}, not the documented "
-                            f"{documented} of an uncontained meinheld defect (README)")
+                            f"{documented} of an uncontained meinheld defect (docs/services.md)")
         replies = {"async": replies["async"]}
     for arch, reply in replies.items():
         if reply.status is None and reply.outcome != "closed":

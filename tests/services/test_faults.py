@@ -155,9 +155,9 @@ def answered(lab, fault: str, status: int, error: str, deadline_s: float) -> flo
 
 def recovers(lab, what: str, within_s: float = 15) -> None:
     """Serves 200 again within ``within_s``. The first request after a fault may meet meinheld's
-    stale-clock drop (README "Known limits of meinheld": a connection accepted just after a
-    request that held the worker ~2 s is closed unread, or answered meinheld's HTML 408 if part
-    of it was read): not the lab's answer, so not parsed as one; the poll tries again."""
+    stale-clock drop (docs/services.md "Known limits of meinheld": a connection accepted just
+    after a request that held the worker ~2 s is closed unread, or answered meinheld's HTML 408
+    if part of it was read): not the lab's answer, so not parsed as one; the poll tries again."""
     seen: list[object] = []
 
     def serves() -> bool:

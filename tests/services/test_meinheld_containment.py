@@ -22,9 +22,10 @@ pytestmark = pytest.mark.slow
 
 PREDICT = "/api/v1/ml/sync/predict"
 HEALTH = "/api/v1/healthcheck"
-# The reproducer of the SIGSEGV the README and the experiment reports state.
+# The reproducer of the SIGSEGV docs/services.md and the experiment reports state.
 TRAILER_PACKET = meinheld_limits.TRAILER_REPRODUCER
-# meinheld's own error page, written in C before the app runs (README lists these exceptions).
+# meinheld's own error page, written in C before the app runs (docs/services.md lists
+# these exceptions).
 MEINHELD_400 = (b"<html><head><title>Bad Request</title></head><body><p>Bad Request.</p>"
                 b"</body></html>")
 
@@ -250,8 +251,8 @@ _POST = (b"POST /api/v1/ml/sync/predict HTTP/1.1\r\nHost: x\r\n"
         "expect", "half-closed-incomplete"])
 def test_meinheld_answers_these_itself_in_html(one_worker, request_bytes, half_close,
                                               status_line):
-    """The exceptions to the lab's error shape the README lists: meinheld writes them in C
-    before the app runs. If one of these starts failing, update the README's list."""
+    """The exceptions to the lab's error shape docs/services.md lists: meinheld writes them in C
+    before the app runs. If one of these starts failing, update the list in docs/services.md."""
     answer = raw_exchange(one_worker.port, request_bytes, half_close=half_close)
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.split(b"\r\n")[0] == status_line, answer
