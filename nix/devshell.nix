@@ -17,6 +17,8 @@ pkgs.mkShell {
     pkgs.openssh
     pkgs.util-linux # taskset, for pinning servers and load generators to CPU sets
     pkgs.iproute2
+    # No pkgs.sudo: sudo only works setuid root, which nothing in the Nix store is; the deploy's
+    # `become` and the multi-host test use the host's /usr/bin/sudo.
     pkgs.procps
     pkgs.gnumake
     pkgs.git

@@ -8,7 +8,11 @@ requires the inventory's password: a client from another host without it is refu
 chain works with it, the secret shows up in no topology, log, result folder or command line, a
 deploy without it fails before touching Redis, and a Redis killed by PID comes back (restarted by
 supervisord) with its features. Everything is removed in a finalizer, even when the test fails.
-With CI=true a missing prerequisite (root, ip, sshd) fails the test.
+With CI=true a missing prerequisite (root, ip, sshd, sudo) fails the test.
+
+The deploy connects as a non-root user with passwordless sudo, as on real hosts (deploy_user.py):
+the lab's processes run as that user, and `--tags configure` with a new setting re-renders and
+restarts only what it changes, without any install task; a full deploy after it changes nothing.
 """
 
 from __future__ import annotations
@@ -30,11 +34,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import yaml
 from ansible_testutil import (
+    ANSIBLE_DIR,
     HTTP_SERVICES,
     ROOT,
     cpus_allowed,
     descendants,
+    environ,
     kill_run_dir_processes,
     post_json,
     predict_path,
@@ -44,6 +51,7 @@ from ansible_testutil import (
     snapshot_sources,
     wait_gone,
 )
+from deploy_user import DeployUser, process_uid
 
 pytestmark = pytest.mark.slow
 
@@ -67,11 +75,15 @@ def _run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def _find_uv() -> str | None:
-    """The real uv binary (a pyenv shim does not work in a bare ssh session)."""
+    """The real uv binary (a pyenv shim does not work in a bare ssh session): on PATH, else
+    where `pip install --user` and the installer put it (the lab role looks there too)."""
     found = shutil.which("uv")
     if found and "/shims/" in found and shutil.which("pyenv"):
         real = _run("pyenv", "which", "uv", check=False).stdout.strip()
         found = real or None
+    for candidate in (Path.home() / ".local/bin/uv", Path.home() / ".cargo/bin/uv"):
+        if not found and os.access(candidate, os.X_OK):
+            found = str(candidate)
     return os.path.realpath(found) if found else None
 
 
@@ -91,7 +103,7 @@ class NetnsLab:
     def address(self, octet: int) -> str:
         return f"198.18.{self.subnet}.{octet}"
 
-    def create(self, key: Path) -> None:
+    def create(self, key: Path, user: DeployUser) -> None:
         self.bridge = f"slbr{self.tag}"
         _run("ip", "link", "add", self.bridge, "type", "bridge")
         _run("ip", "addr", "add", f"{self.address(1)}/24", "dev", self.bridge)
@@ -126,11 +138,12 @@ class NetnsLab:
             )
             _run("ip", "netns", "exec", ns, "ip", "link", "set", ns_end, "up")
             _run("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
-            self.sshds.append(self._start_sshd(ns, name, self.address(octet), key))
+            self.sshds.append(self._start_sshd(ns, name, self.address(octet), key, user))
         for octet in HOSTS.values():
             self._wait_ssh(self.address(octet))
 
-    def _start_sshd(self, ns: str, name: str, address: str, key: Path) -> subprocess.Popen:
+    def _start_sshd(self, ns: str, name: str, address: str, key: Path,
+                    user: DeployUser) -> subprocess.Popen:
         host_key = self.workdir / f"hostkey-{name}"
         _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key))
         config = self.workdir / f"sshd-{name}.conf"
@@ -140,7 +153,8 @@ class NetnsLab:
             f"HostKey {host_key}\n"
             f"PidFile {self.workdir}/sshd-{name}.pid\n"
             f"AuthorizedKeysFile {key}.pub\n"
-            "PermitRootLogin prohibit-password\n"
+            f"AllowUsers {user.name}\n"
+            "PermitRootLogin no\n"
             "PasswordAuthentication no\n"
             "KbdInteractiveAuthentication no\n"
             "UsePAM no\n"
@@ -151,7 +165,7 @@ class NetnsLab:
         )
         log = open(self.workdir / f"sshd-{name}.log", "w")  # noqa: SIM115 - lives with sshd
         return subprocess.Popen(
-            ["ip", "netns", "exec", ns, SSHD, "-D", "-e", "-f", str(config)],
+            ["ip", "netns", "exec", ns, *user.mount_prefix(), SSHD, "-D", "-e", "-f", str(config)],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -196,7 +210,7 @@ def _free_subnet() -> int:
     return random.choice(candidates)
 
 
-def _inventory(lab: NetnsLab, key: Path, uv: str, workdir: Path) -> Path:
+def _inventory(lab: NetnsLab, key: Path, user: DeployUser, workdir: Path) -> Path:
     hosts = {}
     for name, octet in HOSTS.items():
         hosts[name] = {
@@ -209,18 +223,19 @@ def _inventory(lab: NetnsLab, key: Path, uv: str, workdir: Path) -> Path:
         "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR "
         f"-o ControlPath={workdir}/cp-%C"
     )
-    uv_env = {"UV_OFFLINE": "1"}  # the namespaces reach no package index; uv's cache has all
-    if os.environ.get("UV_CACHE_DIR"):
-        uv_env["UV_CACHE_DIR"] = os.environ["UV_CACHE_DIR"]
+    # The namespaces reach no package index: the user's copy of uv's cache has everything.
+    uv_env = {"UV_OFFLINE": "1", "UV_CACHE_DIR": str(user.uv_cache)}
     inventory = {
         "all": {
             "vars": {
-                "ansible_user": "root",
+                "ansible_user": user.name,
                 "ansible_python_interpreter": "/usr/bin/python3",
                 "ansible_ssh_private_key_file": str(key),
                 "ansible_ssh_common_args": ssh_args,
                 "lab_ports": PORTS,
-                "lab_uv": uv,
+                "lab_uv": user.uv,
+                # The interpreter uv's cache was filled for (the one the tests run on).
+                "lab_python": user.python,
                 "lab_uv_env": uv_env,
                 "feature_store_cpus": "0",
                 "model_api_cpus": "0",
@@ -244,6 +259,7 @@ def _inventory(lab: NetnsLab, key: Path, uv: str, workdir: Path) -> Path:
         }
     }
     path = workdir / "inventory.json"
+    path.touch(mode=0o600)  # holds the Redis password; the workdir is open to the deploy user
     path.write_text(json.dumps(inventory, indent=2))
     return path
 
@@ -372,6 +388,76 @@ def _distributed_experiment_3(workdir: Path, state_dir: Path, inventory: Path,
             assert REDIS_PASSWORD.encode() not in path.read_bytes(), path
 
 
+def _install_task_titles() -> list[str]:
+    """The playbook output's title of every task of the roles' install phase."""
+    titles = []
+    for path in sorted(ANSIBLE_DIR.glob("roles/*/tasks/install.yml")):
+        role = path.parent.parent.name
+        todo = list(yaml.safe_load(path.read_text()) or [])
+        while todo:
+            task = todo.pop()
+            todo.extend(task.get("block", []))
+            if "name" in task and "block" not in task:
+                titles.append(f"TASK [{role} : {task['name']}]")
+    assert len(titles) > 5, titles
+    return titles
+
+
+def _running_pids(run_dirs: list[Path]) -> dict[str, int]:
+    """Main pid of every program of the run dirs' supervisords now, as "<program>@<run dir>"
+    (topology.json is older: the test restarted Redis since the deploy wrote it)."""
+    pids = {}
+    for run_dir in run_dirs:
+        done = subprocess.run(
+            [str(run_dir / "app/.venv/bin/supervisorctl"), "-c",
+             str(run_dir / "supervisor/supervisord.conf"), "status"],
+            capture_output=True, text=True, timeout=60)
+        for line in done.stdout.splitlines():  # "<name> RUNNING pid <pid>, uptime <t>"
+            fields = line.split()
+            if len(fields) >= 4 and fields[1] == "RUNNING":
+                pids[f"{fields[0]}@{run_dir.name}"] = int(fields[3].rstrip(","))
+    return pids
+
+
+def _configure_restarts_only_what_changed(workdir: Path, state_dir: Path, inventory: Path,
+                                          extra: dict, run_dirs: list[Path],
+                                          user: DeployUser) -> None:
+    """`--tags configure` with one new setting (two workers per model API): no install task
+    runs, the venvs stay as they are, only the model APIs restart (with the setting), the
+    other hosts report no change; a full deploy with the same setting then changes nothing."""
+    before = _running_pids(run_dirs)
+    assert len(before) == 8, before  # redis, 2 model APIs, 2 scoring handlers, 3 monitors
+    stamps = {d: (d / "app/.venv/scoring-lab-stamp").stat().st_mtime_ns for d in run_dirs}
+    setting = {**extra, "model_api_workers": 2}
+    run = run_playbook("deploy.yml", workdir / "deploy-configure.log", state_dir, setting,
+                       inventory, args=("--tags", "configure"))
+    assert run.returncode == 0, run.explain()
+    ran = [title for title in _install_task_titles() if title in run.output]
+    assert ran == [], f"install tasks ran under --tags configure: {ran}"
+    assert "RUNNING HANDLER [model_api : Restart model API]" in run.output, run.explain()
+    recap = run.recap()
+    assert recap["lab-model"]["changed"] > 0, run.explain()
+    assert recap["lab-redis"]["changed"] == recap["lab-scoring"]["changed"] == 0, run.explain()
+    assert {d: (d / "app/.venv/scoring-lab-stamp").stat().st_mtime_ns for d in run_dirs} == stamps
+
+    after = _running_pids(run_dirs)
+    assert set(after) == set(before), after
+    restarted = sorted(name for name in before if after[name] != before[name])
+    assert restarted == ["model-async@run-model", "model-sync@run-model"], restarted
+    # The configure run verified the restarted programs and wrote their new pids.
+    services = json.loads((state_dir / "topology.json").read_text())["services"]
+    for name in ("model-sync", "model-async"):
+        entry = services[name]
+        assert entry["pids"] == after[f"{name}@run-model"] and entry["workers"] == 2, entry
+        assert environ(entry["pids"]).get("SCORING_LAB_WORKERS") == "2", name
+        assert process_uid(entry["pids"]) == user.uid, name
+
+    again = run_playbook("deploy.yml", workdir / "deploy-after-configure.log", state_dir,
+                         setting, inventory)
+    assert again.returncode == 0, again.explain()
+    assert all(again.recap()[host]["changed"] == 0 for host in HOSTS), again.explain()
+
+
 def test_multi_host_deploy_over_ssh_to_network_namespaces() -> None:
     require(os.geteuid() == 0, "needs root (ip netns, sshd)")
     require(shutil.which("ip") is not None, "ip (iproute2) is not installed")
@@ -379,6 +465,8 @@ def test_multi_host_deploy_over_ssh_to_network_namespaces() -> None:
     require(shutil.which("ssh") is not None, "ssh (openssh-client) is not installed")
     require(shutil.which("ssh-keygen") is not None, "ssh-keygen is not installed")
     require(_run("ip", "netns", "list", check=False).returncode == 0, "ip netns does not work here")
+    for command in ("useradd", "userdel", "runuser", "unshare", "sudo", "visudo"):
+        require(shutil.which(command) is not None, f"{command} is not installed")
     uv = _find_uv()
     require(uv is not None, "uv is not installed")
 
@@ -387,12 +475,14 @@ def test_multi_host_deploy_over_ssh_to_network_namespaces() -> None:
     state_dir.mkdir()
     lab = NetnsLab(tag=f"{os.getpid() % 10000:04d}", subnet=_free_subnet(), workdir=workdir)
     run_dirs = [workdir / f"run-{name.removeprefix('lab-')}" for name in HOSTS]
+    user = DeployUser(workdir)
     deployed = finished = False
     try:
         key = workdir / "id_ed25519"
         _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key))
-        lab.create(key)
-        inventory = _inventory(lab, key, uv, workdir)
+        user.create(uv)
+        lab.create(key, user)
+        inventory = _inventory(lab, key, user, workdir)
         source = snapshot_sources(workdir / "src")
         extra = {"lab_source_dir": str(source)}
 
@@ -416,11 +506,17 @@ def test_multi_host_deploy_over_ssh_to_network_namespaces() -> None:
         assert {s["run_dir"] for s in services.values()} == {str(d) for d in run_dirs}
         assert [m["host"] for m in topology["monitor"]] == list(HOSTS)
         assert topology["loadgen"][0]["ansible_host"] == redis
-        assert topology["loadgen"][0]["ansible_user"] == "root"
-        for name, entry in services.items():
+        assert topology["loadgen"][0]["ansible_user"] == user.name
+        # Every lab process runs as the deploy user; the run dirs (created with sudo: their
+        # parent is root's) belong to it.
+        labelled = {**services, **{f"monitor@{m['host']}": m for m in topology["monitor"]}}
+        for name, entry in labelled.items():
             assert entry["affinity"] == entry["cpus"], name
             for member in [entry["pids"], *descendants(entry["pids"])]:
                 assert cpus_allowed(member) == entry["cpus"], (name, member)
+                assert process_uid(member) == user.uid, (name, member)
+        assert {run_dir.stat().st_uid for run_dir in run_dirs} == {user.uid}
+        assert "TASK [lab : Create the run directory for the deploy user]" in deploy.output
 
         # A scoring request per architecture to the scoring host's address, sent from the root
         # namespace through the bridge; the handler then calls the model host and Redis host.
@@ -467,6 +563,7 @@ def test_multi_host_deploy_over_ssh_to_network_namespaces() -> None:
                            redis, REDIS_PASSWORD)[:2] == ["+OK", "+PONG"]
 
         _distributed_experiment_3(workdir, state_dir, inventory, lab)
+        _configure_restarts_only_what_changed(workdir, state_dir, inventory, extra, run_dirs, user)
 
         down = run_playbook("teardown.yml", workdir / "teardown.log", state_dir, extra, inventory)
         assert down.returncode == 0, down.explain()
@@ -482,6 +579,9 @@ def test_multi_host_deploy_over_ssh_to_network_namespaces() -> None:
         for run_dir in run_dirs:
             kill_run_dir_processes(run_dir)
         lab.destroy()
+        left_user = user.remove()
+        if left_user:
+            print(f"\nWARNING {left_user}")
         netns_left = [
             ns
             for ns in _run("ip", "netns", "list").stdout.split()
