@@ -316,3 +316,44 @@ def write_files(run: Path, markdown: str, doc: dict[str, Any], plots: list[str |
     (run / "report.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
     return Report(run / "report.md", run / "report.json", [run / p for p in plots if p],
                   doc.get("headline") or {})
+
+
+def capacity_lines(res: dict) -> list[str]:
+    """A ladder's capacity per rung (experiments.analysis.ladder) at the shared bound beside
+    its predicted ceiling, then the steps."""
+    rows = [r for r in res["rows"] if "capacity_rps" in r]
+    if not rows:
+        return []
+    bound = rows[0]["capacity_p99_bound_ms"]
+    status = {"found": "found", "above_range": "every rate passed (max_rate too low)",
+              "below_range": "even the minimum rate failed",
+              "invalid": "**invalid: a step could not be judged (reason in the steps table)**",
+              "unfinished": "step budget ran out"}
+    lines = ["## Capacity per rung", "",
+             f"Each rung's capacity: the highest open-model arrival rate whose p99 response "
+             f"time (from each request's scheduled send) is <= {bound:g} ms with few errors, "
+             "searched by growing then bisecting the rate; recomputed here from the step "
+             "folders. Unlike the step load's max req/s it is not capped by the ramp's users, so "
+             "it is the measurement to hold against the predicted ceiling.", "",
+             "| variant | arch | capacity req/s | status | first overloaded req/s | predicted "
+             "req/s | capacity/predicted | step load max req/s |", "|---" * 8 + "|"]
+    several = any("capacity_repeats" in r for r in rows)
+    if several:
+        lines[-2:-2] = ["With repeats, the capacity is the median over the repeats, followed by "
+                        "each repeat's value and the coefficient of variation (**unstable** "
+                        "over 10 %); status, first overloaded rate and the steps below are "
+                        "repeat 1's, as are the step loads.", ""]
+    for r in rows:
+        cap = fmt(r["capacity_rps"])
+        if "capacity_repeats" in r:
+            s = r["capacity_repeats"]
+            cv = f", CV {s['cv']:.0%}" if s.get("cv") is not None else ""
+            cap += (f" ({'/'.join(fmt(x) for x in s['values'])}{cv}"
+                    f"{' **unstable**' if s.get('unstable') else ''})")
+        lines.append(f"| {r['variant']} | {r['arch']} | {cap} | "
+                     f"{status.get(r['capacity_status'], r['capacity_status'])} | "
+                     f"{fmt(r['first_overloaded_rps'])} | {fmt(r['predicted_rps'])} | "
+                     f"{pct(r['capacity_over_predicted'])} | {fmt(r['max_rps'])} |")
+    steps = {f"{v}/{a}": e for v, by_arch in res["capacity"].items() for a, e in by_arch.items()}
+    detail = capacity_section(steps)
+    return [*lines, "", "### Capacity search steps", "", *detail[2:]]

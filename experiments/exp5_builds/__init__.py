@@ -1,9 +1,8 @@
 """Experiment 5: each architecture at its best on one CPU budget. Sweeps of the settings that
-decide each stack's capacity (sync worker type, workers, gthread threads, gevent; async
-workers, HTTP client), each point deployed and measured as experiment 4 measures a rung (by
-experiment 4's run module: the ladder format, plus each point's `sweep`); the report names each
-architecture's best build, its capacity and what it costs, and shows throughput against
-concurrency past the knee."""
+decide each stack's capacity (sync worker type, workers, gthread threads, gevent; async workers,
+HTTP client), each point deployed and measured as a ladder rung (experiments/lab/ladder.py: the
+ladder format, plus each point's `sweep`); the report names each architecture's best build, its
+capacity and what it costs, and shows throughput against concurrency past the knee."""
 
 from pathlib import Path
 

@@ -1,5 +1,5 @@
-"""Experiment 6's run: the crossover sweeps as a ladder of points, each an experiment 4 rung
-(experiments/exp4_ladder/run.py deploys, verifies and measures it, both architectures at once,
+"""Experiment 6's run: the crossover sweeps as a ladder of points, each a ladder rung
+(experiments/lab/ladder.py deploys, verifies and measures it, both architectures at once,
 and restores the default build at the end).
 
 A point is one value of one factor, with one tier of builds (`default`: the lab's build;
@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from experiments.config import Checker, merge, read
-from experiments.exp4_ladder.run import Ladder, parse_ladder
-from experiments.exp4_ladder.run import run as run_points
+from experiments.lab.ladder import run as run_points
+from experiments.ladder import Ladder, parse_ladder
 from services.settings import Settings
 
 __all__ = ["FACTORS", "Crossover", "load_crossover", "parse_crossover", "run_points"]
@@ -124,7 +124,7 @@ def _values(c: Checker, name: str, raw: Any) -> tuple[float, ...]:
 
 
 def _variants(c: Checker, table: dict) -> tuple[list[dict], dict, tuple[str, ...], dict]:
-    """The [[variants]] experiment 4's parser reads, and what each point is."""
+    """The [[variants]] the ladder's parser reads, and what each point is."""
     tiers = table.get("tiers", list(TIERS))
     if (not isinstance(tiers, list) or not tiers or any(t not in TIERS for t in tiers)
             or len(set(tiers)) != len(tiers)):
@@ -170,7 +170,7 @@ def _variants(c: Checker, table: dict) -> tuple[list[dict], dict, tuple[str, ...
 def parse_crossover(data: dict, profile: str | None = None, *,
                     source: str = "<experiment6>") -> Crossover:
     """Validate experiment 6's TOML: [crossover] (and each profile's overrides of it) here,
-    the generated points and the protocol by experiment 4's parser."""
+    the generated points and the protocol by the ladder's parser (experiments/ladder.py)."""
     c = Checker(source)
     data = copy.deepcopy(data)
     if "variants" in data:

@@ -9,8 +9,8 @@ import pytest
 
 from experiments.config import ConfigError
 from experiments.exp4_ladder import EXPERIMENT
-from experiments.exp4_ladder.run import load_ladder, parse_ladder
 from experiments.lab import topology as topology_mod
+from experiments.ladder import load_ladder, parse_ladder
 
 CONFIG = EXPERIMENT.config
 
@@ -143,8 +143,8 @@ def test_each_capacity_search_follows_its_step_load():
 
 def test_a_search_starts_where_the_rung_is_known_best():
     from experiments.analysis.breaking_point import BreakingPoint
-    from experiments.exp4_ladder.run import search_start
     from experiments.lab.capacity import HINT_GROWTH
+    from experiments.lab.ladder import search_start
 
     params = load_ladder(CONFIG, "quick").protocol.capacity
 
