@@ -26,6 +26,7 @@ from experiments.config import (
     Str,
     Table,
     check_every_profile,
+    merge,
     read,
     resolve,
 )
@@ -36,6 +37,8 @@ KINDS = ("constant", "ramp", "capacity", "open")
 BREAKING_POINT = "breaking_point"
 CAPACITY = "capacity"
 DEFAULT_PAYLOAD = [5.1, 3.5, 1.4, 0.2]  # the original's curl examples
+# The capacity search's shared protocol; an experiment's [capacity] overrides it key by key.
+CAPACITY_BASE = Path(__file__).with_name("capacity.toml")
 Arch = Literal[ARCHS]  # a value out of constants.ARCHS
 Arrival = Literal[ARRIVALS]
 
@@ -307,11 +310,21 @@ def _scenario(c: Checker, name: str, t: Any) -> Scenario:
     return scenario
 
 
+def with_capacity_base(data: dict) -> dict:
+    """``data`` with its [capacity] table merged onto the shared capacity protocol
+    (CAPACITY_BASE): the file's table holds only what the experiment changes. A file with no
+    [capacity] table searches nothing and takes nothing from the base."""
+    if not isinstance(data.get("capacity"), dict):
+        return data
+    return {**data, "capacity": merge(read(CAPACITY_BASE), data["capacity"])}
+
+
 def parse_protocol(data: dict, profile: str | None = None, *, source: str = "<protocol>",
                    check_all: bool = True) -> Protocol:
     """Validate a parsed TOML document and resolve `profile` (default: its default_profile).
     With check_all, every other profile is resolved too, so a typo in any profile fails."""
     Checker(source).keys(data, "top level", _TOP_KEYS)
+    data = with_capacity_base(data)
     merged, profile = resolve(data, profile, source=source, allowed=_PROFILE_KEYS)
     c = Checker(source, profile)
     for name in (data.get("profiles", {}).get(profile) or {}).get("scenarios", {}):
