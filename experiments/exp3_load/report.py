@@ -21,7 +21,7 @@ from experiments.analysis.breaking_point import (  # noqa: E402
     detect_breaking_point,
     rule_sentence,
 )
-from experiments.analysis.capacity import analyse_search  # noqa: E402
+from experiments.analysis.capacity import analyse_capacity  # noqa: E402
 from experiments.analysis.repeat_figures import (  # noqa: E402
     compare_repeats,
     repeat_section,
@@ -35,7 +35,7 @@ from experiments.analysis.summary import (  # noqa: E402
     load_resource_samples,
     resource_usage,
 )
-from experiments.protocol import CapacityParams, GuardParams  # noqa: E402
+from experiments.protocol import GuardParams  # noqa: E402
 from experiments.repeats import locust_roots  # noqa: E402
 from experiments.reporting import (  # noqa: E402
     Report,
@@ -175,24 +175,8 @@ def _analyse_repeat(run: Path, manifest: dict, k: int, base: Path, analysis, gua
                     }
                     for svc, u in usage.items()
                 }
-    out["capacity"] = _capacity(base, manifest.get("protocol") or {}, guard.grace_s)
+    out["capacity"] = analyse_capacity(base, manifest.get("protocol") or {}, guard.grace_s)
     out["headline"] = _headline(out)
-    return out
-
-
-def _capacity(base: Path, protocol: dict, grace_s: float) -> dict[str, dict]:
-    """Per architecture, one repeat's searches (base/capacity/<arch>/), the relative bound
-    based on base/response_time/<arch>/ (experiments.analysis.capacity.analyse_search)."""
-    if not protocol.get("capacity"):
-        return {}
-    params = CapacityParams(**protocol["capacity"])
-    root = base / "capacity"
-    out: dict[str, dict] = {}
-    for arch_dir in sorted(d for d in root.iterdir() if d.is_dir()) if root.is_dir() else []:
-        entry = analyse_search(arch_dir, params, grace_s,
-                               base / RESPONSE_TIME / arch_dir.name)
-        if entry is not None:
-            out[arch_dir.name] = entry
     return out
 
 

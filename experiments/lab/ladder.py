@@ -107,9 +107,9 @@ def _capacity(lab: Session, p: Protocol, variant: Variant, arch: str, step: int,
               steps: int, repeat: int = 1, root: Path | None = None,
               hints: dict | None = None, ramp: BreakingPoint | None = None) -> None:
     """The rung's capacity under the shared bound, searched from search_start (the previous
-    repeat's capacity is kept in `hints`); the live result kept in the manifest (capacity:
-    repeat 1's, by variant and arch; capacity_repeats: every repeat's) beside the one the
-    report re-derives from the steps."""
+    repeat's capacity is kept in `hints`); the result, settled over its steps as the report
+    re-derives it, kept in the manifest (capacity: repeat 1's, by variant and arch;
+    capacity_repeats: every repeat's)."""
     params = p.capacity
     root = root if root is not None else locust_root(lab.run.raw, repeat, p.repeats)
     hints = hints if hints is not None else {}
@@ -117,25 +117,16 @@ def _capacity(lab: Session, p: Protocol, variant: Variant, arch: str, step: int,
     hint, growth, why = search_start(params, hints.get((variant.name, arch)), ramp)
     lab.progress.say(f"step {step}/{steps} {label}, from {why}"
                      + (f" ({hint:.1f} req/s)" if hint else ""))
-    found = capacity_search.search(lab, params, arch, capacity_dir(root, variant.name, arch),
-                                   p99_ms=params.p99_bound_ms, payload=p.payload, step=step,
-                                   label=label, guard=p.guard, hint_rate=hint,
-                                   hint_growth=growth,
-                                   restart=lambda why: restart_stuck(lab, why),
-                                   idle_key=f"{variant.name}/{arch}")
-    lab.progress.say(f"{label}: {found.status}, {found.capacity} req/s "
-                     f"(first failing {found.first_failing})")
-    if found.capacity:
-        hints[(variant.name, arch)] = found.capacity
-    entry = {"shared": {"p99_bound_ms": params.p99_bound_ms, **found.to_dict()},
-             "start": {"rate": hint or params.start_rate, "growth": growth, "from": why}}
+    entry = capacity_search.search_and_settle(
+        lab, params, arch, capacity_dir(root, variant.name, arch), label=label,
+        payload=p.payload, step=step, guard=p.guard, hint_rate=hint, hint_growth=growth,
+        restart=lambda why: restart_stuck(lab, why), idle_key=f"{variant.name}/{arch}")
+    if entry["shared"]["capacity"]:
+        hints[(variant.name, arch)] = entry["shared"]["capacity"]
+    entry["start"] = {"rate": hint or params.start_rate, "growth": growth, "from": why}
     if repeat == 1:
-        capacity = lab.run.manifest.get("capacity") or {}
-        capacity.setdefault(variant.name, {})[arch] = entry
-        lab.run.update(capacity=capacity)
-    per = lab.run.manifest.get("capacity_repeats") or {}
-    per.setdefault(str(repeat), {}).setdefault(variant.name, {})[arch] = entry
-    lab.run.update(capacity_repeats=per)
+        capacity_search.record(lab.run, "capacity", (variant.name, arch), entry)
+    capacity_search.record(lab.run, "capacity_repeats", (str(repeat), variant.name, arch), entry)
 
 
 def run(ladder: Ladder, options: RunOptions, finish: Finish) -> Path:
