@@ -4,19 +4,9 @@ HTTP client), each point deployed and measured as a ladder rung (experiments/lab
 ladder format, plus each point's `sweep`); the report names each architecture's best build, its
 capacity and what it costs, and shows throughput against concurrency past the knee."""
 
-from pathlib import Path
-
 from experiments.exp5_builds import report, run
-from experiments.experiment import Experiment
+from experiments.experiment import experiment
 
-EXPERIMENT = Experiment(
-    number="5",
-    name="experiment-5",
-    summary="best builds: sweeps of each architecture's settings on one CPU budget",
-    config=Path(__file__).with_name("config.toml"),
-    load=run.load_sweeps,
-    run=run.run_points,
-    analyse=report.analyse,
-    headline=report.headline,
-    write_report=report.write_report,
-)
+EXPERIMENT = experiment(
+    __name__, "best builds: sweeps of each architecture's settings on one CPU budget",
+    load=run.load_sweeps, run=run.run_points, report=report)

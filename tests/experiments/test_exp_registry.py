@@ -121,3 +121,15 @@ def test_finish_reports_the_status_it_just_recorded(tmp_path):
                      headline=lambda a: {"n": a["n"]}, write_report=write_report)
     exp.finish(folder)
     assert seen["status"] == "complete" and seen["headline"] == {"n": 1} and seen["ended_at"]
+
+
+def test_a_record_follows_from_its_package_and_refuses_another_name():
+    from experiments import experiment as contract
+    from experiments.exp2_timeit import report, run
+
+    e = EXPERIMENTS["2"]
+    assert (e.number, e.name, e.analyse) == ("2", "experiment-2", report.analyse)
+    assert e.config == Path(report.__file__).with_name("config.toml")
+    with pytest.raises(ValueError, match="'experiments.timeit': an experiment package"):
+        contract.experiment("experiments.timeit", "x", load=run.load_timeit, run=run.run,
+                            report=report)
