@@ -11,33 +11,29 @@ import json
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from experiments.analysis.breaking_point import (  # noqa: E402
+from experiments.analysis.breaking_point import (
     BreakingPoint,
     detect_breaking_point,
     rule_sentence,
 )
-from experiments.analysis.capacity import analyse_capacity  # noqa: E402
-from experiments.analysis.repeat_figures import (  # noqa: E402
+from experiments.analysis.capacity import analyse_capacity
+from experiments.analysis.repeat_figures import (
     compare_repeats,
     repeat_section,
     summarise_headlines,
 )
-from experiments.analysis.stats import compare  # noqa: E402
-from experiments.analysis.summary import (  # noqa: E402
+from experiments.analysis.stats import compare
+from experiments.analysis.summary import (
     RunData,
     analyse_run_dir,
     cpu_series,
     load_resource_samples,
     resource_usage,
 )
-from experiments.protocol import GuardParams  # noqa: E402
-from experiments.repeats import locust_roots  # noqa: E402
-from experiments.reporting import (  # noqa: E402
+from experiments.plots import plt
+from experiments.protocol import GuardParams
+from experiments.repeats import locust_roots
+from experiments.reporting import (
     Report,
     analysis_params,
     capacity_headline,

@@ -12,17 +12,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from experiments.analysis import pinning  # noqa: E402
-from experiments.analysis.breaking_point import rule_sentence  # noqa: E402
-from experiments.analysis.ladder import LOW_LOAD_USERS, analyse_rungs, find_row  # noqa: E402
-from experiments.analysis.stats import compare  # noqa: E402
-from experiments.reporting import (  # noqa: E402
+from experiments.analysis import pinning
+from experiments.analysis.breaking_point import rule_sentence
+from experiments.analysis.ladder import LOW_LOAD_USERS, analyse_rungs, find_row
+from experiments.analysis.stats import compare
+from experiments.plots import plt
+from experiments.reporting import (
     Report,
     capacity_lines,
     fmt,

@@ -14,20 +14,17 @@ import math
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from experiments.analysis.ladder import analyse_rungs  # noqa: E402
-from experiments.analysis.summary import (  # noqa: E402
+from experiments.analysis.ladder import analyse_rungs
+from experiments.analysis.summary import (
     analyse_run_dir,
     load_resource_samples,
     resource_usage,
 )
-from experiments.lab.renew import RESTART_VAR  # noqa: E402
-from experiments.reporting import (  # noqa: E402
+from experiments.lab.renew import RESTART_VAR
+from experiments.plots import plt
+from experiments.reporting import (
     Report,
     capacity_lines,
     fmt,
@@ -38,7 +35,7 @@ from experiments.reporting import (  # noqa: E402
     pct,
     write_files,
 )
-from hardware.summary import cpu_seconds_between  # noqa: E402
+from hardware.summary import cpu_seconds_between
 
 # A capacity the search could stand behind: found, or held with the step budget spent.
 TRUSTED = ("found", "unfinished", "above_range")

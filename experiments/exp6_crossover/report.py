@@ -14,13 +14,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from experiments.analysis.ladder import analyse_rungs  # noqa: E402
-from experiments.reporting import (  # noqa: E402
+from experiments.analysis.ladder import analyse_rungs
+from experiments.plots import plt
+from experiments.reporting import (
     Report,
     capacity_lines,
     fmt,
