@@ -15,18 +15,22 @@ from typing import Any
 from pydantic import Field
 
 from experiments.analysis.ladder import CAPACITY
-from experiments.config import Checker, Float, Str, Table, read
+from experiments.config import Checker, Float, Str, Table, parse_document, read
 from experiments.constants import ARCHS
 from experiments.lab import topology as topology_mod
-from experiments.protocol import Arch, Arrival, Protocol, parse_protocol
+from experiments.protocol import (
+    PROFILE_KEYS,
+    TOP_KEYS,
+    Arch,
+    Arrival,
+    Protocol,
+    protocol_from,
+    with_capacity_base,
+)
 from experiments.repeats import abba
 from services.settings import SettingsError, check_service_env
 
 PROBE, LOAD_TEST = "probe", "load_test"
-_VARIANT_KEYS = {"name", "description", "sweep", "archs", "arrivals", "model_api_env",
-                 "scoring_handler_env", "model_api_workers_per_core",
-                 "scoring_handler_workers_per_core"}
-
 
 class Variant(Table):
     """One rung of the ladder: the default build with the settings it names."""
@@ -128,58 +132,61 @@ def _env(c: Checker, where: str, table: Any) -> dict[str, str]:
 
 
 def _variant(c: Checker, i: int, t: Any) -> Variant:
-    c.keys(t, f"variants[{i}]", _VARIANT_KEYS)
+    c.keys(t, f"variants[{i}]", set(Variant.model_fields))
     where = f"variants.{c.string(t, f'variants[{i}]', 'name')}"
     envs = {key: _env(c, f"{where}.{key}", t.get(key, {}))
             for key in ("model_api_env", "scoring_handler_env")}
     return c.validate(Variant, {**t, **envs}, where)
 
 
-def parse_ladder(data: dict, profile: str | None = None, *,
-                 source: str = "<experiment4>") -> Ladder:
-    """Validate a ladder's TOML (experiments 4, 5, 6): the protocol part by
-    protocol.parse_protocol, the [[variants]] and each profile's `variants` selection here."""
-    c = Checker(source)
-    data = dict(data)
-    tables = data.pop("variants", None)
+def ladder_from(merged: dict, c: Checker, tables: Any, scenario_names: Any = None) -> Ladder:
+    """The Ladder of one resolved profile: every [[variants]] table (``tables``, the file's)
+    checked, the profile's `variants` (names) selecting which rungs it runs, the protocol from
+    the rest (protocol.protocol_from)."""
     if not isinstance(tables, list) or not tables:
         raise c.fail("variants", "no [[variants]] defined")
     variants = [_variant(c, i, t) for i, t in enumerate(tables)]
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
         raise c.fail("variants", f"duplicate variant names in {names}")
-    profiles = {k: dict(v) if isinstance(v, dict) else v
-                for k, v in (data.get("profiles") or {}).items()}
-    selections: dict[str, list[str]] = {}
-    for pname, ptable in profiles.items():
-        if isinstance(ptable, dict) and "variants" in ptable:
-            chosen = ptable.pop("variants")
-            if not isinstance(chosen, list) or not chosen:
-                raise c.fail(f"profiles.{pname}", "variants: expected a non-empty list of names")
-            unknown = [x for x in chosen if x not in names]
-            if unknown:
-                raise c.fail(f"profiles.{pname}", f"unknown variant {unknown[0]!r} "
+    merged = dict(merged)
+    chosen = merged.pop("variants", tables)
+    if chosen != tables:  # the profile names the rungs it runs
+        if not isinstance(chosen, list) or not chosen or not all(
+                isinstance(x, str) for x in chosen):
+            raise c.fail(f"profiles.{c.profile}", "variants: expected a non-empty list of names")
+        unknown = [x for x in chosen if x not in names]
+        if unknown:
+            raise c.fail(f"profiles.{c.profile}", f"unknown variant {unknown[0]!r} "
                                                   f"(have: {', '.join(names)})")
-            selections[pname] = chosen
-    data["profiles"] = profiles
-    protocol = parse_protocol(data, profile, source=source)
+        variants = [v for v in variants if v.name in chosen]
+    protocol = protocol_from(merged, c, scenario_names)
     for needed in (PROBE, LOAD_TEST):
         try:
             protocol.scenario(needed)
         except KeyError:
-            raise c.fail("scenarios", f"experiment 4 needs a scenario {needed!r}") from None
+            raise c.fail("scenarios", f"a ladder needs a scenario {needed!r}") from None
     if protocol.scenario(PROBE).kind != "constant" or protocol.scenario(PROBE).users != 1:
         raise c.fail("scenarios.probe", "the probe must be a constant scenario with users = 1")
     if protocol.scenario(LOAD_TEST).kind != "ramp":
         raise c.fail("scenarios.load_test", "the load test must be a ramp")
     if any(s.name == CAPACITY and s.kind != "capacity" for s in protocol.scenarios):
         raise c.fail("scenarios.capacity", "the capacity scenario must have kind = 'capacity'")
-    chosen = selections.get(protocol.profile)
-    if chosen:
-        variants = [v for v in variants if v.name in chosen]
-    return Ladder(protocol, tuple(variants), source)
+    return Ladder(protocol, tuple(variants), c.source)
+
+
+def parse_ladder(data: dict, profile: str | None = None, *, source: str = "<experiment4>",
+                 check_all: bool = True) -> Ladder:
+    """Validate a ladder's TOML (experiments 4, 5, 6) through the one loader
+    (config.parse_document): the protocol's keys, [[variants]], and each profile's `variants`
+    selection."""
+    data = with_capacity_base(data)
+    return parse_document(
+        data, profile, source=source, top=TOP_KEYS | {"variants"},
+        allowed=PROFILE_KEYS | {"variants"}, check_all=check_all,
+        build=lambda merged, c: ladder_from(merged, c, data.get("variants"),
+                                            data.get("scenarios")))
 
 
 def load_ladder(path: str | Path, profile: str | None = None) -> Ladder:
     return parse_ladder(read(path), profile, source=str(path))
-

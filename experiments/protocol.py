@@ -296,9 +296,9 @@ class _OpenKeys(Table):
 
 _SCENARIO_KINDS: TypeAdapter = TypeAdapter(Annotated[
     _ConstantKeys | _RampKeys | _CapacityKeys | _OpenKeys, Field(discriminator="kind")])
-_TOP_KEYS = frozenset({"pause_s", "repeats", "arrival", "architectures", "request", "scenarios",
+TOP_KEYS = frozenset({"pause_s", "repeats", "arrival", "architectures", "request", "scenarios",
                        "analysis", "guard", "capacity"})
-_PROFILE_KEYS = frozenset({"arrival", "pause_s", "repeats", "request", "scenarios", "analysis",
+PROFILE_KEYS = frozenset({"arrival", "pause_s", "repeats", "request", "scenarios", "analysis",
                            "guard", "capacity"})
 
 
@@ -382,7 +382,7 @@ def parse_protocol(data: dict, profile: str | None = None, *, source: str = "<pr
     """Validate a parsed TOML document and resolve `profile` (default: its default_profile).
     With check_all, every other profile is resolved too, so a typo in any profile fails."""
     data = with_capacity_base(data)
-    return parse_document(data, profile, source=source, top=_TOP_KEYS, allowed=_PROFILE_KEYS,
+    return parse_document(data, profile, source=source, top=TOP_KEYS, allowed=PROFILE_KEYS,
                           build=lambda merged, c: protocol_from(merged, c, data.get("scenarios")),
                           check_all=check_all)
 
