@@ -3,17 +3,18 @@
 Every experiment keeps its config beside its code (``experiments/<package>/config.toml``) with
 the same top: ``format_version``, ``experiment``, ``description``, ``default_profile``, the base
 tables, and ``[profiles.<name>]`` override tables. A profile is deep-merged onto the base
-tables one way for all (``resolve``); ``full`` is the file as written. The experiment's own
-parser then reads the merged table through a ``Checker``, which refuses unknown keys, checks
-named ranges and raises a ``ConfigError`` naming the file, the profile and the key.
-The typed config itself is a pydantic model (``Table``: frozen, unknown keys refused, numbers
-never taken from booleans or strings, ranges declared with ``Field``); ``Checker.validate``
-builds one and turns pydantic's errors into that one line.
+tables one way for all (``resolve``), after the profile it names in ``extends`` (if any);
+``full`` is the file as written. ``parse_document`` is the loader every experiment goes
+through: it checks the file's keys, resolves the profile once and hands the merged tables to
+the experiment's ``build`` with a ``Checker``, which refuses unknown keys and raises a
+``ConfigError`` naming the file, the profile and the key; with ``check_all`` every other
+profile is built too. The typed config itself is a pydantic model (``Table``: frozen, unknown
+keys refused, numbers never taken from booleans or strings, ranges declared with ``Field``);
+``Checker.validate`` builds one and turns pydantic's errors into that one line.
 
-    data = read(path)
-    merged, profile = resolve(data, profile, source=str(path), allowed=PROFILE_KEYS)
-    c = Checker(str(path), profile)
-    timeit = c.validate(Timeit, {...merged keys..., "profile": profile}, "top level")
+    timeit = parse(Timeit, read(path), "quick", source=str(path), top=..., allowed=..., flat=...)
+    protocol = parse_document(data, "quick", source=str(path), top=TOP_KEYS,
+                              allowed=PROFILE_KEYS, build=protocol_from)
 """
 
 from __future__ import annotations
