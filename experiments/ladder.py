@@ -17,7 +17,6 @@ from pydantic import Field
 from experiments.analysis.ladder import CAPACITY
 from experiments.config import Checker, Float, Str, Table, parse_document, read
 from experiments.constants import ARCHS
-from experiments.lab import topology as topology_mod
 from experiments.protocol import (
     PROFILE_KEYS,
     TOP_KEYS,
@@ -47,9 +46,10 @@ class Variant(Table):
     model_api_workers_per_core: Float | None = Field(None, gt=0)
     scoring_handler_workers_per_core: Float | None = Field(None, gt=0)
 
-    def deploy_vars(self, topology: topology_mod.Topology) -> dict[str, Any]:
+    def deploy_vars(self, services: dict[str, dict[str, Any]]) -> dict[str, Any]:
         """Extra vars of `ansible-playbook deploy.yml -e`: only what this variant changes
-        (nothing for the default build, so the inventory's own settings apply)."""
+        (nothing for the default build, so the inventory's own settings apply). ``services``:
+        the deployed topology's (experiments.lab.topology), whose CPU sets size the workers."""
         out: dict[str, Any] = {}
         if self.model_api_env:
             out["model_api_env"] = dict(self.model_api_env)
@@ -59,7 +59,7 @@ class Variant(Table):
                 ("model_api", self.model_api_workers_per_core, "model-sync"),
                 ("scoring_handler", self.scoring_handler_workers_per_core, "scoring-sync")):
             if per_core is not None:
-                cores = len(topology.services[service].get("cpus") or [0])
+                cores = len(services[service].get("cpus") or [0])
                 out[f"{role}_workers"] = max(1, round(per_core * cores))
         return out
 

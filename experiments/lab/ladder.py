@@ -146,7 +146,7 @@ def run(ladder: Ladder, options: RunOptions, finish: Finish) -> Path:
         try:
             for k in range(1, p.repeats + 1):
                 for i, variant in enumerate(abba(ladder.variants, k), 1):
-                    extra_vars = variant.deploy_vars(lab.topology)
+                    extra_vars = variant.deploy_vars(lab.topology.services)
                     # From the second repeat on every rung is redeployed with a new restart
                     # token, so its services restart even when the previous rung had the
                     # same settings (experiments/lab/renew.py): the spread includes that.
