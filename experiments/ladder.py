@@ -14,9 +14,8 @@ from typing import Any
 
 from pydantic import Field
 
-from experiments.analysis.ladder import CAPACITY
 from experiments.config import Checker, Float, Str, Table, parse_document, read
-from experiments.constants import ARCHS
+from experiments.constants import ARCHS, CAPACITY, LOAD_TEST, PROBE
 from experiments.protocol import (
     PROFILE_KEYS,
     TOP_KEYS,
@@ -29,7 +28,6 @@ from experiments.protocol import (
 from experiments.repeats import abba
 from services.settings import SettingsError, check_service_env
 
-PROBE, LOAD_TEST = "probe", "load_test"
 
 class Variant(Table):
     """One rung of the ladder: the default build with the settings it names."""

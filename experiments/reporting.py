@@ -14,8 +14,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from experiments.config import Table
-from experiments.protocol import AnalysisParams, BreakingPointParams, GuardParams
+# handed on: the reports take every helper from here
+from experiments.analysis.manifest import analysis_params, number  # noqa: F401
 from hardware.cpus import format_cpu_list
 from hardware.machine_state import noise_warnings
 from services.sync_app.meinheld_limits import REPORT_NOTE
@@ -38,11 +38,6 @@ def fmt(v: Any, digits: int = 1) -> str:
     return f"{v:.{digits}f}"
 
 
-def number(x: Any) -> float | None:
-    """``x`` as a float; None for None and NaN (a figure a run could not measure)."""
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
-
-
 def pct(x: float | None, signed: bool = False) -> str:
     """A fraction as a whole percent ("+12%" when signed); "n/a" for None."""
     return "n/a" if x is None else f"{x:{'+' if signed else ''}.0%}"
@@ -57,20 +52,6 @@ def json_safe(v: Any) -> Any:
     if isinstance(v, list | tuple):
         return [json_safe(x) for x in v]
     return v
-
-
-def _known(cls: type[Table], d: dict | None) -> dict:
-    """The keys of d that the model cls knows (older or newer manifests still load)."""
-    return {k: v for k, v in (d or {}).items() if k in cls.model_fields}
-
-
-def analysis_params(manifest: dict) -> tuple[AnalysisParams, GuardParams]:
-    """Analysis and guard parameters of the run, from the protocol in its manifest."""
-    proto = manifest.get("protocol") or {}
-    a = dict(proto.get("analysis") or {})
-    bp = BreakingPointParams(**_known(BreakingPointParams, a.pop("breaking_point", {})))
-    analysis = AnalysisParams(breaking_point=bp, **_known(AnalysisParams, a))
-    return analysis, GuardParams(**_known(GuardParams, proto.get("guard")))
 
 
 def git_line(meta: dict[str, Any]) -> str:

@@ -16,17 +16,17 @@ import numpy as np
 from experiments.analysis import ceiling, pinning
 from experiments.analysis.breaking_point import detect_breaking_point
 from experiments.analysis.capacity import analyse_search
+from experiments.analysis.manifest import analysis_params, number
 from experiments.analysis.repeat_figures import summary_of
 from experiments.analysis.summary import (
     analyse_run_dir,
     load_resource_samples,
     resource_usage,
 )
+from experiments.constants import CAPACITY
 from experiments.protocol import CapacityParams
 from experiments.repeats import locust_roots
-from experiments.reporting import analysis_params, number
 
-CAPACITY = "capacity"  # the ladder's capacity step, and its folder under each rung
 LOW_LOAD_USERS = 10  # "low load" in a ramp: seconds with at most this many users
 PROBE_WARMUP_S = 1.0  # the probe's first second (connection set-up) is left out
 

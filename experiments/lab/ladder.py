@@ -9,13 +9,14 @@ rungs with it; the analysis of the folder is experiments/analysis/ladder.py.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from experiments.analysis.breaking_point import BreakingPoint, breaking_point_from_dir
 from experiments.analysis.ceiling import workers_in_effect
-from experiments.analysis.ladder import CAPACITY, capacity_dir
-from experiments.experiment import Finish
+from experiments.analysis.ladder import capacity_dir
+from experiments.constants import CAPACITY, LOAD_TEST, PROBE
 from experiments.lab import capacity as capacity_search
 from experiments.lab import topology as topology_mod
 from experiments.lab.capacity import HINT_GROWTH
@@ -23,7 +24,7 @@ from experiments.lab.deploy import DeployError, switch
 from experiments.lab.renew import restart_stuck, restart_vars
 from experiments.lab.session import RunOptions, Session, session
 from experiments.lab.verify import VerifyError
-from experiments.ladder import LOAD_TEST, PROBE, Ladder, Variant
+from experiments.ladder import Ladder, Variant
 from experiments.protocol import CapacityParams, Protocol
 from experiments.repeats import abba, locust_root
 from experiments.results import scenario_entry
@@ -129,9 +130,10 @@ def _capacity(lab: Session, p: Protocol, variant: Variant, arch: str, step: int,
     capacity_search.record(lab.run, "capacity_repeats", (str(repeat), variant.name, arch), entry)
 
 
-def run(ladder: Ladder, options: RunOptions, finish: Finish) -> Path:
+def run(ladder: Ladder, options: RunOptions, finish: Callable[[Path], Any]) -> Path:
     """Deploy, verify and measure every variant of the ladder; redeploy the default build
-    at the end (always); collect; report. Returns the result folder."""
+    at the end (always); collect; `finish` (the experiment's analysis and report,
+    experiments.experiment.Finish). Returns the result folder."""
     p = ladder.protocol
     steps = len(ladder.runs()) * p.repeats
     with session(p.experiment, options, planned_s=ladder.total_s, steps=steps, guard=p.guard,
