@@ -135,25 +135,11 @@ def _analyse_repeat(run: Path, manifest: dict, k: int, base: Path, analysis, gua
     for s, per_arch in data.items():
         if a_lab in per_arch and b_lab in per_arch:
             A, B = per_arch[a_lab], per_arch[b_lab]
+            common = {"alpha": analysis.alpha, "min_effect": analysis.min_effect,
+                      "label_a": a_lab, "label_b": b_lab}
             out["comparisons"][s] = {
-                "rps": compare(
-                    A.window_rps,
-                    B.window_rps,
-                    test="welch",
-                    alpha=analysis.alpha,
-                    min_effect=analysis.min_effect,
-                    label_a=a_lab,
-                    label_b=b_lab,
-                ),
-                "latency": compare(
-                    A.window_rt_ms,
-                    B.window_rt_ms,
-                    test="mannwhitney",
-                    alpha=analysis.alpha,
-                    min_effect=analysis.min_effect,
-                    label_a=a_lab,
-                    label_b=b_lab,
-                ),
+                "rps": compare(A.window_rps, B.window_rps, test="welch", **common),
+                "latency": compare(A.window_rt_ms, B.window_rt_ms, test="mannwhitney", **common),
             }
     for a, rd in data.get(LOAD_TEST, {}).items():
         out["breaking_points"][a] = detect_breaking_point(rd.series, analysis.breaking_point)
