@@ -102,10 +102,11 @@ def cmd_list(args: argparse.Namespace) -> int:
         for profile in e.profiles():
             mark = "(default)" if profile == default else ""
             print(f"     {profile:<10} {mark:<9}  {_duration(e.planned_s(profile)):>8}")
-    print("\nPlanned load time: what the run plans to spend sending load (each capacity search "
-          "at its step\nand hold budget; its progress line counts down from it). Deploys, "
-          "verification, Locust\nstart-up and recovery waits come on top. Choose a profile with "
-          "`make experiment-N PROFILE=...`\nor `python -m experiments run N --profile ...`.")
+    print("\nPlanned load time: what the run plans to spend sending load at most (each capacity "
+          "search at its\ntime budget, or its step and hold budget; its progress line counts "
+          "down from it).\nDeploys, verification, Locust start-up and recovery waits come on top. "
+          "Choose a profile\nwith `make experiment-N PROFILE=...` or `python -m experiments run "
+          "N --profile ...`.")
     return 0
 
 

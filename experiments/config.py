@@ -3,17 +3,18 @@
 Every experiment keeps its config beside its code (``experiments/<package>/config.toml``) with
 the same top: ``format_version``, ``experiment``, ``description``, ``default_profile``, the base
 tables, and ``[profiles.<name>]`` override tables. A profile is deep-merged onto the base
-tables one way for all (``resolve``); ``full`` is the file as written. The experiment's own
-parser then reads the merged table through a ``Checker``, which refuses unknown keys, checks
-named ranges and raises a ``ConfigError`` naming the file, the profile and the key.
-The typed config itself is a pydantic model (``Table``: frozen, unknown keys refused, numbers
-never taken from booleans or strings, ranges declared with ``Field``); ``Checker.validate``
-builds one and turns pydantic's errors into that one line.
+tables one way for all (``resolve``), after the profile it names in ``extends`` (if any);
+``full`` is the file as written. ``parse_document`` is the loader every experiment goes
+through: it checks the file's keys, resolves the profile once and hands the merged tables to
+the experiment's ``build`` with a ``Checker``, which refuses unknown keys and raises a
+``ConfigError`` naming the file, the profile and the key; with ``check_all`` every other
+profile is built too. The typed config itself is a pydantic model (``Table``: frozen, unknown
+keys refused, numbers never taken from booleans or strings, ranges declared with ``Field``);
+``Checker.validate`` builds one and turns pydantic's errors into that one line.
 
-    data = read(path)
-    merged, profile = resolve(data, profile, source=str(path), allowed=PROFILE_KEYS)
-    c = Checker(str(path), profile)
-    timeit = c.validate(Timeit, {...merged keys..., "profile": profile}, "top level")
+    timeit = parse(Timeit, read(path), "quick", source=str(path), top=..., allowed=..., flat=...)
+    protocol = parse_document(data, "quick", source=str(path), top=TOP_KEYS,
+                              allowed=PROFILE_KEYS, build=protocol_from)
 """
 
 from __future__ import annotations
@@ -63,9 +64,10 @@ class Checker:
         try:
             return model.model_validate(table)
         except ValidationError as exc:
-            raise self._error(exc.errors()[0], where) from None
+            raise self.error(exc.errors()[0], where) from None
 
-    def _error(self, e: Any, where: str) -> ConfigError:
+    def error(self, e: Any, where: str) -> ConfigError:
+        """One of pydantic's errors as one line naming the table, key and value."""
         loc = [str(x) for x in e["loc"]]
         key = loc[-1] if loc else "?"
         parent = ".".join(loc[:-1])
@@ -136,11 +138,36 @@ def profiles_of(data: dict[str, Any]) -> list[str]:
     return sorted(set(profiles if isinstance(profiles, dict) else {}) | {"full"})
 
 
+def _profile_table(data: dict[str, Any], name: str, c: Checker,
+                   allowed: set[str] | frozenset[str], seen: tuple[str, ...] = ()) -> dict:
+    """What profile ``name`` changes in the base tables: its own table over the one it
+    ``extends`` (``extends = "quick"``; ``full`` is the base itself), checked key by key."""
+    if name == "full" and name not in data.get("profiles", {}):
+        return {}
+    if name in seen:
+        raise Checker(c.source, name).fail(f"profiles.{name}", "extends = "
+                                           f"{seen[-1]!r}: profiles extend each other in a "
+                                           f"circle ({' -> '.join((*seen, name))})")
+    table = data["profiles"][name]
+    pc = Checker(c.source, name)
+    if not isinstance(table, dict):
+        raise pc.fail(f"profiles.{name}", f"expected a table, got {table!r}")
+    own = {k: v for k, v in table.items() if k != "extends"}
+    pc.keys(own, f"profiles.{name}", allowed)
+    parent = table.get("extends")
+    if parent is None:
+        return own
+    if not isinstance(parent, str) or (parent not in data["profiles"] and parent != "full"):
+        raise pc.fail(f"profiles.{name}", f"extends = {parent!r}: no such profile (have: "
+                                          f"{', '.join(profiles_of(data))})")
+    return merge(_profile_table(data, parent, c, allowed, (*seen, name)), own)
+
+
 def resolve(data: dict[str, Any], profile: str | None, *, source: str,
             allowed: set[str] | frozenset[str]) -> tuple[dict[str, Any], str]:
     """(the base tables with ``profile``'s overrides merged in, the profile's name).
     ``profile`` None means the file's default_profile; ``allowed`` are the keys a profile may
-    override."""
+    override; a profile may extend another (its overrides first, then its own)."""
     c = Checker(source)
     version = data.get("format_version", FORMAT_VERSION)
     if version != FORMAT_VERSION:
@@ -153,16 +180,27 @@ def resolve(data: dict[str, Any], profile: str | None, *, source: str,
     if profile not in profiles and profile != "full":
         raise c.fail("profiles", f"unknown profile {profile!r} "
                                  f"(have: {', '.join(profiles_of(data))})")
-    override = profiles.get(profile, {})
-    Checker(source, profile).keys(override, f"profiles.{profile}", allowed)
+    override = _profile_table({**data, "profiles": profiles}, profile, c, allowed)
     return merge({k: v for k, v in data.items() if k != "profiles"}, override), profile
 
 
-def check_every_profile(data: dict[str, Any], parse: Callable[[str], T], profile: str) -> None:
-    """Parse every other profile too, so a typo in any profile fails whichever one is run."""
-    for other in profiles_of(data):
-        if other != profile:
-            parse(other)
+def parse_document(data: dict[str, Any], profile: str | None, *, source: str,
+                   top: set[str] | frozenset[str], allowed: set[str] | frozenset[str],
+                   build: Callable[[dict[str, Any], Checker], T], check_all: bool = True) -> T:
+    """The one way every experiment's config is read: the file's keys checked (``top``
+    besides the header), ``profile`` resolved once (``resolve``), and ``build`` making the
+    typed config from the merged tables with a Checker naming the file and the profile. With
+    check_all, every other profile is resolved and built too, so a typo in any profile fails
+    whichever one is run."""
+    Checker(source).keys(data, "top level", HEADER_KEYS | top)
+    merged, profile = resolve(data, profile, source=source, allowed=allowed)
+    out = build(merged, Checker(source, profile))
+    if check_all:
+        for other in profiles_of(data):
+            if other != profile:
+                build(resolve(data, other, source=source, allowed=allowed)[0],
+                      Checker(source, other))
+    return out
 
 
 def parse(model: type[M], data: dict[str, Any], profile: str | None, *, source: str,
@@ -172,17 +210,14 @@ def parse(model: type[M], data: dict[str, Any], profile: str | None, *, source: 
     are the keys the file may have besides the header, ``allowed`` those a profile may
     override, ``flat`` the tables (and their keys) whose values sit at the model's top
     (``request.payload``, say). With check_all, every other profile is parsed too."""
-    Checker(source).keys(data, "top level", HEADER_KEYS | top)
-    merged, profile = resolve(data, profile, source=source, allowed=allowed)
-    c = Checker(source, profile)
-    fields = {k: v for k, v in merged.items() if k not in HEADER_KEYS | set(flat)}
-    for table, keys in flat.items():
-        fields.update(c.keys(merged.get(table, {}), table, keys))
-    out = c.validate(model, {**fields, "experiment": merged.get("experiment"),
-                             "description": merged.get("description", ""),
-                             "profile": profile, "source": source}, "top level")
-    if check_all:
-        check_every_profile(data, lambda other: parse(
-            model, data, other, source=source, top=top, allowed=allowed, flat=flat,
-            check_all=False), profile)
-    return out
+
+    def build(merged: dict[str, Any], c: Checker) -> M:
+        fields = {k: v for k, v in merged.items() if k not in HEADER_KEYS | set(flat)}
+        for table, keys in flat.items():
+            fields.update(c.keys(merged.get(table, {}), table, keys))
+        return c.validate(model, {**fields, "experiment": merged.get("experiment"),
+                                  "description": merged.get("description", ""),
+                                  "profile": c.profile, "source": source}, "top level")
+
+    return parse_document(data, profile, source=source, top=top, allowed=allowed, build=build,
+                          check_all=check_all)

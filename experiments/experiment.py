@@ -2,8 +2,10 @@
 
 An experiment is a package ``experiments/<name>/`` holding its ``config.toml`` (the protocol,
 with profiles), ``run.py`` (what it does on the deployed lab) and ``report.py`` (what it makes
-of a result folder), and an ``__init__.py`` whose ``EXPERIMENT`` fills in this record. The
-registry (experiments/registry.py) lists every package once; the CLI dispatches from it.
+of a result folder), and an ``__init__.py`` whose ``EXPERIMENT`` fills in this record
+(``experiment(__name__, summary, load=..., run=..., report=report)``: the rest follows from
+the package). The registry (experiments/registry.py) lists every package once; the CLI
+dispatches from it.
 
 The life of a run is the same for every experiment:
 
@@ -22,8 +24,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from experiments.config import ConfigError, profiles_of, read
@@ -101,3 +106,20 @@ class Experiment:
         analysis = self.analyse(folder)
         open_run_folder(folder).rebuilt(self.headline(analysis))
         return self.write_report(folder, analysis)
+
+
+def experiment(package: str, summary: str, *, load: Callable[[Path, str | None], Any],
+               run: Callable[[Any, Any, Finish], Path], report: ModuleType,
+               arrival_option: bool = False) -> Experiment:
+    """The record of the experiment package named ``package`` (``experiments.expN_<name>``,
+    the caller's ``__name__``): its number and name from the package's name, its config.toml
+    beside it, ``analyse``, ``headline`` and ``write_report`` from its report module."""
+    found = re.fullmatch(r"experiments\.exp(\d+)_\w+", package)
+    if found is None:
+        raise ValueError(f"{package!r}: an experiment package is named experiments.expN_<name>")
+    number = found.group(1)
+    return Experiment(
+        number=number, name=f"experiment-{number}", summary=summary,
+        config=Path(sys.modules[package].__file__).with_name("config.toml"),
+        load=load, run=run, analyse=report.analyse, headline=report.headline,
+        write_report=report.write_report, arrival_option=arrival_option)

@@ -13,22 +13,21 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field, TypeAdapter, ValidationError, model_validator
 
 from experiments.config import (
-    HEADER_KEYS,
     Checker,
     ConfigError,
     Float,
     Int,
     Str,
     Table,
-    check_every_profile,
+    merge,
+    parse_document,
     read,
-    resolve,
 )
 from experiments.constants import ARCHS, ARRIVALS
 from services.describe import predict_path
@@ -37,6 +36,8 @@ KINDS = ("constant", "ramp", "capacity", "open")
 BREAKING_POINT = "breaking_point"
 CAPACITY = "capacity"
 DEFAULT_PAYLOAD = [5.1, 3.5, 1.4, 0.2]  # the original's curl examples
+# The capacity search's shared protocol; an experiment's [capacity] overrides it key by key.
+CAPACITY_BASE = Path(__file__).with_name("capacity.toml")
 Arch = Literal[ARCHS]  # a value out of constants.ARCHS
 Arrival = Literal[ARRIVALS]
 
@@ -212,10 +213,9 @@ class CapacityParams(Table):
     @property
     def planned_s(self) -> float:
         """An upper estimate of one search's load time (each step plus start-up)."""
-        if self.budget_s:  # load time, plus each step's start-up and drain
-            per_step = self.drain_s + 5.0
-            return self.budget_s * (1 + per_step / max(self.min_step_s, 1.0)) \
-                + self.extend_max_s
+        if self.budget_s:
+            # the budget, and the step that crosses it: at most a hold or an extension long
+            return self.budget_s + max(self.hold_s, self.extend_max_s, self.max_step_s)
         holds = self.max_holds * (self.hold_s + self.drain_s + 5.0) if self.hold_s else 0.0
         return self.max_steps * (self.min_step_s + self.drain_s + 5.0) + holds
 
@@ -302,32 +302,65 @@ class Protocol(Table):
 
 # --------------------------------------------------------------------------- reading
 
-# Keys of a scenario table per kind, and those a kind cannot do without.
-_SCENARIO_KEYS = {
-    "constant": {"kind", "users", "spawn_rate", "duration_s", "pacing_s"},
-    "ramp": {"kind", "start_users", "end_users", "step_users", "step_interval_s", "hold_s",
-             "pacing_s"},
-    "capacity": {"kind"},
-    "open": {"kind", "rate", "duration_s"},
-}
-_REQUIRED = {"constant": ("users", "spawn_rate", "duration_s"),
-             "ramp": ("start_users", "end_users", "step_users", "step_interval_s"),
-             "capacity": (), "open": ("rate", "duration_s")}
-_TOP_KEYS = HEADER_KEYS | {"pause_s", "repeats", "arrival", "architectures", "request",
-                           "scenarios", "analysis", "guard", "capacity"}
-_PROFILE_KEYS = {"arrival", "pause_s", "repeats", "request", "scenarios", "analysis", "guard",
-                 "capacity"}
+# The keys of a scenario table, per kind: a discriminated union on `kind`, each kind's table
+# with the keys it takes (those without a default it cannot do without), unknown keys refused.
+# The values' types and ranges are Scenario's.
+class _ConstantKeys(Table):
+    kind: Literal["constant"]
+    users: Any
+    spawn_rate: Any
+    duration_s: Any
+    pacing_s: Any = None
+
+
+class _RampKeys(Table):
+    kind: Literal["ramp"]
+    start_users: Any
+    end_users: Any
+    step_users: Any
+    step_interval_s: Any
+    hold_s: Any = None
+    pacing_s: Any = None
+
+
+class _CapacityKeys(Table):
+    kind: Literal["capacity"]
+
+
+class _OpenKeys(Table):
+    kind: Literal["open"]
+    rate: Any
+    duration_s: Any
+
+
+_SCENARIO_KINDS: TypeAdapter = TypeAdapter(Annotated[
+    _ConstantKeys | _RampKeys | _CapacityKeys | _OpenKeys, Field(discriminator="kind")])
+TOP_KEYS = frozenset({"pause_s", "repeats", "arrival", "architectures", "request", "scenarios",
+                       "analysis", "guard", "capacity"})
+PROFILE_KEYS = frozenset({"arrival", "pause_s", "repeats", "request", "scenarios", "analysis",
+                           "guard", "capacity"})
+
+
+def _scenario_keys(c: Checker, where: str, t: dict) -> None:
+    """The table's keys against its kind's, the first error named."""
+    try:
+        _SCENARIO_KINDS.validate_python(t)
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        if e["type"] == "union_tag_not_found":
+            raise c.fail(where, "missing key 'kind'") from None
+        if e["type"] == "union_tag_invalid":
+            raise c.fail(where, f"kind = {t['kind']!r}: expected one of "
+                                f"{', '.join(KINDS)}") from None
+        raise c.error({**e, "loc": e["loc"][1:]}, where) from None  # loc[0] is the kind
 
 
 def _scenario(c: Checker, name: str, t: Any) -> Scenario:
     where = f"scenarios.{name}"
     if not isinstance(t, dict):
         raise c.fail(where, f"expected a table, got {t!r}")
-    kind = c.string(t, where, "kind", choices=KINDS)
-    c.keys(t, where, _SCENARIO_KEYS[kind])
-    for key in _REQUIRED[kind]:
-        if key not in t:
-            raise c.fail(where, f"missing key {key!r}")
+    _scenario_keys(c, where, t)
+    kind = t["kind"]
     fields = {**t, "name": name}
     if t.get("users") == BREAKING_POINT:
         fields.update(users=None, users_from=BREAKING_POINT)
@@ -347,16 +380,14 @@ def _scenario(c: Checker, name: str, t: Any) -> Scenario:
     return scenario
 
 
-def parse_protocol(data: dict, profile: str | None = None, *, source: str = "<protocol>",
-                   check_all: bool = True) -> Protocol:
-    """Validate a parsed TOML document and resolve `profile` (default: its default_profile).
-    With check_all, every other profile is resolved too, so a typo in any profile fails."""
-    Checker(source).keys(data, "top level", _TOP_KEYS)
-    merged, profile = resolve(data, profile, source=source, allowed=_PROFILE_KEYS)
-    c = Checker(source, profile)
-    for name in (data.get("profiles", {}).get(profile) or {}).get("scenarios", {}):
-        if name not in data.get("scenarios", {}):
-            raise c.fail(f"profiles.{profile}.scenarios", f"unknown scenario {name!r}")
+def protocol_from(merged: dict, c: Checker, scenario_names: Any = None) -> Protocol:
+    """The Protocol of one resolved profile (``merged``: the base tables with the profile's
+    overrides, experiments.config.resolve). ``scenario_names``: the file's own scenarios, which
+    a profile may change but not add to."""
+    merged = dict(merged)
+    added = sorted(set(merged.get("scenarios") or {}) - set(scenario_names or {}))
+    if scenario_names is not None and added:
+        raise c.fail(f"profiles.{c.profile}.scenarios", f"unknown scenario {added[0]!r}")
     request = c.keys(merged.pop("request", {}), "request", {"payload"})
     tables = merged.pop("scenarios", {})
     if not isinstance(tables, dict) or not tables:
@@ -371,13 +402,28 @@ def parse_protocol(data: dict, profile: str | None = None, *, source: str = "<pr
         if s.needs_capacity and not searched:
             raise c.fail(f"scenarios.{s.name}", "rate = 'capacity' needs a capacity scenario "
                                                 "before it")
-    if check_all:
-        check_every_profile(
-            data, lambda other: parse_protocol(data, other, source=source, check_all=False),
-            profile)
     fields = {k: v for k, v in merged.items() if k not in ("format_version", "default_profile")}
     return c.validate(Protocol, {**fields, **request, "scenarios": scenarios,
-                                 "profile": profile, "source": source}, "top level")
+                                 "profile": c.profile, "source": c.source}, "top level")
+
+
+def with_capacity_base(data: dict) -> dict:
+    """``data`` with its [capacity] table merged onto the shared capacity protocol
+    (CAPACITY_BASE): the file's table holds only what the experiment changes. A file with no
+    [capacity] table searches nothing and takes nothing from the base."""
+    if not isinstance(data.get("capacity"), dict):
+        return data
+    return {**data, "capacity": merge(read(CAPACITY_BASE), data["capacity"])}
+
+
+def parse_protocol(data: dict, profile: str | None = None, *, source: str = "<protocol>",
+                   check_all: bool = True) -> Protocol:
+    """Validate a parsed TOML document and resolve `profile` (default: its default_profile).
+    With check_all, every other profile is resolved too, so a typo in any profile fails."""
+    data = with_capacity_base(data)
+    return parse_document(data, profile, source=source, top=TOP_KEYS, allowed=PROFILE_KEYS,
+                          build=lambda merged, c: protocol_from(merged, c, data.get("scenarios")),
+                          check_all=check_all)
 
 
 def load_protocol(path: str | Path, profile: str | None = None) -> Protocol:

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from experiments.analysis.capacity import BUDGETS
-from experiments.config import Table
-from experiments.protocol import AnalysisParams, BreakingPointParams, GuardParams
+
+# handed on: the reports take every helper from here
+from experiments.analysis.manifest import analysis_params, number  # noqa: F401
 from hardware.cpus import format_cpu_list
 from hardware.machine_state import noise_warnings
 from services.sync_app.meinheld_limits import REPORT_NOTE
@@ -39,11 +40,6 @@ def fmt(v: Any, digits: int = 1) -> str:
     return f"{v:.{digits}f}"
 
 
-def number(x: Any) -> float | None:
-    """``x`` as a float; None for None and NaN (a figure a run could not measure)."""
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
-
-
 def pct(x: float | None, signed: bool = False) -> str:
     """A fraction as a whole percent ("+12%" when signed); "n/a" for None."""
     return "n/a" if x is None else f"{x:{'+' if signed else ''}.0%}"
@@ -58,20 +54,6 @@ def json_safe(v: Any) -> Any:
     if isinstance(v, list | tuple):
         return [json_safe(x) for x in v]
     return v
-
-
-def _known(cls: type[Table], d: dict | None) -> dict:
-    """The keys of d that the model cls knows (older or newer manifests still load)."""
-    return {k: v for k, v in (d or {}).items() if k in cls.model_fields}
-
-
-def analysis_params(manifest: dict) -> tuple[AnalysisParams, GuardParams]:
-    """Analysis and guard parameters of the run, from the protocol in its manifest."""
-    proto = manifest.get("protocol") or {}
-    a = dict(proto.get("analysis") or {})
-    bp = BreakingPointParams(**_known(BreakingPointParams, a.pop("breaking_point", {})))
-    analysis = AnalysisParams(breaking_point=bp, **_known(AnalysisParams, a))
-    return analysis, GuardParams(**_known(GuardParams, proto.get("guard")))
 
 
 def git_line(meta: dict[str, Any]) -> str:
@@ -398,3 +380,56 @@ def write_files(run: Path, markdown: str, doc: dict[str, Any], plots: list[str |
     (run / "report.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
     return Report(run / "report.md", run / "report.json", [run / p for p in plots if p],
                   doc.get("headline") or {})
+
+
+def capacity_lines(res: dict) -> list[str]:
+    """A ladder's capacity per rung (experiments.analysis.ladder) at the shared bound beside
+    its predicted ceiling, then the steps."""
+    rows = [r for r in res["rows"] if "capacity_rps" in r]
+    if not rows:
+        return []
+    bound = rows[0]["capacity_p99_bound_ms"]
+    status = {"found": "found",
+              "above_range": "every rate passed (max_rate too low): a lower bound",
+              "below_range": "even the minimum rate failed",
+              "invalid": "**invalid: a step could not be judged (reason in the steps table)**",
+              # which budget ran out, where the search says (runs before it: not said)
+              "unfinished": "a budget ran out before the bracket closed: a lower bound"}
+    lines = ["## Capacity per rung", "",
+             f"Each rung's capacity: the highest open-model arrival rate whose p99 response "
+             f"time (from each request's scheduled send) is <= {bound:g} ms with few errors, "
+             "searched by growing then bisecting the rate; recomputed here from the step "
+             "folders. Unlike the step load's max req/s it is not capped by the ramp's users, so "
+             "it is the measurement to hold against the predicted ceiling.", "",
+             "The predicted bounded capacity is the queueing model's (experiments/analysis/"
+             "queueing.py): a simulation of the rung's slots, model calls and shared cores, from "
+             "the same measurements as the ceiling, searched for the highest Poisson rate whose "
+             "p99 stays within the bound.", "",
+             "| variant | arch | capacity req/s | status | first overloaded req/s | predicted "
+             "req/s | capacity/predicted | predicted bounded req/s | capacity/bounded | step "
+             "load max req/s |", "|---" * 10 + "|"]
+    several = any("capacity_repeats" in r for r in rows)
+    if several:
+        lines[-2:-2] = ["With repeats, the capacity is the median over the repeats, followed by "
+                        "each repeat's value and the coefficient of variation (**unstable** "
+                        "over 10 %); status, first overloaded rate and the steps below are "
+                        "repeat 1's, as are the step loads.", ""]
+    for r in rows:
+        cap = capacity_figure({"capacity": r["capacity_rps"], "status": r["capacity_status"]})
+        if "capacity_repeats" in r:
+            s = r["capacity_repeats"]
+            cv = f", CV {s['cv']:.0%}" if s.get("cv") is not None else ""
+            cap += (f" ({'/'.join(fmt(x) for x in s['values'])}{cv}"
+                    f"{' **unstable**' if s.get('unstable') else ''})")
+        said = (capacity_status({"status": r["capacity_status"],
+                                 "budget": r.get("capacity_budget")})
+                if r.get("capacity_budget") else
+                status.get(r["capacity_status"], r["capacity_status"]))
+        lines.append(f"| {r['variant']} | {r['arch']} | {cap} | {said} | "
+                     f"{fmt(r['first_overloaded_rps'])} | {fmt(r['predicted_rps'])} | "
+                     f"{pct(r['capacity_over_predicted'])} | "
+                     f"{fmt(r.get('bounded_predicted_rps'))} | "
+                     f"{pct(r.get('capacity_over_bounded'))} | {fmt(r['max_rps'])} |")
+    steps = {f"{v}/{a}": e for v, by_arch in res["capacity"].items() for a, e in by_arch.items()}
+    detail = capacity_section(steps)
+    return [*lines, "", "### Capacity search steps", "", *detail[2:]]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -48,6 +49,13 @@ class BreakingPoint:
     max_users: int = 0
     message: str = ""
     rule: str = ""
+
+    @classmethod
+    def not_found(cls, message: str, rule: str, **known: Any) -> BreakingPoint:
+        """No knee: every field of the onset None, what the test did show (``known``:
+        baseline_p95_ms, max_achieved_rps, max_users) kept."""
+        return cls(False, None, None, None, None, None, None, None, message=message, rule=rule,
+                   **known)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -112,18 +120,7 @@ def detect_breaking_point(series: PerSecond, params: BreakingPointParams) -> Bre
     rule = rule_sentence(p)
     n = len(series)
     if n == 0:
-        return BreakingPoint(
-            False,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            message="no data: the load test recorded no request",
-            rule=rule,
-        )
+        return BreakingPoint.not_found("no data: the load test recorded no request", rule)
     w = p.smoothing_s
     achieved = _centred(series.achieved_rps, w, "median")
     offered = _centred(series.offered_rps.astype(float), w, "mean")
@@ -154,26 +151,10 @@ def detect_breaking_point(series: PerSecond, params: BreakingPointParams) -> Bre
     max_rps = float(np.nanmax(achieved)) if np.any(~np.isnan(achieved)) else 0.0
     max_users = int(series.users.max()) if len(series.users) else 0
     if not fired:
-        return BreakingPoint(
-            False,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            {},
-            None,
-            base,
-            max_rps,
-            max_users,
-            message=(
-                f"no knee within the tested range (up to {max_users} users, "
-                f"{max_rps:.1f} req/s achieved)"
-            ),
-            rule=rule,
-        )
+        return BreakingPoint.not_found(
+            f"no knee within the tested range (up to {max_users} users, "
+            f"{max_rps:.1f} req/s achieved)", rule,
+            baseline_p95_ms=base, max_achieved_rps=max_rps, max_users=max_users)
     criterion = min(fired, key=lambda k: (fired[k], CRITERIA.index(k)))
     i = int(np.searchsorted(series.t, fired[criterion]))
     users = int(series.users[i])

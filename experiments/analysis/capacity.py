@@ -596,17 +596,23 @@ def analyse_search(arch_dir: Path, params: CapacityParams, grace_s: float,
     return entry
 
 
-def analyse_capacity(run: Path, protocol: dict, grace_s: float) -> dict[str, dict]:
-    """Per architecture, experiment 3's searches (raw/locust/capacity/<arch>/) through
-    analyse_search, the relative bound based on raw/locust/response_time/<arch>/."""
+def analyse_capacity(root: Path, protocol: dict, grace_s: float) -> dict[str, dict]:
+    """Per architecture, the searches of one repeat's Locust folder (root/capacity/<arch>/;
+    experiments.repeats.locust_root) through analyse_search, the relative bound based on
+    root/response_time/<arch>/, and the capacity's proof, the open-model run held at it in
+    root/max_performance/<arch>/ (capacity_proof). {} when the protocol searched nothing."""
     if not protocol.get("capacity"):
         return {}
     params = CapacityParams(**protocol["capacity"])
-    base = run / "raw" / "locust" / "capacity"
+    base = root / "capacity"
     out: dict[str, dict] = {}
     for arch_dir in sorted(d for d in base.iterdir() if d.is_dir()) if base.is_dir() else []:
-        entry = analyse_search(arch_dir, params, grace_s,
-                               run / "raw" / "locust" / "response_time" / arch_dir.name)
-        if entry is not None:
-            out[arch_dir.name] = entry
+        entry = analyse_search(arch_dir, params, grace_s, root / "response_time" / arch_dir.name)
+        if entry is None:
+            continue
+        proof = capacity_proof(root / "max_performance" / arch_dir.name, params, grace_s,
+                               params.p99_bound_ms)
+        if proof is not None:
+            entry["shared"]["proof"] = proof
+        out[arch_dir.name] = entry
     return out

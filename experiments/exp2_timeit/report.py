@@ -16,16 +16,13 @@ import math
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from experiments.analysis.stats import compare, mean_ci, stability_warning  # noqa: E402
-from experiments.analysis.summary import load_resource_samples, resource_usage  # noqa: E402
-from experiments.constants import DEFAULT_BUILDS  # noqa: E402
-from experiments.reporting import (  # noqa: E402
+from experiments.analysis.stats import compare, mean_ci, stability_warning
+from experiments.analysis.summary import load_resource_samples, resource_usage
+from experiments.constants import DEFAULT_BUILDS
+from experiments.plots import plt
+from experiments.reporting import (
     Report,
     fmt,
     footer_lines,

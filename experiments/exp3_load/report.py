@@ -11,34 +11,30 @@ import json
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from experiments.analysis.breaking_point import (  # noqa: E402
+from experiments.analysis.breaking_point import (
     BreakingPoint,
     detect_breaking_point,
     rule_sentence,
 )
-from experiments.analysis.capacity import analyse_search, capacity_proof  # noqa: E402
-from experiments.analysis.repeat_figures import (  # noqa: E402
+from experiments.analysis.capacity import analyse_capacity
+from experiments.analysis.repeat_figures import (
     compare_repeats,
     repeat_section,
     summarise_headlines,
 )
-from experiments.analysis.stats import compare  # noqa: E402
-from experiments.analysis.summary import (  # noqa: E402
+from experiments.analysis.stats import compare
+from experiments.analysis.summary import (
     RunData,
     analyse_run_dir,
     cpu_series,
     load_resource_samples,
     resource_usage,
 )
-from experiments.constants import DEFAULT_BUILDS  # noqa: E402
-from experiments.protocol import CapacityParams, GuardParams  # noqa: E402
-from experiments.repeats import locust_roots  # noqa: E402
-from experiments.reporting import (  # noqa: E402
+from experiments.constants import DEFAULT_BUILDS
+from experiments.plots import plt
+from experiments.protocol import GuardParams
+from experiments.repeats import locust_roots
+from experiments.reporting import (
     Report,
     analysis_params,
     capacity_headline,
@@ -143,25 +139,11 @@ def _analyse_repeat(run: Path, manifest: dict, k: int, base: Path, analysis, gua
     for s, per_arch in data.items():
         if a_lab in per_arch and b_lab in per_arch:
             A, B = per_arch[a_lab], per_arch[b_lab]
+            common = {"alpha": analysis.alpha, "min_effect": analysis.min_effect,
+                      "label_a": a_lab, "label_b": b_lab}
             out["comparisons"][s] = {
-                "rps": compare(
-                    A.window_rps,
-                    B.window_rps,
-                    test="welch",
-                    alpha=analysis.alpha,
-                    min_effect=analysis.min_effect,
-                    label_a=a_lab,
-                    label_b=b_lab,
-                ),
-                "latency": compare(
-                    A.window_rt_ms,
-                    B.window_rt_ms,
-                    test="mannwhitney",
-                    alpha=analysis.alpha,
-                    min_effect=analysis.min_effect,
-                    label_a=a_lab,
-                    label_b=b_lab,
-                ),
+                "rps": compare(A.window_rps, B.window_rps, test="welch", **common),
+                "latency": compare(A.window_rt_ms, B.window_rt_ms, test="mannwhitney", **common),
             }
     for a, rd in data.get(LOAD_TEST, {}).items():
         out["breaking_points"][a] = detect_breaking_point(rd.series, analysis.breaking_point)
@@ -179,29 +161,8 @@ def _analyse_repeat(run: Path, manifest: dict, k: int, base: Path, analysis, gua
                     }
                     for svc, u in usage.items()
                 }
-    out["capacity"] = _capacity(base, manifest.get("protocol") or {}, guard.grace_s)
+    out["capacity"] = analyse_capacity(base, manifest.get("protocol") or {}, guard.grace_s)
     out["headline"] = _headline(out)
-    return out
-
-
-def _capacity(base: Path, protocol: dict, grace_s: float) -> dict[str, dict]:
-    """Per architecture, one repeat's searches (base/capacity/<arch>/), the relative bound
-    based on base/response_time/<arch>/ (experiments.analysis.capacity.analyse_search)."""
-    if not protocol.get("capacity"):
-        return {}
-    params = CapacityParams(**protocol["capacity"])
-    root = base / "capacity"
-    out: dict[str, dict] = {}
-    for arch_dir in sorted(d for d in root.iterdir() if d.is_dir()) if root.is_dir() else []:
-        entry = analyse_search(arch_dir, params, grace_s,
-                               base / RESPONSE_TIME / arch_dir.name)
-        if entry is None:
-            continue
-        proof = capacity_proof(base / MAX_PERFORMANCE / arch_dir.name, params, grace_s,
-                               params.p99_bound_ms)
-        if proof is not None:
-            entry["shared"]["proof"] = proof
-        out[arch_dir.name] = entry
     return out
 
 

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 from experiments.analysis.breaking_point import breaking_point_from_dir, users_to_hold
-from experiments.analysis.capacity import analyse_search, one_user_p99_ms, step_dirs, step_result
 from experiments.experiment import Finish
 from experiments.lab import capacity as capacity_search
 from experiments.lab.renew import renew, restart_stuck
@@ -44,37 +43,13 @@ def run_capacity(lab: Session, protocol: Protocol, arch: str, step: int, base: P
     1-user run under base/response_time/<arch>/). `hint_rate`: the previous repeat's capacity,
     where this repeat's shared search starts (experiments.lab.capacity.search)."""
     params = protocol.capacity
-    arch_dir = _dir(base, "capacity", arch)
-    common = {"payload": protocol.payload, "step": step, "guard": protocol.guard,
-              "restart": lambda why: restart_stuck(lab, why), "repeat": repeat}
-    shared = capacity_search.search(lab, params, arch, arch_dir, p99_ms=params.p99_bound_ms,
-                                    label=f"capacity {arch} (p99 <= {params.p99_bound_ms:g} ms)",
-                                    hint_rate=hint_rate, **common)
-    entry = {"shared": {"p99_bound_ms": params.p99_bound_ms, "hint_rate": hint_rate,
-                        **shared.to_dict()}}
-    base_p99 = (one_user_p99_ms(base / "response_time" / arch)
-                if params.relative_bound_factor else None)
-    if base_p99 is not None and shared.status != "invalid":
-        bound = params.relative_bound_factor * base_p99
-        prior = [step_result(d, grace_s=protocol.guard.grace_s) for d in step_dirs(arch_dir)]
-        relative = capacity_search.search(
-            lab, params, arch, arch_dir, p99_ms=bound, prior=prior,
-            label=f"capacity {arch} (p99 <= {params.relative_bound_factor:g} x "
-                  f"{base_p99:.0f} ms)", **common)
-        entry["relative"] = {"p99_bound_ms": bound, "one_user_p99_ms": base_p99,
-                             "factor": params.relative_bound_factor, **relative.to_dict()}
-    # The verdict over every step both searches measured, as the report derives it: a step the
-    # second search added near the knee can move the shared capacity (noise there is not
-    # monotonic), and the rate held next must be the one the report names.
-    settled = analyse_search(arch_dir, params, protocol.guard.grace_s,
-                             base / "response_time" / arch)
-    if settled is not None and shared.status != "invalid":
-        for key in entry:
-            entry[key].update(settled[key])
-    # one answer per search: the progress log says what the manifest and the report say
-    for key, e in entry.items():
-        lab.progress.say(f"capacity {arch} ({key} bound): {e['status']}, {e['capacity']} req/s "
-                         f"(first failing {e['first_failing']})")
+    entry = capacity_search.search_and_settle(
+        lab, params, arch, _dir(base, "capacity", arch),
+        label=f"capacity {arch} (p99 <= {params.p99_bound_ms:g} ms)", payload=protocol.payload,
+        step=step, guard=protocol.guard, hint_rate=hint_rate,
+        restart=lambda why: restart_stuck(lab, why), one_user_dir=base / "response_time" / arch,
+        repeat=repeat)
+    entry["shared"]["hint_rate"] = hint_rate
     return entry
 
 
@@ -137,8 +112,7 @@ def _run_repeat(lab: Session, protocol: Protocol, k: int, record: dict, *, step0
                                                 hint_rate=hints.get(arch), repeat=k)
                 record.setdefault("capacity", {})[arch] = capacities[arch]
                 if k == 1:
-                    run.update(capacity={**(run.manifest.get("capacity") or {}),
-                                         arch: capacities[arch]})
+                    capacity_search.record(run, "capacity", (arch,), capacities[arch])
                 run.update(repeats=run.manifest["repeats"])
                 time.sleep(protocol.pause_s)
                 continue

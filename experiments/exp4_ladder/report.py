@@ -9,33 +9,19 @@ measurement, the decomposition sentences and the ladder plot. Rebuildable:
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from experiments.analysis import ceiling, pinning, queueing  # noqa: E402
-from experiments.analysis.breaking_point import detect_breaking_point, rule_sentence  # noqa: E402
-from experiments.analysis.capacity import analyse_search, step_dirs  # noqa: E402
-from experiments.analysis.repeat_figures import summary_of  # noqa: E402
-from experiments.analysis.stats import compare  # noqa: E402
-from experiments.analysis.summary import (  # noqa: E402
-    analyse_run_dir,
-    load_resource_samples,
-    resource_usage,
-)
-from experiments.exp4_ladder.run import capacity_dir  # noqa: E402
-from experiments.protocol import CapacityParams  # noqa: E402
-from experiments.repeats import locust_roots  # noqa: E402
-from experiments.reporting import (  # noqa: E402
+from experiments.analysis import pinning
+from experiments.analysis.breaking_point import rule_sentence
+from experiments.analysis.ladder import LOW_LOAD_USERS, analyse_rungs, find_row
+from experiments.analysis.stats import compare
+from experiments.plots import plt
+from experiments.reporting import (
     Report,
-    analysis_params,
-    capacity_section,
+    capacity_lines,
     fmt,
     footer_lines,
     hardware_section,
@@ -45,238 +31,22 @@ from experiments.reporting import (  # noqa: E402
     write_files,
 )
 
-LOW_LOAD_USERS = 10  # "low load" in a ramp: seconds with at most this many users
-PROBE_WARMUP_S = 1.0  # the probe's first second (connection set-up) is left out
-
-
-def _svc(name: str) -> str:
-    return name.rsplit("/", 1)[-1]
-
-
-def _low_load_p50(rd) -> float | None:
-    """Median latency of successful requests sent while the ramp had <= LOW_LOAD_USERS."""
-    ser, req = rd.series, rd.requests
-    low = np.flatnonzero((ser.users > 0) & (ser.users <= LOW_LOAD_USERS))
-    if not len(low) or not len(req):
-        return None
-    t_cut = ser.t0 + float(ser.t[low[-1]]) + 1.0
-    sel = req.ok & (req.start < t_cut)
-    return float(np.median(req.rt_ms[sel])) if sel.any() else None
-
 
 def analyse(folder: str | Path) -> dict[str, Any]:
-    """Every number of the report: {"probes", "loads", "rows", "decomposition", ...}."""
-    run = Path(folder)
-    manifest = json.loads((run / "manifest.json").read_text())
-    analysis, guard = analysis_params(manifest)
-    sources = load_resource_samples(run / "raw" / "resources")
-    topo = manifest.get("topology") or {}
-    variants = {v["name"]: v for v in manifest.get("variants") or []}
-    probes: dict[tuple[str, str, str], dict[str, Any]] = {}  # (variant, role, arch)
-    probe_rt: dict[tuple[str, str, str], np.ndarray] = {}
-    loads: dict[tuple[str, str, str], dict[str, Any]] = {}  # (variant, arch, arrival)
-    # Probes and step loads: repeat 1's (the only one in a run of one); capacities: every
-    # repeat's, as a median and spread per rung (_capacities).
-    for e in manifest.get("scenarios") or []:
-        if e.get("repeat", 1) != 1:
-            continue
-        d = run / e["locust"]["dir"]
-        if not (d / "scenario.json").exists():
-            continue
-        variant, arch, step = e.get("variant"), e["arch"], e.get("step", "")
-        if step.startswith("probe"):
-            rd = analyse_run_dir(d, warmup_s=PROBE_WARMUP_S, lag_s=analysis.breaking_point.lag_s)
-            n = rd.numbers
-            key = (variant, e.get("role", "scoring"), arch)
-            probes[key] = {"p50_ms": n.p50_ms, "p95_ms": n.p95_ms, "mean_ms": n.mean_ms,
-                           "requests": n.requests, "failures": n.failures, "valid": n.valid,
-                           "total_requests": n.total_requests, "dir": e["locust"]["dir"]}
-            probe_rt[key] = rd.window_rt_ms
-            continue
-        rd = analyse_run_dir(d, warmup_s=analysis.warmup_s, lag_s=analysis.breaking_point.lag_s)
-        bp = detect_breaking_point(rd.series, analysis.breaking_point)
-        n = rd.numbers
-        cpu = {}
-        if sources and n.started_at and n.ended_at and n.total_requests:
-            for name, u in resource_usage(sources, n.started_at, n.ended_at).items():
-                if _svc(name) in {f"scoring-{arch}", f"model-{arch}", "redis", "loadgen"}:
-                    cpu[_svc(name)] = u["cpu_total_s"] / n.total_requests
-        loads[(variant, arch, e.get("arrival") or "spread")] = {
-            "breaking_point": bp, "max_rps": bp.max_achieved_rps,
-            "low_load_p50_ms": _low_load_p50(rd), "total_requests": n.total_requests,
-            "failures": n.total_failures, "valid": n.valid, "reasons": list(n.reasons),
-            "cpu_s_per_request": cpu, "window": [n.started_at, n.ended_at],
-            "dir": e["locust"]["dir"],
-            "model_connections": _model_connections(sources, arch, n.started_at, n.ended_at)}
-    rows = []
-    inputs = {}  # the ceiling's inputs per row, for the bounded prediction beside it
-    for (variant, arch, arrival), load in loads.items():
-        v = variants.get(variant, {})
-        inputs[(variant, arch, arrival)] = _services(v, arch, load, probes, topo)
-        model = ceiling.predict(inputs[(variant, arch, arrival)][0])
-        rows.append({
-            "variant": variant, "arch": arch, "arrival": arrival,
-            "p50_1_user_ms": (probes.get((variant, "scoring", arch)) or {}).get("p50_ms"),
-            "mean_1_user_ms": (probes.get((variant, "scoring", arch)) or {}).get("mean_ms"),
-            "model_hold_ms": (probes.get((variant, "model", arch)) or {}).get("mean_ms"),
-            "low_load_p50_ms": load["low_load_p50_ms"],
-            "breaking_point_users": load["breaking_point"].users,
-            "breaking_point": load["breaking_point"].message,
-            "max_rps": load["max_rps"],
-            "cpu_ms_per_request": {k: x * 1000 for k, x in load["cpu_s_per_request"].items()},
-            "workers": {k: w for k, w in (v.get("workers") or {}).items()
-                        if k.rsplit("-", 1)[-1] == arch},
-            "knee": load["breaking_point"].found,
-            "tested_users": load["breaking_point"].max_users,
-            "predicted_rps": model.predicted_rps,
-            "binding": model.binding.name if model.binding else None,
-            "model": model.to_dict(),
-            "model_sentence": model.sentence(),
-            "measured_over_predicted": ceiling.closeness(load["max_rps"], model.predicted_rps),
-            "valid": load["valid"],
-            **({"model_connections": load["model_connections"]}
-               if load["model_connections"] else {}),
-        })
-    per_repeat = _capacities(run, manifest, guard.grace_s)
-    capacity = per_repeat[0] if per_repeat else {}
-    for r in rows:
-        found = (capacity.get(r["variant"]) or {}).get(r["arch"])
-        if found and r["arrival"] == "spread":  # keys only where a search ran
-            shared = found["shared"]
-            values = [((c.get(r["variant"]) or {}).get(r["arch"]) or {}).get("shared", {})
-                      .get("capacity") for c in per_repeat]
-            spread = summary_of(values) if len(per_repeat) > 1 else None
-            rate = spread["median"] if spread else shared["capacity"]
-            r.update(capacity_rps=rate, capacity_status=shared["status"],
-                     first_overloaded_rps=shared["first_failing"],
-                     capacity_p99_bound_ms=shared["p99_bound_ms"],
-                     capacity_over_predicted=ceiling.closeness(rate, r["predicted_rps"]),
-                     **_bounded(inputs[(r["variant"], r["arch"], r["arrival"])], r["arch"],
-                                rate, shared["p99_bound_ms"], _step_cpu(
-                                    sources, capacity_dir(locust_roots(run / "raw")[0][1],
-                                                          r["variant"], r["arch"]), r["arch"],
-                                    shared["steps"])),
-                     **({"capacity_repeats": spread,
-                         # per repeat, in order, None where a search found none
-                         "capacity_per_repeat": [number(v) for v in values]}
-                        if spread else {}))
-    res = {"manifest": manifest, "analysis": analysis, "rows": rows, "probes": probes,
-           "loads": loads, "variants": variants, "capacity": capacity}
-    res["decomposition"] = decompose(res, probe_rt)
+    """Every number of the report: the rungs' (experiments.analysis.ladder), the
+    decomposition and the headline."""
+    res = analyse_rungs(folder)
+    res["decomposition"] = decompose(res, res["probe_rt"])
     res["headline"] = _headline(res)
     return res
-
-
-def _model_connections(sources: dict, arch: str, start: float | None,
-                       end: float | None) -> dict | None:
-    """Which model worker held each scoring worker's connections during the load (sync
-    only: a blocking model worker serves one pooled connection at a time); None for runs
-    whose samples predate the connection records."""
-    if arch != "sync" or not start or not end:
-        return None
-    for samples in sources.values():
-        found = pinning.model_connections(samples, start, end, f"scoring-{arch}",
-                                          f"model-{arch}")
-        if found:
-            return found
-    return None
-
-
-def _capacities(run: Path, manifest: dict, grace_s: float) -> list[dict[str, dict[str, dict]]]:
-    """Per repeat, {variant: {arch: search}} re-derived from each rung's step folders (none
-    recorded: [], as in runs from before the ladder searched capacities)."""
-    proto = manifest.get("protocol") or {}
-    if not proto.get("capacity"):
-        return []
-    params = CapacityParams(**proto["capacity"])
-    rungs = {(v["name"], arch) for v in manifest.get("variants") or []
-             for arch in v.get("archs") or []}
-    repeats = []
-    for _, root in locust_roots(run / "raw"):
-        out: dict[str, dict[str, dict]] = {}
-        for name, arch in sorted(rungs):
-            found = analyse_search(capacity_dir(root, name, arch), params, grace_s)
-            if found is not None:
-                out.setdefault(name, {})[arch] = found
-        repeats.append(out)
-    return repeats
-
-
-def _services(v: dict, arch: str, load: dict, probes: dict,
-              topo: dict) -> tuple[list[ceiling.ServiceInput], dict, dict]:
-    """The ceiling model's inputs for one rung, and its scoring and model envs."""
-    workers = v.get("workers") or {}
-    services = []
-    envs = {}
-    scoring_env = ((workers.get(f"scoring-{arch}") or {}).get("env")
-                   or v.get("scoring_handler_env") or {})
-    for role, name in (("scoring", f"scoring-{arch}"), ("model", f"model-{arch}")):
-        w = workers.get(name) or {}
-        cpus = tuple(w.get("cpus") or (topo.get("services", {}).get(name) or {}).get("cpus") or ())
-        env = w.get("env") or v.get(f"{'model_api' if role == 'model' else 'scoring_handler'}_env")
-        envs[role] = env or {}
-        n_workers = w.get("workers") or ceiling.workers_in_effect(arch, len(cpus), None)
-        slots = ceiling.service_slots(role, arch, n_workers, env or {})
-        hold = (probes.get((v.get("name"), role, arch)) or {}).get("mean_ms")
-        services.append(ceiling.ServiceInput(
-            name, cpus, slots,
-            hold / 1000 if hold and not math.isnan(hold) else None,
-            ceiling.model_calls(scoring_env) if role == "model" else 1,
-            load["cpu_s_per_request"].get(name), processes=n_workers))
-    redis_cpus = tuple((topo.get("services", {}).get("redis") or {}).get("cpus") or ())
-    # Redis executes commands on one thread: one core at most, whatever its CPU set
-    services.append(ceiling.ServiceInput("redis", redis_cpus, None, None, 1,
-                                         load["cpu_s_per_request"].get("redis"), processes=1))
-    return services, envs["scoring"], envs["model"]
-
-
-def _bounded(inputs: tuple, arch: str, rate: float | None, bound_ms: float | None,
-             cpu_by_rate: list) -> dict:
-    """The queueing model's bounded capacity (experiments/analysis/queueing.py) beside the
-    ceiling, from the same inputs (CPU per request at each rate from the search's steps,
-    where they have it), and the measured capacity over it."""
-    pred = queueing.predict_rung(inputs[0], arch, inputs[1], inputs[2], bound_ms, cpu_by_rate)
-    if pred is None:
-        return {}
-    return {"bounded_predicted_rps": pred.capacity_rps, "bounded_prediction": pred.to_dict(),
-            "capacity_over_bounded": ceiling.closeness(rate, pred.capacity_rps)}
-
-
-def _step_cpu(sources: dict, arch_dir: Path, arch: str,
-              steps: list[dict]) -> list[tuple[float, dict]]:
-    """(achieved rate, {service: CPU s per request}) per passed step of one capacity search:
-    each service's CPU over the step's whole Locust run (idle before and after the schedule)
-    over the requests it sent. Only passed steps: in an overloaded one the cores ran flat out,
-    so CPU / requests is their cap, not what a request costs. [] without resource samples."""
-    passed = {(round(s["rate"], 6), bool(s.get("hold"))) for s in steps
-              if s.get("outcome") == "pass"}
-    out = []
-    for d in step_dirs(arch_dir) if sources else []:
-        r = json.loads((d / "result.json").read_text())
-        om = r.get("open_model") or {}
-        if (not om.get("sent") or not r.get("started_at") or not r.get("ended_at")
-                or (round(om.get("rate", 0), 6), d.name.endswith("_hold")) not in passed):
-            continue
-        use = resource_usage(sources, r["started_at"], r["ended_at"])
-        out.append((om.get("achieved_rate") or om["rate"],
-                    {_svc(k): u["cpu_total_s"] / om["sent"] for k, u in use.items()
-                     if _svc(k) in {f"scoring-{arch}", f"model-{arch}", "redis"}}))
-    return out
-
-
-def _row(res: dict, variant: str, arch: str, arrival: str = "spread") -> dict | None:
-    for r in res["rows"]:
-        if (r["variant"], r["arch"], r["arrival"]) == (variant, arch, arrival):
-            return r
-    return None
 
 
 
 def decompose(res: dict, probe_rt: dict) -> dict[str, Any]:
     """The four answers of the issue, as numbers (None where a variant did not run)."""
     out: dict[str, Any] = {}
-    d_sync, d_async = _row(res, "default", "sync"), _row(res, "default", "async")
-    seq = _row(res, "async-sequential", "async")
+    d_sync, d_async = find_row(res, "default", "sync"), find_row(res, "default", "async")
+    seq = find_row(res, "async-sequential", "async")
     if d_sync and d_async:
         ls, la = number(d_sync["p50_1_user_ms"]), number(d_async["p50_1_user_ms"])
         lat: dict[str, Any] = {"sync_ms": ls, "async_ms": la,
@@ -329,7 +99,7 @@ def decompose(res: dict, probe_rt: dict) -> dict[str, Any]:
         out["throughput"] = thr
     orig = {}
     for arch in ("sync", "async"):
-        o, d = _row(res, "original", arch), _row(res, "default", arch)
+        o, d = find_row(res, "original", arch), find_row(res, "default", arch)
         if o and d:
             orig[arch] = {
                 "p50_1_user_ms": (o["p50_1_user_ms"], d["p50_1_user_ms"]),
@@ -431,7 +201,7 @@ def _decomposition_lines(res: dict) -> list[str]:
                 s += f" (sequential vs concurrent: {lat['concurrency_test']['verdict']})"
         lines.append(s + ".")
     thr = dec.get("throughput")
-    d_sync, d_async = _row(res, "default", "sync"), _row(res, "default", "async")
+    d_sync, d_async = find_row(res, "default", "sync"), find_row(res, "default", "async")
     if thr:
         s = (f"- **Throughput** (max req/s of the step load): sync {fmt(thr['sync_max_rps'])}"
              f"{_bound(d_sync)}, async {fmt(thr['async_max_rps'])}{_bound(d_async)}, a gap of "
@@ -471,56 +241,9 @@ def _decomposition_lines(res: dict) -> list[str]:
     return lines + [""]
 
 
-def capacity_lines(res: dict) -> list[str]:
-    """Each rung's capacity at the shared bound beside its predicted ceiling, then the steps."""
-    rows = [r for r in res["rows"] if "capacity_rps" in r]
-    if not rows:
-        return []
-    bound = rows[0]["capacity_p99_bound_ms"]
-    status = {"found": "found", "above_range": "every rate passed (max_rate too low)",
-              "below_range": "even the minimum rate failed",
-              "invalid": "**invalid: a step could not be judged (reason in the steps table)**",
-              "unfinished": "step budget ran out"}
-    lines = ["## Capacity per rung", "",
-             f"Each rung's capacity: the highest open-model arrival rate whose p99 response "
-             f"time (from each request's scheduled send) is <= {bound:g} ms with few errors, "
-             "searched by growing then bisecting the rate; recomputed here from the step "
-             "folders. Unlike the step load's max req/s it is not capped by the ramp's users, so "
-             "it is the measurement to hold against the predicted ceiling.", "",
-             "The predicted bounded capacity is the queueing model's (experiments/analysis/"
-             "queueing.py): a simulation of the rung's slots, model calls and shared cores, from "
-             "the same measurements as the ceiling, searched for the highest Poisson rate whose "
-             "p99 stays within the bound.", "",
-             "| variant | arch | capacity req/s | status | first overloaded req/s | predicted "
-             "req/s | capacity/predicted | predicted bounded req/s | capacity/bounded | step "
-             "load max req/s |", "|---" * 10 + "|"]
-    several = any("capacity_repeats" in r for r in rows)
-    if several:
-        lines[-2:-2] = ["With repeats, the capacity is the median over the repeats, followed by "
-                        "each repeat's value and the coefficient of variation (**unstable** "
-                        "over 10 %); status, first overloaded rate and the steps below are "
-                        "repeat 1's, as are the step loads.", ""]
-    for r in rows:
-        cap = fmt(r["capacity_rps"])
-        if "capacity_repeats" in r:
-            s = r["capacity_repeats"]
-            cv = f", CV {s['cv']:.0%}" if s.get("cv") is not None else ""
-            cap += (f" ({'/'.join(fmt(x) for x in s['values'])}{cv}"
-                    f"{' **unstable**' if s.get('unstable') else ''})")
-        lines.append(f"| {r['variant']} | {r['arch']} | {cap} | "
-                     f"{status.get(r['capacity_status'], r['capacity_status'])} | "
-                     f"{fmt(r['first_overloaded_rps'])} | {fmt(r['predicted_rps'])} | "
-                     f"{pct(r['capacity_over_predicted'])} | "
-                     f"{fmt(r.get('bounded_predicted_rps'))} | "
-                     f"{pct(r.get('capacity_over_bounded'))} | {fmt(r['max_rps'])} |")
-    steps = {f"{v}/{a}": e for v, by_arch in res["capacity"].items() for a, e in by_arch.items()}
-    detail = capacity_section(steps)
-    return [*lines, "", "### Capacity search steps", "", *detail[2:]]
-
-
 def surprises(res: dict) -> list[str]:
     out = []
-    d, cpr = _row(res, "default", "sync"), _row(res, "sync-client-per-request", "sync")
+    d, cpr = find_row(res, "default", "sync"), find_row(res, "sync-client-per-request", "sync")
     if d and cpr and (cpr["max_rps"] or 0) > (d["max_rps"] or 0) * 1.05:
         out.append(f"A new connection per call beats pooled keep-alive on the sync stack: "
                    f"{fmt(cpr['max_rps'])} vs {fmt(d['max_rps'])} req/s (a kept-alive connection "
@@ -540,7 +263,7 @@ def surprises(res: dict) -> list[str]:
                        "(queueing, uneven load across workers, contention) holds it back.")
     for r in res["rows"]:
         if r["arrival"] == "bursty":
-            spread = _row(res, r["variant"], r["arch"], "spread") or _row(
+            spread = find_row(res, r["variant"], r["arch"], "spread") or find_row(
                 res, "default", r["arch"], "spread")
             if spread and r["low_load_p50_ms"] and spread["low_load_p50_ms"]:
                 out.append(f"{r['variant']}/{r['arch']} bursty: median at <= {LOW_LOAD_USERS} "

@@ -1,8 +1,8 @@
-"""Report of experiment 5 (best builds), from the result folder alone. Each point is measured
-as an experiment 4 rung (its analysis: capacity at the shared bound, step load, CPU per request
-per service, the ceiling model), and this adds what a sweep asks: peak memory, throughput and
-CPU per request against concurrency along the step load's ramp (so a collapse past the knee
-shows, with where its CPU goes), and each architecture's best build. Rebuildable:
+"""Report of experiment 5 (best builds), from the result folder alone. Each point is analysed as
+a ladder rung (experiments/analysis/ladder.py: capacity at the shared bound, step load, CPU per
+request per service, the ceiling model), and this adds what a sweep asks: peak memory,
+throughput and CPU per request against concurrency along the step load's ramp (so a collapse
+past the knee shows, with where its CPU goes), and each architecture's best build. Rebuildable:
 
     python -m experiments report results/<run folder>
 """
@@ -14,21 +14,19 @@ import math
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from experiments.analysis.summary import (  # noqa: E402
+from experiments.analysis.ladder import analyse_rungs
+from experiments.analysis.summary import (
     analyse_run_dir,
     load_resource_samples,
     resource_usage,
 )
-from experiments.exp4_ladder import report as ladder  # noqa: E402
-from experiments.lab.renew import RESTART_VAR  # noqa: E402
-from experiments.reporting import (  # noqa: E402
+from experiments.lab.renew import RESTART_VAR
+from experiments.plots import plt
+from experiments.reporting import (
     Report,
+    capacity_lines,
     fmt,
     footer_lines,
     hardware_section,
@@ -37,7 +35,7 @@ from experiments.reporting import (  # noqa: E402
     pct,
     write_files,
 )
-from hardware.summary import cpu_seconds_between  # noqa: E402
+from hardware.summary import cpu_seconds_between
 
 # A capacity a best build may be chosen by: a search that closed. A held floor (unfinished)
 # or every rate passing (above_range) is a lower bound: such a point is shown as one, never
@@ -170,7 +168,7 @@ def analyse(folder: str | Path) -> dict[str, Any]:
     """Experiment 4's analysis of every point, plus per row: the sweep, stack CPU ms per
     request, peak RSS, the ramp's curve and collapse; and the best build per architecture."""
     run = Path(folder)
-    res = ladder.analyse(run)
+    res = analyse_rungs(run)
     analysis = res["analysis"]
     sources = load_resource_samples(run / "raw" / "resources")
     rows = [r for r in res["rows"] if r["arrival"] == "spread"]
@@ -492,7 +490,7 @@ def render(res: dict, run: Path, plot: str | None) -> str:
     lines += ["", *_best_lines(res), *_sweep_lines(res), *_parser_lines(res)]
     if plot:
         lines += [f"![throughput and CPU against concurrency]({plot})", ""]
-    lines += ladder.capacity_lines(res)
+    lines += capacity_lines(res)
     lines += ["## The ceiling model per point", ""]
     lines += [f"- {r['variant']}/{r['arch']}: {r['model_sentence']}" for r in res["rows"]]
     lines += ["", *hardware_section(run), *footer_lines()]

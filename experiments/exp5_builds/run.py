@@ -1,4 +1,4 @@
-"""Experiment 5's run: its points are experiment 4 rungs (experiments/exp4_ladder/run.py deploys,
+"""Experiment 5's run: its points are ladder rungs (experiments/lab/ladder.py deploys,
 verifies and measures each, restores the default build at the end), read from a ladder file
 whose points each name the `sweep` they belong to. This module adds what makes that file a
 set of sweeps, checked before anything is deployed.
@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from experiments.config import ConfigError
-from experiments.exp4_ladder.run import Ladder, load_ladder
-from experiments.exp4_ladder.run import run as run_points
+from experiments.lab.ladder import run as run_points
+from experiments.ladder import Ladder, load_ladder
 
 __all__ = ["load_sweeps", "run_points"]
 

@@ -4,19 +4,9 @@ both architectures' default and best builds are deployed and their capacity meas
 the ceiling model's prediction; the report gives, per factor, where async's advantage falls
 below the threshold."""
 
-from pathlib import Path
-
 from experiments.exp6_crossover import report, run
-from experiments.experiment import Experiment
+from experiments.experiment import experiment
 
-EXPERIMENT = Experiment(
-    number="6",
-    name="experiment-6",
-    summary="crossover: capacity against one factor at a time, where async stops winning",
-    config=Path(__file__).with_name("config.toml"),
-    load=run.load_crossover,
-    run=run.run_points,
-    analyse=report.analyse,
-    headline=report.headline,
-    write_report=report.write_report,
-)
+EXPERIMENT = experiment(
+    __name__, "crossover: capacity against one factor at a time, where async stops winning",
+    load=run.load_crossover, run=run.run_points, report=report)

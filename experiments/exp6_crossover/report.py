@@ -1,7 +1,8 @@
 """Report of experiment 6 (crossover), from the result folder alone. Every point is analysed as
-an experiment 4 rung (capacity at the shared bound, the ceiling model's prediction); this
-arranges them per factor: capacity of each build against the factor's value, measured and
-predicted, async's advantage at each value, and where it falls below the threshold. Rebuildable:
+a ladder rung (experiments/analysis/ladder.py: capacity at the shared bound, the ceiling model's
+prediction); this arranges them per factor: capacity of each build against the factor's value,
+measured and predicted, async's advantage at each value, and where it falls below the threshold.
+Rebuildable:
 
     python -m experiments report results/<run folder>
 """
@@ -13,14 +14,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from experiments.exp4_ladder import report as ladder  # noqa: E402
-from experiments.reporting import (  # noqa: E402
+from experiments.analysis.ladder import analyse_rungs
+from experiments.plots import plt
+from experiments.reporting import (
     Report,
+    capacity_lines,
     fmt,
     footer_lines,
     hardware_section,
@@ -193,7 +191,7 @@ def factor_series(rows: dict, plan: dict) -> dict[str, Any]:
 
 def analyse(folder: str | Path) -> dict[str, Any]:
     run = Path(folder)
-    res = ladder.analyse(run)
+    res = analyse_rungs(run)
     plan = (res["manifest"].get("ladder") or {}).get("crossover")
     if not plan:
         raise ValueError(f"{run}: no crossover plan in the manifest (ladder.crossover)")
@@ -377,7 +375,7 @@ def render(res: dict, run: Path, plot: str | None) -> str:
     lines += ["", *_factor_lines(res)]
     if plot:
         lines += [f"![capacity against each factor]({plot})", ""]
-    lines += ladder.capacity_lines(res)
+    lines += capacity_lines(res)
     lines += ["## The ceiling model per point", ""]
     lines += [f"- {r['variant']}/{r['arch']}: {r['model_sentence']}" for r in res["rows"]
               if r["arrival"] == "spread"]

@@ -1,5 +1,5 @@
-"""Experiment 6's run: the crossover sweeps as a ladder of points, each an experiment 4 rung
-(experiments/exp4_ladder/run.py deploys, verifies and measures it, both architectures at once,
+"""Experiment 6's run: the crossover sweeps as a ladder of points, each a ladder rung
+(experiments/lab/ladder.py deploys, verifies and measures it, both architectures at once,
 and restores the default build at the end).
 
 A point is one value of one factor, with one tier of builds (`default`: the lab's build;
@@ -20,12 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from experiments.config import Checker, merge, read
-from experiments.exp4_ladder.run import Ladder, parse_ladder
-from experiments.exp4_ladder.run import run as run_points
+from experiments.config import Checker, parse_document, read
+from experiments.lab.ladder import run as run_points
+from experiments.ladder import Ladder, ladder_from
+from experiments.protocol import PROFILE_KEYS, TOP_KEYS, with_capacity_base
 from services.settings import declared_defaults
 
-__all__ = ["FACTORS", "Crossover", "load_crossover", "parse_crossover", "run_points"]
+__all__ = ["FACTORS", "Crossover", "crossover_from", "load_crossover", "parse_crossover",
+           "run_points"]
 
 _DEFAULTS = declared_defaults()
 # The default model latency: the middle of the services' uniform sleep range (40-50 ms).
@@ -124,7 +126,7 @@ def _values(c: Checker, name: str, raw: Any) -> tuple[float, ...]:
 
 
 def _variants(c: Checker, table: dict) -> tuple[list[dict], dict, tuple[str, ...], dict]:
-    """The [[variants]] experiment 4's parser reads, and what each point is."""
+    """The [[variants]] the ladder's parser reads, and what each point is."""
     tiers = table.get("tiers", list(TIERS))
     if (not isinstance(tiers, list) or not tiers or any(t not in TIERS for t in tiers)
             or len(set(tiers)) != len(tiers)):
@@ -167,35 +169,35 @@ def _variants(c: Checker, table: dict) -> tuple[list[dict], dict, tuple[str, ...
     return variants, points, tuple(tiers), factors
 
 
-def parse_crossover(data: dict, profile: str | None = None, *,
-                    source: str = "<experiment6>") -> Crossover:
-    """Validate experiment 6's TOML: [crossover] (and each profile's overrides of it) here,
-    the generated points and the protocol by experiment 4's parser."""
-    c = Checker(source)
-    data = copy.deepcopy(data)
-    if "variants" in data:
-        raise c.fail("variants", "experiment 6 makes its points from [crossover]; no "
-                                 "[[variants]] here")
-    base = _table(c, "crossover", data.pop("crossover", None) or {})
-    c.keys(base, "crossover", _KEYS)
-    overrides: dict[str, dict] = {}
-    for pname, ptable in (data.get("profiles") or {}).items():
-        if isinstance(ptable, dict) and "crossover" in ptable:
-            overrides[pname] = _table(c, f"profiles.{pname}.crossover", ptable.pop("crossover"))
-            c.keys(overrides[pname], f"profiles.{pname}.crossover", _KEYS)
-    resolved = {}
-    for pname in {*overrides, profile or data.get("default_profile") or "full"}:
-        pc = Checker(source, pname)
-        table = merge(base, overrides.get(pname, {}))
-        resolved[pname] = (_variants(pc, table), table.get("threshold", 0.10))
-    chosen = profile or data.get("default_profile") or "full"
-    (variants, points, tiers, factors), threshold = resolved[chosen]
+def crossover_from(merged: dict, c: Checker, scenario_names: Any = None) -> Crossover:
+    """The Crossover of one resolved profile: its [crossover] (the profile's overrides merged
+    in by the loader) made into points, the ladder and protocol from the rest."""
+    merged = dict(merged)
+    table = _table(c, "crossover", merged.pop("crossover", None) or {})
+    c.keys(table, "crossover", _KEYS)
+    variants, points, tiers, factors = _variants(c, table)
+    threshold = table.get("threshold", 0.10)
     if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not (
             0 < threshold < 1):
         raise c.fail("crossover.threshold", f"{threshold!r}: expected a fraction in (0, 1)")
-    ladder = parse_ladder({**data, "variants": variants}, profile, source=source)
+    ladder = ladder_from({**merged, "variants": variants}, c, variants, scenario_names)
     return Crossover(ladder.protocol, ladder.variants, ladder.source, points=points,
                      tiers=tiers, factors=factors, threshold=float(threshold))
+
+
+def parse_crossover(data: dict, profile: str | None = None, *,
+                    source: str = "<experiment6>") -> Crossover:
+    """Validate experiment 6's TOML through the one loader (config.parse_document): [crossover]
+    (a profile's [profiles.<name>.crossover] merged onto it like any other table) here, the
+    generated points and the protocol by the ladder's (experiments/ladder.py)."""
+    if "variants" in data:
+        raise Checker(source).fail("variants", "experiment 6 makes its points from "
+                                               "[crossover]; no [[variants]] here")
+    data = with_capacity_base(data)
+    return parse_document(
+        data, profile, source=source, top=TOP_KEYS | {"crossover"},
+        allowed=PROFILE_KEYS | {"crossover"},
+        build=lambda merged, c: crossover_from(merged, c, data.get("scenarios")))
 
 
 def load_crossover(path: str | Path, profile: str | None = None) -> Crossover:

@@ -23,9 +23,11 @@ from experiments.analysis.capacity import (
     HOLD_SUFFIX,
     CapacityResult,
     StepResult,
+    analyse_search,
     bound_of,
     decidable_rate,
     judge,
+    one_user_p99_ms,
     search_capacity,
     step_dirs,
     step_duration,
@@ -35,6 +37,7 @@ from experiments.lab.recovery import Probe, Waiter
 from experiments.lab.session import Session
 from experiments.load.arrivals import OpenModel
 from experiments.protocol import CapacityParams, GuardParams, Scenario
+from experiments.results import RunFolder
 from services.describe import predict_path
 
 # How fast a search started at a previous repeat's capacity grows: that rate is near the
@@ -128,3 +131,54 @@ def search(lab: Session, params: CapacityParams, arch: str, arch_dir: Path, *, p
                            max_holds=params.max_holds,
                            extend=extend if params.extend_max_s else None,
                            budget_s=params.budget_s)
+
+
+def search_and_settle(lab: Session, params: CapacityParams, arch: str, arch_dir: Path, *,
+                      label: str, payload: Any, step: int, guard: GuardParams,
+                      hint_rate: float | None = None, hint_growth: float = HINT_GROWTH,
+                      restart: Callable[[str], dict] | None = None,
+                      idle_key: str | None = None,
+                      one_user_dir: Path | None = None, repeat: int = 1) -> dict[str, dict]:
+    """The capacity of arch under the shared bound (search, from `hint_rate` when given) and,
+    when params set relative_bound_factor and one_user_dir holds a 1-user run, under factor x
+    that run's p99 (a second search reusing the first's steps): the manifest entry
+    {"shared": ..., "relative": ...}, each settled over every step both searches measured,
+    as the report derives it (a step the second search added near the knee can move the
+    shared capacity: noise there is not monotonic), so the rate held next, the next repeat's
+    start and the report name the same capacity."""
+    common = {"payload": payload, "step": step, "guard": guard, "restart": restart,
+              "idle_key": idle_key, "repeat": repeat}
+    shared = search(lab, params, arch, arch_dir, p99_ms=params.p99_bound_ms, label=label,
+                    hint_rate=hint_rate, hint_growth=hint_growth, **common)
+    entry = {"shared": {"p99_bound_ms": params.p99_bound_ms, **shared.to_dict()}}
+    base_p99 = (one_user_p99_ms(one_user_dir)
+                if params.relative_bound_factor and one_user_dir is not None else None)
+    if base_p99 is not None and shared.status != "invalid":
+        bound = params.relative_bound_factor * base_p99
+        prior = [step_result(d, grace_s=guard.grace_s) for d in step_dirs(arch_dir)]
+        relative = search(lab, params, arch, arch_dir, p99_ms=bound, prior=prior,
+                          label=f"capacity {arch} (p99 <= {params.relative_bound_factor:g} x "
+                                f"{base_p99:.0f} ms)", **common)
+        entry["relative"] = {"p99_bound_ms": bound, "one_user_p99_ms": base_p99,
+                             "factor": params.relative_bound_factor, **relative.to_dict()}
+    settled = analyse_search(arch_dir, params, guard.grace_s, one_user_dir)
+    if settled is not None and shared.status != "invalid":
+        for key in entry:
+            entry[key].update(settled[key])
+    # one answer per search: the progress log says what the manifest and the report say
+    for key, e in entry.items():
+        lab.progress.say(f"{label} ({key} bound): {e['status']}, {e['capacity']} req/s "
+                         f"(first failing {e['first_failing']})")
+    return entry
+
+
+def record(run: RunFolder, key: str, path: tuple[str, ...], entry: dict) -> None:
+    """A search's entry into the manifest at manifest[key][path[0]]...[path[-1]], what the
+    table holds already kept (experiment 3: capacity[arch]; a ladder: capacity[rung][arch] and
+    capacity_repeats[repeat][rung][arch])."""
+    table = run.manifest.get(key) or {}
+    node = table
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+    node[path[-1]] = entry
+    run.update(**{key: table})

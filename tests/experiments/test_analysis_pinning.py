@@ -92,7 +92,7 @@ def test_records_round_trip_through_the_result_folder(tmp_path):
 
 
 def test_experiment_4_rows_carry_the_assignment_of_their_window():
-    from experiments.exp4_ladder.report import _model_connections
+    from experiments.analysis.ladder import _model_connections
 
     sources = {"localhost": [_sample(t, {21: [11, 12]}) for t in range(10, 20)]
                + [_sample(t, {21: [11], 22: [12]}) for t in range(30, 40)]}

@@ -208,3 +208,15 @@ def test_make_refuses_an_unknown_experiment_before_deploying():
     done = _make_n("experiment-9")
     assert done.returncode != 0 and "deploy.yml" not in done.stdout
     assert "no experiment-9" in done.stderr
+
+
+def test_a_record_follows_from_its_package_and_refuses_another_name():
+    from experiments import experiment as contract
+    from experiments.exp2_timeit import report, run
+
+    e = EXPERIMENTS["2"]
+    assert (e.number, e.name, e.analyse) == ("2", "experiment-2", report.analyse)
+    assert e.config == Path(report.__file__).with_name("config.toml")
+    with pytest.raises(ValueError, match="'experiments.timeit': an experiment package"):
+        contract.experiment("experiments.timeit", "x", load=run.load_timeit, run=run.run,
+                            report=report)

@@ -74,10 +74,11 @@ def test_planned_time_counts_every_repeat():
 
 
 def test_full_and_quick_fit_their_budgets():
-    # issue 13: the full profile with its repeats within 60 min here (planned load time
-    # leaves room for pauses and restarts), quick ~25-30 min
-    assert EXP3.configure("full").total_s <= 55 * 60
-    assert EXP3.configure("quick").total_s <= 35 * 60  # an upper bound: searches stop early
+    # issue 13 sized the full profile to an hour; issue 21's trust (confident verdicts, 60 s
+    # holds, searches that close within a time budget) costs more: full plans at most about
+    # 1.5 h of load, quick about an hour (upper bounds: a search stops when its bracket closes)
+    assert EXP3.configure("full").total_s <= 100 * 60
+    assert EXP3.configure("quick").total_s <= 65 * 60
 
 
 def test_abba_alternates_the_order():

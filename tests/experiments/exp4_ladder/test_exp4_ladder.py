@@ -9,8 +9,8 @@ import pytest
 
 from experiments.config import ConfigError
 from experiments.exp4_ladder import EXPERIMENT
-from experiments.exp4_ladder.run import load_ladder, parse_ladder
 from experiments.lab import topology as topology_mod
+from experiments.ladder import load_ladder, parse_ladder
 
 CONFIG = EXPERIMENT.config
 
@@ -59,13 +59,13 @@ def test_runs_probe_each_arch_and_the_sync_model_api():
 def test_deploy_vars_change_only_what_the_variant_names():
     variants = {v.name: v for v in load_ladder(CONFIG, "full").variants}
     topo = _topology()
-    assert variants["default"].deploy_vars(topo) == {}
-    assert variants["original"].deploy_vars(topo) == {"scoring_handler_env": {
+    assert variants["default"].deploy_vars(topo.services) == {}
+    assert variants["original"].deploy_vars(topo.services) == {"scoring_handler_env": {
         "SCORING_LAB_CLIENT_PER_REQUEST": "true", "SCORING_LAB_BLOCKING_REDIS": "true"}}
-    assert variants["sync-workers-4x"].deploy_vars(topo) == {
+    assert variants["sync-workers-4x"].deploy_vars(topo.services) == {
         "model_api_workers": 4, "scoring_handler_workers": 4}
     wide = _topology(scoring_cpus=(2, 3, 4), model_cpus=(0, 1))
-    assert variants["sync-workers-4x"].deploy_vars(wide) == {
+    assert variants["sync-workers-4x"].deploy_vars(wide.services) == {
         "model_api_workers": 8, "scoring_handler_workers": 12}
 
 
@@ -143,8 +143,8 @@ def test_each_capacity_search_follows_its_step_load():
 
 def test_a_search_starts_where_the_rung_is_known_best():
     from experiments.analysis.breaking_point import BreakingPoint
-    from experiments.exp4_ladder.run import search_start
     from experiments.lab.capacity import HINT_GROWTH
+    from experiments.lab.ladder import search_start
 
     params = load_ladder(CONFIG, "quick").protocol.capacity
 

@@ -74,7 +74,8 @@ def test_original_costs_andsurprises():
 
 
 def test_capacity_per_rung_beside_its_ceiling_only_where_searched():
-    from experiments.exp4_ladder.report import _headline, capacity_lines
+    from experiments.exp4_ladder.report import _headline
+    from experiments.reporting import capacity_lines
 
     res = _res()
     assert capacity_lines({**res, "capacity": {}}) == []
@@ -97,7 +98,7 @@ def test_capacity_per_rung_beside_its_ceiling_only_where_searched():
 
 def test_capacity_per_rung_over_repeats_shows_median_values_and_cv():
     from experiments.analysis.repeat_figures import summary_of
-    from experiments.exp4_ladder.report import capacity_lines
+    from experiments.reporting import capacity_lines
 
     res = _res()
     found = {"shared": {"p99_bound_ms": 250.0, "capacity": 12.0, "first_failing": 13.0,
@@ -116,7 +117,7 @@ def test_capacity_per_rung_over_repeats_shows_median_values_and_cv():
 
 def test_bounded_prediction_sits_beside_the_ceiling_from_its_inputs():
     from experiments.analysis.ceiling import ServiceInput
-    from experiments.exp4_ladder.report import _bounded
+    from experiments.analysis.ladder import _bounded
 
     services = [ServiceInput("scoring-sync", (0,), 2, 0.096, 1, 0.002, 2),
                 ServiceInput("model-sync", (0,), 2, 0.047, 2, 0.001, 2),

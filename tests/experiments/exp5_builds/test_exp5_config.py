@@ -7,10 +7,10 @@ import tomllib
 import pytest
 
 from experiments.config import ConfigError
-from experiments.exp4_ladder.run import parse_ladder
 from experiments.exp5_builds import EXPERIMENT
 from experiments.exp5_builds.report import PARSER_SETTING
 from experiments.exp5_builds.run import check_sweeps
+from experiments.ladder import parse_ladder
 from experiments.registry import BY_NAME, EXPERIMENTS
 from services.settings import HttpClient, RedisParser, SyncWorker, settings_from_env
 
