@@ -207,11 +207,29 @@ LOWER_BOUNDS = ("above_range", "unfinished")  # a capacity that is only a lower 
 
 
 def capacity_status(entry: dict[str, Any]) -> str:
-    """What a search's status means, naming the budget that ran out when one did."""
+    """What a search's status means, naming the budget that ran out when one did, and where
+    its confidence verdicts left rates undecided."""
     if entry["status"] == "unfinished" and entry.get("budget") in BUDGETS:
-        return (f"**a lower bound**: {BUDGETS[entry['budget']]} before the bracket closed on "
+        said = (f"**a lower bound**: {BUDGETS[entry['budget']]} before the bracket closed on "
                 "a held rate (capacity: the highest rate that passed a hold)")
-    return _STATUS.get(entry["status"], entry["status"])
+    else:
+        said = _STATUS.get(entry["status"], entry["status"])
+    return said + undecided_zone(entry.get("steps") or [])
+
+
+def undecided_zone(steps: list[dict[str, Any]]) -> str:
+    """The rates a confidence verdict left undecided (after any extension): between the
+    highest confident pass and the lowest confident failure the bound is within the
+    measurement's resolution; the search counts them as not passed, so its capacity errs low."""
+    live = [s for s in steps if not s.get("superseded")]
+    undecided = sorted(s["rate"] for s in live if s["outcome"] == "undecided")
+    if not undecided:
+        return ""
+    failed = [s["rate"] for s in live if s["outcome"] == "fail" and s["rate"] > undecided[0]]
+    over = f"; confidently over from {fmt(min(failed))}" if failed else ""
+    span = fmt(undecided[0]) if len(undecided) == 1 else \
+        f"{fmt(undecided[0])}-{fmt(undecided[-1])}"
+    return f" (undecided at {span} req/s{over}: counted as not passed)"
 
 
 def capacity_figure(entry: dict[str, Any], digits: int = 1) -> str:

@@ -312,6 +312,7 @@ def search_capacity(
     require_hold: bool | None = None,
     extend: Callable[[float, bool, int | None], StepResult] | None = None,
     budget_s: float = 0.0,
+    hold_reserve_s: float = 0.0,
 ) -> CapacityResult:
     """Search with `measure` (short steps) and, when given, `confirm` (holds); `prior` steps
     (measured already, e.g. by a search under another bound) are judged under this bound
@@ -324,7 +325,9 @@ def search_capacity(
     longest); the longer measurement supersedes it. An undecided rate counts as not passed.
     `budget_s` > 0: the search stops starting steps once that many seconds of load are spent
     (holds are no longer counted against max_holds): a failed hold is followed by holds that
-    bisect down to the precision, so the search closes instead of stopping at a floor."""
+    bisect down to the precision, so the search closes instead of stopping at a floor; once
+    less than `hold_reserve_s` of it is left, the best passing rate is held before anything
+    else, so a spent budget still leaves a held lower bound."""
     if not 0 < min_rate <= start_rate <= max_rate:
         raise ValueError(f"need 0 < min_rate ({min_rate}) <= start_rate ({start_rate}) "
                          f"<= max_rate ({max_rate})")
@@ -413,7 +416,12 @@ def search_capacity(
             rate = max(bad / growth, min_rate)
         else:
             rate = start_rate
-        if measured >= max_steps:
+        # With a time budget, the last of it is kept for a hold: a search that spent it all on
+        # short steps would vouch for nothing (a default sync search at 5-6 req/s did, its
+        # undecided steps extended to 120 s each).
+        out_of_time = bool(budget_s) and spent[0] + hold_reserve_s >= budget_s
+        if measured >= max_steps or (out_of_time and need_hold and good is not None
+                                     and not held):
             if need_hold and good is not None and not held and confirm is not None \
                     and (budget_s or holds < max_holds):
                 # the bracket stays open, but the best passing rate can still be vouched for:
@@ -425,7 +433,7 @@ def search_capacity(
                     break
                 if outcome == PASS:
                     held = True
-                    status, budget = "unfinished", "steps"
+                    status, budget = "unfinished", "time" if out_of_time else "steps"
                     break
                 continue
             status = "unfinished"

@@ -130,7 +130,7 @@ def search(lab: Session, params: CapacityParams, arch: str, arch_dir: Path, *, p
                            confirm=confirm if params.hold_s else None,
                            max_holds=params.max_holds,
                            extend=extend if params.extend_max_s else None,
-                           budget_s=params.budget_s)
+                           budget_s=params.budget_s, hold_reserve_s=params.hold_s)
 
 
 def search_and_settle(lab: Session, params: CapacityParams, arch: str, arch_dir: Path, *,

@@ -264,3 +264,33 @@ def test_a_capacity_is_confirmed_only_by_its_max_performance_run(tmp_path):
     assert capacity_headline(entry)["capacity_confirmed"] is True
     del entry["shared"]["proof"]
     assert "capacity_confirmed" not in capacity_headline(entry)
+
+
+def test_the_last_of_a_time_budget_is_kept_for_a_hold():
+    # short steps of 60 s at a precision the budget cannot reach: without a reserve the budget
+    # goes to short steps and nothing is held; with it, the best passing rate is held
+    make, calls = _stack(100)
+
+    def long_step(rate):
+        return _step(rate, _latencies(6000, 0 if rate <= 100 else 600), duration=60)
+
+    kwargs = dict(start_rate=40, max_rate=2000, precision=0.001, growth=1.5, budget_s=300,
+                  confirm=lambda r: make(r, True, False))
+    spent = search_capacity(long_step, BOUND, **kwargs)
+    assert spent.status == "unfinished" and spent.capacity is None
+    kept = search_capacity(long_step, BOUND, hold_reserve_s=60, **kwargs)
+    assert (kept.status, kept.budget) == ("unfinished", "time")
+    assert kept.capacity is not None and kept.capacity <= 100
+    assert kept.steps[-1]["hold"] and kept.steps[-1]["outcome"] == "pass"
+
+
+def test_the_report_names_the_rates_left_undecided():
+    from experiments.reporting import capacity_status
+
+    steps = [{"rate": 5.0, "outcome": "pass"}, {"rate": 5.5, "outcome": "undecided"},
+             {"rate": 5.9, "outcome": "undecided", "superseded": True},
+             {"rate": 5.9, "outcome": "undecided"}, {"rate": 7.1, "outcome": "fail"}]
+    said = capacity_status({"status": "found", "steps": steps})
+    assert said.endswith("(undecided at 5.5-5.9 req/s; confidently over from 7.1: counted as "
+                         "not passed)")
+    assert capacity_status({"status": "found", "steps": steps[:1]}) == "found"
