@@ -39,6 +39,8 @@ def test_there_are_committed_runs_to_check():
     assert len(RUNS) >= 14
 
 
+# slow: it re-derives every committed run's analysis from its raw data (about a minute)
+@pytest.mark.slow
 @pytest.mark.parametrize("run", RUNS, ids=[r.name[:34] for r in RUNS])
 def test_manifest_headline_is_what_the_report_code_derives_from_raw(run):
     manifest = _manifest(run)
