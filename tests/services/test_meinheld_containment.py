@@ -64,6 +64,9 @@ def model_service(tmp_path, workers: int, sleep_s: float):
 def two_slow_workers(tmp_path):
     # 0.3 s per request and a blocking sleep: each worker holds one request at a time.
     service = model_service(tmp_path, workers=2, sleep_s=0.3)
+    # both workers live before a test takes its `before` set: the health check answers once
+    # the first one serves, and a CI run's trailer reached a worker that set had missed
+    wait_until(lambda: len(service.workers()) == 2, 30, "both workers")
     yield service
     stop(service.process)
 
