@@ -313,6 +313,7 @@ def search_capacity(
     extend: Callable[[float, bool, int | None], StepResult] | None = None,
     budget_s: float = 0.0,
     hold_reserve_s: float = 0.0,
+    long_step_s: float = 0.0,
 ) -> CapacityResult:
     """Search with `measure` (short steps) and, when given, `confirm` (holds); `prior` steps
     (measured already, e.g. by a search under another bound) are judged under this bound
@@ -327,7 +328,11 @@ def search_capacity(
     (holds are no longer counted against max_holds): a failed hold is followed by holds that
     bisect down to the precision, so the search closes instead of stopping at a floor; once
     less than `hold_reserve_s` of it is left, the best passing rate is held before anything
-    else, so a spent budget still leaves a held lower bound."""
+    else, and a budget spent with nothing held still holds the best passing rate once (it
+    overruns by that hold), so a spent budget leaves a held lower bound. An extension of a
+    short step is not started once it would eat into that reserve.
+    `long_step_s` > 0: a step whose schedule ran at least that long counts as a hold (a
+    120 s extension at a rate says all a 60 s hold there would; holding it again is waste)."""
     if not 0 < min_rate <= start_rate <= max_rate:
         raise ValueError(f"need 0 < min_rate ({min_rate}) <= start_rate ({start_rate}) "
                          f"<= max_rate ({max_rate})")
@@ -335,7 +340,8 @@ def search_capacity(
         raise ValueError(f"growth ({growth}) must be > 1 and precision ({precision}) > 0")
     need_hold = confirm is not None if require_hold is None else require_hold
     steps: list[dict] = []
-    # rate, outcome, hold, live (False once a longer measurement superseded it)
+    # rate, outcome, held (a hold, or a step as long as one), live (False once a longer
+    # measurement superseded it), and whether it ran as a hold
     outcomes: list[list] = []
     extended: set[tuple[float, bool]] = set()
     spent = [0.0]
@@ -343,20 +349,26 @@ def search_capacity(
     def record(step: StepResult, reused: bool) -> Verdict:
         verdict = judge(step, bound)
         for i, o in enumerate(outcomes):
-            if o[3] and o[1] == UNDECIDED and o[0] == step.rate and o[2] == step.hold:
+            if o[3] and o[1] == UNDECIDED and o[0] == step.rate and o[4] == step.hold:
                 o[3] = False
                 steps[i]["superseded"] = True
         steps.append({**step.record(), "outcome": verdict.outcome, "reason": verdict.reason,
                       "reused": reused,
                       **({"tail": verdict.tail} if verdict.tail is not None else {})})
-        outcomes.append([step.rate, verdict.outcome, step.hold, True])
+        long = bool(long_step_s) and (step.duration_s or 0.0) >= long_step_s - 1e-6
+        outcomes.append([step.rate, verdict.outcome, step.hold or long, True, step.hold])
         if not reused:
             spent[0] += step.duration_s or 0.0
         return verdict
 
     def run(rate: float, hold: bool) -> str:
         verdict = record((confirm if hold else measure)(rate), False)
-        if verdict.outcome == UNDECIDED and extend is not None \
+        # the reserve matters only while a passing rate waits to be held
+        waiting = (any(o == PASS for _, o, _, alive, _ in outcomes if alive)
+                   and not any(h and o == PASS for _, o, h, alive, _ in outcomes if alive))
+        eats_reserve = (not hold and waiting and bool(budget_s) and bool(hold_reserve_s)
+                        and spent[0] + hold_reserve_s >= budget_s)
+        if verdict.outcome == UNDECIDED and extend is not None and not eats_reserve \
                 and (rate, hold) not in extended:
             extended.add((rate, hold))
             t = verdict.tail or {}
@@ -369,8 +381,9 @@ def search_capacity(
         record(step, True)
     measured = holds = 0
     budget = None
+    reserve_held = False
     while True:
-        live = [(r, o, h) for r, o, h, alive in outcomes if alive]
+        live = [(r, o, h) for r, o, h, alive, _ in outcomes if alive]
         bad = min((r for r, o, _ in live if o in NOT_PASSED), default=None)
         # Once a hold has failed, short steps are shown to overstate this system: their
         # passes stop counting (their failures still count) and the search goes on in holds.
@@ -384,6 +397,15 @@ def search_capacity(
             status = "found" if good < max_rate else "above_range"
             break
         if budget_s and spent[0] >= budget_s:
+            if (need_hold and good is not None and not held and confirm is not None
+                    and not reserve_held):
+                # the reserve: vouch for the best passing rate, past the budget by one hold
+                reserve_held = True
+                holds += 1
+                if run(good, True) == "invalid":
+                    status = "invalid"
+                    break
+                continue
             status, budget = "unfinished", "time"
             break
         if closed or hold_failed:
@@ -447,7 +469,7 @@ def search_capacity(
     capacity = good
     if need_hold and not held:
         # only a rate that passed a hold, below every failing rate, is vouched for
-        capacity = max((r for r, o, h, alive in outcomes if alive and h and o == PASS
+        capacity = max((r for r, o, h, alive, _ in outcomes if alive and h and o == PASS
                         and (bad is None or r < bad)), default=None)
     return CapacityResult(status, capacity, bad, steps, budget)
 
@@ -475,6 +497,27 @@ def decidable_rate(params: CapacityParams) -> float:
     return min(max(params.min_rate, needed / longest), params.max_rate)
 
 
+def long_step_s(params: CapacityParams) -> float:
+    """How long a step must run to count as a hold: hold_s under the trust protocol (a
+    confidence verdict; its extensions run past hold_s), never before it (runs recorded
+    before it replay as recorded)."""
+    return params.hold_s if params.confidence else 0.0
+
+
+def planned_step_s(rate: float, params: CapacityParams) -> float:
+    """How long the live search's step at `rate` runs: step_duration, and with a confidence
+    verdict never shorter than a step needs to pass at all (requests_to_pass arrivals, up to
+    the longest step allowed, extend_max_s): a shorter step can only come back undecided and
+    be measured again, longer (a run of 2026-12-07 spent 40 s at 5 req/s on 200 requests
+    before its 120 s extension)."""
+    duration = step_duration(rate, params.min_step_s, params.min_requests, params.max_step_s)
+    longest = params.extend_max_s or params.max_step_s
+    if not params.confidence or not longest:
+        return duration
+    needed = requests_to_pass(confidence=params.confidence) / rate
+    return max(duration, min(needed, longest))
+
+
 def step_dirs(arch_dir: Path) -> list[Path]:
     """The step folders of one architecture's searches (raw/locust/capacity/<arch>/NN_*),
     in the order they ran."""
@@ -494,7 +537,7 @@ def replay(params: CapacityParams, steps: Iterable[StepResult], p99_ms: float) -
                              max_rate=params.max_rate, min_rate=min_rate,
                              growth=params.growth, precision=params.precision, max_steps=0,
                              prior=steps, max_holds=0, require_hold=params.hold_s > 0,
-                             budget_s=params.budget_s)
+                             budget_s=params.budget_s, long_step_s=long_step_s(params))
     if any(s["outcome"] == "invalid" for s in result.steps):
         result.status = "invalid"
     if result.status == "unfinished":

@@ -27,10 +27,11 @@ from experiments.analysis.capacity import (
     bound_of,
     decidable_rate,
     judge,
+    long_step_s,
     one_user_p99_ms,
+    planned_step_s,
     search_capacity,
     step_dirs,
-    step_duration,
     step_result,
 )
 from experiments.lab.recovery import Probe, Waiter
@@ -108,7 +109,7 @@ def search(lab: Session, params: CapacityParams, arch: str, arch_dir: Path, *, p
         return result
 
     def duration(rate: float) -> float:
-        return step_duration(rate, params.min_step_s, params.min_requests, params.max_step_s)
+        return planned_step_s(rate, params)
 
     def measure(rate: float) -> StepResult:
         return run_step(rate, duration(rate), False)
@@ -130,7 +131,8 @@ def search(lab: Session, params: CapacityParams, arch: str, arch_dir: Path, *, p
                            confirm=confirm if params.hold_s else None,
                            max_holds=params.max_holds,
                            extend=extend if params.extend_max_s else None,
-                           budget_s=params.budget_s, hold_reserve_s=params.hold_s)
+                           budget_s=params.budget_s, hold_reserve_s=params.hold_s,
+                           long_step_s=long_step_s(params))
 
 
 def search_and_settle(lab: Session, params: CapacityParams, arch: str, arch_dir: Path, *,

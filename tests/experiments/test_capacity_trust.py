@@ -249,6 +249,23 @@ def test_the_search_goes_no_lower_than_a_step_can_decide_at():
     assert decidable_rate(trust) == pytest.approx(299 / 60)
 
 
+def test_a_live_step_is_long_enough_to_pass_at_all():
+    from experiments.analysis.capacity import planned_step_s
+
+    params = dict(p99_bound_ms=250, start_rate=10, max_rate=100, min_step_s=8,
+                  min_requests=300, max_step_s=40)
+    # no confidence: max_step_s cuts a slow step short (200 requests at 5 req/s)
+    assert planned_step_s(5.0, CapacityParams(**params)) == 40.0
+    trust = CapacityParams(**params, confidence=0.95, extend_max_s=120)
+    # with one, the step runs until its 299 requests could pass, not 40 s then again
+    assert planned_step_s(5.0, trust) == pytest.approx(299 / 5.0)
+    # never longer than the longest step allowed
+    assert planned_step_s(2.0, trust) == 120.0
+    # fast steps are as before (min_step_s, min_requests)
+    assert planned_step_s(100.0, trust) == 8.0
+    assert planned_step_s(20.0, trust) == pytest.approx(15.0)
+
+
 def test_a_capacity_is_confirmed_only_by_its_max_performance_run(tmp_path):
     from experiments.reporting import capacity_headline, proof_lines
 
@@ -276,12 +293,66 @@ def test_the_last_of_a_time_budget_is_kept_for_a_hold():
 
     kwargs = dict(start_rate=40, max_rate=2000, precision=0.001, growth=1.5, budget_s=300,
                   confirm=lambda r: make(r, True, False))
+
+    def spent_s(result):
+        return sum(s["duration_s"] for s in result.steps)
+
+    # without a reserve the short steps spend it all; the best passing rate is still held
+    # once, past the budget by that hold
     spent = search_capacity(long_step, BOUND, **kwargs)
-    assert spent.status == "unfinished" and spent.capacity is None
+    assert (spent.status, spent.budget) == ("unfinished", "time")
+    assert spent.capacity is not None and spent.capacity <= 100
+    assert spent_s(spent) > 300
+    # with it, the hold comes within the budget
     kept = search_capacity(long_step, BOUND, hold_reserve_s=60, **kwargs)
     assert (kept.status, kept.budget) == ("unfinished", "time")
     assert kept.capacity is not None and kept.capacity <= 100
     assert kept.steps[-1]["hold"] and kept.steps[-1]["outcome"] == "pass"
+    assert spent_s(kept) <= 300
+
+
+def test_an_extension_does_not_eat_the_hold_reserve():
+    # passes to 50, undecided to 100 in a short step (an extension would pass it): with the
+    # budget nearly spent, the undecided step is left undecided and 40 req/s is held instead
+    # of a 120 s extension that would leave no time to hold anything
+    def measure(rate):
+        return _step(rate, _latencies(400, 0 if rate <= 50 else 4 if rate <= 100 else 40),
+                     duration=20)
+
+    extended = []
+
+    def extend(rate, hold, n):
+        extended.append(rate)
+        return _step(rate, _latencies(3000, 0 if rate <= 100 else 300), hold=hold,
+                     duration=120)
+
+    r = search_capacity(measure, BOUND, start_rate=40, max_rate=1000, precision=0.05,
+                        growth=2.0, budget_s=100, hold_reserve_s=60, extend=extend,
+                        confirm=lambda rate: _step(rate, _latencies(1200, 0), hold=True,
+                                                   duration=60))
+    assert extended == []
+    assert (r.status, r.capacity, r.budget) == ("unfinished", 40, "time")
+    assert [s["outcome"] for s in r.steps] == ["pass", "undecided", "pass"]
+    assert sum(s["duration_s"] for s in r.steps) <= 100
+
+
+def test_an_extension_as_long_as_a_hold_counts_as_one():
+    # near its limit a short step is undecided and its 60 s extension decides it: with
+    # long_step_s = 60 that extension vouches for the rate as a hold would, and no hold runs
+    make, calls = _stack(100, noise_band=0.08)
+    kwargs = dict(start_rate=50, max_rate=1000, precision=0.05,
+                  confirm=lambda r: make(r, True, False),
+                  extend=lambda rate, hold, n: make(rate, hold, True))
+    before = search_capacity(lambda r: make(r, False, False), BOUND, **kwargs)
+    holds_before = sum(kind == "hold" for _, kind, _ in calls)
+    calls.clear()
+    after = search_capacity(lambda r: make(r, False, False), BOUND, long_step_s=60, **kwargs)
+    assert holds_before > 0 and not any(kind == "hold" for _, kind, _ in calls)
+    for r in (before, after):
+        assert r.status == "found" and r.capacity <= 100 < r.first_failing
+    assert after.first_failing <= after.capacity * 1.05
+    vouching = [s for s in after.steps if s["rate"] == after.capacity and s["outcome"] == "pass"]
+    assert vouching and all(s["duration_s"] >= 60 for s in vouching)
 
 
 def test_the_report_names_the_rates_left_undecided():
