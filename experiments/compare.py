@@ -93,6 +93,18 @@ def figures(headline: Any, prefix: str = "") -> dict[str, list[float]]:
     return out
 
 
+def lower_bounds(headline: Any, prefix: str = "") -> dict[str, str]:
+    """Every headline figure that is only a lower bound (">= x",
+    experiments.reporting.headline_capacity), keyed as `figures` keys numbers."""
+    out: dict[str, str] = {}
+    if isinstance(headline, Mapping):
+        for key, value in headline.items():
+            out.update(lower_bounds(value, f"{prefix}.{key}" if prefix else str(key)))
+    elif isinstance(headline, str) and headline.startswith(">="):
+        out[prefix] = headline
+    return out
+
+
 def _number(value: Any) -> bool:
     return (isinstance(value, int | float) and not isinstance(value, bool)
             and math.isfinite(value))
@@ -230,6 +242,24 @@ def compare_runs(path_a: str | Path, path_b: str | Path, alpha: float = 0.05,
     if single:
         out.warnings.append(f"{' and '.join(single)} ran without repeats: one value per figure, "
                             "so no difference can be called significant")
+    ba, bb = lower_bounds(ha), lower_bounds(hb)
+    for key in sorted((set(fa) | set(ba)) & (set(fb) | set(bb)) & (set(ba) | set(bb))):
+        # a lower bound says nothing about agreement: named, never weighed
+        a_is = ba.get(key) or statistics.median(fa[key]) if fa.get(key) or key in ba else None
+        b_is = bb.get(key) or statistics.median(fb[key]) if fb.get(key) or key in bb else None
+        which = " and ".join(side for side, d in (("A", ba), ("B", bb)) if key in d)
+        if which in ("A", "B"):  # a value against the other run's bound: does it respect it?
+            bound = float((ba if which == "A" else bb)[key].removeprefix(">=").strip())
+            value = b_is if which == "A" else a_is
+            which += (f" only a lower bound ({'respected' if value >= bound else 'BROKEN'} "
+                      f"by the other's {value:g})")
+        else:
+            which += " only lower bounds"
+        out.rows.append({"figure": key, "a": a_is, "b": b_is, "n_a": len(fa.get(key, [])),
+                         "n_b": len(fb.get(key, [])), "ratio": None, "p_value": None,
+                         "significant": False, "verdict": "not testable",
+                         "agree": None,
+                         "agreement": f"not compared: {which}"})
     for key in sorted(set(fa) & set(fb)):
         va, vb = fa[key], fb[key]
         if not va or not vb:
@@ -251,6 +281,10 @@ def compare_runs(path_a: str | Path, path_b: str | Path, alpha: float = 0.05,
     return out
 
 
+def _cell(value: Any) -> str:
+    return f"{value:>10.4g}" if _number(value) else f"{'-' if value is None else value:>10}"
+
+
 def render(result: RunComparison) -> str:
     lines = [f"A: {result.a}", f"B: {result.b}",
              f"same build, two runs: {agreement_rule(result.tolerance)}", ""]
@@ -261,7 +295,7 @@ def render(result: RunComparison) -> str:
     lines.append(f"{'figure':<{width}}  {'A':>10}  {'B':>10}  {'B/A':>7}  agreement; verdict")
     for r in result.rows:
         ratio = "" if r["ratio"] is None else f"{r['ratio']:.3f}x"
-        lines.append(f"{r['figure']:<{width}}  {r['a']:>10.4g}  {r['b']:>10.4g}  {ratio:>7}  "
+        lines.append(f"{r['figure']:<{width}}  {_cell(r['a'])}  {_cell(r['b'])}  {ratio:>7}  "
                      f"{r['agreement']}; {r['verdict']} (n = {r['n_a']}, {r['n_b']})")
     if not result.rows:
         lines.append("(no headline figure in common)")

@@ -232,6 +232,14 @@ def undecided_zone(steps: list[dict[str, Any]]) -> str:
     return f" (undecided at {span} req/s{over}: counted as not passed)"
 
 
+def headline_capacity(value: float | None, status: str | None) -> float | str | None:
+    """A capacity as a headline (manifest, results index, compare) holds it: a lower bound
+    as the text ">= x", which `compare` names and does not weigh against a value."""
+    if value is None:
+        return None
+    return f">= {round(value, 1)}" if status in LOWER_BOUNDS else round(value, 1)
+
+
 def capacity_figure(entry: dict[str, Any], digits: int = 1) -> str:
     """A capacity as a table shows it: a lower bound is written as one (">= x")."""
     value = fmt(entry.get("capacity"), digits)

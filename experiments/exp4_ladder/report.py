@@ -26,6 +26,7 @@ from experiments.reporting import (
     footer_lines,
     hardware_section,
     header_lines,
+    headline_capacity,
     number,
     pct,
     write_files,
@@ -126,15 +127,12 @@ def _headline(res: dict) -> dict[str, Any]:
                                        if r["predicted_rps"] is not None else None),
                      "p50_ms_1_user": (round(r["p50_1_user_ms"], 1)
                                        if number(r["p50_1_user_ms"]) is not None else None)}
-    capacity = {f"{r['variant']}/{r['arch']}": _round1(r["capacity_rps"])
+    capacity = {f"{r['variant']}/{r['arch']}": headline_capacity(number(r["capacity_rps"]),
+                                                                 r.get("capacity_status"))
                 for r in res["rows"] if "capacity_rps" in r}
     if capacity:  # every rung's, at the shared bound
         head["capacity_rps"] = capacity
     return head
-
-
-def _round1(x: float | None) -> float | None:
-    return None if x is None else round(x, 1)
 
 
 def headline(res: dict) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from experiments.reporting import (
     footer_lines,
     hardware_section,
     header_lines,
+    headline_capacity,
     number,
     pct,
     write_files,
@@ -257,13 +258,16 @@ def paired_ratios(p: dict) -> list[float | None]:
 def _headline(res: dict) -> dict[str, Any]:
     def r1(x):
         return None if number(x) is None else round(x, 1)
-    return {"best": {arch: {"variant": b["variant"], "capacity_rps": r1(b["capacity_rps"]),
+    return {"best": {arch: {"variant": b["variant"],
+                            "capacity_rps": headline_capacity(number(b["capacity_rps"]),
+                                                              b["capacity_status"]),
                             "stack_cpu_ms_per_request": (
                                 None if b["stack_cpu_ms_per_request"] is None
                                 else round(b["stack_cpu_ms_per_request"], 2)),
                             "rss_mb": r1(b["rss_mb"])}
                      for arch, b in res["best"].items()},
-            "capacity_rps": {f"{r['variant']}/{r['arch']}": r1(r.get("capacity_rps"))
+            "capacity_rps": {f"{r['variant']}/{r['arch']}": headline_capacity(
+                number(r.get("capacity_rps")), r.get("capacity_status"))
                              for r in res["rows"] if "capacity_rps" in r},
             # the ratios the report's verdict weighs (paired within each repeat), not the
             # ratio of two medians that may come from different repeats

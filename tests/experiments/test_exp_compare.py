@@ -183,3 +183,20 @@ def test_warns_when_the_headlines_are_of_different_builds(tmp_path):
     warnings = compare_runs(a, b).warnings
     assert "the headlines are of different builds: A 'default', B 'best'" in warnings[0]
     assert not any("different builds" in w for w in compare_runs(a, a).warnings)
+
+
+def test_a_lower_bound_is_named_and_never_weighed(tmp_path):
+    a = _run(tmp_path, "a", [20.0], [140.0])
+    b = _run(tmp_path, "b", [20.0], [140.0])
+    for folder, sync, async_ in ((a, ">= 5.5", 62.4), (b, 6.2, ">= 70")):
+        (folder / "report.json").write_text(json.dumps({"headline": {
+            "sync": {"capacity_rps": sync}, "async": {"capacity_rps": async_}}}))
+    result = compare_runs(a, b)
+    rows = {r["figure"]: r for r in result.rows}
+    assert rows["sync.capacity_rps"]["agree"] is None
+    assert rows["sync.capacity_rps"]["agreement"] == (
+        "not compared: A only a lower bound (respected by the other's 6.2)")
+    assert rows["async.capacity_rps"]["agreement"] == (
+        "not compared: B only a lower bound (BROKEN by the other's 62.4)")
+    text = render(result)
+    assert ">= 5.5" in text and ">= 70" in text
