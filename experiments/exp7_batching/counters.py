@@ -26,6 +26,7 @@ from services.describe import DEBUG_MODEL_PATH
 
 COUNTERS_FILE = "model_counters.json"
 MAX_POLLS = 40
+MAX_FAILING = 3  # polls failing in a row before giving up
 TIMEOUT_S = 2.0
 
 
@@ -38,18 +39,22 @@ def _get(url: str) -> dict[str, Any]:
 def snapshot(base_url: str, workers: int | None, max_polls: int = MAX_POLLS,
              get=_get) -> dict[str, Any]:
     """Every worker's counters that answered within max_polls GETs (all `workers` of them, or
-    as many as answered when the count is unknown): {"at", "polls", "workers": {pid: body},
-    "errors"}."""
+    as many as answered when the count is unknown), stopping after MAX_FAILING failed GETs in
+    a row: {"at", "polls", "workers": {pid: body}, "errors"}."""
     seen: dict[str, dict] = {}
     errors: list[str] = []
-    polls = 0
-    while polls < max_polls and (workers is None or len(seen) < workers):
+    polls = failing = 0
+    # a server that does not answer costs at most MAX_FAILING timeouts, not max_polls of them
+    while (polls < max_polls and failing < MAX_FAILING
+           and (workers is None or len(seen) < workers)):
         polls += 1
         try:
             body = get(base_url + DEBUG_MODEL_PATH)
         except (OSError, ValueError) as exc:
             errors.append(f"{type(exc).__name__}: {exc}"[:200])
+            failing += 1
             continue
+        failing = 0
         if isinstance(body, dict) and "pid" in body:
             seen[str(body["pid"])] = body
     return {"at": time.time(), "polls": polls, "workers": seen, "errors": errors[:5]}

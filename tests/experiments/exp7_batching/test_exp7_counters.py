@@ -52,3 +52,12 @@ def test_the_model_server_a_run_loads():
     # a run aimed at a model server (the model probe) reads that one
     assert model_target(SERVICES, urls, "sync", "http://h:8000")[1] == "model-async"
     assert model_target(SERVICES, {}, "sync", "http://x:1") == ("http://x:1", None, None)
+
+
+def test_snapshot_gives_up_on_a_server_that_does_not_answer():
+    def get(url):
+        raise OSError("timed out")
+
+    s = snapshot("http://m", 2, get=get)
+    assert s["workers"] == {} and s["polls"] == 3 and len(s["errors"]) == 3
+
