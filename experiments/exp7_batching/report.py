@@ -212,6 +212,10 @@ def _model_text(r: dict) -> str:
     return text
 
 
+def _limit(slots: int | None) -> str:
+    return "no device limit" if slots == 0 else f"{slots} slot(s)" if slots else "device ?"
+
+
 def _verdict_line(g: dict) -> str:
     ratio = f"{g['ratio']:.2f}x" if g["ratio"] else "n/a"
     b = _capacity({"capacity_rps": g["batching_rps"], "capacity_status": g["batching_status"]})
@@ -280,6 +284,10 @@ def render(res: dict, run: Path) -> str:
               "handler. Batching wins when its capacity passed a rate on-demand failed (beyond "
               "the margin); it only adds latency when the searches do not tell the capacities "
               "apart and its 1-user p50 is higher.", ""]
+    if res["regimes"]:
+        lines += ["In this run: " + "; ".join(
+            f"on {g['device']} ({_limit(g['slots'])}), {g['architecture']}: **{g['regime']}**"
+            for g in res["regimes"]) + ".", ""]
     lines += [_verdict_line(g) for g in res["regimes"]] or ["- no batching point with an "
                                                             "on-demand twin was measured"]
     lines += ["", "## Batch sizes per load level", "",
