@@ -27,6 +27,7 @@ from experiments.exp7_batching.batches import (
     utilisation,
 )
 from experiments.exp7_batching.counters import COUNTERS_FILE
+from experiments.repeats import locust_roots
 from experiments.reporting import (
     LOWER_BOUNDS,
     Report,
@@ -38,7 +39,6 @@ from experiments.reporting import (
     number,
     write_files,
 )
-from experiments.repeats import locust_roots
 
 ON_DEMAND = "on-demand"  # the build batching is weighed against ([batching.models])
 STACK = ("scoring", "model", "redis")

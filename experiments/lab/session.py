@@ -122,7 +122,7 @@ class LoadPlan:
 # Around every Locust run of a session: hook(session, out_dir, arch, url) (url: the target
 # when not the scoring handler) gives a context entered before the run and left after it,
 # for an experiment's own raw data beside the run's (experiment 7: the model's batch counters).
-StepHook = Callable[["Session", Path, str, "str | None"], AbstractContextManager]
+StepHook = Callable[["Session", Path, str, str | None], AbstractContextManager]
 
 
 @dataclasses.dataclass
