@@ -120,7 +120,9 @@ def regime(batching: dict[str, Any], on_demand: dict[str, Any],
     - "loses": the same the other way round;
     - "adds latency only": neither search tells the two capacities apart and batching's
       1-user p50 is higher;
-    - "no difference": neither capacity nor the 1-user p50 is higher with batching;
+    - "lowers latency only": the same, batching's 1-user p50 lower (with one slot, an async
+      request's two concurrent calls share one prediction instead of queueing for the slot);
+    - "no difference": neither search tells the capacities apart, the same 1-user p50;
     - "undecided": a side has no capacity to compare.
     Also the capacity ratio and the p50 batching adds at 1 user (negative: it saves)."""
     b, o = batching.get("capacity_rps"), on_demand.get("capacity_rps")
@@ -135,8 +137,8 @@ def regime(batching: dict[str, Any], on_demand: dict[str, Any],
         return {**out, "regime": "wins", "why": "batching passed a rate on-demand failed"}
     if o > b * (1 + margin) and o >= _upper(batching):
         return {**out, "regime": "loses", "why": "on-demand passed a rate batching failed"}
-    if added is not None and added > 0:
-        return {**out, "regime": "adds latency only",
+    if added is not None and added != 0:
+        return {**out, "regime": "adds latency only" if added > 0 else "lowers latency only",
                 "why": "the searches do not tell the capacities apart"}
     return {**out, "regime": "no difference",
             "why": "the searches do not tell the capacities apart"

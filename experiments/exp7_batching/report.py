@@ -283,7 +283,7 @@ def render(res: dict, run: Path) -> str:
               "Each batching architecture against on-demand on the same device and scoring "
               "handler. Batching wins when its capacity passed a rate on-demand failed (beyond "
               "the margin); it only adds latency when the searches do not tell the capacities "
-              "apart and its 1-user p50 is higher.", ""]
+              "apart and its 1-user p50 is higher (only lowers it when lower).", ""]
     if res["regimes"]:
         lines += ["In this run: " + "; ".join(
             f"on {g['device']} ({_limit(g['slots'])}), {g['architecture']}: **{g['regime']}**"

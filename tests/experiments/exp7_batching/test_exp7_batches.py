@@ -109,7 +109,10 @@ def test_batching_only_adds_latency_when_capacities_are_not_told_apart():
 
 def test_batching_loses_no_difference_and_undecided():
     assert regime(_side(50, 55, 60), _side(100, 110, 47))["regime"] == "loses"
-    assert regime(_side(100, 110, 45), _side(100, 110, 47))["regime"] == "no difference"
+    assert regime(_side(100, 110, 45), _side(100, 110, 47))["regime"] == "lowers latency only"
+    assert regime(_side(100, 110, 47), _side(100, 110, 47))["regime"] == "no difference"
+    no_p50 = regime(_side(100, 110, None), _side(100, 110, 47))
+    assert no_p50["regime"] == "no difference" and "no 1-user p50" in no_p50["why"]
     v = regime(_side(None, 2, 50, "below_range"), _side(100, 110, 47))
     assert v["regime"] == "undecided" and "batching" in v["why"]
     assert regime(_side(100, 110, None), _side(100, 110, 47))["added_p50_ms"] is None
