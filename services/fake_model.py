@@ -45,6 +45,17 @@ def answer(slept: float, values: list[float], items: int) -> dict[str, float | i
     return {"detail": slept, "input_mean": input_mean(values), "batch_size": items}
 
 
+def facts(settings: Settings) -> dict[str, object]:
+    """The model this service runs, as its settings make it (the debug endpoint shows them, so
+    a measurement names the model it measured from the server itself, whatever the deploy set):
+    the base wait, the per-item device cost, the CPU burns, the device's slots."""
+    return {"sleep_ms": [round(settings.sleep_min_s * 1000, 3),
+                         round(settings.sleep_max_s * 1000, 3)],
+            "device_per_item_ms": settings.device_per_item_ms,
+            "cpu_burn_ms": round(settings.cpu_burn_s * 1000, 3),
+            "cpu_burn_per_item_ms": round(settings.cpu_burn_per_item_s * 1000, 3)}
+
+
 def burn_cpu(seconds: float) -> None:
     """Spin for ``seconds`` of this thread's CPU time (not wall time: a descheduled worker
     must still do the full amount of work). The scoring handlers use it too, for their own

@@ -22,7 +22,7 @@ from experiments.lab import topology as topology_mod
 from experiments.lab.capacity import HINT_GROWTH
 from experiments.lab.deploy import DeployError, switch
 from experiments.lab.renew import restart_stuck, restart_vars
-from experiments.lab.session import RunOptions, Session, session
+from experiments.lab.session import RunOptions, Session, StepHook, session
 from experiments.lab.verify import VerifyError
 from experiments.ladder import Ladder, Variant
 from experiments.protocol import CapacityParams, Protocol
@@ -131,15 +131,18 @@ def _capacity(lab: Session, p: Protocol, variant: Variant, arch: str, step: int,
     capacity_search.record(lab.run, "capacity_repeats", (str(repeat), variant.name, arch), entry)
 
 
-def run(ladder: Ladder, options: RunOptions, finish: Callable[[Path], Any]) -> Path:
+def run(ladder: Ladder, options: RunOptions, finish: Callable[[Path], Any], *,
+        step_hooks: tuple[StepHook, ...] = ()) -> Path:
     """Deploy, verify and measure every variant of the ladder; redeploy the default build
     at the end (always); collect; `finish` (the experiment's analysis and report,
-    experiments.experiment.Finish). Returns the result folder."""
+    experiments.experiment.Finish). `step_hooks`: around every Locust run (Session.locust).
+    Returns the result folder."""
     p = ladder.protocol
     steps = len(ladder.runs()) * p.repeats
     with session(p.experiment, options, planned_s=ladder.total_s, steps=steps, guard=p.guard,
                  finish=finish, profile=p.profile, protocol=p.to_dict(), arrival=p.arrival,
                  ladder=ladder.to_dict(), variants=[]) as lab:
+        lab.step_hooks = tuple(step_hooks)
         run = lab.run
         deploy_dir = run.raw / "deploy"
         current: dict[str, Any] | None = None  # unknown until the first deploy

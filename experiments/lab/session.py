@@ -11,7 +11,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +119,12 @@ class LoadPlan:
                 "locust_workers": sum(h.workers for h in self.worker_hosts)}
 
 
+# Around every Locust run of a session: hook(session, out_dir, arch, url) (url: the target
+# when not the scoring handler) gives a context entered before the run and left after it,
+# for an experiment's own raw data beside the run's (experiment 7: the model's batch counters).
+StepHook = Callable[["Session", Path, str, str | None], AbstractContextManager]
+
+
 @dataclasses.dataclass
 class Session:
     run: RunFolder
@@ -132,14 +138,29 @@ class Session:
     idle_ms: dict[str, float] = dataclasses.field(default_factory=dict)
     # The extra vars of the deployment in place ({} = the default build; exp4 sets a rung's).
     deploy_vars: dict[str, Any] = dataclasses.field(default_factory=dict)
+    step_hooks: tuple[StepHook, ...] = ()
 
     def locust(self, scenario: Scenario, arch: str, out_dir: Path, *, arrival: str,
                payload, step: int, label: str, url: str | None = None,
                open_model: OpenModel | None = None) -> LocustResult:
         """One Locust run from the load generator, pinned to its cores and labelled
         ``loadgen`` for the resource sampler (open model: `open_model`'s schedule for the
-        scenario's duration_s)."""
-        result = run_locust(
+        scenario's duration_s), inside every step hook's context."""
+        with ExitStack() as hooks:
+            for hook in self.step_hooks:
+                hooks.enter_context(hook(self, out_dir, arch, url))
+            result = self._run_locust(scenario, arch, out_dir, arrival=arrival,
+                                      payload=payload, step=step, label=label, url=url,
+                                      open_model=open_model)
+        self.progress.done_s += scenario.total_s
+        if not result.valid:
+            self.progress.say(f"WARNING {label} is invalid: {'; '.join(result.reasons)}")
+        return result
+
+    def _run_locust(self, scenario: Scenario, arch: str, out_dir: Path, *, arrival: str,
+                    payload, step: int, label: str, url: str | None,
+                    open_model: OpenModel | None) -> LocustResult:
+        return run_locust(
             scenario, url or self.topology.scoring_url(arch), predict_path(arch),
             out_dir, arrival=arrival, cpus=self.load.local_cpus or None, guard=self.guard,
             payload=payload, arch=arch, progress=self.progress.ticker(step, label),
@@ -149,10 +170,6 @@ class Session:
                        "SCORING_LAB_RUN_DIR": self.load.local_run_dir},
             open_model=open_model,
         )
-        self.progress.done_s += scenario.total_s
-        if not result.valid:
-            self.progress.say(f"WARNING {label} is invalid: {'; '.join(result.reasons)}")
-        return result
 
 
 def locust_workers(cpus: list[int]) -> int:

@@ -56,7 +56,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.api_route(DEBUG_MODEL_PATH, methods=["GET", "HEAD"])  # as Flask's GET routes
     async def debug_model() -> dict[str, object]:
         batcher = app.state.batcher
+        model = fake_model.facts(settings)
+        if batcher is not None:
+            model.update(batch_max_size=settings.model_batch_max_size,
+                         batch_max_wait_ms=settings.model_batch_max_wait_ms)
         return {"pid": os.getpid(), "batching": settings.model_batching.value,
-                **device.stats(), **(batcher.stats.as_dict() if batcher is not None else {})}
+                **device.stats(), **(batcher.stats.as_dict() if batcher is not None else {}),
+                "model": model}
 
     return app

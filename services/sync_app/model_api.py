@@ -34,6 +34,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     @app.get(DEBUG_MODEL_PATH)
     def debug_model():
-        return {"pid": os.getpid(), "batching": "off", **device.stats()}
+        return {"pid": os.getpid(), "batching": "off", **device.stats(),
+                "model": fake_model.facts(settings)}
 
     return app

@@ -12,7 +12,7 @@ from experiments.config import ConfigError
 from experiments.protocol import CAPACITY_BASE, CapacityParams, parse_protocol
 from experiments.registry import EXPERIMENTS
 
-SEARCHING = ("3", "4", "5", "6")
+SEARCHING = ("3", "4", "5", "6", "7")
 
 
 def _base() -> dict:

@@ -137,6 +137,8 @@ def test_model_predicts_by_sleeping_and_returns_the_sleep(make_client):
     assert body["input_mean"] == pytest.approx(2.55) and body["batch_size"] == 1
     status, stats = client.get("/api/v1/debug/model")
     assert status == 200 and stats["device_slots"] == 0 and stats["device_free_slots"] is None
+    # the model it runs, named by the server itself (experiment 7's reports quote it)
+    assert stats["model"]["sleep_ms"] == [40, 50] and stats["model"]["device_per_item_ms"] == 0.5
 
 
 def test_health_and_index(make_client):
