@@ -10,9 +10,10 @@ from experiments.exp3_load import EXPERIMENT as LOAD
 from experiments.exp4_ladder import EXPERIMENT as LADDER
 from experiments.exp5_builds import EXPERIMENT as BUILDS
 from experiments.exp6_crossover import EXPERIMENT as CROSSOVER
+from experiments.exp9_overload import EXPERIMENT as OVERLOAD
 from experiments.experiment import Experiment
 
 EXPERIMENTS: dict[str, Experiment] = {
-    e.number: e for e in (PROFILING, TIMEIT, LOAD, LADDER, BUILDS, CROSSOVER)
+    e.number: e for e in (PROFILING, TIMEIT, LOAD, LADDER, BUILDS, CROSSOVER, OVERLOAD)
 }
 BY_NAME: dict[str, Experiment] = {e.name: e for e in EXPERIMENTS.values()}

@@ -140,7 +140,7 @@ def test_list_shows_every_experiment_its_profiles_and_their_planned_time(capsys)
             blocks[next(reversed(blocks))].append(line.split())
         else:
             blocks[line.split()[0]] = []
-    assert list(blocks) == sorted(EXPERIMENTS, key=int) and len(blocks) == 6
+    assert list(blocks) == sorted(EXPERIMENTS, key=int) and len(blocks) == 7
     for number, lines in blocks.items():
         e = EXPERIMENTS[number]
         assert f"{number}  {e.name}: {e.summary}" in out
