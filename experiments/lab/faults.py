@@ -28,6 +28,7 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -197,8 +198,6 @@ class WorkerKilled:
 
 def wait_until_healthy(url: str, timeout_s: float) -> float:
     """Seconds until ``url`` answers 200; FaultError after timeout_s."""
-    import urllib.request
-
     started = time.monotonic()
     while True:
         try:
