@@ -4,7 +4,8 @@ A record is one request of the load generator's log (experiments/load/locustfile
 was scheduled, sent and answered, its status and error text. Everything here is computed from
 records alone:
 
-- ``classify``: what happened to a request, one kind out of KINDS: ``ok``; ``503`` (admission
+- ``classify``: what happened to a request, one kind out of KINDS: ``ok``; ``502`` (the model
+  API unreachable from the scoring handler); ``503`` (admission
   control's answers, or Redis unavailable), ``504`` (the model call's deadline), other HTTP
   errors (``other``); ``refused`` (no connection: never accepted); ``reset`` (the connection
   closed or reset after the request was sent); ``client_timeout`` (no answer within the
@@ -33,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-KINDS = ("ok", "503", "504", "other", "refused", "reset", "client_timeout", "unfinished",
+KINDS = ("ok", "502", "503", "504", "other", "refused", "reset", "client_timeout", "unfinished",
          "wrong_answer")
 ERROR_KINDS = KINDS[1:]
 LOST_KINDS = ("reset", "client_timeout", "unfinished")
@@ -69,7 +70,7 @@ def classify(status: int, ok: bool, error: str) -> str:
         return "ok"
     if status == 200:
         return "wrong_answer"
-    if status in (503, 504):
+    if status in (502, 503, 504):
         return str(status)
     if status:
         return "other"

@@ -341,9 +341,10 @@ class Measure:
             burst = Burst(self.lab, self.arch, out / "burst",
                           open_model(self.cfg, extra, BURST_SEED_OFFSET), m.trigger_s,
                           tuple(self.cfg.payload))
-            # the burst's own Locust start-up comes off its lead so it lands after before_s
-            self.timeline(out, burst, base, m.before_s, m.trigger_s, m.after_s,
-                          max(0.0, f.startup_s - STARTUP_S / 2), TRIGGER_FILE)
+            # launched before_s after the base load: both streams then take the same Locust
+            # start-up, so the burst lands about before_s into the base schedule
+            self.timeline(out, burst, base, m.before_s, m.trigger_s, m.after_s, 0.0,
+                          TRIGGER_FILE)
 
 
 def run_overload(cfg: Overload, options: RunOptions,

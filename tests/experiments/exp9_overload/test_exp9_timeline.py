@@ -35,6 +35,7 @@ def failed(t: float, status: int = 504, error: str = "HTTP 504", rt_ms: float = 
     (200, False, "detail is not a number: None", "wrong_answer"),
     (503, False, "HTTP 503", "503"),
     (504, False, "HTTP 504", "504"),
+    (502, False, "HTTP 502", "502"),
     (500, False, "HTTP 500", "other"),
     (0, False, "HTTP 0: ConnectionResetError: [Errno 104] Connection reset by peer", "reset"),
     (0, False, "HTTP 0: HTTPConnectionClosed: connection closed.", "reset"),
