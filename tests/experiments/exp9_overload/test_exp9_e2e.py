@@ -34,6 +34,9 @@ def test_every_fault_was_injected_and_removed_and_the_lab_is_whole(folder):
             record = json.loads((d / "fault.json").read_text())
             assert "error" not in record and "stop_error" not in record, record
             assert record["started_at"] < record["ended_at"] <= record["removed_at"]
+        meta = folder / "raw/locust/metastability/admission" / arch / "burst"
+        trigger = json.loads((meta / "trigger.json").read_text())
+        assert "error" not in trigger and trigger["stop"]["requests"] > 0, trigger
     services = m["topology"]["services"]
     run_dir = services["redis"]["run_dir"]
     sup = Supervisor(run_dir)
@@ -60,6 +63,8 @@ def test_the_report_has_the_sweep_the_timelines_and_the_headline(folder):
             assert t["windows"] and t["start_s"] < t["end_s"]
         # the model API down for 2 s at the offered load: the clients saw it
         assert c["faults"]["model_down"]["effect"]["failed"] > 0, key
+        burst = c["metastability"]["burst"]
+        assert burst["offered_rps"] > 0 and burst["start_s"] < burst["end_s"], key
     head = json.loads((folder / "manifest.json").read_text())["headline"]
     assert head == report["headline"] and head["bound_ms"] == 250
     assert set(head["goodput"]) == {"admission/sync", "admission/async"}
