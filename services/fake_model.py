@@ -16,13 +16,16 @@ import random
 import sys
 import time
 
+from services import slowdown
 from services.settings import Settings
 
 
 def draw_sleep(settings: Settings, items: int = 1) -> float:
-    """Seconds a batch of ``items`` sleeps: the base wait plus the per-item part."""
+    """Seconds a batch of ``items`` sleeps: the base wait plus the per-item part, times the
+    run-time slowdown factor when fault injection is on (services/slowdown.py; 1 when off)."""
     base = random.uniform(settings.sleep_min_s, settings.sleep_max_s)
-    return base + settings.device_per_item_ms / 1000 * (items - 1)
+    wait = base + settings.device_per_item_ms / 1000 * (items - 1)
+    return wait * slowdown.factor(settings) if settings.model_slowdown_file else wait
 
 
 def cpu_seconds(settings: Settings, items: int = 1) -> float:

@@ -170,6 +170,12 @@ class Settings(BaseSettings):
     admission_adaptive: bool = False
     admission_target_s: Annotated[float, Field(gt=0)] = 0.5
 
+    # --- fault injection (services/slowdown.py; experiment 9) ------------------------------
+    # A file holding a factor the model's wait is multiplied by while it exists (the fault
+    # "model API 3x slower", switched at run time without a restart). "" = off: the model API
+    # never looks for it and runs the code every committed run measured.
+    model_slowdown_file: str = ""
+
     @model_validator(mode="after")
     def _check_ranges(self) -> Self:
         if self.sleep_max_s < self.sleep_min_s:

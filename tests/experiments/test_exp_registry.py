@@ -140,7 +140,7 @@ def test_list_shows_every_experiment_its_profiles_and_their_planned_time(capsys)
             blocks[next(reversed(blocks))].append(line.split())
         else:
             blocks[line.split()[0]] = []
-    assert list(blocks) == sorted(EXPERIMENTS, key=int) and len(blocks) >= 7
+    assert list(blocks) == sorted(EXPERIMENTS, key=int) and len(blocks) >= 8
     for number, lines in blocks.items():
         e = EXPERIMENTS[number]
         assert f"{number}  {e.name}: {e.summary}" in out
@@ -160,8 +160,8 @@ def test_planned_time_is_the_one_the_run_counts_down_from():
 
 @pytest.mark.parametrize("args, named", [
     (("lst",), "invalid choice: 'lst'"),
-    (("list", "9"), "no experiment '9'"),
-    (("run", "9"), "invalid choice: '9'"),
+    (("list", "99"), "no experiment '99'"),
+    (("run", "99"), "invalid choice: '99'"),
 ])
 def test_an_unknown_command_or_experiment_is_refused_naming_it(args, named, capsys):
     with pytest.raises(SystemExit) as refused:  # argparse's clean exit: usage, one error line
@@ -205,9 +205,9 @@ def test_make_runs_each_experiment_in_its_default_profile_unless_profile_is_give
 
 
 def test_make_refuses_an_unknown_experiment_before_deploying():
-    done = _make_n("experiment-9")
+    done = _make_n("experiment-99")
     assert done.returncode != 0 and "deploy.yml" not in done.stdout
-    assert "no experiment-9" in done.stderr
+    assert "no experiment-99" in done.stderr
 
 
 def test_a_record_follows_from_its_package_and_refuses_another_name():

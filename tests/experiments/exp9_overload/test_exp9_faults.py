@@ -1,0 +1,169 @@
+"""The fault injectors (experiments/lab/faults.py) start their fault and, above all, always end
+it: on a normal exit, on an exception, on Ctrl-C and on SIGTERM in the middle of the fault.
+Real processes (a `sleep` stands for Redis or a worker), a fake supervisor: no lab needed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import psutil
+import pytest
+
+from experiments.lab.faults import (
+    FaultError,
+    FaultWindow,
+    ModelSlow,
+    RedisFrozen,
+    WorkerKilled,
+    injected,
+    local_supervisor,
+    sigterm_as_interrupt,
+)
+from services import slowdown
+
+
+@dataclass
+class FakeSupervisor:
+    pids: dict[str, int]
+    calls: list[tuple[str, ...]] = field(default_factory=list)
+
+    def pid(self, program: str) -> int:
+        return self.pids[program]
+
+    def run(self, *args: str) -> str:
+        self.calls.append(args)
+        return ""
+
+
+@pytest.fixture
+def sleeper():
+    p = subprocess.Popen(["sleep", "60"])
+    yield p
+    os.kill(p.pid, signal.SIGCONT)
+    p.kill()
+    p.wait()
+
+
+def status(pid: int) -> str:
+    return psutil.Process(pid).status()
+
+
+def wait_for(what, timeout_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if what():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_redis_frozen_is_stopped_inside_and_continued_after_an_exception(sleeper):
+    fault = RedisFrozen(FakeSupervisor({"redis": sleeper.pid}))
+    record: dict = {}
+    with pytest.raises(RuntimeError, match="boom"), injected(fault, record):
+        assert wait_for(lambda: status(sleeper.pid) == psutil.STATUS_STOPPED)
+        raise RuntimeError("boom")
+    assert wait_for(lambda: status(sleeper.pid) != psutil.STATUS_STOPPED)
+    assert record["fault"] == "redis_frozen" and record["error"] == "RuntimeError: boom"
+    assert record["started_at"] <= record["ended_at"] <= record["removed_at"]
+
+
+def test_a_window_cut_short_by_ctrl_c_removes_its_fault(sleeper):
+    window = FaultWindow(RedisFrozen(FakeSupervisor({"redis": sleeper.pid})), 0.0, 60.0)
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt), window:
+        assert wait_for(lambda: status(sleeper.pid) == psutil.STATUS_STOPPED)
+        raise KeyboardInterrupt
+    assert time.monotonic() - started < 10  # not the 60 s window
+    assert status(sleeper.pid) != psutil.STATUS_STOPPED
+    assert window.record["stop"]["pid"] == sleeper.pid
+
+
+def test_sigterm_mid_fault_takes_the_same_path(sleeper):
+    window = FaultWindow(RedisFrozen(FakeSupervisor({"redis": sleeper.pid})), 0.0, 60.0)
+    with pytest.raises(KeyboardInterrupt), sigterm_as_interrupt(), window:
+        assert wait_for(lambda: status(sleeper.pid) == psutil.STATUS_STOPPED)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # interrupted long before
+    assert status(sleeper.pid) != psutil.STATUS_STOPPED
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_a_window_runs_its_fault_for_its_length_then_ends_it(tmp_path):
+    path = str(tmp_path / "faults" / "slow")
+    window = FaultWindow(ModelSlow(path, 3.0), 0.05, 0.2)
+    with window:
+        assert wait_for(lambda: os.path.exists(path))
+        assert slowdown.read_factor(path) == 3.0
+        assert wait_for(lambda: not os.path.exists(path))
+    r = window.record
+    assert r["start"]["factor"] == 3.0 and r["stop"]["removed"]
+    assert 0.15 <= r["ended_at"] - r["started_at"] < 2
+
+
+def test_a_window_left_before_its_start_never_injects(tmp_path):
+    path = str(tmp_path / "slow")
+    window = FaultWindow(ModelSlow(path), 30.0, 1.0)
+    with window:
+        pass
+    assert not os.path.exists(path) and "skipped" in window.record
+
+
+def _master_with_workers(n: int) -> subprocess.Popen:
+    """A master that keeps n `sleep` workers alive (as gunicorn keeps its workers)."""
+    code = ("import subprocess, time\n"
+            f"ws = [subprocess.Popen(['sleep', '60']) for _ in range({n})]\n"
+            "while True:\n"
+            "    ws = [w if w.poll() is None else subprocess.Popen(['sleep', '60']) "
+            "for w in ws]\n"
+            "    time.sleep(0.05)\n")
+    return subprocess.Popen([sys.executable, "-c", code])
+
+
+def test_a_killed_worker_is_replaced_before_the_fault_counts_as_removed():
+    master = _master_with_workers(2)
+    try:
+        assert wait_for(lambda: len(psutil.Process(master.pid).children()) == 2)
+        sup = FakeSupervisor({"scoring-sync": master.pid})
+        fault = WorkerKilled(sup, "scoring-sync", "http://127.0.0.1:9/unused")
+        with injected(fault, {}):
+            assert fault.killed is not None and fault.workers == 2
+        assert len(psutil.Process(master.pid).children()) == 2
+        assert not psutil.pid_exists(fault.killed) or \
+            psutil.Process(fault.killed).status() == psutil.STATUS_ZOMBIE
+        assert sup.calls == []  # replaced by its master: no restart needed
+    finally:
+        for child in psutil.Process(master.pid).children():
+            child.kill()
+        master.kill()
+        master.wait()
+
+
+def test_a_lone_worker_is_not_killed():
+    master = _master_with_workers(1)
+    try:
+        assert wait_for(lambda: len(psutil.Process(master.pid).children()) == 1)
+        fault = WorkerKilled(FakeSupervisor({"scoring-async": master.pid}), "scoring-async",
+                             "http://127.0.0.1:9/unused")
+        with pytest.raises(FaultError, match="1 worker"), injected(fault, {}):
+            pass
+        assert len(psutil.Process(master.pid).children()) == 1
+    finally:
+        for child in psutil.Process(master.pid).children():
+            child.kill()
+        master.kill()
+        master.wait()
+
+
+def test_faults_act_on_a_one_host_lab_only():
+    services = {"redis": {"host": "db1", "address": "10.0.0.5", "run_dir": "/x"},
+                "model-sync": {"host": "localhost", "address": "127.0.0.1", "run_dir": "/r"}}
+    with pytest.raises(FaultError, match="redis runs on 'db1'"):
+        local_supervisor(services, "redis")
+    assert local_supervisor(services, "model-sync").command[-1] == \
+        "/r/supervisor/supervisord.conf"
