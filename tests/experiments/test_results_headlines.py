@@ -97,14 +97,14 @@ def test_report_all_restores_stale_headlines_and_leaves_raw_data_alone(tmp_path,
     manifest["headline"] = {"improvement_pct": 99.9}
     stale.write_text(json.dumps(manifest))
     # a folder of an experiment the lab does not know: named, the others still rebuilt
-    (results / "20990101T000000Z_experiment-9_x_y").mkdir()
-    (results / "20990101T000000Z_experiment-9_x_y" / "manifest.json").write_text(
-        json.dumps({"experiment": "experiment-9", "status": "complete"}))
+    (results / "20990101T000000Z_experiment-99_x_y").mkdir()
+    (results / "20990101T000000Z_experiment-99_x_y" / "manifest.json").write_text(
+        json.dumps({"experiment": "experiment-99", "status": "complete"}))
     raw_before = {r.name: _digest(results / r.name / "raw") for r in runs}
 
     assert main(["report", "--all", str(results)]) == 1
     out, err = capsys.readouterr()
-    assert "experiment-9" in err and "1 folder(s) not rebuilt" in err
+    assert "experiment-99" in err and "1 folder(s) not rebuilt" in err
     for run in runs:
         rebuilt = json.loads((results / run.name / "manifest.json").read_text())
         assert _same(rebuilt["headline"], _manifest(run)["headline"])
