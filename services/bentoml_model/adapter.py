@@ -59,7 +59,7 @@ class LabModelContract:
             await self.app(scope, receive, send)
             return
         path, method = scope["path"], scope["method"]
-        if path == HEALTH_PATH or path == DEBUG_MODEL_PATH:
+        if path in (HEALTH_PATH, DEBUG_MODEL_PATH):
             if method not in _GET:
                 await _send_error(send, errors.http_error(405), method)
             elif path == HEALTH_PATH:

@@ -30,6 +30,8 @@ SETTINGS = Settings()
     workers=SETTINGS.workers or 1,
     # BentoML's own request timeout; the callers' deadline is MODEL_TIMEOUT_S.
     traffic={"timeout": max(1, round(SETTINGS.model_timeout_s * 2))},
+    # No line per request, as the lab's other servers (their access logs are off too).
+    logging={"access": {"enabled": False}},
 )
 class Model:
     def __init__(self) -> None:
