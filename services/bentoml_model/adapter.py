@@ -17,7 +17,9 @@ ahead of BentoML's routing:
 
 A non-200 from BentoML becomes a lab-shaped error: 503 ``service_busy`` when its batcher
 refused the request because it could not meet ``max_latency_ms`` (BentoML's "Service Busy"),
-else 500 ``prediction_failed``.
+else 500 ``prediction_failed``. A batch the model failed or did not finish within
+``MODEL_TIMEOUT_S`` comes back as each item's error body (500 ``prediction_failed``, 504
+``prediction_timeout``).
 """
 
 from __future__ import annotations
@@ -104,7 +106,10 @@ class LabModelContract:
             except (ValueError, TypeError):
                 one = None
             if isinstance(one, dict):
-                await _send_json(send, 200, one, "POST")
+                # A batch the model failed answers each item with the lab's error body
+                # (worker.py): sent with that error's status.
+                failed = isinstance(one.get("status"), int) and "error" in one
+                await _send_json(send, one["status"] if failed else 200, one, "POST")
                 return
             error = errors.prediction_failed(f"BentoML answered {answer[:200]!r}")
         elif status == 503:

@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import bentoml
 
-from services.async_app.batcher import Answer
 from services.bentoml_model.adapter import BATCH_ROUTE, LabModelContract
-from services.bentoml_model.worker import worker_model
+from services.bentoml_model.worker import Outcome, worker_model
 from services.settings import Settings
 
 SETTINGS = Settings()
@@ -40,10 +39,9 @@ class Model:
     @bentoml.api(route=BATCH_ROUTE, batchable=True,
                  max_batch_size=SETTINGS.model_batch_max_size,
                  max_latency_ms=SETTINGS.bentoml_max_latency_ms)
-    async def predict(self, batch: list[list[float]], /) -> list[dict[str, float | int]]:
-        """A batch of items (lists of values) in, one answer per item out, in order."""
-        answers: list[Answer] = await self.model.predict(batch)
-        return answers
+    async def predict(self, batch: list[list[float]], /) -> list[Outcome]:
+        """A batch of items (lists of values) in, one answer (or error body) per item out."""
+        return await self.model.predict(batch)
 
 
 Model.add_asgi_middleware(LabModelContract, settings=SETTINGS,

@@ -186,3 +186,33 @@ def test_no_batch_runs_while_another_process_holds_the_one_slot(server):
         thread.join(30)
     assert answered_while_held == 0, answers
     assert [status for status, _ in answers] == [200] * 6, answers
+
+
+def test_a_bad_item_does_not_poison_its_batch(bentoml_url):
+    good = [json.dumps([300 + i - 1, 300 + i + 1]).encode() for i in range(6)]
+    bad = [b"[1,", b"[]", b'["x"]']
+    _, answers = concurrently(f"{bentoml_url}/api/v1/ml/async/predict", [*good, *bad])
+    for i, (status, answer) in enumerate(answers[:len(good)]):
+        assert status == 200 and answer["input_mean"] == 300 + i, (i, answer)
+    assert [status for status, _ in answers[len(good):]] == [400, 422, 422], answers
+
+
+def test_a_batch_past_the_model_timeout_answers_every_item(tmp_path):
+    """The model's deadline (MODEL_TIMEOUT_S, 0.05 s here) under the 0.25 s sleeps: every batch
+    overruns it, and each of its items is answered at once with the lab's 504."""
+    port = free_port()
+    process = start_bentoml(port, {**ENV, "SCORING_LAB_WORKERS": "1",
+                                   "SCORING_LAB_MODEL_TIMEOUT_S": "0.05"},
+                            tmp_path / "bentoml.log")
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _, answers = concurrently(f"{url}/api/v1/ml/async/predict",
+                                  [json.dumps([i]).encode() for i in range(6)])
+        debug = get(f"{url}/api/v1/debug/model")
+    finally:
+        stop(process, timeout=20)
+    for status, answer in answers:
+        assert (status, answer["error"]) == (504, "prediction_timeout"), answer
+        assert set(answer) == ERROR_KEYS, answer
+    assert debug["failed_batches"] == debug["batches"] >= 1, debug
+    assert debug["device_free_slots"] == 1, debug  # the slot came back each time
