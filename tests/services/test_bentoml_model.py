@@ -216,3 +216,28 @@ def test_a_batch_past_the_model_timeout_answers_every_item(tmp_path):
         assert set(answer) == ERROR_KEYS, answer
     assert debug["failed_batches"] == debug["batches"] >= 1, debug
     assert debug["device_free_slots"] == 1, debug  # the slot came back each time
+
+
+def test_what_bentoml_cannot_serve_within_its_max_latency_is_refused_at_once(tmp_path):
+    """A max latency (0.1 s) under one batch's sleep (0.25 s): BentoML's batcher runs a request
+    that finds it idle and refuses those it predicts would wait past the bound, each with its
+    503 ("Service Busy") in the lab's shape (service_busy), never run."""
+    port = free_port()
+    process = start_bentoml(port, {**ENV, "SCORING_LAB_WORKERS": "1",
+                                   "SCORING_LAB_BENTOML_MAX_LATENCY_MS": "100"},
+                            tmp_path / "bentoml.log")
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _, answers = concurrently(f"{url}/api/v1/ml/async/predict",
+                                  [json.dumps([i]).encode() for i in range(12)])
+        debug = get(f"{url}/api/v1/debug/model")
+    finally:
+        stop(process, timeout=20)
+    refused = [answer for status, answer in answers if status == 503]
+    served = [answer for status, answer in answers if status == 200]
+    print(f"\nBentoML, max latency 100 ms, 12 concurrent 250 ms requests: {len(refused)} refused")
+    assert len(refused) + len(served) == 12, answers
+    assert refused and all(a["error"] == "service_busy" and set(a) == ERROR_KEYS
+                           for a in refused), answers
+    # Only the served ones reached the model.
+    assert debug["items"] == len(served), (debug, len(served))
