@@ -19,6 +19,8 @@ SEED ?= 1
 FUZZ_OUT ?= build/fuzz
 VENV := .venv
 BIN := $(VENV)/bin
+# The BentoML model server's own venv, from services/bentoml_model/uv.lock (README: "BentoML model server").
+BENTOML_VENV := .venv-bentoml
 # The venv's interpreter: a Python 3.12 when the machine has one (nix develop, pyenv), else
 # python3 (3.11 is supported too). Each candidate is run, not just looked up: pyenv's shims
 # exist for versions that are not active. Override with BASE_PYTHON=/path/to/python.
@@ -33,9 +35,10 @@ help: ## Show this help
 	@echo "  variables: INVENTORY=$(INVENTORY) PROFILE=$(or $(PROFILE),<each experiment's default_profile>) RESULTS_DIR=$(RESULTS_DIR)"
 
 .PHONY: setup
-setup: ## Create .venv exactly from uv.lock (idempotent)
+setup: ## Create .venv exactly from uv.lock, and .venv-bentoml from its own lock (idempotent)
 	@$(UV) --version >/dev/null 2>&1 || $(BASE_PYTHON) -m pip install --quiet --user 'uv>=0.7'
 	UV="$(UV)" sh nix/uv-sync --python "$(BASE_PYTHON)"
+	UV="$(UV)" UV_PROJECT_ENVIRONMENT="$(CURDIR)/$(BENTOML_VENV)" sh nix/uv-sync --python "$(BASE_PYTHON)" --project services/bentoml_model
 
 .PHONY: test
 test: setup ## Run the whole test suite (real Redis, servers, Ansible deploys, Locust runs)

@@ -55,6 +55,12 @@ pkgs.mkShell {
     if ! sh "$scoring_lab_root/nix/uv-sync" --project "$scoring_lab_root"; then
       echo "devshell: 'nix/uv-sync' (uv sync --frozen) failed; .venv may be incomplete" >&2
     fi
+    # The BentoML model server's own venv, from its own lock (services/bentoml_model/), as
+    # `make setup` makes it.
+    if ! UV_PROJECT_ENVIRONMENT="$scoring_lab_root/.venv-bentoml" sh "$scoring_lab_root/nix/uv-sync" \
+        --project "$scoring_lab_root/services/bentoml_model"; then
+      echo "devshell: the BentoML venv's sync failed; .venv-bentoml may be incomplete" >&2
+    fi
     export PATH="$scoring_lab_root/.venv/bin:$PATH"
     unset scoring_lab_root
   '';

@@ -115,3 +115,10 @@ def prediction_failed(reason: str) -> ApiError:
 def prediction_timeout(timeout_s: float) -> ApiError:
     return ApiError(504, "prediction_timeout",
                     f"the model did not finish this batch within {timeout_s:g} s")
+
+
+def service_busy(max_latency_ms: int) -> ApiError:
+    """The BentoML model server's batcher refused a request it could not answer within its max
+    latency (BentoML's own 503 "Service Busy"); nothing was run for it."""
+    return ApiError(503, "service_busy", "the batcher cannot answer within its max latency "
+                    f"({max_latency_ms} ms): the request was not run")

@@ -64,6 +64,10 @@ DEFAULT_PORTS = {
     (Role.MODEL, Arch.ASYNC): 8000,
     (Role.SCORING, Arch.ASYNC): 8001,
 }
+# The BentoML model server's port when SCORING_LAB_PORT is unset (BentoML's own default). It
+# answers both architectures' model paths, so a scoring handler of either targets it with
+# SCORING_LAB_MODEL_URL=http://<host>:3000.
+BENTOML_MODEL_PORT = 3000
 
 Seconds = Annotated[float, Field(ge=0)]
 ENV_PREFIX = "SCORING_LAB_"
@@ -116,6 +120,11 @@ class Settings(BaseSettings):
     model_batch_max_size: int = Field(32, ge=1, le=4096)
     # How long a batch's first request waits for others before the batch goes to the device.
     model_batch_max_wait_ms: Annotated[float, Field(ge=0, le=10_000)] = 5.0
+    # The BentoML model server (services/bentoml_model/): the latency its adaptive batcher
+    # must be able to keep for a request, else it answers 503 at once (BentoML's
+    # max_latency_ms; it has no fixed max wait, it tunes its own). Its batches hold at most
+    # `model_batch_max_size` items (BentoML needs >= 2).
+    bentoml_max_latency_ms: int = Field(1000, ge=1, le=600_000)
 
     # --- the scoring handler's work (the crossover sweeps vary these) ----------------------
     # The original calls its model twice per request and answers the mean.

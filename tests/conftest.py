@@ -18,6 +18,7 @@ import pytest
 
 # Shared with experiments/tools' probes; tests import them from here too.
 from experiments.tools.procs import free_port, stop, wait_until
+from services import bentoml_model
 from tests.slow import mark_slow_fixtures, only_in_slow_tests, running
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,6 +122,39 @@ def start_service(role: str, arch: str, port: int, env: dict[str, str], log: Pat
             lambda: process.poll() is None
             and http_ok(f"http://127.0.0.1:{port}/api/v1/healthcheck"),
             60, f"{role}-{arch} on port {port} (log: {log})", interval=0.2,
+        )
+    except TimeoutError:
+        stop(process)
+        raise
+    return process
+
+
+def start_bentoml(port: int, env: dict[str, str], log: Path) -> subprocess.Popen:
+    """The BentoML model server (services/bentoml_model/) from its own venv, as the deployment
+    runs it: ``python -m services.bentoml_model`` with SCORING_LAB_* settings; BentoML's home
+    (its model store, its metrics' files) under the log's folder."""
+    only_in_slow_tests("starts the BentoML model server")
+    python = ROOT / bentoml_model.VENV / "bin" / "python"
+    if not python.exists():
+        message = f"{python} is missing: `make setup` makes it"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SCORING_LAB_")}
+    full_env.update({"SCORING_LAB_PORT": str(port), "SCORING_LAB_SERVICE": "model-bentoml",
+                     "BENTOML_HOME": str(log.parent / f"bentoml-home-{port}"),
+                     "BENTOML_DO_NOT_TRACK": "True"})
+    full_env.update(env)
+    with log.open("wb") as out:
+        process = subprocess.Popen([str(python), "-m", "services.bentoml_model"], cwd=ROOT,
+                                   env=full_env, stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    try:
+        # BentoML's arbiter and workers each import it (seconds apiece on a loaded machine).
+        wait_until(
+            lambda: process.poll() is None
+            and http_ok(f"http://127.0.0.1:{port}/api/v1/healthcheck"),
+            120, f"the BentoML model server on port {port} (log: {log})", interval=0.3,
         )
     except TimeoutError:
         stop(process)

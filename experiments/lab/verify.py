@@ -15,6 +15,8 @@ from experiments.lab.topology import Topology
 from services.describe import HEALTH_PATH, predict_path
 
 PAYLOAD = b"[5.1,3.5,1.4,0.2]"
+# The BentoML model server's service name in the topology (ansible role model_bentoml).
+BENTOML = "model-bentoml"
 
 
 class VerifyError(RuntimeError):
@@ -67,6 +69,24 @@ def run_checks(topology: Topology, timeout: float = 10.0) -> list[Check]:
             # A prediction is a sleep in seconds; the scoring handler's is the mean of two.
             ok = value is not None and 0 < value < 60
             checks.append(Check(f"{role}-{arch} prediction", url, ok, f"HTTP {status} {body!r}"))
+    if BENTOML in topology.services:  # deployed only when the inventory enables it
+        checks += _bentoml_checks(topology.url(BENTOML), timeout)
+    return checks
+
+
+def _bentoml_checks(base: str, timeout: float) -> list[Check]:
+    """The BentoML model server: its health check and a prediction on each architecture's path
+    (a scoring handler of either may target it)."""
+    status, body = _call(base + HEALTH_PATH, None, timeout)
+    checks = [Check(f"{BENTOML} health", base + HEALTH_PATH,
+                    status == 200 and body == {"status": "OK"}, f"HTTP {status} {body!r}")]
+    for arch in ARCHS:
+        url = base + predict_path(arch)
+        status, body = _call(url, PAYLOAD, timeout)
+        value = _prediction(status, body)
+        ok = value is not None and 0 < value < 60
+        checks.append(Check(f"{BENTOML} prediction ({arch} path)", url, ok,
+                            f"HTTP {status} {body!r}"))
     return checks
 
 

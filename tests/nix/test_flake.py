@@ -224,7 +224,9 @@ def test_shell_hook_syncs_from_the_lock(nix_env, flake_copy, stub_nixpkgs, tmp_p
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
     log = tmp_path / "uv.log"
-    (fake_bin / "uv").write_text(f'#!/bin/sh\necho "$@ CPPFLAGS=$CPPFLAGS" >> "{log}"\n')
+    # The venv each sync makes, when it is not .venv.
+    echo = 'echo "$@ CPPFLAGS=$CPPFLAGS${UV_PROJECT_ENVIRONMENT:+ venv=$UV_PROJECT_ENVIRONMENT}"'
+    (fake_bin / "uv").write_text(f'#!/bin/sh\n{echo} >> "{log}"\n')
     (fake_bin / "uv").chmod(0o755)
     (fake_bin / "pip").write_text(f'#!/bin/sh\necho "pip $@" >> "{log}"\n')
     (fake_bin / "pip").chmod(0o755)
@@ -235,8 +237,13 @@ def test_shell_hook_syncs_from_the_lock(nix_env, flake_copy, stub_nixpkgs, tmp_p
     )  # fmt: skip
     path, pythonpath = out.stdout.splitlines()[-2:]
     # Through nix/uv-sync, with the C flags meinheld needs on GCC 14 (tests/toolchain/).
+    flags = "CPPFLAGS=-D_GNU_SOURCE -include sys/uio.h"
+    root = project.resolve()
     assert log.read_text().splitlines() == [
-        f"sync --frozen --project {project.resolve()} CPPFLAGS=-D_GNU_SOURCE -include sys/uio.h"
+        f"sync --frozen --project {root} {flags}",
+        # The BentoML model server's own venv, from its own lock.
+        f"sync --frozen --project {root}/services/bentoml_model {flags}"
+        f" venv={root}/.venv-bentoml",
     ]
     assert path.split(":")[0] == f"{project.resolve()}/.venv/bin"
     assert pythonpath == "unset"
