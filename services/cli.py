@@ -1,7 +1,8 @@
 """``python -m services``: start a service, or seed the feature store.
 
 Every option of a running service comes from ``SCORING_LAB_*`` environment variables (the
-settings class); the command line only says which of the four services to run.
+settings class); the command line only says which service to run (model, scoring, or the job
+queue's workers: `serve --role queue`), and which architecture.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m services", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run one service in the foreground")
+    serve = commands.add_parser("serve", help="run one service in the foreground (queue: the "
+                                "job queue's workers, no HTTP)")
     serve.add_argument("--role", required=True, choices=[r.value for r in Role])
     serve.add_argument("--arch", required=True, choices=[a.value for a in Arch])
 
