@@ -102,7 +102,7 @@ def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
         client = _connect(url, password, max(0.0, args.wait))
         held = features.stored_entities(client)
         if args.if_needed and held >= args.entities and (
-                not args.persist or features.unsaved_changes(client) == 0):
+                not args.persist or features.persisted(client, args.entities)):
             print(f"already seeded: {held} entities at {shown}")
             return 0
         created = features.seed(client, args.entities)
