@@ -1,7 +1,8 @@
 """``python -m services``: start a service, or seed the feature store.
 
 Every option of a running service comes from ``SCORING_LAB_*`` environment variables (the
-settings class); the command line only says which of the four services to run.
+settings class); the command line only says which service to run (model, scoring, or the job
+queue's workers: `serve --role queue`), and which architecture.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m services", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run one service in the foreground")
+    serve = commands.add_parser("serve", help="run one service in the foreground (queue: the "
+                                "job queue's workers, no HTTP)")
     serve.add_argument("--role", required=True, choices=[r.value for r in Role])
     serve.add_argument("--arch", required=True, choices=[a.value for a in Arch])
 
@@ -100,7 +102,7 @@ def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
         client = _connect(url, password, max(0.0, args.wait))
         held = features.stored_entities(client)
         if args.if_needed and held >= args.entities and (
-                not args.persist or features.unsaved_changes(client) == 0):
+                not args.persist or features.persisted(client, args.entities)):
             print(f"already seeded: {held} entities at {shown}")
             return 0
         created = features.seed(client, args.entities)

@@ -4,6 +4,7 @@ architectures)."""
 from __future__ import annotations
 
 from services import admission
+from services.jobs import jobs_path
 from services.settings import Arch, Role, Settings
 
 HEALTH_PATH = "/api/v1/healthcheck"
@@ -38,6 +39,14 @@ def describe(role: Role, arch: Arch, settings: Settings, framework: str) -> dict
            '-> {"detail": <seconds slept>, "input_mean": <mean of the values>, '
            '"batch_size": <items in its batch>}'),
     }
+    if role is Role.SCORING:
+        jobs = jobs_path(arch)
+        endpoints[f"POST {jobs}"] = ("the predict body and ?entity= as a job: 202 {\"id\", "
+                                     "\"status\": \"pending\"} and a Location to poll; 503 "
+                                     "queue_full with Retry-After when the queue is full")
+        endpoints[f"GET {jobs}/<id>"] = ('{"status": "pending"|"done"|"failed"} with the '
+                                         '"result" (done) or the "error" (failed); 404 once '
+                                         "unknown or expired")
     if role is Role.SCORING and admission.enabled(settings):
         endpoints[f"GET {admission.STATS_PATH}"] = (
             "admission control's counters of the worker that answers (JSON)")

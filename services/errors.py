@@ -3,7 +3,7 @@ architectures, so a client (and the tests) cannot tell the frameworks apart by t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 
 
@@ -12,9 +12,16 @@ class ApiError(Exception):
     status: int
     code: str
     message: str
+    # Sent as the Retry-After header (whole seconds) by both apps' error handlers, when set.
+    retry_after_s: int | None = field(default=None, kw_only=True)
 
     def body(self) -> dict[str, object]:
         return {"error": self.code, "message": self.message, "status": self.status}
+
+
+def headers(error: ApiError) -> dict[str, str]:
+    """The HTTP headers of an error answer besides its JSON body."""
+    return {} if error.retry_after_s is None else {"Retry-After": str(error.retry_after_s)}
 
 
 def http_error(status: int, message: str | None = None) -> ApiError:
@@ -122,3 +129,26 @@ def service_busy(max_latency_ms: int) -> ApiError:
     latency (BentoML's own 503 "Service Busy"); nothing was run for it."""
     return ApiError(503, "service_busy", "the batcher cannot answer within its max latency "
                     f"({max_latency_ms} ms): the request was not run")
+
+
+# The job queue (services/jobs.py): submit answers 202 with a job id, the id is polled.
+def job_not_found(job_id: str) -> ApiError:
+    return ApiError(404, "job_not_found",
+                    f"no job {job_id[:80]!r}: never submitted, or its answer has expired")
+
+
+def queue_full(limit: int, retry_after_s: int) -> ApiError:
+    """Not accepted: nothing was queued (no job id exists), so the client retries later."""
+    return ApiError(503, "queue_full", f"the job queue already holds its limit of {limit} "
+                    "waiting jobs; not accepted", retry_after_s=retry_after_s)
+
+
+def queue_unavailable(reason: str) -> ApiError:
+    return ApiError(503, "queue_unavailable", f"job queue unavailable: {reason}")
+
+
+def job_failed(reason: str) -> ApiError:
+    """The error of a job that ended without an answer of its own (its worker died and no
+    retry was left, its time ran out, or it crashed): carried in the job's status, never an
+    HTTP status of the poll itself."""
+    return ApiError(500, "job_failed", f"the job ended without a result: {reason}")

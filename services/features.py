@@ -17,6 +17,9 @@ KEY_PREFIX = "scoring-lab:features:"
 # How many entities the store holds; written last by the seeder so a reader can tell a
 # completely seeded store from a partial one.
 COUNT_KEY = "scoring-lab:entities"
+# What persist() marks before its SAVE (services/cli.py seed --if-needed --persist reads it): not
+# under KEY_PREFIX, so it is never taken for an entity.
+SAVED_AT_KEY = "scoring-lab:features-saved-at"
 FEATURE_DIM = 16
 _ENTITY_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
@@ -85,8 +88,23 @@ def unsaved_changes(client) -> int:
 
 def persist(client) -> None:
     """Write the snapshot now (SAVE, synchronous: seeding has just finished and the data set is
-    small), so a restarted Redis reloads the features instead of answering 404 for each."""
+    small), so a restarted Redis reloads the features instead of answering 404 for each. First
+    the marker ``persisted`` reads: Redis's clock now and how many entities are stored."""
+    client.set(SAVED_AT_KEY, f"{client.time()[0]} {stored_entities(client)}")
     client.save()
+
+
+def persisted(client, entities: int) -> bool:
+    """``entities`` or more are in Redis's snapshot: persist() marked that many and Redis saved
+    at or after the mark (a Redis that loaded its snapshot counts its start as its last save).
+    Not "no write since the last save": the job queues share this Redis and write all the
+    time."""
+    marker = client.get(SAVED_AT_KEY)
+    if marker is None:
+        return False
+    marked_at, marked_entities = (int(part) for part in marker.split())
+    last_save = int(client.info("persistence").get("rdb_last_save_time", 0))
+    return marked_entities >= entities and last_save >= marked_at
 
 
 def redact(url: str) -> str:

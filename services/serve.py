@@ -113,6 +113,12 @@ def gunicorn_options(role: Role, settings: Settings) -> dict[str, object]:
 
 
 def serve(role: Role, arch: Arch, settings: Settings) -> None:
+    if role is Role.QUEUE:
+        # No HTTP server: a master of queue worker processes (services/queue_workers.py).
+        from services.queue_workers import supervise
+
+        supervise(arch, settings)
+        return
     if (reason := startup_error(arch, settings, role)) is not None:
         raise StartupError(reason)
     if role is Role.MODEL:

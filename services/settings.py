@@ -17,6 +17,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Role(StrEnum):
     MODEL = "model"
     SCORING = "scoring"
+    # The job queue's workers (services/queue_workers.py): no port, they take jobs from Redis.
+    QUEUE = "queue"
 
 
 class Arch(StrEnum):
@@ -55,6 +57,13 @@ class RedisParser(StrEnum):
 
     PYTHON = "python"
     HIREDIS = "hiredis"
+
+
+class RqWorker(StrEnum):
+    """The RQ worker class of the sync queue workers (services/sync_app/job_queue.py)."""
+
+    SIMPLE = "simple"  # runs every job in the worker's own process: clients and pools kept
+    FORK = "fork"  # RQ's default: forks a work horse per job (new connections per job)
 
 
 # The original project's public ports: model sync/async 5000/8000, scoring sync/async 5001/8001.
@@ -184,6 +193,27 @@ class Settings(BaseSettings):
     # "model API 3x slower", switched at run time without a restart). "" = off: the model API
     # never looks for it and runs the code every committed run measured.
     model_slowdown_file: str = ""
+
+    # --- the job queue (services/jobs.py; issue 24): submit, job id, poll ---------------------
+    # Jobs accepted and not yet started, per architecture's queue; a submit past it is
+    # answered 503 "queue_full" with Retry-After, never accepted.
+    queue_max_length: int = Field(1000, ge=1, le=1_000_000)
+    queue_retry_after_s: int = Field(1, ge=0, le=3600)
+    # How long a done or failed job's answer is kept; then its id answers 404.
+    queue_result_ttl_s: int = Field(300, ge=1, le=7 * 24 * 3600)
+    # A job running longer is stopped and failed. It is also what bounds the recovery of a job
+    # whose worker died: after it (plus a sweep) the job is retried or failed, never lost.
+    queue_job_timeout_s: int = Field(10, ge=1, le=3600)
+    # Further attempts of a job whose worker died under it (or crashed in it); a job that
+    # fails for a reason of its own (model down, unknown entity) is not retried.
+    queue_retries: int = Field(1, ge=0, le=10)
+    # How often each worker looks for jobs of dead workers (RQ's maintenance, SAQ's sweep). Not
+    # 1 s: SAQ's sweep also takes a job another worker has just dequeued and not yet marked
+    # active (README, "Job queue"), and RQ's maintenance is a dozen Redis calls.
+    queue_sweep_s: int = Field(5, ge=1, le=600)
+    # Jobs one async (SAQ) worker process runs at once; an RQ worker runs one.
+    queue_concurrency: int = Field(16, ge=1, le=10_000)
+    rq_worker: RqWorker = RqWorker.SIMPLE
 
     @model_validator(mode="after")
     def _check_ranges(self) -> Self:

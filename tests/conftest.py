@@ -162,6 +162,50 @@ def start_bentoml(port: int, env: dict[str, str], log: Path) -> subprocess.Popen
     return process
 
 
+def queue_workers_ready(arch: str, redis_url: str) -> int:
+    """How many queue workers of ``arch`` have registered with the queue in Redis (RQ's worker
+    set, SAQ's live worker stats)."""
+    import time
+
+    import redis
+
+    from services.jobs import QUEUE_NAMES
+    from services.settings import Arch
+
+    name = QUEUE_NAMES[Arch(arch)]
+    client = redis.Redis.from_url(redis_url, socket_timeout=2)
+    try:
+        if arch == "sync":
+            return client.scard(f"rq:workers:{name}")
+        return client.zcount(f"saq:{name}:stats", int(time.time() * 1000), "+inf")
+    except redis.RedisError:
+        return 0
+    finally:
+        client.close()
+
+
+def start_queue_workers(arch: str, env: dict[str, str], log: Path, workers: int = 1):
+    """The job queue's workers of one architecture (``serve --role queue``), as the deployment
+    runs them: a master and ``workers`` worker processes, waited for until all registered."""
+    only_in_slow_tests(f"starts real queue-{arch} workers")
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SCORING_LAB_")}
+    full_env.update({"SCORING_LAB_SERVICE": f"queue-{arch}", **env,
+                     "SCORING_LAB_WORKERS": str(workers)})
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services", "serve", "--role", "queue", "--arch", arch],
+            cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        wait_until(lambda: process.poll() is None
+                   and queue_workers_ready(arch, full_env["SCORING_LAB_REDIS_URL"]) >= workers,
+                   60, f"{workers} queue-{arch} worker(s) (log: {log})", interval=0.2)
+    except TimeoutError:
+        stop(process)
+        raise
+    return process
+
+
 # --------------------------------------------------------------------- a private deployed lab
 
 

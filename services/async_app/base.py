@@ -54,7 +54,7 @@ def new_app(
 
     @app.exception_handler(errors.ApiError)
     async def api_error(_: Request, exc: errors.ApiError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status)
+        return JSONResponse(exc.body(), status_code=exc.status, headers=errors.headers(exc))
 
     @app.exception_handler(HTTPException)
     async def http_exception(_: Request, exc: HTTPException) -> JSONResponse:

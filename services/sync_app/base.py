@@ -32,7 +32,7 @@ def new_app(role: Role, settings: Settings, wrap=None) -> Flask:
 
     @app.errorhandler(errors.ApiError)
     def api_error(exc: errors.ApiError):
-        return jsonify(exc.body()), exc.status
+        return jsonify(exc.body()), exc.status, errors.headers(exc)
 
     @app.errorhandler(HTTPException)
     def http_exception(exc: HTTPException):

@@ -1,16 +1,18 @@
 """Sync scoring handler (port 5001): features from Redis, then the model API twice (the
-``model_calls`` setting), one call after the other, as a blocking handler must."""
+``model_calls`` setting), one call after the other, as a blocking handler must. The same work
+as a job: submit to RQ and poll (services/jobs.py, services/sync_app/job_queue.py)."""
 
 from __future__ import annotations
 
-from flask import Flask, request
+from flask import Flask, jsonify, request
 
-from services import admission, aggregate, fake_model, features
+from services import admission, aggregate, fake_model, features, jobs
 from services.describe import predict_path
 from services.settings import Arch, Role, Settings, SyncWorker
 from services.sync_app.admission import WsgiAdmission
 from services.sync_app.base import new_app, request_values
 from services.sync_app.clients import FeatureStore, ModelClient
+from services.sync_app.job_queue import RqJobs
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -29,6 +31,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     store = FeatureStore(settings)
     model = ModelClient(settings, settings.model_base_url(Arch.SYNC) + predict_path(Arch.SYNC))
     app.extensions["scoring_lab.clients"] = (store, model)
+    queue = RqJobs(settings)
+    app.extensions["scoring_lab.jobs"] = queue
 
     @app.post(predict_path(Arch.SYNC))
     def predict():
@@ -40,5 +44,19 @@ def create_app(settings: Settings | None = None) -> Flask:
         fake_model.burn_cpu(settings.handler_cpu_s)
         predictions = [model.predict(body) for _ in range(settings.model_calls)]
         return aggregate.mean_prediction(predictions)
+
+    @app.post(jobs.jobs_path(Arch.SYNC))
+    def submit_job():
+        # The predict endpoint's input, refused with the same 4xx before anything is queued.
+        values = request_values(settings, settings.max_values)
+        entity = features.check_entity(
+            features.one_entity(request.args.getlist("entity"), settings.default_entity)
+        )
+        job_id = queue.submit(values, entity)
+        return jsonify(jobs.pending(job_id)), 202, {"Location": jobs.job_path(Arch.SYNC, job_id)}
+
+    @app.get(jobs.jobs_path(Arch.SYNC) + "/<job_id>")
+    def job_status(job_id: str):
+        return jsonify(queue.status(job_id))
 
     return app

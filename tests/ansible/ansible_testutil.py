@@ -30,6 +30,8 @@ SOURCE_ENTRIES = yaml.safe_load((ANSIBLE_DIR / "roles/lab/defaults/main.yml").re
     "lab_source_entries"
 ]
 HTTP_SERVICES = ("model-sync", "model-async", "scoring-sync", "scoring-async")
+# The job queue's workers (roles/queue_worker): supervised and pinned, no HTTP port.
+QUEUE_SERVICES = ("queue-sync", "queue-async")
 PROBE_BODY = b"[5.1,3.5,1.4,0.2]"
 
 RECAP_LINE = re.compile(

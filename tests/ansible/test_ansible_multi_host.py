@@ -299,7 +299,8 @@ def _check_redis_auth(lab: NetnsLab, services: dict, state_dir: Path, deploy_log
     assert _redis_from(scoring_ns, redis_address, "wrong-" + REDIS_PASSWORD)[0].startswith(
         "-WRONGPASS")
     authed = _redis_from(scoring_ns, redis_address, REDIS_PASSWORD)
-    assert authed[:2] == ["+OK", "+PONG"] and authed[2] == f":{ENTITIES + 1}", authed
+    # the vectors, the entity count and the seeder's saved-at mark (no job queue here)
+    assert authed[:2] == ["+OK", "+PONG"] and authed[2] == f":{ENTITIES + 2}", authed
     assert REDIS_PASSWORD not in (state_dir / "topology.json").read_text()
     assert REDIS_PASSWORD not in deploy_log.read_text(errors="replace")
     for proc in os.listdir("/proc"):

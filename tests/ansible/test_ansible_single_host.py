@@ -1,13 +1,13 @@
 """Deploy the whole lab to this machine with the default (single-host) inventory.
 
 Ports, run dir and controller state dir are moved so the test does not collide with a
-developer's running lab. Checks: health checks and one scoring request per architecture, every
-process's CPU affinity equals its CPU set, topology.json, Redis bound to the lab address only,
-a second deploy and a --check --diff run report no change, the seeded features survive a Redis
-restart (supervisorctl restart, and SIGKILL with supervisord restarting it), a deploy with a
-Redis password makes Redis refuse unauthenticated clients while every lab client still works and
-the secret stays out of topology.json, logs, command lines and world-readable files, teardown
-leaves no process.
+developer's running lab. Checks: health checks, one scoring request and one job (done by the
+queue workers) per architecture, every process's CPU affinity equals its CPU set,
+topology.json, Redis bound to the lab address only, a second deploy and a --check --diff run
+report no change, the seeded features survive a Redis restart (supervisorctl restart, and
+SIGKILL with supervisord restarting it), a deploy with a Redis password makes Redis refuse
+unauthenticated clients while every lab client still works and the secret stays out of
+topology.json, logs, command lines and world-readable files, teardown leaves no process.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import pytest
 import redis as redis_py
 from ansible_testutil import (
     HTTP_SERVICES,
+    QUEUE_SERVICES,
     cpus_allowed,
     descendants,
     environ,
@@ -128,7 +129,9 @@ def _features_survive_restarts(run_dir: Path, services: dict, port: int,
     timings["SIGKILL -> both scoring handlers serve it"] = (
         time.monotonic() - started + _score_until_ok(services, LAST_ENTITY))
     assert _redis_pid(run_dir) not in (0, after)
-    assert store.dbsize() == ENTITIES + 1  # the vectors and the entity count
+    # every vector and the entity count (the job queues keep keys of their own in this Redis)
+    assert len(store.keys(features.KEY_PREFIX + "*")) == ENTITIES
+    assert features.stored_entities(store) == ENTITIES
     store.close()
     return {k: round(v, 3) for k, v in timings.items()}
 
@@ -148,7 +151,9 @@ def _secret_kept(secret: str, run_dir: Path, state_dir: Path, logs: list[Path]) 
             assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     assert holders == {"state/redis/redis.conf", "state/redis/password",
                        "supervisor/conf.d/scoring-sync.conf",
-                       "supervisor/conf.d/scoring-async.conf"}, holders
+                       "supervisor/conf.d/scoring-async.conf",
+                       "supervisor/conf.d/queue-sync.conf",
+                       "supervisor/conf.d/queue-async.conf"}, holders
     for pid in [int(p) for p in os.listdir("/proc") if p.isdigit()]:
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -199,7 +204,7 @@ def test_single_host_deploy_pins_serves_is_idempotent_and_tears_down(workdir: Pa
         topology = json.loads((state_dir / "topology.json").read_text())
         services = topology["services"]
         assert topology["format_version"] == 1
-        assert set(services) == {"redis", *HTTP_SERVICES}
+        assert set(services) == {"redis", *HTTP_SERVICES, *QUEUE_SERVICES}
         assert topology["inventory"] and topology["inventory"][0].endswith("single-host")
 
         # --- the CPU sets are the documented single-host layout of this machine -------------
@@ -211,6 +216,9 @@ def test_single_host_deploy_pins_serves_is_idempotent_and_tears_down(workdir: Pa
             "model-async": layout["data"],
             "scoring-sync": layout["scoring"],
             "scoring-async": layout["scoring"],
+            # the job queue's workers share the scoring handlers' CPU set (group_vars/all.yml)
+            "queue-sync": layout["scoring"],
+            "queue-async": layout["scoring"],
         }
         expected_ports = {
             "redis": redis,
@@ -222,11 +230,14 @@ def test_single_host_deploy_pins_serves_is_idempotent_and_tears_down(workdir: Pa
         for name, entry in services.items():
             assert entry["host"] == "localhost"
             assert entry["address"] == "127.0.0.1"
-            assert entry["port"] == expected_ports[name]
             assert entry["cpus"] == cpu_list(expected_cpus[name]), name
             assert entry["affinity"] == entry["cpus"], name
             assert entry["run_dir"] == str(run_dir)
             assert entry["workers"] is None
+            if name in QUEUE_SERVICES:  # no port: they take jobs from Redis
+                assert "port" not in entry and entry["redis_url"] == f"redis://127.0.0.1:{redis}/0"
+                continue
+            assert entry["port"] == expected_ports[name]
             scheme = "redis" if name == "redis" else "http"
             suffix = "/0" if name == "redis" else ""
             assert entry["url"] == f"{scheme}://127.0.0.1:{entry['port']}{suffix}"
@@ -245,7 +256,7 @@ def test_single_host_deploy_pins_serves_is_idempotent_and_tears_down(workdir: Pa
             env = environ(pid)
             assert env.get("SCORING_LAB_SERVICE") == name
             assert env.get("SCORING_LAB_RUN_DIR") == str(run_dir)
-            if name in HTTP_SERVICES:
+            if name in (*HTTP_SERVICES, *QUEUE_SERVICES):
                 assert len(family) >= 2, f"{name} has no worker processes: {family}"
 
         # --- health checks and one scoring request per architecture -------------------------
@@ -255,6 +266,18 @@ def test_single_host_deploy_pins_serves_is_idempotent_and_tears_down(workdir: Pa
         for name in ("scoring-sync", "scoring-async"):
             status, body = post_json(services[name]["url"] + predict_path(name))
             assert status == 200 and isinstance(body["detail"], float), (name, body)
+        # --- one job per architecture through its scoring handler, done by the queue workers -
+        for name in QUEUE_SERVICES:
+            arch = name.split("-")[1]
+            scoring = services[f"scoring-{arch}"]["url"]
+            status, body = post_json(f"{scoring}/api/v1/ml/{arch}/jobs?entity={LAST_ENTITY}")
+            assert status == 202 and body["status"] == "pending", (name, body)
+            deadline = time.monotonic() + 30
+            while body["status"] == "pending" and time.monotonic() < deadline:
+                time.sleep(0.1)
+                status, body = get_json(f"{scoring}/api/v1/ml/{arch}/jobs/{body['id']}")
+            assert body["status"] == "done", (name, body)
+            assert isinstance(body["result"]["detail"], float), (name, body)
 
         # --- Redis listens on the lab address only (127.0.0.2 is loopback too) --------------
         with pytest.raises(OSError):
@@ -302,7 +325,7 @@ def test_single_host_deploy_pins_serves_is_idempotent_and_tears_down(workdir: Pa
         with pytest.raises(redis_py.AuthenticationError):
             redis_py.Redis(host="127.0.0.1", port=redis, password="wrong" + secret).ping()
         authed = redis_py.Redis(host="127.0.0.1", port=redis, password=secret)
-        assert authed.dbsize() == ENTITIES + 1
+        assert len(authed.keys(features.KEY_PREFIX + "*")) == ENTITIES
         authed.close()
         _score_until_ok(services, LAST_ENTITY)
         again = playbook("deploy.yml", "deploy-auth-2.log")

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.fuzz.run import ROLES, report, run_role, stacks
+from tests.fuzz.run import JOB_ROLE, ROLES, report, run_role, stacks
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,8 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("build/fuzz"),
                         help="where the histogram and failures go (default build/fuzz)")
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--role", choices=ROLES, action="append",
-                        help="only this role (repeatable; default both)")
+    parser.add_argument("--role", choices=[*ROLES, JOB_ROLE], action="append",
+                        help="only this role (repeatable; default all: the model and scoring "
+                        "endpoints, and the scoring services' job endpoints)")
     args = parser.parse_args(argv)
     if args.cases < 1:
         parser.error(f"--cases must be >= 1, got {args.cases}")
@@ -35,9 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     # run in their own sessions and are stopped only by stacks()'s cleanup.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.monotonic()
-    with stacks(args.out / "logs") as stack:
+    roles = args.role or [*ROLES, JOB_ROLE]
+    with stacks(args.out / "logs", queue_workers=JOB_ROLE in roles) as stack:
         results = [run_role(stack, role, args.seed, args.cases, args.concurrency)
-                   for role in args.role or ROLES]
+                   for role in roles]
     text = report(results)
     print(text)
     print(f"({time.monotonic() - started:.0f} s)")

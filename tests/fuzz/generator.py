@@ -177,10 +177,12 @@ METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE", 
 
 
 def case(seed: int, index: int, role: str) -> Case:
-    """Case ``index`` of the run ``seed`` for a ``role`` (model or scoring) endpoint."""
+    """Case ``index`` of the run ``seed`` for a ``role`` (model, scoring, or jobs: the scoring
+    services' job endpoints) endpoint."""
     rng = random.Random(f"{seed}/{role}/{index}")
-    kind = rng.choices(list(KINDS), weights=[w for w, _ in KINDS.values()])[0]
-    made = KINDS[kind][1](rng, role)
+    table = JOB_KINDS if role == "jobs" else KINDS
+    kind = rng.choices(list(table), weights=[w for w, _ in table.values()])[0]
+    made = table[kind][1](rng, role)
     made.index, made.kind = index, made.kind or kind  # a builder may name a sub-kind
     return made
 
@@ -370,4 +372,66 @@ KINDS = {
     "meinheld_chunked_trailers": (1, _trailers),
     "meinheld_huge_header": (1, _huge_header),
     "meinheld_connect_upgrade": (1, _connect_upgrade),
+}
+
+
+# ------------------------------------------------------------------------ the job endpoints
+# Role "jobs": the scoring services' job queue (services/jobs.py). A table of its own, so the
+# cases of the other roles stay the same for a given seed.
+
+JOBS = "/api/v1/ml/{arch}/jobs"
+
+
+def _job_id(rng: random.Random) -> str:
+    return rng.choice([
+        lambda: f"{rng.getrandbits(128):032x}",  # well formed, unknown
+        lambda: f"{rng.getrandbits(128):032X}",
+        lambda: f"{rng.getrandbits(124):031x}",
+        lambda: f"{rng.getrandbits(132):033x}",
+        lambda: _token(rng, string.ascii_letters + string.digits + "-_.:~", 1, 80),
+        lambda: rng.choice(["..", ".", "%2e%2e", "%2F", "a%2Fb", "%00", "%ZZ", "%C3%A9",
+                            "predict", "jobs", "x" * rng.randint(100, 3000), ";x", "%20"]),
+    ])()
+
+
+def _job_submit(rng, role):
+    made = _post(rng, "scoring", rng.choice([VALID_BODY, VALID_BODY, body(rng)]))
+    made.target = JOBS + rng.choice([f"?entity={rng.randint(0, 49)}", "", query(rng)])
+    # Extra headers or chunked framing, never both (as the predict kinds): a Transfer-Encoding
+    # among the headers plus the chunked one is a difference of the servers' parsers, not of the
+    # job endpoints.
+    pick = rng.random()
+    if pick < 0.3:
+        made.headers += extra_headers(rng)
+    elif pick < 0.5:
+        made.framing = "chunked"
+    return made
+
+
+def _job_content_type(rng, role):
+    made = _job_submit(rng, role)
+    made.headers = [("Content-Type", rng.choice(CONTENT_TYPES))
+                    for _ in range(rng.choice([0, 1, 1, 2]))]
+    return made
+
+
+def _job_poll(rng, role):
+    method = rng.choice(["GET", "GET", "GET", "HEAD", "POST", "DELETE", "PUT"])
+    target = JOBS + "/" + _job_id(rng) + rng.choice(["", "", "", "/", "?x=1", "/x"])
+    data = VALID_BODY if method in ("POST", "PUT") else b""
+    return Case(0, "", method, target, [("Content-Type", "application/json")], data)
+
+
+def _job_path(rng, role):
+    target = rng.choice([JOBS, JOBS + "/", "/" + JOBS, JOBS + "s", "/API/V1/ML/{arch}/JOBS",
+                         "/api/v1/ml/%7Barch%7D/jobs", f"{JOBS}//{rng.getrandbits(128):032x}"])
+    return Case(0, "", rng.choice(["GET", "POST", "HEAD", "OPTIONS"]), target,
+                [("Content-Type", "application/json")], VALID_BODY)
+
+
+JOB_KINDS = {
+    "job_submit": (10, _job_submit),
+    "job_content_type": (3, _job_content_type),
+    "job_poll": (10, _job_poll),
+    "job_path": (3, _job_path),
 }

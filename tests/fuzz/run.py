@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -23,11 +24,15 @@ import psutil
 from services import admission
 from services.settings import settings_from_env
 from services.sync_app.meinheld_limits import HTML_PAGE_STATUSES
-from tests.conftest import free_port, start_redis, start_service, stop
+from tests.conftest import free_port, start_queue_workers, start_redis, start_service, stop
 from tests.fuzz.client import Reply, exchange
 from tests.fuzz.generator import Case, case
 
 ROLES = ("scoring", "model")
+# The scoring services' job endpoints (services/jobs.py): cases of their own, sent to the
+# scoring services, which then need their queue workers (stacks(queue_workers=True)).
+JOB_ROLE = "jobs"
+SERVED_BY = {JOB_ROLE: "scoring"}
 # Differences the servers' own parsers make before any app code runs, listed in docs/services.md
 # ("Errors and limits"): kind -> the statuses each architecture answers.
 EXPECTED_DIFFERENCES = {"lf_only": {"sync": "200", "async": "400"},
@@ -67,10 +72,12 @@ class Stacks:
 
 @contextmanager
 def stacks(workdir: Path | None = None, env: dict[str, str] | None = None,
-           model_env: dict[str, dict[str, str]] | None = None) -> Iterator[Stacks]:
+           model_env: dict[str, dict[str, str]] | None = None,
+           queue_workers: bool = False) -> Iterator[Stacks]:
     """Redis (seeded) and the four services, as deployed, each with 2 workers; short model
     sleeps so that cases run fast (the sleep is not what is fuzzed). ``model_env``: more
-    variables for the model API of an architecture (a device, the async micro-batcher)."""
+    variables for the model API of an architecture (a device, the async micro-batcher).
+    ``queue_workers``: each architecture's job queue workers too (one process each)."""
     with tempfile.TemporaryDirectory(prefix="scoring-lab-fuzz-") as tmp:
         work = Path(workdir or tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -86,6 +93,10 @@ def stacks(workdir: Path | None = None, env: dict[str, str] | None = None,
             base = {"SCORING_LAB_WORKERS": "2", "SCORING_LAB_SLEEP_MIN_S": "0.002",
                     "SCORING_LAB_SLEEP_MAX_S": "0.004", "SCORING_LAB_REDIS_URL": redis.url,
                     **(env or {})}
+            if queue_workers:
+                # The fuzz judges answers, not the bound (tests/services/test_job_queue.py does):
+                # a long run must not fill one queue and not the other.
+                base.setdefault("SCORING_LAB_QUEUE_MAX_LENGTH", "1000000")
             for arch in ARCHS:
                 processes[("model", arch)] = start_service(
                     "model", arch, ports[("model", arch)],
@@ -94,6 +105,11 @@ def stacks(workdir: Path | None = None, env: dict[str, str] | None = None,
                     "scoring", arch, ports[("scoring", arch)],
                     {**base, "SCORING_LAB_MODEL_URL": f"http://127.0.0.1:{ports[('model', arch)]}"},
                     work / f"scoring-{arch}.log")
+                if queue_workers:
+                    processes[("queue", arch)] = start_queue_workers(
+                        arch, {**base, "SCORING_LAB_MODEL_URL":
+                               f"http://127.0.0.1:{ports[('model', arch)]}"},
+                        work / f"queue-{arch}.log")
             yield Stacks(ports, processes, redis,
                          admission.enabled(settings_from_env(base)))
         finally:
@@ -105,6 +121,7 @@ def stacks(workdir: Path | None = None, env: dict[str, str] | None = None,
 # ------------------------------------------------------------------------------------ oracle
 
 ERROR_KEYS = {"error", "message", "status"}
+JOB_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def _finite(value: object) -> bool:
@@ -120,6 +137,23 @@ def _prediction(data: dict) -> bool:
             and isinstance(data["detail"], float) and _finite(data["detail"])
             and _finite(data["input_mean"])
             and type(data["batch_size"]) is int and data["batch_size"] >= 1)
+
+
+def _job_answer(data: dict, reply: Reply) -> bool:
+    """A documented answer of the job endpoints (services/jobs.py): a submit's 202 (with the
+    Location of its id), or a poll's pending, done (a prediction) or failed (a lab error)."""
+    if not isinstance(data.get("id"), str) or not JOB_ID.fullmatch(data["id"]):
+        return False
+    if reply.status == 202:
+        return (data == {"id": data["id"], "status": "pending"}
+                and (reply.header("location") or "").endswith(f"/jobs/{data['id']}"))
+    extra = {"pending": set(), "done": {"result"}, "failed": {"error"}}.get(data.get("status"))
+    if extra is None or set(data) != {"id", "status"} | extra:
+        return False
+    if "result" in data:
+        return isinstance(data["result"], dict) and _prediction(data["result"])
+    return "error" not in data or (isinstance(data["error"], dict)
+                                   and set(data["error"]) == ERROR_KEYS)
 
 
 def body_problem(made: Case, reply: Reply, arch: str = "async") -> str | None:
@@ -141,7 +175,8 @@ def body_problem(made: Case, reply: Reply, arch: str = "async") -> str | None:
         return f"{kind} body for {reply.status}: {reply.body[:60]!r}"
     if 200 <= reply.status < 300:
         if isinstance(data, dict) and (
-            data == {"status": "OK"} or "service" in data or _prediction(data)):
+            data == {"status": "OK"} or "service" in data or _prediction(data)
+            or _job_answer(data, reply)):
             return None
         return f"undocumented 2xx body {reply.body[:60]!r}"
     if not (isinstance(data, dict) and set(data) == ERROR_KEYS
@@ -240,7 +275,8 @@ def answer_all(stack: Stacks, role: str, cases: list[Case],
                concurrency: int = 16) -> list[tuple[Case, dict[str, Reply]]]:
     """Each case sent to the sync and the async service of ``role``, ``concurrency`` at once."""
     def one(made: Case) -> tuple[Case, dict[str, Reply]]:
-        return made, {arch: send(stack.ports[(role, arch)], arch, made) for arch in ARCHS}
+        served_by = SERVED_BY.get(role, role)
+        return made, {arch: send(stack.ports[(served_by, arch)], arch, made) for arch in ARCHS}
 
     with ThreadPoolExecutor(concurrency) as pool:
         return list(pool.map(one, cases))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import http_ok, wait_until
-from tests.fuzz.run import ROLES, report, run_role, stacks
+from tests.fuzz.run import JOB_ROLE, ROLES, report, run_role, stacks
 
 pytestmark = pytest.mark.slow
 
@@ -66,3 +66,18 @@ def test_fuzz_model_apis_on_a_device_with_micro_batching(tmp_path):
     assert not result.failures and not any(result.died.values()), (
         report([result]) + "\nfirst failures:\n"
         + "\n".join(f"{f['kind']} #{f['case']}: {f['problems']}" for f in result.failures[:8]))
+
+
+def test_fuzz_job_endpoints(tmp_path):
+    """The scoring services' job endpoints (submit, poll), with their queue workers running:
+    hostile submits are refused as the predict endpoint refuses them, polls of ids the lab did
+    not make are 404, and nothing is a 5xx (no fault is injected)."""
+    with stacks(tmp_path, queue_workers=True) as stack:
+        result = run_role(stack, JOB_ROLE, SEED, 150,
+                          kinds=lambda kind: not kind.startswith("meinheld_"))
+    assert not result.failures and not any(result.died.values()), (
+        report([result]) + "\nfirst failures:\n"
+        + "\n".join(f"{f['kind']} #{f['case']}: {f['problems']}" for f in result.failures[:8]))
+    assert result.five_xx("sync") == result.five_xx("async") == 0
+    # the cases reached the queues: some submits were accepted
+    assert result.histogram["sync"]["202"] > 0 and result.histogram["async"]["202"] > 0

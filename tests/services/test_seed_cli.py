@@ -92,6 +92,12 @@ def test_persisted_features_survive_a_killed_redis_and_are_not_reseeded(store, t
     again = _seed("--entities", "40", "--password-file", str(secret), "--persist",
                   "--if-needed", "--wait", "5", url=store.url)
     assert again.returncode == 0 and again.stdout.startswith("already seeded: 40"), again
+    # Other writers (the job queues share this Redis) do not make the features look unsaved.
+    client.set("rq:queue:other-writer", b"1")
+    assert features.unsaved_changes(client) > 0
+    other = _seed("--entities", "40", "--password-file", str(secret), "--persist",
+                  "--if-needed", url=store.url)
+    assert other.returncode == 0 and other.stdout.startswith("already seeded: 40"), other
     more = _seed("--entities", "50", "--password-file", str(secret), "--persist",
                  "--if-needed", url=store.url)
     assert more.returncode == 0 and "(10 new, saved to disk)" in more.stdout, more
