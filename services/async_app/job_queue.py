@@ -24,7 +24,8 @@ from saq import Worker
 from saq.job import Status
 from saq.queue.redis import RedisQueue
 
-from services import aggregate, errors, fake_model, jobs, redis_protocol
+from services import errors, jobs, redis_protocol
+from services.async_app import scoring
 from services.async_app.clients import _redis_retry, feature_store, model_client
 from services.describe import predict_path
 from services.settings import Arch, Settings
@@ -113,16 +114,9 @@ async def score(ctx: dict, *, values: list[float], entity: str) -> dict[str, obj
     retry."""
     settings, store, model = ctx[_CLIENTS]
     try:
-        body = aggregate.model_input(values, await store.get(entity))
-        fake_model.burn_cpu(settings.handler_cpu_s)  # on the event loop, as in-line
-        calls = [model.predict(body) for _ in range(settings.model_calls)]
-        if settings.sequential_model_calls:
-            predictions = [await call for call in calls]
-        else:
-            predictions = await asyncio.gather(*calls)
+        return jobs.outcome_result(await scoring.score(settings, store, model, values, entity))
     except errors.ApiError as error:
         return jobs.outcome_error(error)
-    return jobs.outcome_result(aggregate.mean_prediction(predictions))
 
 
 async def _work(settings: Settings) -> None:

@@ -5,7 +5,6 @@ services/async_app/job_queue.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,11 +12,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from services import admission, aggregate, fake_model, features, jobs
+from services import admission, features, jobs
 from services.async_app.admission import AsgiAdmission
 from services.async_app.base import VALUES_BODY_DOC, new_app, request_values
 from services.async_app.clients import feature_store, model_client
 from services.async_app.job_queue import SaqJobs
+from services.async_app.scoring import score
 from services.describe import predict_path
 from services.settings import Arch, Role, Settings
 
@@ -56,15 +56,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         entity = features.check_entity(
             features.one_entity(request.query_params.getlist("entity"), settings.default_entity)
         )
-        store, model = request.app.state.store, request.app.state.model
-        body = aggregate.model_input(values, await store.get(entity))
-        fake_model.burn_cpu(settings.handler_cpu_s)  # on the event loop: that is its cost
-        calls = [model.predict(body) for _ in range(settings.model_calls)]
-        if settings.sequential_model_calls:
-            predictions = [await call for call in calls]
-        else:
-            predictions = await asyncio.gather(*calls)
-        return aggregate.mean_prediction(predictions)
+        return await score(settings, request.app.state.store, request.app.state.model,
+                           values, entity)
 
     @app.post(jobs.jobs_path(Arch.ASYNC), status_code=202,
               openapi_extra={**VALUES_BODY_DOC, **ENTITY_DOC})

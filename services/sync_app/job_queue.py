@@ -30,9 +30,10 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from services import aggregate, errors, fake_model, jobs, redis_protocol
+from services import errors, jobs, redis_protocol
 from services.describe import predict_path
 from services.settings import Arch, RqWorker, Settings
+from services.sync_app import scoring
 from services.sync_app.clients import REDIS_RETRY, FeatureStore, ModelClient, pool_size
 
 # Where RQ finds the job function (by name: JSON jobs hold no code).
@@ -125,12 +126,9 @@ def run_job(values: list[float], entity: str) -> dict[str, object]:
     job's outcome (services/jobs.py), not an exception RQ would retry."""
     settings, store, model = _worker_clients()
     try:
-        body = aggregate.model_input(values, store.get(entity))
-        fake_model.burn_cpu(settings.handler_cpu_s)
-        predictions = [model.predict(body) for _ in range(settings.model_calls)]
+        return jobs.outcome_result(scoring.score(settings, store, model, values, entity))
     except errors.ApiError as error:
         return jobs.outcome_error(error)
-    return jobs.outcome_result(aggregate.mean_prediction(predictions))
 
 
 class _AbandonedSoon:

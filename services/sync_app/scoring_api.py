@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from flask import Flask, jsonify, request
 
-from services import admission, aggregate, fake_model, features, jobs
+from services import admission, features, jobs
 from services.describe import predict_path
 from services.settings import Arch, Role, Settings, SyncWorker
 from services.sync_app.admission import WsgiAdmission
 from services.sync_app.base import new_app, request_values
 from services.sync_app.clients import FeatureStore, ModelClient
 from services.sync_app.job_queue import RqJobs
+from services.sync_app.scoring import score
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -40,10 +41,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         entity = features.check_entity(
             features.one_entity(request.args.getlist("entity"), settings.default_entity)
         )
-        body = aggregate.model_input(values, store.get(entity))
-        fake_model.burn_cpu(settings.handler_cpu_s)
-        predictions = [model.predict(body) for _ in range(settings.model_calls)]
-        return aggregate.mean_prediction(predictions)
+        return score(settings, store, model, values, entity)
 
     @app.post(jobs.jobs_path(Arch.SYNC))
     def submit_job():
