@@ -257,6 +257,27 @@ def _errors(e: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in e.items() if v) or "none"
 
 
+def _capacity_lines(proto: dict) -> list[str]:
+    """Where each architecture's 1x came from: a closed experiment-5 search (the lowest found
+    across the named runs, every figure read listed) or the config's own number."""
+    source = proto.get("capacity_source") or {}
+    if not source:  # runs before capacity_from
+        return ["Capacities (1x) are the configured figures (config `capacity_rps`), "
+                "not searched here."]
+    out = ["Capacity (1x) per architecture, not searched here:"]
+    for arch, rps in (proto.get("capacity_rps") or {}).items():
+        src = source.get(arch)
+        if isinstance(src, dict):
+            read = "; ".join(f"{Path(f['run']).name[:16]} {fmt(f['capacity_rps'])} "
+                             f"({f['status']}{'' if f['status'] == 'found' else ', not used'})"
+                             for f in src["figures"].get(arch, []))
+            out.append(f"- {arch}: **{fmt(rps)} req/s**, the {src['rule']} of experiment 5's "
+                       f"`{src['variant']}` build ({read})")
+        else:
+            out.append(f"- {arch}: {fmt(rps)} req/s ({src or 'config capacity_rps'})")
+    return out
+
+
 def render(res: dict, run: Path, plots: dict[str, str | None]) -> str:
     m = res["manifest"]
     lines = header_lines(m, run)
@@ -265,8 +286,9 @@ def render(res: dict, run: Path, plots: dict[str, str | None]) -> str:
     for b in m.get("builds") or []:
         lines.append(f"- **{b['name']}**: {b.get('description', '')}")
     lines += ["", f"Goodput: answers within the shared p99 bound ({bound:g} ms, from each "
-              "request's scheduled time) per second. Capacities are the configured figures "
-              "(config `capacity_rps`), not searched here.", "", "## Overload sweep", ""]
+              "request's scheduled time) per second.", ""]
+    lines += _capacity_lines(m.get("protocol") or {})
+    lines += ["", "## Overload sweep", ""]
     for key, c in res["cells"].items():
         after = c["after_sweep"] or {}
         idle = c["idle"] or {}

@@ -28,8 +28,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, Strict, model_validator
 
-from experiments.config import Float, Str, Table, parse, read
+from experiments.config import ConfigError, Float, Str, Table, parse, read
 from experiments.constants import ARCHS
+from experiments.exp9_overload.capacities import CapacityFrom, measured_capacities
 from experiments.lab.deploy import switch
 from experiments.lab.faults import (
     FaultWindow,
@@ -121,7 +122,10 @@ class Overload(Table):
     builds: tuple[Str, ...] = Field(min_length=1)
     build: dict[str, Build]
     payload: tuple[Float, ...] = tuple(DEFAULT_PAYLOAD)
-    capacity_rps: dict[Arch, Positive]
+    capacity_rps: dict[Arch, Positive] = {}
+    capacity_from: CapacityFrom | None = None
+    # where each architecture's 1x came from; filled by load_overload, not read from TOML
+    capacity_source: dict[str, Any] = {}
     sweep: SweepParams
     faults: FaultParams
     metastability: MetaParams
@@ -135,9 +139,24 @@ class Overload(Table):
             raise ValueError(f"builds {unknown} have no [build.<name>] table (have: "
                              f"{', '.join(sorted(self.build))})")
         missing = [a for a in self.architectures if a not in self.capacity_rps]
-        if missing:
-            raise ValueError(f"capacity_rps has no figure for {missing}")
+        if missing and self.capacity_from is None:
+            raise ValueError(f"capacity_rps has no figure for {missing} and there is no "
+                             "[capacity_from] to read it from")
         return self
+
+    def with_measured_capacities(self, root: Path | None = None) -> Overload:
+        """The config with every architecture's 1x settled: its own capacity_rps, else the
+        lowest found capacity of [capacity_from]'s runs (experiments/exp9_overload/
+        capacities.py); `capacity_source` says which, per architecture."""
+        wanted = tuple(a for a in self.architectures if a not in self.capacity_rps)
+        source: dict[str, Any] = {a: "config capacity_rps" for a in self.capacity_rps}
+        rps = dict(self.capacity_rps)
+        if wanted and self.capacity_from is not None:
+            kwargs = {"root": root} if root is not None else {}
+            found, record = measured_capacities(self.capacity_from, wanted, **kwargs)
+            rps.update(found)
+            source.update({a: record for a in wanted})
+        return self.model_copy(update={"capacity_rps": rps, "capacity_source": source})
 
     def capacity_of(self, build: str, arch: str) -> float:
         """The capacity the loads are multiples of: the build's own, else the architecture's."""
@@ -165,8 +184,8 @@ class Overload(Table):
         return d
 
 
-_TOP = {"architectures", "builds", "build", "request", "capacity_rps", "sweep", "faults",
-        "metastability", "capacity", "guard"}
+_TOP = {"architectures", "builds", "build", "request", "capacity_rps", "capacity_from", "sweep",
+        "faults", "metastability", "capacity", "guard"}
 _PROFILE = _TOP - {"build"}
 
 
@@ -179,7 +198,13 @@ def parse_overload(data: dict, profile: str | None = None, *,
 
 
 def load_overload(path: str | Path, profile: str | None = None) -> Overload:
-    return parse_overload(read(path), profile, source=str(path))
+    """The profile's config with its capacities settled (a missing or unclosed source run is
+    a ConfigError naming it)."""
+    cfg = parse_overload(read(path), profile, source=str(path))
+    try:
+        return cfg.with_measured_capacities()
+    except ValueError as exc:
+        raise ConfigError(f"{path} (profile {cfg.profile}): {exc}") from None
 
 
 # ------------------------------------------------------------------------------- the run

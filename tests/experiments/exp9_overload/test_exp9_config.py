@@ -51,7 +51,7 @@ def test_each_build_deploys_its_env_and_the_slowdown_knob():
 def test_the_loads_are_multiples_of_each_builds_capacity():
     data = _data()
     data["build"]["admission"]["capacity_rps"] = {"async": 50.0}
-    cfg = parse_overload(data, "full")
+    cfg = parse_overload(data, "full").with_measured_capacities()
     assert cfg.capacity_of("admission", "async") == 50.0
     assert cfg.capacity_of("admission", "sync") == cfg.capacity_rps["sync"]
 
@@ -61,7 +61,9 @@ def test_the_loads_are_multiples_of_each_builds_capacity():
     (lambda d: d["faults"].update(kinds=["meteor"]), "kinds"),
     (lambda d: d["sweep"].update(factors=[]), "factors"),
     (lambda d: d["sweep"].update(step_s=0), "step_s = 0"),
-    (lambda d: d.update(capacity_rps={"sync": 1.0}), r"capacity_rps has no figure for \['async'\]"),
+    (lambda d: (d.pop("capacity_from"), d.update(capacity_rps={"sync": 1.0})),
+     r"capacity_rps has no figure for \['async'\] and there is no \[capacity_from\]"),
+    (lambda d: d["capacity_from"].update(runs=[]), "runs"),
     (lambda d: d["metastability"].update(triggers=["slow"]), "triggers"),
     (lambda d: d["faults"].update(colour="red"), "unknown key 'colour'"),
 ])
