@@ -61,6 +61,16 @@ class Variant(Table):
                 out[f"{role}_workers"] = max(1, round(per_core * cores))
         return out
 
+    def model_service(self, arch: str) -> str:
+        """The topology service the rung's `arch` scoring handler calls (its model probe's)."""
+        return f"model-{arch}"
+
+    def prerequisite_vars(self, services: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+        """Extra vars to deploy before `deploy_vars` can be known, or None: a rung that calls
+        a service the deployed topology does not have yet (experiment 7's BentoML server)
+        first deploys it, so its address comes from the topology that deploy writes."""
+        return None
+
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump()
 

@@ -41,7 +41,6 @@ from experiments.reporting import (
 )
 
 ON_DEMAND = "on-demand"  # the build batching is weighed against ([batching.models])
-STACK = ("scoring", "model", "redis")
 
 
 def _counters(d: Path) -> dict[str, Any] | None:
@@ -116,8 +115,9 @@ def analyse(folder: str | Path) -> dict[str, Any]:
         v = res["variants"].get(r["variant"], {})
         levels = _levels(run, res, r)
         cpu = r["cpu_ms_per_request"]
-        parts = [cpu.get(f"{s}-{r['arch']}") if s != "redis" else cpu.get("redis")
-                 for s in STACK]
+        # the model server this point's handler calls (BentoML's own service, say)
+        model = v.get("model_server") or f"model-{r['arch']}"
+        parts = [cpu.get(f"scoring-{r['arch']}"), cpu.get(model), cpu.get("redis")]
         at = _at_capacity(levels, r.get("capacity_rps"))
         facts = next((lv["histogram"] for lv in levels if lv["histogram"].get("model")), {})
         rows.append({**r, "model_build": v.get("model"), "device": v.get("device"),
@@ -204,7 +204,11 @@ def _model_text(r: dict) -> str:
             + (f"{slots} device slot(s)" if slots else "no device limit"))
     if m.get("cpu_burn_ms") or m.get("cpu_burn_per_item_ms"):
         text += f", CPU {m['cpu_burn_ms']:g} ms + {m['cpu_burn_per_item_ms']:g} ms per item"
-    if m.get("batch_max_size") is not None:
+    if m.get("bentoml_max_latency_ms") is not None:
+        # BentoML decides its own waits; its knob is the latency it refuses (503) beyond
+        text += (f"; BentoML batches of at most {m['batch_max_size']} items, "
+                 f"{m['bentoml_max_latency_ms']:g} ms max latency")
+    elif m.get("batch_max_size") is not None:
         text += (f"; micro-batches of at most {m['batch_max_size']} items, "
                  f"{m['batch_max_wait_ms']:g} ms max wait")
     if slots is not None and r["slots"] is not None and slots != r["slots"]:

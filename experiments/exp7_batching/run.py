@@ -7,8 +7,10 @@ A point is one model build on one device: the model build names the model server
 handlers call (`model_server`, the deployed topology's service; "" = each architecture's own
 model API), the role variables that build it (`deploy_vars`, e.g. the micro-batcher's), and the
 scoring architectures measured against it; the device sets that server's slots and per-item
-cost through its role's variables (DEVICE_VARS). A model server with a role of its own (the
-BentoML service, once deployed) is one more [batching.models] entry and one DEVICE_VARS line.
+cost through its role's variables (DEVICE_VARS). A model server with a role of its own that is
+off by default (the BentoML service: SERVER_SWITCHES) is deployed by its points only: the
+first deploy of such a point turns it on (the ladder's prerequisite deploy, so its address is
+in the topology), the next point without it turns it off again.
 
     batching = load_batching("experiments/exp7_batching/config.toml", "quick")
 """
@@ -29,14 +31,20 @@ from experiments.lab.session import RunOptions
 from experiments.ladder import Ladder, Variant, ladder_from
 from experiments.protocol import PROFILE_KEYS, TOP_KEYS, with_capacity_base
 
-__all__ = ["DEVICE_VARS", "Batching", "Point", "load_batching", "parse_batching", "run_points"]
+__all__ = ["DEVICE_VARS", "SERVER_SWITCHES", "Batching", "Point", "load_batching",
+           "parse_batching", "run_points"]
 
 # Per model server: the role variables that set its device's slots and per-item cost. The
 # lab's two model APIs share the model_api role (ansible/roles/model_api/defaults/main.yml).
 DEVICE_VARS: dict[str, tuple[str, str]] = {
     "model-sync": ("model_api_device_slots", "model_api_device_per_item_ms"),
     "model-async": ("model_api_device_slots", "model_api_device_per_item_ms"),
+    "model-bentoml": ("model_bentoml_device_slots", "model_bentoml_device_per_item_ms"),
 }
+# Model servers a role deploys only when asked (off in the default build): the variable that
+# turns each on. A point on such a server sets it; a point on another server leaves it off, so
+# the server runs (and takes its core's time) only while it is measured.
+SERVER_SWITCHES: dict[str, str] = {"model-bentoml": "model_bentoml_enabled"}
 _KEYS = {"devices", "models", "only_devices", "only_models", "only_scoring", "margin"}
 _DEVICE_KEYS = {"slots", "per_item_ms", "description"}
 _MODEL_KEYS = {"scoring", "model_server", "deploy_vars", "description"}
@@ -54,6 +62,17 @@ class Point(Variant):
     role_vars: dict[str, Any] = {}
     # The model server the scoring handlers call ("" = each architecture's own model API).
     model_server: Str = ""
+
+    def model_service(self, arch: str) -> str:
+        return (self.model_server if self.model_server and arch in self.archs
+                else super().model_service(arch))
+
+    def prerequisite_vars(self, services: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+        """A server the deployed topology lacks (BentoML, off by default) is deployed first,
+        with this point's device and batching settings, the scoring handlers as they are."""
+        if self.model_server and "url" not in (services.get(self.model_server) or {}):
+            return {**super().deploy_vars(services), **self.role_vars}
+        return None
 
     def deploy_vars(self, services: dict[str, dict[str, Any]]) -> dict[str, Any]:
         out = {**super().deploy_vars(services), **self.role_vars}
@@ -137,6 +156,9 @@ def _models(c: Checker, table: dict, known_vars: set[str]) -> dict[str, dict[str
                                     f"it (experiments/exp7_batching/run.py DEVICE_VARS has "
                                     f"{', '.join(DEVICE_VARS)})")
         deploy = _table(c, f"{where}.deploy_vars", t.get("deploy_vars", {}))
+        if server in SERVER_SWITCHES and SERVER_SWITCHES[server] in deploy:
+            raise c.fail(f"{where}.deploy_vars", f"{SERVER_SWITCHES[server]}: the point sets "
+                                                 f"it (model_server = {server!r})")
         for key, value in deploy.items():
             if key not in known_vars:
                 raise c.fail(f"{where}.deploy_vars", f"{key!r} is no role variable "
@@ -185,11 +207,12 @@ def points_of(devices: dict, models: dict, only_devices: list[str], only_models:
                 device_vars.update({slots_var: device["slots"],
                                     per_item_var: device["per_item_ms"]})
             limit = f"{device['slots']} slot(s)" if device["slots"] else "no device limit"
+            switch = {SERVER_SWITCHES[server]: True} if server in SERVER_SWITCHES else {}
             out.append({
                 "name": f"{mname}-{dname}", "model": mname, "device": dname,
                 "slots": device["slots"], "archs": archs,
                 "description": f"{model['description'] or mname}, {limit}",
-                "role_vars": {**model["deploy_vars"], **device_vars},
+                "role_vars": {**switch, **model["deploy_vars"], **device_vars},
                 "model_server": server})
     return out
 
@@ -241,10 +264,10 @@ def load_batching(path: str | Path, profile: str | None = None) -> Batching:
 def run_points(batching: Batching, options: RunOptions, finish) -> Path:
     """Every point deployed and measured as a ladder rung, the model's batch counters read
     around each Locust run; stops before anything is deployed when a point's model server is
-    not in the deployed topology."""
+    neither in the deployed topology nor one a role deploys on request (SERVER_SWITCHES)."""
     services = topology_mod.load().services
     for v in batching.variants:
-        if v.model_server and v.model_server not in services:
+        if v.model_server and v.model_server not in services.keys() | SERVER_SWITCHES.keys():
             raise ConfigError(f"variant {v.name}: model server {v.model_server!r} is not in the "
                               f"deployed topology (have: {', '.join(sorted(services))})")
     return run_ladder(batching, options, finish, step_hooks=(model_counters,))

@@ -67,7 +67,7 @@ def _measure(lab: Session, ladder: Ladder, variant: Variant, step_no: list[int],
         scenario = p.scenario(LOAD_TEST if step == LOAD_TEST else PROBE)
         role, url = "scoring", None
         if step == "probe-model":
-            role, url = "model", lab.topology.url(f"model-{arch}")
+            role, url = "model", lab.topology.url(variant.model_service(arch))
         sub = f"{step}-{arrival}" if step == LOAD_TEST else step
         out = root / variant.name / sub / arch
         label = f"{variant.name} {sub} {arch}" + (f" r{repeat}" if p.repeats > 1 else "")
@@ -152,6 +152,28 @@ def run(ladder: Ladder, options: RunOptions, finish: Callable[[Path], Any], *,
         try:
             for k in range(1, p.repeats + 1):
                 for i, variant in enumerate(abba(ladder.variants, k), 1):
+                    stem = (f"{i:02d}-{variant.name}" if p.repeats == 1
+                            else f"r{k}-{i:02d}-{variant.name}")
+                    pre = variant.prerequisite_vars(lab.topology.services)
+                    prerequisite: dict[str, Any] = {}
+                    if pre is not None:
+                        # the services it calls first (their addresses then in lab.topology);
+                        # the rung's own deploy below changes only what needs those addresses
+                        current = None
+                        prerequisite = {"deploy_vars": pre}
+                        try:
+                            prerequisite["deploy"] = switch(
+                                lab, options, pre, what=f"the services {variant.name} calls",
+                                log=deploy_dir / f"{stem}-prerequisite.log")
+                        except (DeployError, VerifyError) as exc:
+                            prerequisite["failed"] = str(exc)
+                            records.append({**variant.to_dict(), "repeat": k,
+                                            "prerequisite": prerequisite,
+                                            "failed": f"its prerequisite deploy: {exc}"})
+                            run.update(variants=records)
+                            run.warn(f"variant {variant.name} was not measured: {exc}")
+                            lab.progress.say(f"WARNING variant {variant.name} failed: {exc}")
+                            continue
                     extra_vars = variant.deploy_vars(lab.topology.services)
                     # From the second repeat on every rung is redeployed with a new restart
                     # token, so its services restart even when the previous rung had the
@@ -159,13 +181,14 @@ def run(ladder: Ladder, options: RunOptions, finish: Callable[[Path], Any], *,
                     wanted = (restart_vars(extra_vars, f"{run.path.name}-r{k}-{variant.name}")
                               if k > 1 else extra_vars)
                     entry: dict[str, Any] = {**variant.to_dict(), "deploy_vars": wanted,
-                                             "repeat": k}
+                                             "repeat": k,
+                                             **({"prerequisite": prerequisite}
+                                                if prerequisite else {})}
                     if wanted != current:
                         current = None  # unknown until this deploy and its verify succeed
-                        name = (f"{i:02d}-{variant.name}.log" if p.repeats == 1
-                                else f"r{k}-{i:02d}-{variant.name}.log")
                         try:
-                            entry["deploy"] = switch(lab, options, wanted, log=deploy_dir / name,
+                            entry["deploy"] = switch(lab, options, wanted,
+                                                     log=deploy_dir / f"{stem}.log",
                                                      what=f"variant {variant.name}")
                         except (DeployError, VerifyError) as exc:
                             # A variant that does not deploy or answer is a finding, not a

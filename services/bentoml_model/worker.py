@@ -16,7 +16,7 @@ import asyncio
 import logging
 import os
 
-from services import errors
+from services import errors, fake_model
 from services.async_app.batcher import Answer, BatchStats, fake_predict
 from services.device import Device, open_device
 from services.settings import Settings
@@ -29,6 +29,7 @@ Outcome = dict[str, float | int | str]
 
 class WorkerModel:
     def __init__(self, settings: Settings) -> None:
+        self.settings = settings
         self.device: Device = open_device(settings)
         self.stats = BatchStats()
         self._timeout_s = settings.model_timeout_s
@@ -57,7 +58,12 @@ class WorkerModel:
         stats = self.stats.as_dict()
         # BentoML decides its own waits; the plain batcher's max-wait figure has no meaning here.
         stats.pop("form_wait_max_ms")
-        return {"pid": os.getpid(), "batching": "bentoml", **self.device.stats(), **stats}
+        # the model as the other model APIs describe theirs, and BentoML's two batching knobs
+        model = {**fake_model.facts(self.settings),
+                 "batch_max_size": self.settings.model_batch_max_size,
+                 "bentoml_max_latency_ms": self.settings.bentoml_max_latency_ms}
+        return {"pid": os.getpid(), "batching": "bentoml", **self.device.stats(), **stats,
+                "model": model}
 
 
 _model: WorkerModel | None = None

@@ -27,7 +27,7 @@ def test_registered_and_every_profile_parses():
     full, quick, smoke = (EXPERIMENT.configure(p) for p in ("full", "quick", "smoke"))
     assert full.experiment == "experiment-7"
     assert smoke.total_s < 120 < quick.total_s < full.total_s
-    assert 25 * 60 < quick.total_s < 42 * 60, quick.total_s
+    assert 30 * 60 < quick.total_s < 50 * 60, quick.total_s
     assert {p.protocol.capacity.p99_bound_ms for p in (full, quick, smoke)} == {250}
     # the smoke run: the async handler, both builds, one slot
     assert [(v.name, v.archs) for v in smoke.variants] == [
@@ -36,8 +36,8 @@ def test_registered_and_every_profile_parses():
 
 def test_every_build_on_every_device_with_its_role_variables():
     points = {v.name: v for v in EXPERIMENT.configure("full").variants}
-    assert list(points) == ["micro-1-slot", "on-demand-1-slot", "micro-no-limit",
-                            "on-demand-no-limit"]
+    assert list(points) == ["micro-1-slot", "on-demand-1-slot", "bentoml-1-slot",
+                            "micro-no-limit", "on-demand-no-limit", "bentoml-no-limit"]
     micro, plain = points["micro-1-slot"], points["on-demand-no-limit"]
     assert micro.archs == ("async",) and plain.archs == ("sync", "async")
     assert micro.deploy_vars({}) == {
@@ -48,6 +48,16 @@ def test_every_build_on_every_device_with_its_role_variables():
     assert plain.deploy_vars({}) == {"model_api_device_slots": 0,
                                      "model_api_device_per_item_ms": 0.5}
     assert (micro.model, micro.device, micro.slots) == ("micro", "1-slot", 1)
+    # BentoML: its role turned on by the point, its own device variables, both handlers
+    bento = points["bentoml-1-slot"]
+    assert bento.archs == ("sync", "async") and bento.model_server == "model-bentoml"
+    assert bento.role_vars == {
+        "model_bentoml_enabled": True, "model_bentoml_batch_max_size": 32,
+        "model_bentoml_max_latency_ms": 100, "model_bentoml_device_slots": 1,
+        "model_bentoml_device_per_item_ms": 0.5}
+    # the quick profile measures it against the async handler only
+    quick = {v.name: v for v in EXPERIMENT.configure("quick").variants}
+    assert quick["bentoml-no-limit"].archs == ("async",)
     # every role variable a point sets is one a role declares
     known = role_variables()
     assert all(set(v.role_vars) <= known for v in points.values())
@@ -69,6 +79,9 @@ def _with(batching_patch: dict, profile: str | None = None):
     ({"models": {"x": {"scoring": ["gevent"]}}}, "scoring = ['gevent']"),
     ({"models": {"x": {"scoring": ["async"], "model_server": "model-bento"}}},
      "model_server = 'model-bento': no device variables known"),
+    ({"models": {"x": {"scoring": ["async"], "model_server": "model-bentoml",
+                       "deploy_vars": {"model_bentoml_enabled": False}}}},
+     "model_bentoml_enabled: the point sets it"),
     ({"devices": {"one": {"slots": -1}}}, "slots = -1"),
     ({"devices": {"one": {"slots": 1, "per_item_ms": "fast"}}}, "per_item_ms = 'fast'"),
     ({"only_devices": ["2-slots"]}, "unknown name '2-slots'"),
@@ -101,3 +114,18 @@ def test_a_named_model_server_is_called_through_the_topology():
                                                     "async": "http://127.0.0.1:5000"}
     with pytest.raises(ConfigError, match="'model-sync' is not in the deployed topology"):
         point.deploy_vars({"model-async": {"url": "http://127.0.0.1:8000"}})
+
+
+def test_a_server_off_by_default_is_deployed_first_and_then_called():
+    point = {v.name: v for v in EXPERIMENT.configure("full").variants}["bentoml-no-limit"]
+    services = {"model-sync": {"url": "http://127.0.0.1:5000"},
+                "model-async": {"url": "http://127.0.0.1:8000"}}
+    # not deployed: the point's own settings first, the handlers as they are
+    assert point.prerequisite_vars(services) == point.role_vars
+    deployed = {**services, "model-bentoml": {"url": "http://127.0.0.1:3000"}}
+    assert point.prerequisite_vars(deployed) is None
+    assert point.deploy_vars(deployed)["scoring_handler_model_urls"] == {
+        "sync": "http://127.0.0.1:3000", "async": "http://127.0.0.1:3000"}
+    # the lab's own model APIs never need a first deploy
+    plain = {v.name: v for v in EXPERIMENT.configure("full").variants}["on-demand-no-limit"]
+    assert plain.prerequisite_vars(services) is None
