@@ -68,8 +68,8 @@ def lab(tmp_path, monkeypatch):
 def _run(points: list[str]):
     # the quick profile: one repeat, BentoML against the async handler only
     quick = EXPERIMENT.configure("quick")
-    ladder = dataclasses.replace(quick, variants=tuple(v for v in quick.variants
-                                                       if v.name in points))
+    by_name = {v.name: v for v in quick.variants}
+    ladder = dataclasses.replace(quick, variants=tuple(by_name[n] for n in points))
     options = RunOptions(results_dir=Path("."), inventory="i", ansible_playbook="a")
     return lab_ladder.run(ladder, options, finish=lambda folder: None)
 
