@@ -8,6 +8,7 @@ Running a ladder: experiments/lab/ladder.py; analysing its folder: experiments/a
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,13 @@ from experiments.protocol import (
 )
 from experiments.repeats import abba
 from services.settings import SettingsError, check_service_env
+
+
+def model_service_of(model_server: str, archs: Iterable[str], arch: str) -> str:
+    """The topology service an `arch` scoring handler of a rung calls: the rung's model server
+    where it names one for that architecture (experiment 7's BentoML points), else its own
+    model API. The run (its model probe) and the analysis (CPU per request) both ask here."""
+    return model_server if model_server and arch in tuple(archs) else f"model-{arch}"
 
 
 class Variant(Table):
@@ -63,7 +71,7 @@ class Variant(Table):
 
     def model_service(self, arch: str) -> str:
         """The topology service the rung's `arch` scoring handler calls (its model probe's)."""
-        return f"model-{arch}"
+        return model_service_of("", self.archs, arch)
 
     def prerequisite_vars(self, services: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
         """Extra vars to deploy before `deploy_vars` can be known, or None: a rung that calls

@@ -24,6 +24,7 @@ from experiments.analysis.summary import (
     resource_usage,
 )
 from experiments.constants import CAPACITY
+from experiments.ladder import model_service_of
 from experiments.protocol import CapacityParams
 from experiments.repeats import locust_roots
 
@@ -80,9 +81,10 @@ def analyse_rungs(folder: str | Path) -> dict[str, Any]:
         bp = detect_breaking_point(rd.series, analysis.breaking_point)
         n = rd.numbers
         cpu = {}
+        model = _model_service(variants.get(variant, {}), arch)
         if sources and n.started_at and n.ended_at and n.total_requests:
             for name, u in resource_usage(sources, n.started_at, n.ended_at).items():
-                if _svc(name) in {f"scoring-{arch}", f"model-{arch}", "redis", "loadgen"}:
+                if _svc(name) in {f"scoring-{arch}", model, "redis", "loadgen"}:
                     cpu[_svc(name)] = u["cpu_total_s"] / n.total_requests
         loads[(variant, arch, e.get("arrival") or "spread")] = {
             "breaking_point": bp, "max_rps": bp.max_achieved_rps,
@@ -146,6 +148,11 @@ def analyse_rungs(folder: str | Path) -> dict[str, Any]:
                         if spread else {}))
     return {"manifest": manifest, "analysis": analysis, "rows": rows, "probes": probes,
             "loads": loads, "variants": variants, "capacity": capacity, "probe_rt": probe_rt}
+
+
+def _model_service(v: dict, arch: str) -> str:
+    """The model server the rung's `arch` handler called, from its manifest entry."""
+    return model_service_of(v.get("model_server") or "", v.get("archs") or (), arch)
 
 
 def _model_connections(sources: dict, arch: str, start: float | None,

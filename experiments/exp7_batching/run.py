@@ -28,7 +28,7 @@ from experiments.exp7_batching.counters import model_counters
 from experiments.lab import topology as topology_mod
 from experiments.lab.ladder import run as run_ladder
 from experiments.lab.session import RunOptions
-from experiments.ladder import Ladder, Variant, ladder_from
+from experiments.ladder import Ladder, Variant, ladder_from, model_service_of
 from experiments.protocol import PROFILE_KEYS, TOP_KEYS, with_capacity_base
 
 __all__ = ["DEVICE_VARS", "SERVER_SWITCHES", "Batching", "Point", "load_batching",
@@ -64,8 +64,7 @@ class Point(Variant):
     model_server: Str = ""
 
     def model_service(self, arch: str) -> str:
-        return (self.model_server if self.model_server and arch in self.archs
-                else super().model_service(arch))
+        return model_service_of(self.model_server, self.archs, arch)
 
     def prerequisite_vars(self, services: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
         """A server the deployed topology lacks (BentoML, off by default) is deployed first,

@@ -21,9 +21,10 @@ from experiments.results_index import headline_text, run_folders
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "results"
 RUNS = run_folders(RESULTS)
-# Experiments whose headline keys name each build themselves (variant/arch, "best", a tier);
-# the others measure the default builds and must say so in a "builds" key.
-BUILDS_IN_KEYS = {"experiment-4", "experiment-5", "experiment-6"}
+# Experiments whose headline keys name each build themselves (variant/arch, "best", a tier,
+# default/sync 1x, async scoring + micro / 1-slot); the others measure the default builds and
+# must say so in a "builds" key.
+BUILDS_IN_KEYS = {"experiment-4", "experiment-5", "experiment-6", "experiment-7", "experiment-9"}
 
 
 def _manifest(run: Path) -> dict:
