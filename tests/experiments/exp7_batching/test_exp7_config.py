@@ -55,6 +55,19 @@ def test_every_build_on_every_device_with_its_role_variables():
         "model_bentoml_enabled": True, "model_bentoml_batch_max_size": 32,
         "model_bentoml_max_latency_ms": 100, "model_bentoml_device_slots": 1,
         "model_bentoml_device_per_item_ms": 0.5}
+    # the tradeoff profile: one slot, the async handler, each batcher's wait either side
+    trade = EXPERIMENT.configure("tradeoff")
+    # (in the tables' order)
+    assert [v.name for v in trade.variants] == [
+        "micro-1-slot", "on-demand-1-slot", "bentoml-1-slot", "micro-wait-1-1-slot",
+        "micro-wait-20-1-slot", "bentoml-latency-50-1-slot", "bentoml-latency-250-1-slot"]
+    assert {v.archs for v in trade.variants} == {("async",)}
+    waits = {v.model: v.role_vars.get("model_api_batch_max_wait_ms") for v in trade.variants}
+    latencies = {v.model: v.role_vars.get("model_bentoml_max_latency_ms")
+                 for v in trade.variants}
+    assert (waits["micro-wait-1"], waits["micro"], waits["micro-wait-20"]) == (1, 5, 20)
+    assert (latencies["bentoml-latency-50"], latencies["bentoml"],
+            latencies["bentoml-latency-250"]) == (50, 100, 250)
     # the quick profile measures it against the async handler only
     quick = {v.name: v for v in EXPERIMENT.configure("quick").variants}
     assert quick["bentoml-no-limit"].archs == ("async",)
