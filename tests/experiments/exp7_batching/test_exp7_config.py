@@ -42,7 +42,7 @@ def test_every_build_on_every_device_with_its_role_variables():
     assert micro.archs == ("async",) and plain.archs == ("sync", "async")
     assert micro.deploy_vars({}) == {
         "model_api_batching": "micro", "model_api_batch_max_size": 32,
-        "model_api_batch_max_wait_ms": 5, "model_api_device_slots": 1,
+        "model_api_batch_max_wait_ms": 5, "model_api_workers": 1, "model_api_device_slots": 1,
         "model_api_device_per_item_ms": 0.5}
     # no limit is written out too: an inventory's own device setting never leaks in
     assert plain.deploy_vars({}) == {"model_api_device_slots": 0,
