@@ -264,6 +264,42 @@ def _errors(e: dict[str, int]) -> str:
 
 
 def _capacity_lines(proto: dict) -> list[str]:
+    """Where each 1x came from: a closed experiment-5 search (the lowest found across the
+    named runs, every figure read listed) or the config's own number; per architecture, and
+    per build for a build with a capacity of its own."""
+    source = proto.get("capacity_source") or {}
+    if not source:  # runs before capacity_from
+        return ["Capacities (1x) are the configured figures (config `capacity_rps`), "
+                "not searched here."]
+    figures = dict(proto.get("capacity_rps") or {})
+    for name, b in (proto.get("build") or {}).items():
+        for arch, rps in (b.get("capacity_rps") or {}).items():
+            figures[f"{name}/{arch}"] = rps
+    out = ["Capacity (1x), not searched here:"]
+    for key, rps in figures.items():
+        src, arch = source.get(key), key.rsplit("/", 1)[-1]
+        if isinstance(src, dict):
+            read = "; ".join(f"{Path(f['run']).name[:16]} {fmt(f['capacity_rps'])} "
+                             f"({f['status']}{'' if f['status'] == 'found' else ', not used'})"
+                             for f in src["figures"].get(arch, []))
+            out.append(f"- {key}: **{fmt(rps)} req/s**, the {src['rule']} of experiment 5's "
+                       f"`{src['variant']}` build ({read})")
+        else:
+            out.append(f"- {key}: {fmt(rps)} req/s ({src or 'config capacity_rps'})")
+    return out
+
+
+def _detect(e: dict) -> str:
+    if e.get("detect_s") is None:
+        return "n/a"
+    return f"{fmt(e['detect_s'], 2)} ({e.get('detect_by') or 'error'})"
+
+
+def _errors(e: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in e.items() if v) or "none"
+
+
+def _capacity_lines(proto: dict) -> list[str]:
     """Where each architecture's 1x came from: a closed experiment-5 search (the lowest found
     across the named runs, every figure read listed) or the config's own number."""
     source = proto.get("capacity_source") or {}

@@ -28,7 +28,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, Strict, model_validator
 
-from experiments.config import ConfigError, Float, Str, Table, parse, read
+from experiments.config import ConfigError, Float, Int, Str, Table, parse, read
 from experiments.constants import ARCHS
 from experiments.exp9_overload.capacities import CapacityFrom, measured_capacities
 from experiments.lab.deploy import switch
@@ -70,9 +70,15 @@ Positive = Annotated[float, Strict(), Field(gt=0)]
 
 class Build(Table):
     description: Str = ""
+    # The architectures measured on it (default: all): a best build is one architecture's.
+    archs: tuple[Arch, ...] | None = Field(None, min_length=1)
     model_api_env: dict[str, Str] = {}
     scoring_handler_env: dict[str, Str] = {}
+    scoring_handler_workers: Int | None = Field(None, ge=1)
     capacity_rps: dict[Arch, Positive] = {}
+    # Its own 1x: the lowest found capacity of its experiment-5 variant (a build that is not
+    # the default stack has a capacity of its own); capacity_rps wins over it.
+    capacity_from: CapacityFrom | None = None
 
 
 class SweepParams(Table):
@@ -142,7 +148,17 @@ class Overload(Table):
         if missing and self.capacity_from is None:
             raise ValueError(f"capacity_rps has no figure for {missing} and there is no "
                              "[capacity_from] to read it from")
+        for name in self.builds:
+            extra = [a for a in self.build[name].archs or () if a not in self.architectures]
+            if extra:
+                raise ValueError(f"build.{name}.archs: {extra} are not among the "
+                                 f"architectures {list(self.architectures)}")
         return self
+
+    def archs_of(self, build: str) -> tuple[str, ...]:
+        """The architectures measured on `build`, in the config's order."""
+        only = self.build[build].archs
+        return tuple(a for a in self.architectures if only is None or a in only)
 
     def with_measured_capacities(self, root: Path | None = None) -> Overload:
         """The config with every architecture's 1x settled: its own capacity_rps, else the
@@ -151,12 +167,22 @@ class Overload(Table):
         wanted = tuple(a for a in self.architectures if a not in self.capacity_rps)
         source: dict[str, Any] = {a: "config capacity_rps" for a in self.capacity_rps}
         rps = dict(self.capacity_rps)
+        kwargs = {"root": root} if root is not None else {}
         if wanted and self.capacity_from is not None:
-            kwargs = {"root": root} if root is not None else {}
             found, record = measured_capacities(self.capacity_from, wanted, **kwargs)
             rps.update(found)
             source.update({a: record for a in wanted})
-        return self.model_copy(update={"capacity_rps": rps, "capacity_source": source})
+        builds = dict(self.build)
+        for name in self.builds:
+            b = builds[name]
+            own = tuple(a for a in self.archs_of(name) if a not in b.capacity_rps)
+            if b.capacity_from is None or not own:
+                continue
+            found, record = measured_capacities(b.capacity_from, own, **kwargs)
+            builds[name] = b.model_copy(update={"capacity_rps": {**b.capacity_rps, **found}})
+            source.update({f"{name}/{a}": record for a in own})
+        return self.model_copy(update={"capacity_rps": rps, "capacity_source": source,
+                                       "build": builds})
 
     def capacity_of(self, build: str, arch: str) -> float:
         """The capacity the loads are multiples of: the build's own, else the architecture's."""
@@ -176,7 +202,7 @@ class Overload(Table):
 
     @property
     def total_s(self) -> float:
-        return self.arch_s * len(self.architectures) * len(self.builds)
+        return self.arch_s * sum(len(self.archs_of(b)) for b in self.builds)
 
     def to_dict(self) -> dict[str, Any]:
         d = json.loads(self.model_dump_json())
@@ -229,6 +255,8 @@ def deploy_vars(cfg: Overload, name: str, services: dict[str, dict[str, Any]]) -
                                              SLOWDOWN_ENV: slowdown_file(services)}}
     if b.scoring_handler_env:
         out["scoring_handler_env"] = dict(b.scoring_handler_env)
+    if b.scoring_handler_workers is not None:
+        out["scoring_handler_workers"] = b.scoring_handler_workers
     return out
 
 
@@ -376,7 +404,7 @@ def run_overload(cfg: Overload, options: RunOptions,
                  finish: Callable[[Path], Any]) -> Path:
     """Deploy each build, measure each architecture on it, redeploy the default build at the
     end (always); collect; `finish`. Returns the result folder."""
-    steps = len(cfg.builds) * len(cfg.architectures)
+    steps = sum(len(cfg.archs_of(b)) for b in cfg.builds)
     with session(cfg.experiment, options, planned_s=cfg.total_s, steps=steps, guard=cfg.guard,
                  finish=finish, profile=cfg.profile, protocol=cfg.to_dict(),
                  arrival="open", builds=[]) as lab:
@@ -398,7 +426,7 @@ def run_overload(cfg: Overload, options: RunOptions,
                                              what=f"build {name}")
                     lab.deploy_vars = wanted
                     run.update(builds=records)
-                    for arch in cfg.architectures:
+                    for arch in cfg.archs_of(name):
                         step += 1
                         m = Measure(lab, cfg, name, arch, step)
                         entry.setdefault("windows", {})[arch] = {"start": time.time()}
