@@ -33,10 +33,12 @@ from experiments.constants import ARCHS
 from experiments.exp9_overload.capacities import CapacityFrom, measured_capacities
 from experiments.lab.deploy import switch
 from experiments.lab.faults import (
+    ChunkedTrailer,
     FaultWindow,
     ModelDown,
     ModelSlow,
     RedisFrozen,
+    RedisRestarted,
     WorkerKilled,
     local_supervisor,
     sigterm_as_interrupt,
@@ -57,7 +59,8 @@ from experiments.protocol import (
 from experiments.results import write_json_atomic
 from services.describe import HEALTH_PATH, predict_path
 
-FAULT_KINDS = ("model_slow", "model_down", "redis_frozen", "worker_kill")
+FAULT_KINDS = ("model_slow", "model_down", "redis_frozen", "redis_restart", "worker_kill",
+               "chunked_trailer")
 TRIGGERS = ("burst",)
 SLOWDOWN_ENV = "SCORING_LAB_MODEL_SLOWDOWN_FILE"
 FAULT_FILE, TRIGGER_FILE = "fault.json", "trigger.json"
@@ -313,9 +316,15 @@ def make_fault(kind: str, lab: Session, arch: str, cfg: Overload) -> Any:
                          lab.topology.url(f"model-{arch}") + HEALTH_PATH)
     if kind == "redis_frozen":
         return RedisFrozen(local_supervisor(s, "redis"))
+    if kind == "redis_restart":
+        return RedisRestarted(local_supervisor(s, "redis"), s["redis"]["url"])
     if kind == "worker_kill":
         return WorkerKilled(local_supervisor(s, f"scoring-{arch}"), f"scoring-{arch}",
                             lab.topology.scoring_url(arch) + HEALTH_PATH)
+    if kind == "chunked_trailer":
+        return ChunkedTrailer(local_supervisor(s, f"scoring-{arch}"), f"scoring-{arch}",
+                              lab.topology.scoring_url(arch),
+                              lab.topology.scoring_url(arch) + HEALTH_PATH)
     raise ValueError(f"fault kind {kind!r}: expected one of {', '.join(FAULT_KINDS)}")
 
 

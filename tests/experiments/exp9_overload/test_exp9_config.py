@@ -31,7 +31,8 @@ def test_registered_and_every_profile_parses_within_its_time():
     assert {c.bound_ms for c in (full, quick, smoke)} == {250}  # the shared bound
     assert full.sweep.factors[0] == 0.5 and full.sweep.factors[-1] == 3.0
     assert full.faults.load == 0.6 and full.metastability.load == 0.9
-    assert set(full.faults.kinds) == {"model_slow", "model_down", "redis_frozen", "worker_kill"}
+    assert set(full.faults.kinds) == {"model_slow", "model_down", "redis_frozen",
+                                      "redis_restart", "worker_kill", "chunked_trailer"}
     assert smoke.builds == ("admission",) and quick.builds == ("default", "admission")
     assert full.builds == ("default", "admission", "best-sync", "best-async")
     # a best build is one architecture's: the plan counts the architectures each build runs
