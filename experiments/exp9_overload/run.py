@@ -61,7 +61,9 @@ from services.describe import HEALTH_PATH, predict_path
 
 FAULT_KINDS = ("model_slow", "model_down", "redis_frozen", "redis_restart", "worker_kill",
                "chunked_trailer")
-TRIGGERS = ("burst",)
+# Metastability triggers: a burst to burst_factor x capacity, or the model slower for a while
+# (the two: load that overshoots, a dependency that slows down).
+TRIGGERS = ("burst", "model_slow")
 SLOWDOWN_ENV = "SCORING_LAB_MODEL_SLOWDOWN_FILE"
 FAULT_FILE, TRIGGER_FILE = "fault.json", "trigger.json"
 # The burst's own stream draws from another seed than the base load's.
@@ -399,6 +401,13 @@ class Measure:
         for trigger in m.triggers:
             out = self._dir("metastability") / trigger
             self._recover(out / "before", f.recover_max_s)
+            if trigger == "model_slow":
+                # the fault's own injector, for the trigger's length, at the trigger's load
+                self.timeline(out, ModelSlow(slowdown_file(self.lab.topology.services),
+                                             f.slowdown),
+                              base, m.before_s, m.trigger_s, m.after_s, f.startup_s,
+                              TRIGGER_FILE)
+                continue
             extra = (m.burst_factor - m.load) * self.capacity
             burst = Burst(self.lab, self.arch, out / "burst",
                           open_model(self.cfg, extra, BURST_SEED_OFFSET), m.trigger_s,

@@ -25,7 +25,7 @@ def test_registered_and_every_profile_parses_within_its_time():
     assert EXPERIMENTS["9"] is EXPERIMENT and BY_NAME["experiment-9"] is EXPERIMENT
     full, quick, smoke = (EXPERIMENT.configure(p) for p in ("full", "quick", "smoke"))
     assert EXPERIMENT.default_profile() == "full"
-    assert smoke.total_s < 150  # the end-to-end test's run
+    assert smoke.total_s < 200  # the end-to-end test's run: every fault and trigger, briefly
     assert 15 * 60 <= quick.total_s <= 30 * 60
     assert quick.total_s < full.total_s
     assert {c.bound_ms for c in (full, quick, smoke)} == {250}  # the shared bound
