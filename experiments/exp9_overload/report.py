@@ -159,8 +159,7 @@ def analyse(folder: str | Path) -> dict[str, Any]:
                     continue
                 target = float(meta_p.get("load", 0.9)) * (cap or 0)
                 t["offered_rps"] = target
-                t["return_s"] = (goodput_return_s(t["_windows"], t["end_s"], target,
-                                                  RETURN_FRACTION)
+                t["return_s"] = (goodput_return_s(t["_windows"], t["end_s"], RETURN_FRACTION)
                                  if t.get("_windows") else None)
                 cell["metastability"][d.name] = t
             cells[f"{build}/{arch}"] = cell
@@ -186,6 +185,7 @@ def _headline(res: dict) -> dict[str, Any]:
         for name, t in c["faults"].items():
             e = t["effect"] or {}
             faults[f"{key}/{name}"] = {"detect_s": _round(e.get("detect_s")),
+                                       "detect_by": e.get("detect_by"),
                                        "recover_s": _round(e.get("recover_s")),
                                        "lost": e.get("lost"), "wrong": e.get("wrong")}
         for name, t in c["metastability"].items():
@@ -253,6 +253,48 @@ def _plot_timeline(run: Path, res: dict, part: str, name: str) -> str | None:
 # ---------------------------------------------------------------------------------- render
 
 
+def _detect(e: dict) -> str:
+    if e.get("detect_s") is None:
+        return "n/a"
+    return f"{fmt(e['detect_s'], 2)} ({e.get('detect_by') or 'error'})"
+
+
+def _errors(e: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in e.items() if v) or "none"
+
+
+def _capacity_lines(proto: dict) -> list[str]:
+    """Where each 1x came from: a closed experiment-5 search (the lowest found across the
+    named runs, every figure read listed) or the config's own number; per architecture, and
+    per build for a build with a capacity of its own."""
+    source = proto.get("capacity_source") or {}
+    if not source:  # runs before capacity_from
+        return ["Capacities (1x) are the configured figures (config `capacity_rps`), "
+                "not searched here."]
+    figures = dict(proto.get("capacity_rps") or {})
+    for name, b in (proto.get("build") or {}).items():
+        for arch, rps in (b.get("capacity_rps") or {}).items():
+            figures[f"{name}/{arch}"] = rps
+    out = ["Capacity (1x), not searched here:"]
+    for key, rps in figures.items():
+        src, arch = source.get(key), key.rsplit("/", 1)[-1]
+        if isinstance(src, dict):
+            read = "; ".join(f"{Path(f['run']).name[:16]} {fmt(f['capacity_rps'])} "
+                             f"({f['status']}{'' if f['status'] == 'found' else ', not used'})"
+                             for f in src["figures"].get(arch, []))
+            out.append(f"- {key}: **{fmt(rps)} req/s**, the {src['rule']} of experiment 5's "
+                       f"`{src['variant']}` build ({read})")
+        else:
+            out.append(f"- {key}: {fmt(rps)} req/s ({src or 'config capacity_rps'})")
+    return out
+
+
+def _detect(e: dict) -> str:
+    if e.get("detect_s") is None:
+        return "n/a"
+    return f"{fmt(e['detect_s'], 2)} ({e.get('detect_by') or 'error'})"
+
+
 def _errors(e: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in e.items() if v) or "none"
 
@@ -309,7 +351,10 @@ def render(res: dict, run: Path, plots: dict[str, str | None]) -> str:
         if plots.get(c["build"]):
             lines += [f"![{c['build']}]({plots[c['build']]})", ""]
     lines += ["## Fault timelines", "",
-              "Detect: the fault's start to the first failed answer. Recover: the fault's end "
+              "Detect: the fault's start to the first failed answer, or answer later than "
+              "1.5x the pre-fault p99 (a fault that fails nothing shows in latency), of a "
+              "request scheduled from the fault's start; how it was seen in brackets. "
+              "Recover: the fault's end "
               "to the first 1 s window from which every window is error-free with p99 within "
               "1.5x the pre-fault p99. Lost: accepted and never answered (reset, client "
               "timeout, unfinished). Wrong: HTTP 200 without a numeric answer.", "",
@@ -320,7 +365,7 @@ def render(res: dict, run: Path, plots: dict[str, str | None]) -> str:
             e, rec = t["effect"] or {}, t["record"]
             removal = rec.get("stop_error") or rec.get("error") or "ok"
             lines.append(f"| {key} | {name} | {fmt(e.get('baseline_p99_ms'))} | "
-                         f"{fmt(e.get('detect_s'), 2)} | {fmt(e.get('recover_s'), 1)} | "
+                         f"{_detect(e)} | {fmt(e.get('recover_s'), 1)} | "
                          f"{e.get('failed', 'n/a')} | {e.get('lost', 'n/a')} | "
                          f"{e.get('wrong', 'n/a')} | {_errors(e.get('errors') or {})} | "
                          f"{removal} |")
@@ -331,16 +376,20 @@ def render(res: dict, run: Path, plots: dict[str, str | None]) -> str:
     meta = [(k, n, t) for k, c in res["cells"].items() for n, t in c["metastability"].items()]
     if meta:
         lines += ["## Metastability", "",
-                  f"Goodput back: at {RETURN_FRACTION:.0%} of the offered load in every window "
-                  "after the trigger's end.", "",
-                  "| build/arch | trigger | offered req/s | back after s | errors after start |",
-                  "|---|---|---|---|---|"]
+                  f"Goodput back: from the trigger's end, the first 1 s window from which every "
+                  f"window answers at least {RETURN_FRACTION:.0%} of its own arrivals within the "
+                  "bound. Worst p99: the highest window p99 from the trigger's start on.", "",
+                  "| build/arch | trigger | offered req/s | back after s | worst p99 ms | "
+                  "errors after start |", "|---|---|---|---|---|---|"]
         for key, name, t in meta:
             e = t["effect"] or {}
             back = t.get("return_s")
+            worst = max((w["p99_ms"] for w in t.get("windows") or []
+                         if w["p99_ms"] is not None and w["t"] >= t.get("start_s", 0)),
+                        default=None)
             lines.append(f"| {key} | {name} | {fmt(t.get('offered_rps'))} | "
                          f"{fmt(back, 1) if back is not None else 'not within the run'} | "
-                         f"{_errors(e.get('errors') or {})} |")
+                         f"{fmt(worst)} | {_errors(e.get('errors') or {})} |")
         lines.append("")
         for name, p in plots.items():
             if name.startswith("metastability/") and p:

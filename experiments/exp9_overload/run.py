@@ -28,15 +28,17 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, Strict, model_validator
 
-from experiments.config import ConfigError, Float, Str, Table, parse, read
+from experiments.config import ConfigError, Float, Int, Str, Table, parse, read
 from experiments.constants import ARCHS
 from experiments.exp9_overload.capacities import CapacityFrom, measured_capacities
 from experiments.lab.deploy import switch
 from experiments.lab.faults import (
+    ChunkedTrailer,
     FaultWindow,
     ModelDown,
     ModelSlow,
     RedisFrozen,
+    RedisRestarted,
     WorkerKilled,
     local_supervisor,
     sigterm_as_interrupt,
@@ -57,8 +59,11 @@ from experiments.protocol import (
 from experiments.results import write_json_atomic
 from services.describe import HEALTH_PATH, predict_path
 
-FAULT_KINDS = ("model_slow", "model_down", "redis_frozen", "worker_kill")
-TRIGGERS = ("burst",)
+FAULT_KINDS = ("model_slow", "model_down", "redis_frozen", "redis_restart", "worker_kill",
+               "chunked_trailer")
+# Metastability triggers: a burst to burst_factor x capacity, or the model slower for a while
+# (the issue's two: load that overshoots, a dependency that slows down).
+TRIGGERS = ("burst", "model_slow")
 SLOWDOWN_ENV = "SCORING_LAB_MODEL_SLOWDOWN_FILE"
 FAULT_FILE, TRIGGER_FILE = "fault.json", "trigger.json"
 # The burst's own stream draws from another seed than the base load's.
@@ -70,9 +75,15 @@ Positive = Annotated[float, Strict(), Field(gt=0)]
 
 class Build(Table):
     description: Str = ""
+    # The architectures measured on it (default: all): a best build is one architecture's.
+    archs: tuple[Arch, ...] | None = Field(None, min_length=1)
     model_api_env: dict[str, Str] = {}
     scoring_handler_env: dict[str, Str] = {}
+    scoring_handler_workers: Int | None = Field(None, ge=1)
     capacity_rps: dict[Arch, Positive] = {}
+    # Its own 1x: the lowest found capacity of its experiment-5 variant (a build that is not
+    # the default stack has a capacity of its own); capacity_rps wins over it.
+    capacity_from: CapacityFrom | None = None
 
 
 class SweepParams(Table):
@@ -142,7 +153,17 @@ class Overload(Table):
         if missing and self.capacity_from is None:
             raise ValueError(f"capacity_rps has no figure for {missing} and there is no "
                              "[capacity_from] to read it from")
+        for name in self.builds:
+            extra = [a for a in self.build[name].archs or () if a not in self.architectures]
+            if extra:
+                raise ValueError(f"build.{name}.archs: {extra} are not among the "
+                                 f"architectures {list(self.architectures)}")
         return self
+
+    def archs_of(self, build: str) -> tuple[str, ...]:
+        """The architectures measured on `build`, in the config's order."""
+        only = self.build[build].archs
+        return tuple(a for a in self.architectures if only is None or a in only)
 
     def with_measured_capacities(self, root: Path | None = None) -> Overload:
         """The config with every architecture's 1x settled: its own capacity_rps, else the
@@ -151,12 +172,22 @@ class Overload(Table):
         wanted = tuple(a for a in self.architectures if a not in self.capacity_rps)
         source: dict[str, Any] = {a: "config capacity_rps" for a in self.capacity_rps}
         rps = dict(self.capacity_rps)
+        kwargs = {"root": root} if root is not None else {}
         if wanted and self.capacity_from is not None:
-            kwargs = {"root": root} if root is not None else {}
             found, record = measured_capacities(self.capacity_from, wanted, **kwargs)
             rps.update(found)
             source.update({a: record for a in wanted})
-        return self.model_copy(update={"capacity_rps": rps, "capacity_source": source})
+        builds = dict(self.build)
+        for name in self.builds:
+            b = builds[name]
+            own = tuple(a for a in self.archs_of(name) if a not in b.capacity_rps)
+            if b.capacity_from is None or not own:
+                continue
+            found, record = measured_capacities(b.capacity_from, own, **kwargs)
+            builds[name] = b.model_copy(update={"capacity_rps": {**b.capacity_rps, **found}})
+            source.update({f"{name}/{a}": record for a in own})
+        return self.model_copy(update={"capacity_rps": rps, "capacity_source": source,
+                                       "build": builds})
 
     def capacity_of(self, build: str, arch: str) -> float:
         """The capacity the loads are multiples of: the build's own, else the architecture's."""
@@ -176,7 +207,7 @@ class Overload(Table):
 
     @property
     def total_s(self) -> float:
-        return self.arch_s * len(self.architectures) * len(self.builds)
+        return self.arch_s * sum(len(self.archs_of(b)) for b in self.builds)
 
     def to_dict(self) -> dict[str, Any]:
         d = json.loads(self.model_dump_json())
@@ -229,6 +260,8 @@ def deploy_vars(cfg: Overload, name: str, services: dict[str, dict[str, Any]]) -
                                              SLOWDOWN_ENV: slowdown_file(services)}}
     if b.scoring_handler_env:
         out["scoring_handler_env"] = dict(b.scoring_handler_env)
+    if b.scoring_handler_workers is not None:
+        out["scoring_handler_workers"] = b.scoring_handler_workers
     return out
 
 
@@ -285,9 +318,15 @@ def make_fault(kind: str, lab: Session, arch: str, cfg: Overload) -> Any:
                          lab.topology.url(f"model-{arch}") + HEALTH_PATH)
     if kind == "redis_frozen":
         return RedisFrozen(local_supervisor(s, "redis"))
+    if kind == "redis_restart":
+        return RedisRestarted(local_supervisor(s, "redis"), s["redis"]["url"])
     if kind == "worker_kill":
         return WorkerKilled(local_supervisor(s, f"scoring-{arch}"), f"scoring-{arch}",
                             lab.topology.scoring_url(arch) + HEALTH_PATH)
+    if kind == "chunked_trailer":
+        return ChunkedTrailer(local_supervisor(s, f"scoring-{arch}"), f"scoring-{arch}",
+                              lab.topology.scoring_url(arch),
+                              lab.topology.scoring_url(arch) + HEALTH_PATH)
     raise ValueError(f"fault kind {kind!r}: expected one of {', '.join(FAULT_KINDS)}")
 
 
@@ -362,6 +401,13 @@ class Measure:
         for trigger in m.triggers:
             out = self._dir("metastability") / trigger
             self._recover(out / "before", f.recover_max_s)
+            if trigger == "model_slow":
+                # the fault's own injector, for the trigger's length, at the trigger's load
+                self.timeline(out, ModelSlow(slowdown_file(self.lab.topology.services),
+                                             f.slowdown),
+                              base, m.before_s, m.trigger_s, m.after_s, f.startup_s,
+                              TRIGGER_FILE)
+                continue
             extra = (m.burst_factor - m.load) * self.capacity
             burst = Burst(self.lab, self.arch, out / "burst",
                           open_model(self.cfg, extra, BURST_SEED_OFFSET), m.trigger_s,
@@ -376,7 +422,7 @@ def run_overload(cfg: Overload, options: RunOptions,
                  finish: Callable[[Path], Any]) -> Path:
     """Deploy each build, measure each architecture on it, redeploy the default build at the
     end (always); collect; `finish`. Returns the result folder."""
-    steps = len(cfg.builds) * len(cfg.architectures)
+    steps = sum(len(cfg.archs_of(b)) for b in cfg.builds)
     with session(cfg.experiment, options, planned_s=cfg.total_s, steps=steps, guard=cfg.guard,
                  finish=finish, profile=cfg.profile, protocol=cfg.to_dict(),
                  arrival="open", builds=[]) as lab:
@@ -398,7 +444,7 @@ def run_overload(cfg: Overload, options: RunOptions,
                                              what=f"build {name}")
                     lab.deploy_vars = wanted
                     run.update(builds=records)
-                    for arch in cfg.architectures:
+                    for arch in cfg.archs_of(name):
                         step += 1
                         m = Measure(lab, cfg, name, arch, step)
                         entry.setdefault("windows", {})[arch] = {"start": time.time()}

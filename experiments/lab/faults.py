@@ -14,8 +14,14 @@ The faults (issue 25), each on the lab the session deployed, through what the la
   model APIs read when their build sets SCORING_LAB_MODEL_SLOWDOWN_FILE); removed = file gone.
 - ``ModelDown``: the model API's program stopped by the lab's supervisord, started again.
 - ``RedisFrozen``: SIGSTOP of the Redis process the lab's supervisord runs, SIGCONT after.
+- ``RedisRestarted``: the Redis program restarted by supervisord at the window's start (it
+  comes back from the lab's snapshot of the features: services/seed.py); removal makes sure it
+  runs and answers PING.
 - ``WorkerKilled``: SIGKILL of one scoring worker; its master starts a new one (gunicorn,
   uvicorn); removal waits for the worker count to be whole again, else restarts the program.
+- ``ChunkedTrailer``: one chunked request with a trailer field to the scoring handler, as a
+  client could send it: meinheld 1.0.2's parser crashes the worker that reads it (a known,
+  documented limit); other servers answer it. Removal as WorkerKilled's.
 Every fault acts on processes of the controller's host (a one-host lab): a remote service
 raises FaultError before anything is touched.
 """
@@ -25,9 +31,11 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -145,6 +153,46 @@ class RedisFrozen:
         return {"pid": self.pid, "status": "gone"}
 
 
+def redis_answers(url: str, timeout_s: float = 1.0) -> bool:
+    """Redis at ``url`` answers PING (+PONG, or -NOAUTH from a Redis with a password: it
+    answers, which is all this asks)."""
+    u = urllib.parse.urlsplit(url)
+    try:
+        with socket.create_connection((u.hostname or "127.0.0.1", u.port or 6379),
+                                      timeout=timeout_s) as sock:
+            sock.sendall(b"PING\r\n")
+            reply = sock.recv(64)
+    except OSError:
+        return False
+    return reply.startswith((b"+PONG", b"-NOAUTH"))
+
+
+@dataclass
+class RedisRestarted:
+    supervisor: Supervisor
+    url: str
+    program: str = "redis"
+    name: str = "redis_restart"
+    ready_timeout_s: float = 60.0
+    answers: Callable[[str], bool] = field(default=redis_answers)
+
+    def start(self) -> dict[str, Any]:
+        started = time.monotonic()
+        out = self.supervisor.run("restart", self.program)
+        return {"restarted": out, "restart_s": round(time.monotonic() - started, 3)}
+
+    def stop(self) -> dict[str, Any]:
+        if not self.supervisor.running(self.program):
+            self.supervisor.run("start", self.program)
+        started = time.monotonic()
+        while not self.answers(self.url):
+            if time.monotonic() - started > self.ready_timeout_s:
+                raise FaultError(f"Redis at {self.url} did not answer PING within "
+                                 f"{self.ready_timeout_s:g} s")
+            time.sleep(0.2)
+        return {"running": True, "answers_after_s": round(time.monotonic() - started, 3)}
+
+
 def workers_of(master: int) -> list[psutil.Process]:
     """A server master's worker processes: its children, less multiprocessing's helpers
     (uvicorn's spawned workers share a resource tracker)."""
@@ -183,17 +231,67 @@ class WorkerKilled:
     def stop(self) -> dict[str, Any]:
         if self.master is None:
             return {"skipped": "nothing killed"}
-        deadline = time.monotonic() + self.restore_timeout_s
-        while time.monotonic() < deadline:
-            with contextlib.suppress(psutil.Error):
-                alive = [p for p in self.list_workers(self.master) if p.pid != self.killed]
-                if len(alive) >= self.workers:
-                    return {"workers_back": len(alive)}
-            time.sleep(0.2)
-        # the master did not replace its worker: restart the program so the lab is whole
-        self.supervisor.run("restart", self.program)
-        return {"restarted": True,
-                "healthy_after_s": wait_until_healthy(self.health_url, self.restore_timeout_s)}
+        return restore_workers(self.supervisor, self.program, self.health_url, self.master,
+                               self.workers, {self.killed}, self.restore_timeout_s,
+                               self.list_workers)
+
+
+def restore_workers(supervisor: Supervisor, program: str, health_url: str, master: int,
+                    workers: int, gone: set[int | None], timeout_s: float,
+                    list_workers: Callable[[int], list[psutil.Process]]) -> dict[str, Any]:
+    """Wait for ``master`` to have ``workers`` workers again, none of them the ``gone`` pids;
+    if it does not within timeout_s, restart the program so the lab is whole."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(psutil.Error):
+            alive = [p for p in list_workers(master) if p.pid not in gone]
+            if len(alive) >= workers:
+                return {"workers_back": len(alive)}
+        time.sleep(0.2)
+    supervisor.run("restart", program)
+    return {"restarted": True, "healthy_after_s": wait_until_healthy(health_url, timeout_s)}
+
+
+# The request that crashes a meinheld 1.0.2 worker (README, "known limit of the sync server").
+CHUNKED_TRAILER = (b"GET /api/v1/healthcheck HTTP/1.1\r\nHost: lab\r\n"
+                   b"Transfer-Encoding: chunked\r\n\r\n0\r\nX-T: t\r\n\r\n")
+
+
+@dataclass
+class ChunkedTrailer:
+    supervisor: Supervisor
+    program: str
+    url: str  # the scoring handler's base URL
+    health_url: str
+    name: str = "chunked_trailer"
+    restore_timeout_s: float = 30.0
+    master: int | None = None
+    before: set[int] = field(default_factory=set)
+    list_workers: Callable[[int], list[psutil.Process]] = field(default=workers_of)
+
+    def start(self) -> dict[str, Any]:
+        self.master = self.supervisor.pid(self.program)
+        self.before = {p.pid for p in self.list_workers(self.master)}
+        u = urllib.parse.urlsplit(self.url)
+        try:
+            with socket.create_connection((u.hostname, u.port), timeout=2.0) as sock:
+                sock.sendall(CHUNKED_TRAILER)
+                reply = sock.recv(64)
+            answer = reply.split(b"\r\n", 1)[0].decode(errors="replace") or "closed, no answer"
+        except OSError as exc:
+            answer = f"{type(exc).__name__}: {exc}"
+        time.sleep(0.5)  # a crashed worker is reaped by its master within milliseconds
+        with contextlib.suppress(psutil.Error):
+            died = sorted(self.before - {p.pid for p in self.list_workers(self.master)})
+            return {"answer": answer, "workers_before": len(self.before), "died": died}
+        return {"answer": answer, "workers_before": len(self.before), "died": None}
+
+    def stop(self) -> dict[str, Any]:
+        if self.master is None:
+            return {"skipped": "nothing sent"}
+        return restore_workers(self.supervisor, self.program, self.health_url, self.master,
+                               len(self.before), set(), self.restore_timeout_s,
+                               self.list_workers)
 
 
 def wait_until_healthy(url: str, timeout_s: float) -> float:

@@ -25,14 +25,19 @@ def test_registered_and_every_profile_parses_within_its_time():
     assert EXPERIMENTS["9"] is EXPERIMENT and BY_NAME["experiment-9"] is EXPERIMENT
     full, quick, smoke = (EXPERIMENT.configure(p) for p in ("full", "quick", "smoke"))
     assert EXPERIMENT.default_profile() == "full"
-    assert smoke.total_s < 150  # the end-to-end test's run
+    assert smoke.total_s < 200  # the end-to-end test's run: every fault and trigger, briefly
     assert 15 * 60 <= quick.total_s <= 30 * 60
     assert quick.total_s < full.total_s
     assert {c.bound_ms for c in (full, quick, smoke)} == {250}  # the shared bound
     assert full.sweep.factors[0] == 0.5 and full.sweep.factors[-1] == 3.0
     assert full.faults.load == 0.6 and full.metastability.load == 0.9
-    assert set(full.faults.kinds) == {"model_slow", "model_down", "redis_frozen", "worker_kill"}
-    assert smoke.builds == ("admission",) and full.builds == ("default", "admission")
+    assert set(full.faults.kinds) == {"model_slow", "model_down", "redis_frozen",
+                                      "redis_restart", "worker_kill", "chunked_trailer"}
+    assert smoke.builds == ("admission",) and quick.builds == ("default", "admission")
+    assert full.builds == ("default", "admission", "best-sync", "best-async")
+    # a best build is one architecture's: the plan counts the architectures each build runs
+    assert full.archs_of("best-sync") == ("sync",) and full.archs_of("default") == ("sync", "async")
+    assert full.total_s == pytest.approx(full.arch_s * 6)
 
 
 def test_each_build_deploys_its_env_and_the_slowdown_knob():
@@ -66,9 +71,28 @@ def test_the_loads_are_multiples_of_each_builds_capacity():
     (lambda d: d["capacity_from"].update(runs=[]), "runs"),
     (lambda d: d["metastability"].update(triggers=["slow"]), "triggers"),
     (lambda d: d["faults"].update(colour="red"), "unknown key 'colour'"),
+    (lambda d: (d.update(architectures=["async"]), d["build"]["best-sync"]),
+     r"build.best-sync.archs: \['sync'\] are not among the architectures \['async'\]"),
+    (lambda d: d["build"]["best-async"].update(scoring_handler_workers=0), "scoring_handler_workers"),
 ])
 def test_bad_values_are_named(change, match):
     data = _data()
     change(data)
     with pytest.raises(ConfigError, match=match):
         parse_overload(data, "full", source="exp9.toml")
+
+
+def test_the_best_builds_deploy_their_settings_and_carry_their_own_capacity():
+    cfg = EXPERIMENT.configure("full")
+    best_async = deploy_vars(cfg, "best-async", SERVICES)
+    assert best_async["scoring_handler_workers"] == 1
+    assert best_async["scoring_handler_env"] == {"SCORING_LAB_HTTP_CLIENT": "aiohttp"}
+    best_sync = settings_from_env(deploy_vars(cfg, "best-sync", SERVICES)["scoring_handler_env"])
+    assert best_sync.sync_worker is SyncWorker.GTHREAD and best_sync.gthread_threads == 32
+    # their 1x is their own variant's found capacity, not the default stack's
+    for build, arch, variant in (("best-sync", "sync", "sync-gthread-32"),
+                                 ("best-async", "async", "async-aiohttp-workers-1")):
+        source = cfg.capacity_source[f"{build}/{arch}"]
+        assert source["variant"] == variant
+        found = [f["capacity_rps"] for f in source["figures"][arch] if f["status"] == "found"]
+        assert cfg.capacity_of(build, arch) == min(found) > cfg.capacity_rps[arch]

@@ -29,14 +29,23 @@ def test_every_fault_was_injected_and_removed_and_the_lab_is_whole(folder):
     assert all(c["ok"] for c in m["builds"][0]["deploy"]["verify"])
     assert all(c["ok"] for c in m["restore_default"]["verify"])
     for arch in ("sync", "async"):
-        for fault in ("model_slow", "model_down", "redis_frozen", "worker_kill"):
+        for fault in ("model_slow", "model_down", "redis_frozen", "redis_restart",
+                      "worker_kill", "chunked_trailer"):
             d = folder / "raw/locust/faults/admission" / arch / fault
             record = json.loads((d / "fault.json").read_text())
             assert "error" not in record and "stop_error" not in record, record
             assert record["started_at"] < record["ended_at"] <= record["removed_at"]
-        meta = folder / "raw/locust/metastability/admission" / arch / "burst"
-        trigger = json.loads((meta / "trigger.json").read_text())
+            if fault == "redis_restart":
+                assert record["stop"]["running"], record
+            if fault == "chunked_trailer":
+                # the admission build's sync side is gthread, not meinheld: answered, none died
+                assert record["start"]["answer"].startswith("HTTP/1.1"), record
+                assert record["start"]["died"] == [], record
+        meta = folder / "raw/locust/metastability/admission" / arch
+        trigger = json.loads((meta / "burst" / "trigger.json").read_text())
         assert "error" not in trigger and trigger["stop"]["requests"] > 0, trigger
+        slow = json.loads((meta / "model_slow" / "trigger.json").read_text())
+        assert "error" not in slow and slow["stop"]["removed"], slow
     services = m["topology"]["services"]
     run_dir = services["redis"]["run_dir"]
     sup = Supervisor(run_dir)

@@ -15,13 +15,17 @@ import psutil
 import pytest
 
 from experiments.lab.faults import (
+    CHUNKED_TRAILER,
+    ChunkedTrailer,
     FaultError,
     FaultWindow,
     ModelSlow,
     RedisFrozen,
+    RedisRestarted,
     WorkerKilled,
     injected,
     local_supervisor,
+    redis_answers,
     sigterm_as_interrupt,
 )
 from services import slowdown
@@ -167,3 +171,101 @@ def test_faults_act_on_a_one_host_lab_only():
         local_supervisor(services, "redis")
     assert local_supervisor(services, "model-sync").command[-1] == \
         "/r/supervisor/supervisord.conf"
+
+
+@dataclass
+class CountingSupervisor:
+    """A supervisord stand-in that says a program runs once started."""
+
+    is_running: bool = True
+    calls: list[tuple[str, ...]] = field(default_factory=list)
+
+    def run(self, *args: str) -> str:
+        self.calls.append(args)
+        if args[0] in ("start", "restart"):
+            self.is_running = True
+        return f"{args[-1]}: {args[0]}ed"
+
+    def running(self, program: str) -> bool:
+        return self.is_running
+
+    def pid(self, program: str) -> int:
+        return 4242
+
+
+def test_redis_restart_restarts_it_and_its_removal_waits_for_ping():
+    answers = iter([False, False, True])
+    sup = CountingSupervisor()
+    fault = RedisRestarted(sup, "redis://127.0.0.1:1/0", answers=lambda url: next(answers))
+    record: dict = {}
+    with injected(fault, record):
+        pass
+    assert sup.calls == [("restart", "redis")]
+    assert record["stop"]["running"] and record["stop"]["answers_after_s"] >= 0.4
+    # stopped meanwhile (a restart that failed half-way): removal starts it
+    sup = CountingSupervisor(is_running=False)
+    RedisRestarted(sup, "redis://x:1/0", answers=lambda url: True).stop()
+    assert sup.calls == [("start", "redis")]
+
+
+def test_redis_that_never_answers_is_a_fault_error():
+    fault = RedisRestarted(CountingSupervisor(), "redis://x:1/0", ready_timeout_s=0.3,
+                           answers=lambda url: False)
+    with pytest.raises(FaultError, match="did not answer PING within 0.3 s"):
+        fault.stop()
+
+
+def test_redis_answers_reads_a_real_reply(tmp_path):
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def serve(reply: bytes) -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(64)
+            conn.sendall(reply)
+
+    for reply, expected in ((b"+PONG\r\n", True), (b"-NOAUTH Authentication required.\r\n",
+                                                    True), (b"-ERR busy\r\n", False)):
+        t = threading.Thread(target=serve, args=(reply,))
+        t.start()
+        assert redis_answers(f"redis://127.0.0.1:{port}/0") is expected
+        t.join()
+    server.close()
+    assert redis_answers(f"redis://127.0.0.1:{port}/0", timeout_s=0.5) is False  # nobody
+
+
+def test_a_chunked_trailer_is_sent_and_a_dead_worker_waited_for():
+    import socket
+    import threading
+    from types import SimpleNamespace
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    got: list[bytes] = []
+
+    def crash() -> None:  # a worker that dies on the request: the connection just closes
+        conn, _ = server.accept()
+        got.append(conn.recv(256))
+        conn.close()
+
+    t = threading.Thread(target=crash)
+    t.start()
+    workers = [[SimpleNamespace(pid=1), SimpleNamespace(pid=2)],  # before
+               [SimpleNamespace(pid=1)],                          # after: 2 died
+               [SimpleNamespace(pid=1)],                          # removal: not yet back
+               [SimpleNamespace(pid=1), SimpleNamespace(pid=3)]]  # replaced
+    calls = iter(workers)
+    fault = ChunkedTrailer(CountingSupervisor(), "scoring-sync", f"http://127.0.0.1:{port}",
+                           "http://127.0.0.1:1/health", list_workers=lambda master: next(calls))
+    record: dict = {}
+    with injected(fault, record):
+        pass
+    t.join()
+    server.close()
+    assert got[0] == CHUNKED_TRAILER and b"Transfer-Encoding: chunked" in got[0]
+    assert record["start"] == {"answer": "closed, no answer", "workers_before": 2, "died": [2]}
+    assert record["stop"] == {"workers_back": 2}

@@ -95,7 +95,7 @@ def test_the_analysis_reads_the_sweep_faults_and_triggers(folder):
     h = report.headline(res)
     assert h["goodput"]["admission/async"] == {"1x": 8.0, "2x": 8.0, "recover_s": 2.5}
     assert h["faults"]["admission/async/worker_kill"] == {
-        "detect_s": 0.3, "recover_s": 2.0, "lost": 50, "wrong": 0}
+        "detect_s": 0.3, "detect_by": "error", "recover_s": 2.0, "lost": 50, "wrong": 0}
 
 
 def test_the_report_writes_tables_plots_and_rebuilds_the_same(folder):
@@ -103,8 +103,10 @@ def test_the_report_writes_tables_plots_and_rebuilds_the_same(folder):
     written = report.write_report(folder, res)
     text = written.markdown.read_text()
     assert "| 2x | 16.0 | 8.0 | 80 |" in text
-    assert "| admission/async | worker_kill | 50.0 | 0.30 | 2.0 | 50 | 50 | 0 | reset 50 | ok |" \
-        in text
+    assert ("| admission/async | worker_kill | 50.0 | 0.30 (error) | 2.0 | 50 | 50 | 0 | "
+            "reset 50 | ok |") in text
+    # the burst: back 3-4.5 s after its end, its 900 ms answers the worst window
+    assert "| admission/async | burst | 7.2 | 3" in text and "| 900.0 | none |" in text
     assert {p.name for p in written.plots} == {"plot_sweep_admission.png",
                                                "plot_faults_worker_kill.png",
                                                "plot_metastability_burst.png"}

@@ -78,6 +78,7 @@ def test_windows_bucket_by_scheduled_time():
     assert [w.t for w in ws] == [0.0, 1.0, 2.0]
     assert [w.offered for w in ws] == [2, 2, 1]
     assert [w.goodput_rps for w in ws] == [2.0, 0.0, 1.0]
+    assert [w.good for w in ws] == [2, 0, 1] and [w.good_share for w in ws] == [1.0, 0.0, 1.0]
     assert ws[1].errors == {"504": 1} and ws[0].errors == {}
     assert ws[1].p99_ms == pytest.approx(300.0)
     with pytest.raises(ValueError, match="width_s"):
@@ -103,6 +104,7 @@ def test_fault_effect_detect_recover_and_lost():
     e = fault_effect(_run_with_fault(13.0), T0 + 5, T0 + 10, T0 + 20)
     assert e.baseline_p99_ms == pytest.approx(50.0)
     assert e.detect_s == pytest.approx(0.3)  # the first failure's answer, 300 ms after
+    assert e.detect_by == "error"
     assert e.recover_s == pytest.approx(3.0)
     assert e.failed == 50 and e.lost == 50 and e.wrong == 0 and e.errors == {"reset": 50}
 
@@ -110,7 +112,18 @@ def test_fault_effect_detect_recover_and_lost():
 def test_a_fault_nobody_noticed_has_no_detection_and_recovers_at_once():
     records = [ok(k / 10) for k in range(100)]
     e = fault_effect(records, T0 + 3, T0 + 5, T0 + 10)
-    assert e.detect_s is None and e.recover_s == 0.0 and e.failed == 0
+    assert e.detect_s is None and e.detect_by is None and e.recover_s == 0.0 and e.failed == 0
+
+
+def test_a_fault_that_fails_nothing_is_detected_in_latency():
+    # the model 3x slower: every answer still 200, 150 ms instead of 50 from the fault's start
+    records = [ok(k / 10, 150.0 if 5 <= k / 10 < 10 else 50.0) for k in range(200)]
+    e = fault_effect(records, T0 + 5, T0 + 10, T0 + 20)
+    assert e.detect_by == "latency" and e.detect_s == pytest.approx(0.15)
+    assert e.failed == 0 and e.recover_s == pytest.approx(0.0)
+    # within tolerance x the pre-fault p99 it is not a detection
+    mild = [ok(k / 10, 70.0 if 5 <= k / 10 < 10 else 50.0) for k in range(200)]
+    assert fault_effect(mild, T0 + 5, T0 + 10, T0 + 20).detect_s is None
 
 
 def test_a_stack_that_never_recovers_says_so():
@@ -134,9 +147,21 @@ def test_fault_effect_refuses_times_out_of_order():
 def test_goodput_return_after_a_trigger():
     ws = windows([ok(k / 10, 400.0 if 5 <= k / 10 < 9 else 50.0) for k in range(150)],
                  T0, T0 + 15, 1.0, bound_ms=250.0)
-    assert goodput_return_s(ws, 7.0, target_rps=10.0) == pytest.approx(2.0)
-    assert goodput_return_s(ws, 7.0, target_rps=20.0) is None
-    assert math.isclose(goodput_return_s(ws, 10.0, 10.0), 0.0)
+    assert goodput_return_s(ws, 7.0) == pytest.approx(2.0)
+    assert math.isclose(goodput_return_s(ws, 10.0), 0.0)
+    # a late window that serves too few of its arrivals in time: not back within the run
+    relapse = windows([ok(k / 10, 400.0 if k >= 140 else 50.0) for k in range(150)],
+                      T0, T0 + 15, 1.0, bound_ms=250.0)
+    assert goodput_return_s(relapse, 7.0) is None
+
+
+def test_goodput_return_reads_each_windows_own_arrivals_not_the_nominal_rate():
+    # Poisson arrivals around 10/s: windows of 4, 12, 7 arrivals, every one answered in time.
+    # Against a nominal 10 req/s the 4- and 7-arrival windows would read as goodput lost.
+    times = [0.1, 0.3, 0.5, 0.7] + [1 + k / 12 for k in range(12)] + [2 + k / 7 for k in range(7)]
+    ws = windows([ok(t) for t in times] + [ok(3.5)], T0, T0 + 5, 1.0, bound_ms=250.0)
+    assert [w.offered for w in ws] == [4, 12, 7, 1, 0]
+    assert goodput_return_s(ws, 0.0) == 0.0  # an empty window says nothing against it
 
 
 def test_read_records_takes_the_error_column_and_skips_a_torn_line(tmp_path):
