@@ -19,9 +19,9 @@ records alone:
   and p99 of the answers served in it.
 - ``fault_effect``: time to detect (the first failed answer, or answer later than
   ``tolerance`` x the pre-fault p99, of a request scheduled after the fault started, when its
-  client saw it: a fault that fails nothing, a slower model, shows as latency), time to recover (from the fault's end to the first window from which every
-  window is again error-free with its p99 within ``tolerance`` x the pre-fault p99), lost and
-  wrong answers.
+  client saw it: a fault that fails nothing, a slower model, shows as latency), time to
+  recover (from the fault's end to the first window from which every window is again
+  error-free with its p99 within ``tolerance`` x the pre-fault p99), lost and wrong answers.
 """
 
 from __future__ import annotations

@@ -123,7 +123,9 @@ def regime(batching: dict[str, Any], on_demand: dict[str, Any],
     - "lowers latency only": the same, batching's 1-user p50 lower (with one slot, an async
       request's two concurrent calls share one prediction instead of queueing for the slot);
     - "no difference": neither search tells the capacities apart, the same 1-user p50;
-    - "undecided": a side has no capacity to compare.
+    - "undecided": a side has no capacity to compare (unless it passed nothing and
+      confidently failed a rate, `upper_rps`, and the other's capacity is above that rate by
+      the margin: then that decides, "ratio_at_least" the other's capacity over it).
     Also the capacity ratio and the p50 batching adds at 1 user (negative: it saves)."""
     b, o = batching.get("capacity_rps"), on_demand.get("capacity_rps")
     bp, op = batching.get("p50_1_user_ms"), on_demand.get("p50_1_user_ms")
@@ -131,6 +133,17 @@ def regime(batching: dict[str, Any], on_demand: dict[str, Any],
     out = {"ratio": b / o if b and o else None, "added_p50_ms": added,
            "batching_rps": b, "on_demand_rps": o}
     if not b or not o:
+        # A side that passed nothing but failed a rate has a capacity below it (an upper
+        # bound): the other side's capacity above that, by the margin, still decides.
+        ou, bu = on_demand.get("upper_rps"), batching.get("upper_rps")
+        if b and not o and ou and b > ou * (1 + margin):
+            return {**out, "regime": "wins", "ratio_at_least": b / ou,
+                    "why": f"batching passed a rate above {ou:.1f} req/s, which on-demand "
+                           "confidently failed without passing any"}
+        if o and not b and bu and o > bu * (1 + margin):
+            return {**out, "regime": "loses", "ratio_at_least": o / bu,
+                    "why": f"on-demand passed a rate above {bu:.1f} req/s, which batching "
+                           "confidently failed without passing any"}
         why = "batching" if not b else "on-demand"
         return {**out, "regime": "undecided", "why": f"no capacity measured for {why}"}
     if b > o * (1 + margin) and b >= _upper(on_demand):

@@ -36,6 +36,7 @@ from experiments.reporting import (
     footer_lines,
     hardware_section,
     header_lines,
+    headline_capacity,
     number,
     write_files,
 )
@@ -119,6 +120,7 @@ def analyse(folder: str | Path) -> dict[str, Any]:
         model = v.get("model_server") or f"model-{r['arch']}"
         parts = [cpu.get(f"scoring-{r['arch']}"), cpu.get(model), cpu.get("redis")]
         at = _at_capacity(levels, r.get("capacity_rps"))
+        entry = ((res["capacity"].get(r["variant"]) or {}).get(r["arch"]) or {}).get("shared")
         facts = next((lv["histogram"] for lv in levels if lv["histogram"].get("model")), {})
         rows.append({**r, "model_build": v.get("model"), "device": v.get("device"),
                      "slots": v.get("slots"), "model_server": v.get("model_server") or "",
@@ -127,6 +129,7 @@ def analyse(folder: str | Path) -> dict[str, Any]:
                      "served_by": {"model": facts.get("model"), "slots": facts.get("slots"),
                                    "batching": facts.get("batching")},
                      "at_capacity": at,
+                     "capacity_upper_rps": _confident_failure(entry or {}),
                      "stack_cpu_ms_per_request": (sum(parts) if all(p is not None
                                                                     for p in parts) else None)})
     res["rows"] = rows
@@ -138,7 +141,7 @@ def analyse(folder: str | Path) -> dict[str, Any]:
 def _side(r: dict) -> dict[str, Any]:
     return {"capacity_rps": r.get("capacity_rps"), "status": r.get("capacity_status"),
             "first_failing_rps": r.get("first_overloaded_rps"),
-            "p50_1_user_ms": r.get("p50_1_user_ms")}
+            "upper_rps": _upper_bound(r), "p50_1_user_ms": r.get("p50_1_user_ms")}
 
 
 def regimes(rows: list[dict], margin: float) -> list[dict[str, Any]]:
@@ -158,6 +161,8 @@ def regimes(rows: list[dict], margin: float) -> list[dict[str, Any]]:
                     **regime(_side(r), _side(twin), margin),
                     "batching_status": r.get("capacity_status"),
                     "on_demand_status": twin.get("capacity_status"),
+                    "batching_upper_rps": _upper_bound(r),
+                    "on_demand_upper_rps": _upper_bound(twin),
                     "max_wait_ms": r["max_wait_ms"],
                     "mean_batch_at_capacity": at["histogram"]["item_mean_size"] if at else None})
     return out
@@ -167,7 +172,13 @@ def _headline(res: dict) -> dict[str, Any]:
     def r1(x):
         return None if number(x) is None else round(x, 1)
 
-    return {"capacity_rps": {f"{r['architecture']} / {r['device']}": r1(r.get("capacity_rps"))
+    def figure(r):  # a lower bound as ">= x", an upper bound as "< x"
+        upper = _upper_bound(r)
+        if upper is not None:
+            return f"< {r1(upper)}"
+        return headline_capacity(r.get("capacity_rps"), r.get("capacity_status"))
+
+    return {"capacity_rps": {f"{r['architecture']} / {r['device']}": figure(r)
                              for r in res["rows"] if "capacity_rps" in r},
             "regime": {f"{g['architecture']} / {g['device']}": g["regime"]
                        for g in res["regimes"]},
@@ -183,9 +194,27 @@ def headline(res: dict) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ markdown
 
 
+def _upper_bound(r: dict) -> float | None:
+    """A search that passed nothing and confidently failed a rate: the capacity is below the
+    lowest such rate (an undecided rate bounds nothing; `capacity_upper_rps`, set by analyse
+    from the search's steps)."""
+    if number(r.get("capacity_rps")) is None and number(r.get("capacity_upper_rps")):
+        return r["capacity_upper_rps"]
+    return None
+
+
+def _confident_failure(entry: dict[str, Any]) -> float | None:
+    failed = [s["rate"] for s in entry.get("steps") or []
+              if s.get("outcome") == "fail" and not s.get("superseded")]
+    return min(failed) if failed else None
+
+
 def _capacity(r: dict) -> str:
     if "capacity_rps" not in r:
         return "no search"
+    upper = _upper_bound(r)
+    if upper is not None:
+        return f"< {fmt(upper)} (upper bound: passed nothing, confidently failed {fmt(upper)})"
     value = fmt(r["capacity_rps"])
     if r.get("capacity_status") in LOWER_BOUNDS and number(r["capacity_rps"]):
         return f">= {value} (lower bound)"
@@ -221,9 +250,12 @@ def _limit(slots: int | None) -> str:
 
 
 def _verdict_line(g: dict) -> str:
-    ratio = f"{g['ratio']:.2f}x" if g["ratio"] else "n/a"
-    b = _capacity({"capacity_rps": g["batching_rps"], "capacity_status": g["batching_status"]})
-    o = _capacity({"capacity_rps": g["on_demand_rps"], "capacity_status": g["on_demand_status"]})
+    ratio = (f"{g['ratio']:.2f}x" if g["ratio"] else
+             f"at least {g['ratio_at_least']:.1f}x" if g.get("ratio_at_least") else "n/a")
+    b = _capacity({"capacity_rps": g["batching_rps"], "capacity_status": g["batching_status"],
+                   "capacity_upper_rps": g.get("batching_upper_rps")})
+    o = _capacity({"capacity_rps": g["on_demand_rps"], "capacity_status": g["on_demand_status"],
+                   "capacity_upper_rps": g.get("on_demand_upper_rps")})
     added = g["added_p50_ms"]
     latency = ("no 1-user p50 to compare" if added is None else
                f"at 1 user it {'adds' if added >= 0 else 'saves'} {abs(added):.1f} ms of p50"

@@ -117,3 +117,19 @@ def test_batching_loses_no_difference_and_undecided():
     assert v["regime"] == "undecided" and "batching" in v["why"]
     assert regime(_side(100, 110, None), _side(100, 110, 47))["added_p50_ms"] is None
     assert regime(_side(100, 110, 50), _side(100, 110, 47), margin=0.0)["ratio"] == 1
+
+
+def test_a_side_that_passed_nothing_decides_through_the_rate_it_confidently_failed():
+    # experiment 7's quick run: on-demand on one slot failed its lowest rate, 5.0 req/s
+    on_demand = {"capacity_rps": None, "status": "below_range", "first_failing_rps": 5.0,
+                 "upper_rps": 5.0, "p50_1_user_ms": 97.8}
+    micro = {"capacity_rps": 82.4, "status": "found", "first_failing_rps": 89.9,
+             "p50_1_user_ms": 57.9}
+    v = regime(micro, on_demand)
+    assert v["regime"] == "wins" and v["ratio_at_least"] == pytest.approx(82.4 / 5.0)
+    assert v["ratio"] is None
+    # within the margin of that rate, or without a confident failure: undecided
+    assert regime({**micro, "capacity_rps": 5.2}, on_demand)["regime"] == "undecided"
+    assert regime(micro, {**on_demand, "upper_rps": None})["regime"] == "undecided"
+    # and the other way round
+    assert regime(on_demand, micro)["regime"] == "loses"

@@ -119,6 +119,7 @@ def test_a_named_model_server_is_called_through_the_topology():
     # the mechanism a BentoML build uses, shown with a server the lab has (DEVICE_VARS knows it)
     data = _data()
     data["batching"]["models"]["other"] = {"scoring": ["async"], "model_server": "model-sync"}
+    data["batching"]["only_models"] = ["other"]
     point = {v.name: v for v in parse_batching(data).variants}["other-1-slot"]
     services = {"model-sync": {"url": "http://127.0.0.1:5000"},
                 "model-async": {"url": "http://127.0.0.1:8000"}}

@@ -73,7 +73,8 @@ def test_the_loads_are_multiples_of_each_builds_capacity():
     (lambda d: d["faults"].update(colour="red"), "unknown key 'colour'"),
     (lambda d: (d.update(architectures=["async"]), d["build"]["best-sync"]),
      r"build.best-sync.archs: \['sync'\] are not among the architectures \['async'\]"),
-    (lambda d: d["build"]["best-async"].update(scoring_handler_workers=0), "scoring_handler_workers"),
+    (lambda d: d["build"]["best-async"].update(scoring_handler_workers=0),
+     "scoring_handler_workers"),
 ])
 def test_bad_values_are_named(change, match):
     data = _data()
