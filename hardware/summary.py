@@ -119,8 +119,8 @@ def write_resources(samples: Iterable[Sample], csv_path: str | Path) -> list[Pat
     write_samples_csv(bare, csv_path)
     if not records:
         return [Path(csv_path)]
-    tcplog.write(records, tcplog.sidecar(csv_path))
-    return [Path(csv_path), tcplog.sidecar(csv_path)]
+    tcplog.write(records, tcplog.gz_sidecar(csv_path))
+    return [Path(csv_path), tcplog.gz_sidecar(csv_path)]
 
 
 def read_samples_csv(path: str | Path) -> list[Sample]:

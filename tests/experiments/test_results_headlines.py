@@ -20,7 +20,11 @@ from experiments.results_index import headline_text, run_folders
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "results"
-RUNS = run_folders(RESULTS)
+# Complete runs: an interrupted one keeps its raw data and its "incomplete" mark, no report
+# (test_an_interrupted_run_is_kept_marked_incomplete).
+ALL_RUNS = run_folders(RESULTS)
+RUNS = [r for r in ALL_RUNS
+        if json.loads((r / "manifest.json").read_text())["status"] == "complete"]
 # Experiments whose headline keys name each build themselves (variant/arch, "best", a tier,
 # default/sync 1x, async scoring + micro / 1-slot); the others measure the default builds and
 # must say so in a "builds" key.
@@ -38,6 +42,14 @@ def _same(a: object, b: object) -> bool:
 
 def test_there_are_committed_runs_to_check():
     assert len(RUNS) >= 14
+
+
+def test_an_interrupted_run_is_kept_marked_incomplete():
+    index = (RESULTS / "README.md").read_text().splitlines()
+    for run in (r for r in ALL_RUNS if r not in RUNS):
+        assert _manifest(run)["status"] == "incomplete" and (run / "raw").is_dir()
+        row = next(line for line in index if line.startswith(f"| [{run.name}]"))
+        assert "incomplete" in row, row
 
 
 # slow: it re-derives every committed run's analysis from its raw data (about a minute)

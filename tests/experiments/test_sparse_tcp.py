@@ -46,7 +46,7 @@ def test_converts_losslessly_and_lists_the_file(tmp_path, capsys):
     assert load_resource_samples(folder / "raw" / "resources") == {"localhost": samples}
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["collected"]["resources"] == ["raw/resources/localhost.csv",
-                                                  "raw/resources/localhost.tcp.jsonl"]
+                                                  "raw/resources/localhost.tcp.jsonl.gz"]
     assert not list((folder / "raw" / "resources").glob(".sparse_tcp-*"))  # no leftovers
 
 
@@ -66,7 +66,7 @@ def test_refuses_to_overwrite_an_existing_tcp_file(tmp_path, capsys):
     csv_before = csv_path.read_bytes()
     assert sparse_tcp.main([str(folder)]) == 1
     err = capsys.readouterr().err
-    assert "localhost.tcp.jsonl exists" in err and "refusing to overwrite" in err
+    assert "localhost.tcp.jsonl.gz exists" in err and "refusing to overwrite" in err
     assert tcplog.sidecar(csv_path).read_text() == "keep me\n"
     assert csv_path.read_bytes() == csv_before
 

@@ -88,7 +88,7 @@ def test_csv_width_and_tcp_lines_do_not_follow_the_connections(tmp_path):
     stored = store(run, staging, samples[0]["t"], samples[-1]["t"])
     csv_path = run.resources_dir() / "localhost.csv"
     assert stored["resources"] == ["raw/resources/localhost.csv",
-                                   "raw/resources/localhost.tcp.jsonl"]
+                                   "raw/resources/localhost.tcp.jsonl.gz"]
 
     # The CSV has the columns of the first sample alone (5 connections): none per connection.
     header = csv_path.read_text().splitlines()[0]
@@ -100,3 +100,21 @@ def test_csv_width_and_tcp_lines_do_not_follow_the_connections(tmp_path):
     assert [r["t"] for r in records] == [samples[i]["t"] for i in (0, 10, 25)]
     # Nothing lost: the folder's files give back every sample, connections included.
     assert load_samples(csv_path) == samples
+
+
+def test_tcp_records_round_trip_gzipped_and_an_old_plain_file_is_still_read(tmp_path):
+    records = [{"t": 1.0, "services": {"scoring-sync": {"7": ["a->b"]}}},
+               {"t": 2.0, "services": {"scoring-sync": None}}]
+    csv_path = tmp_path / "localhost.csv"
+    gz = tcplog.gz_sidecar(csv_path)
+    tcplog.write(records, gz)
+    assert gz.read_bytes()[:2] == b"\x1f\x8b" and tcplog.read(gz) == records
+    first = gz.read_bytes()
+    tcplog.write(records, gz)
+    assert gz.read_bytes() == first  # no time in the header: same records, same bytes
+    assert tcplog.sidecar(csv_path) == gz
+    # a folder from before: only the plain file, which is what sidecar names
+    gz.unlink()
+    plain = tmp_path / "localhost.tcp.jsonl"
+    tcplog.write(records, plain)
+    assert tcplog.sidecar(csv_path) == plain and tcplog.read(plain) == records

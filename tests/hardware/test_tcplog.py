@@ -69,7 +69,7 @@ def test_no_tcp_anywhere_gives_no_records():
 def test_result_folder_form_round_trip(tmp_path):
     csv_path = tmp_path / "localhost.csv"
     written = write_resources(SERIES, csv_path)
-    assert written == [csv_path, tmp_path / "localhost.tcp.jsonl"]
+    assert written == [csv_path, tmp_path / "localhost.tcp.jsonl.gz"]
     assert "tcp" not in csv_path.read_text()
     assert len(tcplog.read(written[1])) == 8
     assert load_samples(csv_path) == sorted(SERIES, key=lambda s: s["t"])
