@@ -351,9 +351,10 @@ def render(res: dict, run: Path, plots: dict[str, str | None]) -> str:
         if plots.get(c["build"]):
             lines += [f"![{c['build']}]({plots[c['build']]})", ""]
     lines += ["## Fault timelines", "",
-              "Detect: the fault's start to the first failed answer, or answer later than "
-              "1.5x the pre-fault p99 (a fault that fails nothing shows in latency), of a "
-              "request scheduled from the fault's start; how it was seen in brackets. "
+              "Detect: the fault's start to the first failed answer to a request scheduled "
+              "from its start, or answer later than 1.5x the pre-fault p99 to one scheduled "
+              "while it was on (a fault that fails nothing shows in latency); how it was seen "
+              "in brackets. "
               "Recover: the fault's end "
               "to the first 1 s window from which every window is error-free with p99 within "
               "1.5x the pre-fault p99. Lost: accepted and never answered (reset, client "

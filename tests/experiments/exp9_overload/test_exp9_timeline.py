@@ -124,6 +124,9 @@ def test_a_fault_that_fails_nothing_is_detected_in_latency():
     # within tolerance x the pre-fault p99 it is not a detection
     mild = [ok(k / 10, 70.0 if 5 <= k / 10 < 10 else 50.0) for k in range(200)]
     assert fault_effect(mild, T0 + 5, T0 + 10, T0 + 20).detect_s is None
+    # nor is a slow answer to a request sent after the fault's end: that one is noise
+    late = [ok(k / 10, 150.0 if k == 130 else 50.0) for k in range(200)]
+    assert fault_effect(late, T0 + 5, T0 + 10, T0 + 20).detect_s is None
 
 
 def test_a_stack_that_never_recovers_says_so():
