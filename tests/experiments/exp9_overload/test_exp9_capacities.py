@@ -10,7 +10,7 @@ import pytest
 
 from experiments.config import ConfigError
 from experiments.exp9_overload import EXPERIMENT
-from experiments.exp9_overload.capacities import (
+from experiments.found_capacities import (
     CapacityFrom,
     CapacitySourceError,
     measured_capacities,
