@@ -38,6 +38,14 @@ def _quiet() -> None:
     logging.getLogger("saq").setLevel(logging.WARNING)
 
 
+def waiting_key() -> str:
+    """The Redis list of the jobs accepted and not yet started (what ``count("queued")``
+    counts): experiment 8 samples its length as the queue's depth. SAQ names its keys
+    ``saq:<queue>:<kind>`` (``RedisQueue.namespace``) and keeps no class constant for it; a
+    test holds this to a real queue object's own name."""
+    return f"saq:{jobs.QUEUE_NAMES[Arch.ASYNC]}:queued"
+
+
 def _queue(client: aioredis.Redis, settings: Settings) -> RedisQueue:
     # SAQ bounds its own concurrent Redis calls per queue object (20 by default): the pool's size.
     return RedisQueue(client, name=jobs.QUEUE_NAMES[Arch.ASYNC],

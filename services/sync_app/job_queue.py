@@ -45,6 +45,12 @@ HEARTBEAT_MARGIN_S = 3
 _FAILED = (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
 
 
+def waiting_key() -> str:
+    """The Redis list of the jobs accepted and not yet started (what ``Queue.count`` counts):
+    experiment 8 samples its length as the queue's depth."""
+    return Queue.redis_queue_namespace_prefix + jobs.QUEUE_NAMES[Arch.SYNC]
+
+
 def _queue(connection: redis.Redis) -> Queue:
     # JSON, not RQ's default pickle: a job's arguments and outcome are plain data, and nothing
     # read back from Redis is unpickled.
