@@ -192,7 +192,7 @@ def run_locust(
 
     Returns a LocustResult (also written to out_dir/result.json). `progress(elapsed_s,
     planned_s)` is called about once a second. `job` (open model only; the fields of
-    experiments/load/job_client.py ``JobSpec``): each arrival submits a job to `path` and
+    experiments/load/job_log.py ``JobSpec``): each arrival submits a job to `path` and
     polls it, written to jobs_<pid>.csv beside the request logs."""
     guard = guard or GuardParams()
     if job is not None and open_model is None:

@@ -83,7 +83,7 @@ def write_scenario_file(
     """The JSON file given to the locustfile (through SCORING_LAB_SCENARIO). `open_model`:
     the OpenModel fields plus `streams` and `schedule_s` (see experiments.load.run); `job`:
     the open model's clients submit jobs to `path_url` and poll them
-    (experiments/load/job_client.py ``JobSpec``)."""
+    (experiments/load/job_log.py ``JobSpec``)."""
     path = Path(path)
     doc = {
         "scenario": scenario.to_dict(),
