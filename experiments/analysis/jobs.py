@@ -16,6 +16,10 @@ from records and depth samples alone:
   the capacity search (one step per rate, no confidence bound on its p99);
 - ``job_windows``: per window of scheduled time: jobs submitted, rejected, done within the bound
   and the p99 time to result; per window of completion time: jobs done (throughput over time);
+- the worker's side (``worker_split``, from the queue's own records of when each job was
+  queued, started and ended: experiments/lab/job_times.py): submit to worker completion (from
+  the scheduled submit, as the time to result), the wait in the queue, the work, and the lag of
+  the first poll that saw the job done behind its completion;
 - depth: ``read_depth`` (the sampler's CSV), ``depth_between`` (a window's samples, from its
   start), ``drain_s`` (from a burst's end until the depth is back at or under a threshold).
 """
@@ -44,6 +48,7 @@ class JobRecord:
     polls: int
     poll_errors: int = 0
     error: str = ""
+    job_id: str = ""
 
     @property
     def accepted(self) -> bool:
@@ -79,7 +84,8 @@ def read_jobs(paths: Iterable[Path]) -> list[JobRecord]:
                         float(r["scheduled_unix"]), _float(r["submit_unix"]),
                         _float(r["submit_ms"]), int(r["submit_status"] or 0), r["outcome"],
                         _float(r["result_unix"]), int(r["polls"] or 0),
-                        int(r.get("poll_errors") or 0), r.get("error") or ""))
+                        int(r.get("poll_errors") or 0), r.get("error") or "",
+                        r.get("job_id") or ""))
                 except (KeyError, ValueError, TypeError):
                     continue
     out.sort(key=lambda x: x.scheduled)
@@ -206,6 +212,56 @@ def job_windows(records: Sequence[JobRecord], t0: float, t1: float, width_s: flo
                              sum(1 for r in rs if r.outcome == "rejected"),
                              sum(1 for t in ttr if t <= bound_ms), percentile(ttr, 99),
                              completed[k]))
+    return out
+
+
+# ------------------------------------------------------------------------ the worker's side
+
+# beside a step's job logs (written by experiments/lab/job_times.py)
+WORKER_TIMES_FILE = "worker_times.csv"
+WORKER_TIMES_COLUMNS = ["job_id", "queued_unix", "started_unix", "ended_unix"]
+
+
+def read_worker_times(path: Path) -> dict[str, tuple[float | None, float | None, float | None]]:
+    """job_id -> (queued, started, ended) unix s of a worker_times.csv ({} without one)."""
+    out = {}
+    p = Path(path)
+    if not p.exists():
+        return out
+    with p.open(newline="") as f:
+        for r in csv.DictReader(f):
+            try:
+                out[r["job_id"]] = (_float(r["queued_unix"]), _float(r["started_unix"]),
+                                    _float(r["ended_unix"]))
+            except (KeyError, ValueError):
+                continue
+    return out
+
+
+def worker_split(records: Sequence[JobRecord],
+                 times: dict[str, tuple[float | None, float | None, float | None]],
+                 ) -> dict[str, Any]:
+    """Of the done jobs the queue still had records of: p50/p99 (ms) of submit to worker
+    completion (from the scheduled submit), the wait in the queue (queued -> started), the
+    work (started -> ended) and the poll's lag (ended -> the first poll that saw it done)."""
+    parts: dict[str, list[float]] = {"completion": [], "queue_wait": [], "work": [],
+                                     "poll_lag": []}
+    found = 0
+    for r in records:
+        q, started, ended = times.get(r.job_id, (None, None, None))
+        if not r.done or ended is None or r.result_unix is None:
+            continue
+        found += 1
+        parts["completion"].append((ended - r.scheduled) * 1000)
+        parts["poll_lag"].append((r.result_unix - ended) * 1000)
+        if started is not None:
+            parts["work"].append((ended - started) * 1000)
+            if q is not None:
+                parts["queue_wait"].append((started - q) * 1000)
+    out: dict[str, Any] = {"jobs": found}
+    for name, values in parts.items():
+        out[f"{name}_p50_ms"] = percentile(values, 50)
+        out[f"{name}_p99_ms"] = percentile(values, 99)
     return out
 
 

@@ -4,7 +4,9 @@ folder under raw/locust/ (the report reads them back):
 
     levels/<arch>/idle/recovery.json          the in-line idle latency, learnt first
     levels/<arch>/NN_<factor>x/queue/         job clients at factor x capacity (jobs_*.csv);
-                                              wait.json: the wait for an empty queue before it
+                                              wait.json: the wait for an empty queue before it;
+                                              worker_times.csv: the queue's own record of each
+                                              job (experiments/lab/job_times.py)
     levels/<arch>/NN_<factor>x/inline/        the same schedule to the predict endpoint;
                                               recovery.json: the wait for idle latency before it
     burst/<arch>/queue/                       the base load's job clients; trigger.json: when
@@ -28,6 +30,7 @@ from typing import Any
 from experiments.exp8_queue.config import QueueConfig
 from experiments.lab.burst import Burst
 from experiments.lab.faults import FaultWindow, sigterm_as_interrupt
+from experiments.lab.job_times import collect_job_times
 from experiments.lab.queue_depth import DepthSampler, waiting_keys
 from experiments.lab.recovery import Probe, Waiter
 from experiments.lab.renew import restart_stuck
@@ -86,6 +89,16 @@ class Measure:
                                open_model=model, path=self.jobs_path if job else None,
                                job=job)
 
+    def _job_times(self, *dirs: Path) -> None:
+        """The queue's own records of the step's jobs, read while its answers are kept."""
+        for d in dirs:
+            record = collect_job_times(self.lab.topology.url("redis"), self.arch, d)
+            if record.get("error") or record["found"] < record["jobs"]:
+                self.lab.run.warn(f"{self.arch}: the queue had records of {record['found']} "
+                                  f"of {record['jobs']} jobs of "
+                                  f"{d.relative_to(self.lab.run.path)} "
+                                  f"{record.get('error', '')}".rstrip())
+
     def _ready(self, out: Path, kind: str, max_s: float) -> None:
         """Before a step: an empty queue (queue steps) or the idle latency (in-line ones)."""
         if kind == QUEUE:
@@ -114,6 +127,8 @@ class Measure:
                 self._ready(out, kind, lv.drain_max_s if kind == QUEUE else lv.recover_max_s)
                 self._load(out, kind, open_model(self.cfg, rate, kind), lv.step_s,
                            f"level {factor:g}x")
+                if kind == QUEUE:
+                    self._job_times(out)
 
     def burst(self) -> None:
         b, lv = self.cfg.burst, self.cfg.levels
@@ -138,6 +153,8 @@ class Measure:
                     self._load(out, kind, base, b.run_s, f"burst {b.factor:g}x")
             finally:
                 write_json_atomic(out / TRIGGER_FILE, window.record)
+            if kind == QUEUE:
+                self._job_times(out, out / "burst")
             for key in ("error", "stop_error"):
                 if key in window.record:
                     self.lab.run.warn(f"{self.arch} {kind} burst: {window.record[key]}")

@@ -1,7 +1,7 @@
 """Experiment 8 with the smoke profile, end to end on a private deployed lab (its default build
 with the queue workers): both architectures' levels sent to the queue and in-line, the burst,
-the queue depth sampled from the lab's Redis, the report and its plots written and rebuildable
-from the folder alone."""
+the queue depth sampled and the jobs' own records read from the lab's Redis, the report and its
+plots written and rebuildable from the folder alone."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ def test_every_step_ran_on_the_lab_and_the_depth_was_sampled(folder):
         for step in ("00_0.5x", "01_1x"):
             queue = folder / "raw/locust/levels" / arch / step / "queue"
             assert list(queue.glob("jobs_*.csv")) and (queue / "wait.json").exists()
+            assert (queue / "worker_times.csv").exists()
             assert json.loads((queue / "wait.json").read_text())["empty"]
             assert list((queue.parent / "inline").glob("requests_*.csv"))
         for kind in ("queue", "inline"):
@@ -51,6 +52,11 @@ def test_the_report_has_the_levels_the_burst_and_the_headline(folder):
             assert q["rejected"] == 0 and q["outcomes"]["lost"] == 0, (arch, q)
             assert q["ttr_p50_ms"] >= 100 * 0.9 and q["polls_per_job"] >= 1
             assert q["depth"]["samples"] >= 2 and i["requests"] > 0 and i["answered"] > 0
+            # the queue's own records: the worker finished before the poll that saw it
+            w = q["worker"]
+            assert w["jobs"] == q["outcomes"]["done"], (arch, w)
+            assert 0 < w["work_p50_ms"] <= w["completion_p50_ms"] <= q["ttr_p50_ms"]
+            assert w["poll_lag_p50_ms"] >= 0
         # read off the two steps (whether they met the bound depends on the machine's load)
         assert c["queue_capacity"]["status"] in ("found", "lower_bound", "none")
         bq, bi = c["burst"]["queue"], c["burst"]["inline"]

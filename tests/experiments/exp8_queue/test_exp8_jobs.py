@@ -18,7 +18,9 @@ from experiments.analysis.jobs import (
     queue_capacity,
     read_depth,
     read_jobs,
+    read_worker_times,
     summarise_jobs,
+    worker_split,
 )
 from experiments.load.job_log import JOB_LOG_COLUMNS, JobSpec, job_log_path
 
@@ -139,3 +141,27 @@ def test_depth_and_job_logs_read_back_skipping_gaps_and_torn_lines(tmp_path):
 def test_a_bad_job_spec_is_named(kw, match):
     with pytest.raises(ValueError, match=match):
         JobSpec(**kw)
+
+
+def test_the_worker_split_of_the_done_jobs_the_queue_had_records_of(tmp_path):
+    def done(at: float, seen: float, job_id: str, outcome: str = "done") -> JobRecord:
+        return JobRecord(T0 + at, T0 + at, 5.0, 202, outcome, T0 + seen, 3, job_id=job_id)
+
+    records = [done(0, 0.35, "a"), done(1, 1.5, "b"), done(2, 2.2, "c", "failed"),
+               done(3, 3.3, "gone")]
+    path = tmp_path / "worker_times.csv"
+    path.write_text("job_id,queued_unix,started_unix,ended_unix\n"
+                    f"a,{T0 + 0.01},{T0 + 0.05},{T0 + 0.3}\n"
+                    f"b,{T0 + 1.01},{T0 + 1.2},{T0 + 1.4}\n"
+                    f"c,{T0 + 2.01},{T0 + 2.02},{T0 + 2.1}\n"
+                    "d,,,\n")
+    times = read_worker_times(path)
+    assert times["d"] == (None, None, None) and read_worker_times(tmp_path / "no.csv") == {}
+    w = worker_split(records, times)
+    assert w["jobs"] == 2  # the failed job and the one without a record are left out
+    assert w["completion_p50_ms"] == pytest.approx(350.0)   # 300 and 400 from the schedule
+    assert w["queue_wait_p50_ms"] == pytest.approx(115.0)   # 40 and 190
+    assert w["work_p50_ms"] == pytest.approx(225.0)         # 250 and 200
+    assert w["poll_lag_p50_ms"] == pytest.approx(75.0)      # 50 and 100
+    assert worker_split(records, {})["jobs"] == 0
+    assert worker_split(records, {})["completion_p99_ms"] is None
