@@ -14,6 +14,7 @@ experiments/analysis/timeline.py (in-line requests). Rebuildable:
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -193,8 +194,9 @@ def analyse(folder: str | Path) -> dict[str, Any]:
                "depth": read_depth(run / "raw" / DEPTH_FILE, arch), "sources": sources,
                "cores": len((services.get(f"queue-{arch}") or {}).get("cpus") or []) or None}
         levels = _levels(run / "raw" / "locust" / "levels" / arch, ctx)
+        # a step whose generator could not keep its schedule says nothing about the queue
         steps = [(row["queue"]["rate"], row["queue"]["meets_bound"]) for row in levels
-                 if row["queue"] and row["queue"]["rate"]]
+                 if row["queue"] and row["queue"]["rate"] and row["queue"]["valid"]]
         burst_root = run / "raw" / "locust" / "burst" / arch
         cells[arch] = {
             "arch": arch, "capacity": cap, "levels": levels,
@@ -248,6 +250,10 @@ def headline(res: dict) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------- plots
 
 
+def _nan(x: float | None) -> float:
+    return math.nan if x is None else x
+
+
 def _plot_levels(run: Path, res: dict) -> str | None:
     cells = [c for c in res["cells"].values() if c["levels"]]
     if not cells:
@@ -256,11 +262,11 @@ def _plot_levels(run: Path, res: dict) -> str | None:
     for ax, c in zip(axes[0], cells, strict=True):
         q = [(r["queue"]["rate"], r["queue"]) for r in c["levels"] if r["queue"]]
         i = [(r["inline"]["rate"], r["inline"]) for r in c["levels"] if r["inline"]]
-        ax.plot([x for x, _ in q], [s["ttr_p99_ms"] for _, s in q], marker="o",
+        ax.plot([x for x, _ in q], [_nan(s["ttr_p99_ms"]) for _, s in q], marker="o",
                 label="queue: time to result p99")
-        ax.plot([x for x, _ in q], [s["ttr_p50_ms"] for _, s in q], marker=".",
+        ax.plot([x for x, _ in q], [_nan(s["ttr_p50_ms"]) for _, s in q], marker=".",
                 linestyle="--", label="queue: time to result p50")
-        ax.plot([x for x, _ in i], [s["p99_ms"] for _, s in i], marker="s",
+        ax.plot([x for x, _ in i], [_nan(s["p99_ms"]) for _, s in i], marker="s",
                 label="in-line: p99")
         ax.axhline(res["job_bound_ms"], color="tab:red", linestyle=":",
                    label=f"job bound {res['job_bound_ms']:g} ms")
@@ -422,8 +428,8 @@ def render(res: dict, run: Path, plots: dict[str, str | None]) -> str:
         lines += [f"### {arch} (1x = {fmt(c['capacity'])}/s)", "", *_level_lines(c), "",
                   "Where a done job's time went (the queue's own records, read after each "
                   "step):", "", *_split_lines(c), "",
-                  "The queue's capacity (a step sweep over these levels, not the capacity "
-                  f"search): {_capacity_text(c['queue_capacity'])}.", ""]
+                  "The queue's capacity (a step sweep over these levels' valid steps, not the "
+                  f"capacity search): {_capacity_text(c['queue_capacity'])}.", ""]
     if plots.get("levels"):
         lines += [f"![levels]({plots['levels']})", ""]
     lines += ["## Burst", "",
