@@ -51,10 +51,11 @@ class JobLog:
     without SCORING_LAB_REQUEST_LOG) the jobs run and nothing is written."""
 
     def __init__(self, path: str | Path | None) -> None:
-        self._file = None if path is None else Path(path).open("w", newline="",
-                                                               buffering=1 << 20)
-        self._writer = None if self._file is None else csv.writer(self._file)
-        if self._writer is not None:
+        self.path = None if path is None else Path(path)
+        self._file = self._writer = None
+        if self.path is not None:
+            self._file = self.path.open("w", newline="", buffering=1 << 20)
+            self._writer = csv.writer(self._file)
             self._writer.writerow(JOB_LOG_COLUMNS)
 
     def write(self, s: JobState, outcome: str, result_unix: float | None = None,
