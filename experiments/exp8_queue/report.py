@@ -33,7 +33,7 @@ from experiments.analysis.jobs import (
     worker_split,
 )
 from experiments.analysis.summary import load_resource_samples, resource_usage
-from experiments.analysis.timeline import goodput_return_s, read_records, summarise, windows
+from experiments.analysis.timeline import read_records, served_again_s, summarise, windows
 from experiments.plots import plt
 from experiments.reporting import (
     Report,
@@ -47,8 +47,6 @@ from experiments.reporting import (
 DEPTH_FILE, TRIGGER_FILE = "queue_depth.csv", "trigger.json"
 STEP_DIR = re.compile(r"\d+_(?P<factor>[0-9.]+)x")
 WINDOW_S = 1.0
-# in-line goodput "back" after the burst: at this fraction of the base load in every window
-RETURN_FRACTION = 0.9
 
 
 def _schedule(d: Path) -> tuple[float | None, float]:
@@ -156,7 +154,7 @@ def _queue_burst(d: Path, ctx: dict[str, Any], params: dict[str, Any]) -> dict[s
         "valid": r.get("valid", True) and _result(d / "burst").get("valid", True)}
 
 
-def _inline_burst(d: Path, bound_ms: float, base_rps: float) -> dict[str, Any] | None:
+def _inline_burst(d: Path, bound_ms: float) -> dict[str, Any] | None:
     t0, span = _schedule(d)
     if t0 is None or not span:
         return None
@@ -170,7 +168,7 @@ def _inline_burst(d: Path, bound_ms: float, base_rps: float) -> dict[str, Any] |
     ws = windows(records, t0, t0 + span, WINDOW_S, bound_ms)
     s = summarise(records, span, bound_ms)
     return {"t0": t0, "start_s": start - t0, "end_s": end - t0, "summary": s.to_dict(),
-            "return_s": goodput_return_s(ws, end - t0, base_rps, RETURN_FRACTION),
+            "served_again_s": served_again_s(ws, end - t0, WINDOW_S), "bound_ms": bound_ms,
             "windows": [w.to_dict() for w in ws],
             "valid": _result(d).get("valid", True) and _result(d / "burst").get("valid", True)}
 
@@ -202,8 +200,7 @@ def analyse(folder: str | Path) -> dict[str, Any]:
             "arch": arch, "capacity": cap, "levels": levels,
             "queue_capacity": queue_capacity(steps).to_dict() if steps else None,
             "burst": {"queue": _queue_burst(burst_root / "queue", ctx, burst_p),
-                      "inline": _inline_burst(burst_root / "inline", bound,
-                                              float(burst_p.get("base", 0)) * (cap or 0))}}
+                      "inline": _inline_burst(burst_root / "inline", bound)}}
     res = {"manifest": manifest, "bound_ms": bound, "job_bound_ms": job_bound,
            "poll_interval_s": poll_s, "cells": cells}
     res["headline"] = _headline(res)
@@ -236,14 +233,15 @@ def _headline(res: dict) -> dict[str, Any]:
             "burst_drain_s": _round(bq.get("drain_s")),
             "burst_rejected": (bq.get("summary") or {}).get("rejected"),
             "inline_burst_failed": (sum((bi.get("summary") or {}).get("errors", {}).values())
-                                    if bi else None)}
+                                    if bi else None),
+            "inline_burst_served_again_s": _round(bi.get("served_again_s"))}
     return out
 
 
 def headline(res: dict) -> dict[str, Any]:
     """Per architecture: time to result (and submit to worker completion) at the lowest load
     and at 1x, the queue's capacity, the burst's drain time and rejections, the in-line
-    stack's failures under the burst."""
+    stack's failures under the burst and how long until it answered every request in time."""
     return res["headline"]
 
 
@@ -389,12 +387,12 @@ def _burst_lines(arch: str, c: dict) -> list[str]:
                 + ("" if bq["valid"] else " (INVALID run)")]
     if bi:
         s = bi["summary"]
-        back = bi["return_s"]
+        back = bi["served_again_s"]
         out += [f"- in-line: {s['requests']} requests, goodput {fmt(s['goodput_rps'])}/s, "
-                f"p99 {fmt(s['p99_ms'])} ms, errors: {_errors(s['errors'])}; goodput back at "
-                f"{RETURN_FRACTION:.0%} of the base load "
-                + (f"{fmt(back)} s after the burst" if back is not None
-                   else "not within the run")
+                f"p99 {fmt(s['p99_ms'])} ms, errors: {_errors(s['errors'])}; every request "
+                f"answered within {fmt(bi['bound_ms'], 0)} ms again "
+                + (f"**{fmt(back)} s** after the burst's end" if back is not None
+                   else "**not within the run**")
                 + ("" if bi["valid"] else " (INVALID run)")]
     return out + [""]
 

@@ -119,10 +119,13 @@ def test_the_analysis_reads_the_levels_the_capacity_and_the_burst(folder):
     assert b["drain_s"] == pytest.approx(8 - (2 + 11 / 6))
     i = c["burst"]["inline"]
     assert i["summary"]["errors"]["client_timeout"] == 6 and i["summary"]["lost"] == 6
+    # the last timeout was scheduled at 3.67 s: from the 4 s window on, all answered in time
+    assert i["served_again_s"] == pytest.approx(4 - (2 + 11 / 6), abs=1e-4)
     h = report.headline(res)["sync"]
     assert h["ttr_p50_ms_low"] == 200.0 and h["completion_p50_ms_low"] == 150.0
     assert h["queue_capacity_rps"] == 2.0 and h["burst_rejected"] == 2
     assert h["burst_drain_s"] == 4.2 and h["inline_burst_failed"] == 6
+    assert h["inline_burst_served_again_s"] == 0.2
 
 
 def test_the_report_writes_tables_plots_and_rebuilds_the_same(folder):
