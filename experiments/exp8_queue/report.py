@@ -414,7 +414,9 @@ def render(res: dict, run: Path, plots: dict[str, str | None]) -> str:
               f"{res['bound_ms']:g} ms plus one poll interval) with at most "
               f"{(proto.get('capacity') or {}).get('max_error_fraction', 0.01):.0%} of its "
               "jobs not done. In-line goodput: answers within the shared bound per second. "
-              "Depth: jobs waiting in Redis, sampled. Worker CPU: the queue workers' CPU "
+              "Depth: jobs waiting in Redis, sampled every "
+              f"{fmt((proto.get('depth') or {}).get('interval_s'), 1)} s (so a drain time is "
+              "good to that). Worker CPU: the queue workers' CPU "
               "over their CPU set (on one host they share the scoring handlers' cores).", ""]
     for arch, rps in (proto.get("capacity_rps") or {}).items():
         src = (proto.get("capacity_source") or {}).get(arch)
