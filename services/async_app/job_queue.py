@@ -38,6 +38,27 @@ def _quiet() -> None:
     logging.getLogger("saq").setLevel(logging.WARNING)
 
 
+def waiting_key() -> str:
+    """The Redis list of the jobs accepted and not yet started (what ``count("queued")``
+    counts): experiment 8 samples its length as the queue's depth. SAQ names its keys
+    ``saq:<queue>:<kind>`` (``RedisQueue.namespace``) and keeps no class constant for it; a
+    test holds this to a real queue object's own name."""
+    return f"saq:{jobs.QUEUE_NAMES[Arch.ASYNC]}:queued"
+
+
+async def job_times(client: aioredis.Redis,
+                    job_ids: list[str]) -> dict[str, tuple[float | None, ...]]:
+    """(queued, started, completed), unix s by the clocks of the submitting handler and the
+    worker, of each job of `job_ids` SAQ still holds (its answer not yet expired): experiment
+    8 reads them after a step to split a job's time to result (SAQ's own records, in ms; no
+    endpoint shows them). One MGET."""
+    queue = RedisQueue(client, name=jobs.QUEUE_NAMES[Arch.ASYNC])
+    found = await queue.jobs(job_ids)
+    return {job_id: tuple(t / 1000 if t else None
+                          for t in (job.queued, job.started, job.completed))
+            for job_id, job in zip(job_ids, found, strict=True) if job is not None}
+
+
 def _queue(client: aioredis.Redis, settings: Settings) -> RedisQueue:
     # SAQ bounds its own concurrent Redis calls per queue object (20 by default): the pool's size.
     return RedisQueue(client, name=jobs.QUEUE_NAMES[Arch.ASYNC],

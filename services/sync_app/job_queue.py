@@ -45,6 +45,24 @@ HEARTBEAT_MARGIN_S = 3
 _FAILED = (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
 
 
+def waiting_key() -> str:
+    """The Redis list of the jobs accepted and not yet started (what ``Queue.count`` counts):
+    experiment 8 samples its length as the queue's depth."""
+    return Queue.redis_queue_namespace_prefix + jobs.QUEUE_NAMES[Arch.SYNC]
+
+
+def job_times(connection: redis.Redis,
+              job_ids: list[str]) -> dict[str, tuple[float | None, ...]]:
+    """(queued, started, ended), unix s by the clocks of the submitting handler and the worker,
+    of each job of `job_ids` RQ still holds (its answer not yet expired): experiment 8 reads
+    them after a step to split a job's time to result (RQ's own records; no endpoint shows
+    them)."""
+    found = Job.fetch_many(job_ids, connection=connection, serializer=JSONSerializer)
+    return {job_id: tuple(t.timestamp() if t else None
+                          for t in (job.enqueued_at, job.started_at, job.ended_at))
+            for job_id, job in zip(job_ids, found, strict=True) if job is not None}
+
+
 def _queue(connection: redis.Redis) -> Queue:
     # JSON, not RQ's default pickle: a job's arguments and outcome are plain data, and nothing
     # read back from Redis is unpickled.
