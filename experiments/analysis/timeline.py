@@ -280,16 +280,3 @@ def goodput_return_s(ws: Sequence[Window], after_t: float,
             break
         back = w.t
     return None if back is None else back - after_t
-
-
-def served_again_s(ws: Sequence[Window], after_t: float, width_s: float) -> float | None:
-    """Seconds from ``after_t`` (seconds from t0, a burst's end) until the first window from
-    which every later window's requests were all answered within the bound (a window without
-    requests says nothing against it); None: not within the run. Unlike goodput_return_s it
-    needs no target rate, so Poisson counts at a few requests per window do not decide it."""
-    back = None
-    for w in reversed([w for w in ws if w.t >= after_t]):
-        if w.offered and (w.failed or round(w.goodput_rps * width_s) < w.offered):
-            break
-        back = w.t
-    return None if back is None else back - after_t

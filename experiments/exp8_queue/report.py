@@ -33,7 +33,7 @@ from experiments.analysis.jobs import (
     worker_split,
 )
 from experiments.analysis.summary import load_resource_samples, resource_usage
-from experiments.analysis.timeline import read_records, served_again_s, summarise, windows
+from experiments.analysis.timeline import goodput_return_s, read_records, summarise, windows
 from experiments.plots import plt
 from experiments.reporting import (
     Report,
@@ -168,7 +168,7 @@ def _inline_burst(d: Path, bound_ms: float) -> dict[str, Any] | None:
     ws = windows(records, t0, t0 + span, WINDOW_S, bound_ms)
     s = summarise(records, span, bound_ms)
     return {"t0": t0, "start_s": start - t0, "end_s": end - t0, "summary": s.to_dict(),
-            "served_again_s": served_again_s(ws, end - t0, WINDOW_S), "bound_ms": bound_ms,
+            "served_again_s": goodput_return_s(ws, end - t0, fraction=1.0), "bound_ms": bound_ms,
             "windows": [w.to_dict() for w in ws],
             "valid": _result(d).get("valid", True) and _result(d / "burst").get("valid", True)}
 

@@ -22,7 +22,7 @@ from experiments.analysis.jobs import (
     summarise_jobs,
     worker_split,
 )
-from experiments.analysis.timeline import Window, served_again_s
+from experiments.analysis.timeline import Window, goodput_return_s
 from experiments.load.job_log import JOB_LOG_COLUMNS, JobSpec, job_log_path
 
 T0 = 1_000_000.0
@@ -169,10 +169,11 @@ def test_the_worker_split_of_the_done_jobs_the_queue_had_records_of(tmp_path):
 
 
 def test_served_again_needs_every_request_of_every_later_window_in_time():
+    # the in-line burst's recovery: goodput's return with every arrival of a window in time
     def w(t: float, offered: int, good: int, errors: int = 0) -> Window:
-        return Window(t, offered, good / 0.5, {"reset": errors} if errors else {}, None)
+        return Window(t, offered, good, good / 0.5, {"reset": errors} if errors else {}, None)
 
     ws = [w(0, 4, 4), w(0.5, 4, 1, 3), w(1.0, 4, 3), w(1.5, 0, 0), w(2.0, 3, 3), w(2.5, 2, 2)]
-    assert served_again_s(ws, 0.5, 0.5) == 1.0  # 1.0 had one late: served again from 1.5
-    assert served_again_s(ws, 1.2, 0.5) == pytest.approx(0.3)
-    assert served_again_s([*ws, w(3.0, 1, 0)], 0.5, 0.5) is None  # not within the run
+    assert goodput_return_s(ws, 0.5, fraction=1.0) == 1.0  # 1.0 had one late: back from 1.5
+    assert goodput_return_s(ws, 1.2, fraction=1.0) == pytest.approx(0.3)
+    assert goodput_return_s([*ws, w(3.0, 1, 0)], 0.5, fraction=1.0) is None  # not in the run

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import signal
 import time
 
 import pytest
@@ -104,7 +105,14 @@ def test_rqs_record_of_each_job_is_read_back_by_id(server, tmp_path):
     before = time.time()
     rq.enqueue_call("math.floor", args=[1.5], job_id=done)
     # RQ's own worker runs it (a function of no lab service: nothing else is reached)
-    SimpleWorker([rq], connection=conn, serializer=JSONSerializer).work(burst=True)
+    # RQ's worker installs its own SIGTERM/SIGINT handlers and leaves them: put the test
+    # process's back, or a later test that relies on the default SIGTERM sees RQ's
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        SimpleWorker([rq], connection=conn, serializer=JSONSerializer).work(burst=True)
+    finally:
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
     rq.enqueue_call("math.floor", args=[2.5], job_id=waiting)
     step = tmp_path / "step"
     _job_log(step, [done, waiting, jobs.new_job_id()])  # the third: unknown to RQ
