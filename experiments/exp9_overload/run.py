@@ -28,11 +28,7 @@ from pydantic import Field, Strict, model_validator
 
 from experiments.config import ConfigError, Float, Int, Str, Table, parse, read
 from experiments.constants import ARCHS
-from experiments.found_capacities import (
-    CapacityFrom,
-    measured_capacities,
-    settle_capacities,
-)
+from experiments.found_capacities import CapacityFrom, settle_capacities
 from experiments.lab.burst import Burst
 from experiments.lab.deploy import switch
 from experiments.lab.faults import (
@@ -175,16 +171,15 @@ class Overload(Table):
         architecture and per build/architecture."""
         rps, source = settle_capacities(self.capacity_rps, self.capacity_from,
                                         self.architectures, root=root)
-        kwargs = {"root": root} if root is not None else {}
         builds = dict(self.build)
         for name in self.builds:
             b = builds[name]
-            own = tuple(a for a in self.archs_of(name) if a not in b.capacity_rps)
-            if b.capacity_from is None or not own:
-                continue
-            found, record = measured_capacities(b.capacity_from, own, **kwargs)
-            builds[name] = b.model_copy(update={"capacity_rps": {**b.capacity_rps, **found}})
-            source.update({f"{name}/{a}": record for a in own})
+            if b.capacity_from is None:
+                continue  # the architecture's 1x (capacity_of falls back to it)
+            own, own_source = settle_capacities(b.capacity_rps, b.capacity_from,
+                                                self.archs_of(name), root=root)
+            builds[name] = b.model_copy(update={"capacity_rps": own})
+            source.update({f"{name}/{a}": s for a, s in own_source.items()})
         return self.model_copy(update={"capacity_rps": rps, "capacity_source": source,
                                        "build": builds})
 
