@@ -40,14 +40,20 @@ class ClientParams(Table):
     # jobs one client process keeps going at once (each holds its slot from submit to
     # result); a submit that waits for a slot is counted and still timed from its schedule
     inflight_cap: Int = Field(2048, ge=1)
+    # The long-poll variant (services/jobs.py ``?wait=``): each level is also sent to the queue
+    # by clients whose polls wait up to wait_s for the job's end. Unset: no such steps.
+    wait_s: Positive | None = None
 
     @model_validator(mode="after")
     def _polls_before_deadline(self) -> ClientParams:
         self.spec()  # a ValueError naming the bad value
+        self.spec(wait=True)
         return self
 
-    def spec(self) -> JobSpec:
-        return JobSpec(poll_interval_s=self.poll_interval_s, deadline_s=self.deadline_s)
+    def spec(self, wait: bool = False) -> JobSpec:
+        """The plain polling clients' spec, or (wait) the long-polling ones'."""
+        return JobSpec(poll_interval_s=self.poll_interval_s, deadline_s=self.deadline_s,
+                       wait_s=self.wait_s if wait else None)
 
 
 class LevelParams(Table):
@@ -117,6 +123,15 @@ class QueueConfig(Table):
     guard: GuardParams = GuardParams()
 
     @model_validator(mode="after")
+    def _wait_within_request_timeout(self) -> QueueConfig:
+        wait = self.client.wait_s
+        if wait is not None and wait >= self.capacity.request_timeout_s:
+            raise ValueError(f"client.wait_s = {wait:g}: must be below the clients' request "
+                             f"timeout ({self.capacity.request_timeout_s:g} s), or every long "
+                             "poll of a pending job would be cut as a failed request")
+        return self
+
+    @model_validator(mode="after")
     def _capacity_known(self) -> QueueConfig:
         missing = [a for a in self.architectures if a not in self.capacity_rps]
         if missing and self.capacity_from is None:
@@ -144,8 +159,9 @@ class QueueConfig(Table):
     def arch_s(self) -> float:
         """Planned load time of one architecture."""
         lv, b, c = self.levels, self.burst, self.client
-        steps = len(lv.factors) * (2 * (lv.step_s + STARTUP_S) + c.drain_s
-                                   + self.capacity.drain_s)
+        job_steps = 1 if c.wait_s is None else 2
+        steps = len(lv.factors) * ((job_steps + 1) * (lv.step_s + STARTUP_S)
+                                   + job_steps * c.drain_s + self.capacity.drain_s)
         return steps + 2 * (b.run_s + STARTUP_S) + c.drain_s + self.capacity.drain_s
 
     @property

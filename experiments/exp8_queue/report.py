@@ -3,7 +3,9 @@ offered load, the queue (submit latency, time to result and where it went: the w
 queue, the work, the poll's lag; throughput, rejections and how every job ended, polls per job,
 queue depth, the queue workers' CPU utilisation) beside the in-line
 endpoint at the same schedule (goodput within the shared bound, p50/p99, errors); the queue's
-own capacity read off those steps; the burst: the queue's depth, rejections and completions
+own capacity read off those steps; with the long-poll variant (``client.wait_s``), the same
+for clients whose polls wait for the job's end (``?wait=``), judged against the shared bound
+itself (no poll interval to allow for); the burst: the queue's depth, rejections and completions
 second by second and its time to drain, against the in-line stack's goodput and errors under
 the same burst. The arithmetic is experiments/analysis/jobs.py (jobs) and
 experiments/analysis/timeline.py (in-line requests). Rebuildable:
@@ -106,11 +108,22 @@ def _levels(root: Path, ctx: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     if not root.is_dir():
         return rows
+    # a long poll answers as the job ends: its time to result has no poll interval to allow for
+    wait_ctx = {**ctx, "job_bound": ctx["bound"]}
     for d in sorted(p for p in root.iterdir() if p.is_dir() and STEP_DIR.fullmatch(p.name)):
         rows.append({"factor": float(STEP_DIR.fullmatch(d.name)["factor"]),
                      "queue": _queue_step(d / "queue", ctx),
+                     "wait": _queue_step(d / "wait", wait_ctx),
                      "inline": _inline_step(d / "inline", ctx["bound"])})
     return rows
+
+
+def _capacity(levels: list[dict[str, Any]], kind: str) -> dict[str, Any] | None:
+    """The capacity of the job steps of `kind` over the levels (a step whose generator could
+    not keep its schedule says nothing about the queue)."""
+    steps = [(row[kind]["rate"], row[kind]["meets_bound"]) for row in levels
+             if row.get(kind) and row[kind]["rate"] and row[kind]["valid"]]
+    return queue_capacity(steps).to_dict() if steps else None
 
 
 def _trigger_span(d: Path, scheduled: list[float]) -> tuple[float, float] | None:
@@ -192,17 +205,16 @@ def analyse(folder: str | Path) -> dict[str, Any]:
                "depth": read_depth(run / "raw" / DEPTH_FILE, arch), "sources": sources,
                "cores": len((services.get(f"queue-{arch}") or {}).get("cpus") or []) or None}
         levels = _levels(run / "raw" / "locust" / "levels" / arch, ctx)
-        # a step whose generator could not keep its schedule says nothing about the queue
-        steps = [(row["queue"]["rate"], row["queue"]["meets_bound"]) for row in levels
-                 if row["queue"] and row["queue"]["rate"] and row["queue"]["valid"]]
         burst_root = run / "raw" / "locust" / "burst" / arch
         cells[arch] = {
             "arch": arch, "capacity": cap, "levels": levels,
-            "queue_capacity": queue_capacity(steps).to_dict() if steps else None,
+            "queue_capacity": _capacity(levels, "queue"),
+            "wait_capacity": _capacity(levels, "wait"),
             "burst": {"queue": _queue_burst(burst_root / "queue", ctx, burst_p),
                       "inline": _inline_burst(burst_root / "inline", bound)}}
     res = {"manifest": manifest, "bound_ms": bound, "job_bound_ms": job_bound,
-           "poll_interval_s": poll_s, "cells": cells}
+           "poll_interval_s": poll_s, "wait_s": (proto.get("client") or {}).get("wait_s"),
+           "cells": cells}
     res["headline"] = _headline(res)
     return res
 
@@ -230,12 +242,25 @@ def _headline(res: dict) -> dict[str, Any]:
             if at1 else None,
             "inline_p99_ms_1x": _round((at1["inline"] or {}).get("p99_ms")) if at1 else None,
             "queue_capacity_rps": (c["queue_capacity"] or {}).get("figure"),
+            **_wait_headline(c, low, at1),
             "burst_drain_s": _round(bq.get("drain_s")),
             "burst_rejected": (bq.get("summary") or {}).get("rejected"),
             "inline_burst_failed": (sum((bi.get("summary") or {}).get("errors", {}).values())
                                     if bi else None),
             "inline_burst_served_again_s": _round(bi.get("served_again_s"))}
     return out
+
+
+def _wait_headline(c: dict, low: dict | None, at1: dict | None) -> dict[str, Any]:
+    """The long-poll variant's time to result at the lowest load and at 1x, and its capacity
+    (nothing when the run had no such steps)."""
+    if not any(r.get("wait") for r in c["levels"]):
+        return {}
+    def ttr(row, q):  # noqa: E306 - one line per figure below
+        return _round(((row or {}).get("wait") or {}).get(f"ttr_{q}_ms"))
+    return {"wait_ttr_p50_ms_low": ttr(low, "p50"), "wait_ttr_p99_ms_low": ttr(low, "p99"),
+            "wait_ttr_p50_ms_1x": ttr(at1, "p50"), "wait_ttr_p99_ms_1x": ttr(at1, "p99"),
+            "wait_capacity_rps": (c["wait_capacity"] or {}).get("figure")}
 
 
 def headline(res: dict) -> dict[str, Any]:
@@ -264,6 +289,10 @@ def _plot_levels(run: Path, res: dict) -> str | None:
                 label="queue: time to result p99")
         ax.plot([x for x, _ in q], [_nan(s["ttr_p50_ms"]) for _, s in q], marker=".",
                 linestyle="--", label="queue: time to result p50")
+        w = [(r["wait"]["rate"], r["wait"]) for r in c["levels"] if r.get("wait")]
+        if w:
+            ax.plot([x for x, _ in w], [_nan(s["ttr_p99_ms"]) for _, s in w], marker="^",
+                    label="long polls: time to result p99")
         ax.plot([x for x, _ in i], [_nan(s["p99_ms"]) for _, s in i], marker="s",
                 label="in-line: p99")
         ax.axhline(res["job_bound_ms"], color="tab:red", linestyle=":",
@@ -353,6 +382,29 @@ def _level_lines(c: dict) -> list[str]:
     return lines
 
 
+def _wait_lines(c: dict) -> list[str]:
+    """The long-poll steps: each poll waits for the job's end, so the poll's lag is a Redis
+    notice's and the polls per job count the waits that ran out."""
+    lines = ["| load | offered/s | submit p50/p99 ms | time to result p50/p99 ms | done/s | "
+             "not done | polls/job | poll lag p50/p99 ms | in-line p50/p99 ms |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in c["levels"]:
+        q, i = r.get("wait") or {}, r["inline"] or {}
+        if not q:
+            continue
+        w = q.get("worker") or {}
+        flag = "" if q.get("valid", True) else " INVALID"
+        lines.append(
+            f"| {r['factor']:g}x | {fmt(q.get('rate'))} | {fmt(q.get('submit_p50_ms'))} / "
+            f"{fmt(q.get('submit_p99_ms'))} | {fmt(q.get('ttr_p50_ms'))} / "
+            f"{fmt(q.get('ttr_p99_ms'))}{'' if q.get('meets_bound') else ' (over)'} | "
+            f"{fmt(q.get('throughput_rps'))} | {_outcomes(q.get('outcomes') or {})} | "
+            f"{fmt(q.get('polls_per_job'))} | {fmt(w.get('poll_lag_p50_ms'))} / "
+            f"{fmt(w.get('poll_lag_p99_ms'))} | {fmt(i.get('p50_ms'))} / "
+            f"{fmt(i.get('p99_ms'))} |{flag}")
+    return lines
+
+
 def _split_lines(c: dict) -> list[str]:
     """Where a done job's time went, from the queue's own records (experiments/lab/
     job_times.py)."""
@@ -430,6 +482,10 @@ def render(res: dict, run: Path, plots: dict[str, str | None]) -> str:
                   "step):", "", *_split_lines(c), "",
                   "The queue's capacity (a step sweep over these levels' valid steps, not the "
                   f"capacity search): {_capacity_text(c['queue_capacity'])}.", ""]
+        if any(r.get("wait") for r in c["levels"]):
+            lines += [f"Long polls (each waits up to {fmt(res['wait_s'])} s for the job's "
+                      f"end; bound: the shared {res['bound_ms']:g} ms):", "", *_wait_lines(c),
+                      "", f"Their capacity: {_capacity_text(c['wait_capacity'])}.", ""]
     if plots.get("levels"):
         lines += [f"![levels]({plots['levels']})", ""]
     lines += ["## Burst", "",

@@ -7,6 +7,8 @@ folder under raw/locust/ (the report reads them back):
                                               wait.json: the wait for an empty queue before it;
                                               worker_times.csv: the queue's own record of each
                                               job (experiments/lab/job_times.py)
+    levels/<arch>/NN_<factor>x/wait/          with client.wait_s: the same schedule as long
+                                              polls (?wait=), as queue/ otherwise
     levels/<arch>/NN_<factor>x/inline/        the same schedule to the predict endpoint;
                                               recovery.json: the wait for idle latency before it
     burst/<arch>/queue/                       the base load's job clients; trigger.json: when
@@ -46,7 +48,8 @@ from services.settings import Arch
 DEPTH_FILE, TRIGGER_FILE, WAIT_FILE = "queue_depth.csv", "trigger.json", "wait.json"
 # The burst's own stream draws from another seed than the base load's.
 BURST_SEED_OFFSET = 1000
-QUEUE, INLINE = "queue", "inline"
+QUEUE, WAIT, INLINE = "queue", "wait", "inline"
+JOB_KINDS = (QUEUE, WAIT)
 
 
 def open_model(cfg: QueueConfig, rate: float, kind: str, *, seed_offset: int = 0,
@@ -54,7 +57,7 @@ def open_model(cfg: QueueConfig, rate: float, kind: str, *, seed_offset: int = 0
     """The schedule of a step: the shared open-model keys; job clients keep many jobs going
     at once (client.inflight_cap) and poll on for client.drain_s after the schedule."""
     p, c = cfg.capacity, cfg.client
-    job = kind == QUEUE
+    job = kind in JOB_KINDS
     return OpenModel(rate=rate, process=p.process, seed=p.seed + seed_offset,
                      inflight_cap=c.inflight_cap if job else p.inflight_cap,
                      request_timeout_s=p.request_timeout_s,
@@ -83,7 +86,8 @@ class Measure:
                             duration_s=duration_s)
         label = f"{self.arch} {kind} {what}"
         self.lab.progress.say(f"{label}: {model.rate:.1f}/s for {duration_s:g} s")
-        job = self.cfg.client.spec().to_dict() if kind == QUEUE else None
+        job = (self.cfg.client.spec(wait=kind == WAIT).to_dict() if kind in JOB_KINDS
+               else None)
         return self.lab.locust(scenario, self.arch, out, arrival="open",
                                payload=list(self.cfg.payload), step=self.step, label=label,
                                open_model=model, path=self.jobs_path if job else None,
@@ -100,8 +104,8 @@ class Measure:
                                   f"{record.get('error', '')}".rstrip())
 
     def _ready(self, out: Path, kind: str, max_s: float) -> None:
-        """Before a step: an empty queue (queue steps) or the idle latency (in-line ones)."""
-        if kind == QUEUE:
+        """Before a step: an empty queue (job steps) or the idle latency (in-line ones)."""
+        if kind in JOB_KINDS:
             record = self.depth.wait_empty(self.arch, max_s)
             out.mkdir(parents=True, exist_ok=True)
             write_json_atomic(out / WAIT_FILE, record)
@@ -120,14 +124,16 @@ class Measure:
     def levels(self) -> None:
         lv, root = self.cfg.levels, self.lab.run.raw / "locust" / "levels" / self.arch
         self._ready(root / "idle", INLINE, lv.recover_max_s)  # learns the idle latency
+        kinds = (QUEUE, INLINE) if self.cfg.client.wait_s is None else (QUEUE, WAIT, INLINE)
         for i, factor in enumerate(lv.factors):
             rate = factor * self.capacity
-            for kind in (QUEUE, INLINE):
+            for kind in kinds:
                 out = root / f"{i:02d}_{factor:g}x" / kind
-                self._ready(out, kind, lv.drain_max_s if kind == QUEUE else lv.recover_max_s)
+                job = kind in JOB_KINDS
+                self._ready(out, kind, lv.drain_max_s if job else lv.recover_max_s)
                 self._load(out, kind, open_model(self.cfg, rate, kind), lv.step_s,
                            f"level {factor:g}x")
-                if kind == QUEUE:
+                if job:
                     self._job_times(out)
 
     def burst(self) -> None:
@@ -141,7 +147,8 @@ class Measure:
             extra = open_model(self.cfg, (b.factor - b.base) * self.capacity, kind,
                                seed_offset=BURST_SEED_OFFSET,
                                drain_s=b.after_s + base.drain)
-            job = self.cfg.client.spec().to_dict() if kind == QUEUE else None
+            job = (self.cfg.client.spec(wait=kind == WAIT).to_dict() if kind in JOB_KINDS
+               else None)
             trigger = Burst(self.lab, self.arch, out / "burst", extra, b.burst_s,
                             tuple(self.cfg.payload), path=self.jobs_path if job else None,
                             job=job)

@@ -142,8 +142,11 @@ def _accepted(resp, path: str, state: JobState, log: JobLog) -> str | None:
 def _poll(client, location: str, name: str, spec: JobSpec, state: JobState,
           log: JobLog) -> None:
     deadline = state.scheduled + spec.deadline_s
+    if spec.wait_s is not None:  # long polls: the server holds each until the end or wait_s
+        location += ("&" if "?" in location else "?") + f"wait={spec.wait_s:.3f}"
     while True:
-        gevent.sleep(spec.poll_interval_s)
+        if spec.wait_s is None:
+            gevent.sleep(spec.poll_interval_s)
         if time.time() >= deadline:
             log.write(state, "deadline", error=f"still pending after {spec.deadline_s:g} s")
             return
@@ -176,6 +179,11 @@ def _poll(client, location: str, name: str, spec: JobSpec, state: JobState,
                 return
             state.poll_errors += 1
             resp.failure(f"HTTP {status} on a poll" if status else "no answer to a poll")
+        if spec.wait_s is not None:
+            # (only a failed poll gets here) a long poll that failed is not sent again at
+            # once (a server or Redis away would be hammered): the next waits a poll
+            # interval, as a plain poll does
+            gevent.sleep(spec.poll_interval_s)
 
 
 def flush_unfinished(snapshot: list[JobState], log: JobLog) -> int:

@@ -6,7 +6,9 @@ A job client is an open-model arrival (experiments/load/arrivals.py) that, inste
 in-line request, submits a job (``POST .../jobs``: 202 and a ``Location``) and then polls that
 Location every ``poll_interval_s`` (counted from the previous poll's answer, as a client that
 sleeps between polls does) until the job is done or failed, or ``deadline_s`` after its
-scheduled submit. Columns of ``jobs_<pid>.csv``:
+scheduled submit. With ``wait_s``, the client long-polls instead: each poll asks the server to
+wait up to ``wait_s`` for the job's end (``?wait=``, services/jobs.py) and the next is sent as
+soon as its answer arrives, the first right after the 202. Columns of ``jobs_<pid>.csv``:
 
     scheduled_unix   when the open model scheduled the submit (time to result counts from it)
     submit_unix      when the submit was sent (later than scheduled when the client was behind)
@@ -41,19 +43,28 @@ ACCEPTED_OUTCOMES = ("done", "wrong_answer", "failed", "lost", "deadline", "unfi
 @dataclass(frozen=True)
 class JobSpec:
     """How a job client polls: every poll_interval_s, giving up deadline_s after its scheduled
-    submit."""
+    submit; with wait_s, long polls of up to wait_s each, one after the other (poll_interval_s
+    unused)."""
 
     poll_interval_s: float
     deadline_s: float
+    wait_s: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("poll_interval_s", "deadline_s"):
+        names = ("poll_interval_s", "deadline_s") + (("wait_s",) if self.wait_s is not None
+                                                     else ())
+        for name in names:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
                 raise ValueError(f"{name} = {value!r}: must be a number > 0 (seconds)")
         if self.deadline_s <= self.poll_interval_s:
             raise ValueError(f"deadline_s = {self.deadline_s!r}: must be longer than "
                              f"poll_interval_s ({self.poll_interval_s!r}), or no poll is sent")
+
+    @property
+    def mode(self) -> str:
+        """"wait" (long polls) or "poll" (every poll_interval_s)."""
+        return "poll" if self.wait_s is None else "wait"
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)

@@ -16,6 +16,7 @@ retries left (``queue_retries``), else finishes it ``aborted`` (answered as fail
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import redis
@@ -27,6 +28,7 @@ from saq.queue.redis import RedisQueue
 from services import errors, jobs, redis_protocol
 from services.async_app import scoring
 from services.async_app.clients import _redis_retry, feature_store, model_client
+from services.async_app.job_notices import JobNotices
 from services.describe import predict_path
 from services.settings import Arch, Settings
 
@@ -78,9 +80,12 @@ class SaqJobs:
             # as the feature store: one immediate retry on a lost connection (a restarted Redis)
             retry=_redis_retry(), **redis_protocol.async_options(settings)))
         self._queue = _queue(self._redis, settings)
+        # SAQ publishes each job's updates on a channel named after its id (job_id(key)).
+        self._notices = JobNotices(settings, prefix=self._queue.job_id(""))
 
     async def connect(self) -> None:
         await self._queue.connect()
+        await self._notices.start()
 
     async def submit(self, values: list[float], entity: str) -> str:
         """Queue a job and return its id; 503 queue_full (nothing queued) when the queue holds
@@ -100,8 +105,28 @@ class SaqJobs:
             raise errors.queue_unavailable(type(exc).__name__) from None
         return job_id
 
-    async def status(self, job_id: str) -> dict[str, object]:
+    async def status(self, job_id: str, wait_s: float | None = None) -> dict[str, object]:
+        """The job's answer (services/jobs.py); with `wait_s`, a long poll: this coroutine
+        waits for SAQ's notice of the job's end, or `wait_s` (services/async_app/
+        job_notices.py)."""
         jobs.check_job_id(job_id)
+        if wait_s is None:
+            return await self._status(job_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        with self._notices.watch(self._queue.job_id(job_id)) as changed:
+            while True:
+                changed.clear()  # before the read: an update after it sets the event again
+                answer = await self._status(job_id)
+                remaining = deadline - loop.time()
+                if jobs.ended(answer) or remaining <= 0:
+                    return answer
+                # Every update wakes it (queued, active, a retry): the status says which.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(remaining):
+                        await changed.wait()
+
+    async def _status(self, job_id: str) -> dict[str, object]:
         try:
             async with asyncio.timeout(self._settings.redis_timeout_s):
                 job = await self._queue.job(job_id)
@@ -116,6 +141,7 @@ class SaqJobs:
         return jobs.pending(job_id)
 
     async def aclose(self) -> None:
+        await self._notices.aclose()
         try:
             # SAQ's disconnect unsubscribes its (never used here) pub/sub first: a Redis call
             await self._queue.disconnect()

@@ -22,14 +22,15 @@ def test_registered_and_every_profile_parses_within_its_time():
     assert EXPERIMENTS["8"] is EXPERIMENT and BY_NAME["experiment-8"] is EXPERIMENT
     full, quick, smoke = (EXPERIMENT.configure(p) for p in ("full", "quick", "smoke"))
     assert EXPERIMENT.default_profile() == "full"
-    assert smoke.total_s < 150  # the end-to-end test's run
+    assert smoke.total_s < 180  # the end-to-end test's run
     assert 10 * 60 <= quick.total_s <= 20 * 60
-    assert quick.total_s < full.total_s <= 30 * 60
+    assert quick.total_s < full.total_s <= 35 * 60
     assert {c.bound_ms for c in (full, quick, smoke)} == {250}  # the shared bound
     # a job's bound is the shared one plus a poll interval
     assert full.job_bound_ms == 250 + 1000 * full.client.poll_interval_s
     assert full.burst.factor == 3.0 and full.burst.burst_s == 20
-    assert quick.burst.burst_s == full.burst.burst_s  # the issue's 20 s burst; quick is shorter around it
+    # the issue's 20 s burst in both; quick is shorter around it
+    assert quick.burst.burst_s == full.burst.burst_s
     assert quick.burst.after_s < full.burst.after_s
     assert smoke.capacity_rps == {"sync": 4.0, "async": 8.0}
 
@@ -60,6 +61,9 @@ def test_a_run_without_a_found_figure_is_refused_by_name(tmp_path):
     (lambda d: d["client"].update(poll_interval_s=-0.1), "poll_interval_s = -0.1"),
     (lambda d: d["client"].update(deadline_s=0.05), r"deadline_s = 0.05: must be longer"),
     (lambda d: d["client"].update(poll_interval_s="fast"), "poll_interval_s = 'fast'"),
+    (lambda d: d["client"].update(wait_s=0), "wait_s"),
+    (lambda d: d["client"].update(wait_s=10), r"client.wait_s = 10: must be below the "
+                                              r"clients' request timeout \(10 s\)"),
     (lambda d: d["burst"].update(factor=1.0), "factor = 1.0: must be > 1"),
     (lambda d: d["burst"].update(base=4.0), r"base = 4: must be below factor \(3\)"),
     (lambda d: d["burst"].update(drain_depth=-1), "drain_depth = -1"),

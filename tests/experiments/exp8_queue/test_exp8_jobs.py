@@ -138,6 +138,8 @@ def test_depth_and_job_logs_read_back_skipping_gaps_and_torn_lines(tmp_path):
     ({"poll_interval_s": 0.1, "deadline_s": math.inf * 0}, "deadline_s = nan"),
     ({"poll_interval_s": True, "deadline_s": 1}, "poll_interval_s = True"),
     ({"poll_interval_s": 1, "deadline_s": 0.5}, "deadline_s = 0.5: must be longer"),
+    ({"poll_interval_s": 0.1, "deadline_s": 1, "wait_s": 0}, "wait_s = 0"),
+    ({"poll_interval_s": 0.1, "deadline_s": 1, "wait_s": "5"}, "wait_s = '5'"),
 ])
 def test_a_bad_job_spec_is_named(kw, match):
     with pytest.raises(ValueError, match=match):
