@@ -11,11 +11,12 @@ from experiments.exp4_ladder import EXPERIMENT as LADDER
 from experiments.exp5_builds import EXPERIMENT as BUILDS
 from experiments.exp6_crossover import EXPERIMENT as CROSSOVER
 from experiments.exp7_batching import EXPERIMENT as BATCHING
+from experiments.exp8_queue import EXPERIMENT as QUEUE
 from experiments.exp9_overload import EXPERIMENT as OVERLOAD
 from experiments.experiment import Experiment
 
 EXPERIMENTS: dict[str, Experiment] = {
     e.number: e for e in (PROFILING, TIMEIT, LOAD, LADDER, BUILDS, CROSSOVER, BATCHING,
-                          OVERLOAD)
+                          QUEUE, OVERLOAD)
 }
 BY_NAME: dict[str, Experiment] = {e.name: e for e in EXPERIMENTS.values()}

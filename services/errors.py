@@ -137,6 +137,14 @@ def job_not_found(job_id: str) -> ApiError:
                     f"no job {job_id[:80]!r}: never submitted, or its answer has expired")
 
 
+def invalid_wait(given: list[str], max_wait_s: float) -> ApiError:
+    """A poll's ``?wait=`` that is not one number of seconds in (0, max_wait_s]."""
+    if len(given) > 1:
+        return ApiError(422, "invalid_wait", f"?wait= given {len(given)} times, give it once")
+    return ApiError(422, "invalid_wait", f"?wait= must be seconds, more than 0 and at most "
+                    f"{max_wait_s:g} (decimal digits), got {given[0][:80]!r}")
+
+
 def queue_full(limit: int, retry_after_s: int) -> ApiError:
     """Not accepted: nothing was queued (no job id exists), so the client retries later."""
     return ApiError(503, "queue_full", f"the job queue already holds its limit of {limit} "

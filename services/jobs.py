@@ -11,6 +11,14 @@ answered 202 with the job's id and its ``Location``. A worker does what the in-l
 (with the reason, in the lab's error shape) or 404 for an id it does not know (never submitted,
 or expired).
 
+``GET .../jobs/{id}?wait=S`` is the long poll: the answer comes as soon as the job ends, or
+after S seconds (at most ``queue_max_wait_s``) with pending. Each queue wakes it with its own
+notice of a job's end (RQ: the job's result stream, which RQ's ``latest_result(timeout=)``
+blocks on; SAQ: its pub/sub update of the job, which SAQ's ``refresh(until_complete=)``
+listens to), so a client learns of the end within a Redis round trip instead of a poll
+interval; a waiting poll holds what a request holds in its architecture (a worker thread or
+process in the sync stack, a coroutine in the async one).
+
 What a job function returns (both queues store it as it is): ``{"result": {"detail": x}}``, or
 ``{"error": <the lab's error body>}`` for a job that failed for a reason of its own (unknown
 entity, model down). Those are answers, not crashes: the queue does not retry them (its retries
@@ -21,6 +29,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
 
 from services import errors
 from services.settings import Arch, Settings
@@ -29,6 +38,9 @@ PENDING, DONE, FAILED = "pending", "done", "failed"
 # One queue per architecture, on the same Redis as the features.
 QUEUE_NAMES = {Arch.SYNC: "scoring-lab-sync", Arch.ASYNC: "scoring-lab-async"}
 _JOB_ID_RE = re.compile(r"[0-9a-f]{32}")
+# ?wait=: decimal seconds, as a person or a client library writes them (no exponent, no sign,
+# no "nan"/"inf" that float() would take).
+_WAIT_RE = re.compile(r"[0-9]{1,6}(\.[0-9]{1,6})?")
 
 
 def jobs_path(arch: Arch) -> str:
@@ -50,6 +62,24 @@ def check_job_id(job_id: str) -> str:
     if not _JOB_ID_RE.fullmatch(job_id):
         raise errors.job_not_found(job_id)
     return job_id
+
+
+def wait_seconds(given: Sequence[str], settings: Settings) -> float | None:
+    """How long a poll may wait for its job to end (``?wait=``): None (answer at once) when not
+    given; 422 invalid_wait unless given once, as seconds in (0, queue_max_wait_s]."""
+    if not given:
+        return None
+    if len(given) > 1 or not _WAIT_RE.fullmatch(given[0]):
+        raise errors.invalid_wait(list(given), settings.queue_max_wait_s)
+    wait = float(given[0])
+    if not 0 < wait <= settings.queue_max_wait_s:
+        raise errors.invalid_wait(list(given), settings.queue_max_wait_s)
+    return wait
+
+
+def ended(answer: dict[str, object]) -> bool:
+    """Whether a status answer is final (done or failed): a long poll stops waiting."""
+    return answer.get("status") != PENDING
 
 
 def check_room(waiting: int, settings: Settings) -> None:

@@ -213,6 +213,9 @@ class Settings(BaseSettings):
     queue_sweep_s: int = Field(5, ge=1, le=600)
     # Jobs one async (SAQ) worker process runs at once; an RQ worker runs one.
     queue_concurrency: int = Field(16, ge=1, le=10_000)
+    # The longest a poll may wait for its job to end (``?wait=``, services/jobs.py). Below the
+    # sync server's worker timeout (60 s), which a blocked meinheld worker does not notify.
+    queue_max_wait_s: float = Field(10.0, gt=0, le=30)
     rq_worker: RqWorker = RqWorker.SIMPLE
 
     @model_validator(mode="after")

@@ -19,10 +19,8 @@ whatever happened.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -30,7 +28,8 @@ from pydantic import Field, Strict, model_validator
 
 from experiments.config import ConfigError, Float, Int, Str, Table, parse, read
 from experiments.constants import ARCHS
-from experiments.exp9_overload.capacities import CapacityFrom, measured_capacities
+from experiments.found_capacities import CapacityFrom, settle_capacities
+from experiments.lab.burst import Burst
 from experiments.lab.deploy import switch
 from experiments.lab.faults import (
     ChunkedTrailer,
@@ -47,7 +46,7 @@ from experiments.lab.recovery import Probe, Waiter
 from experiments.lab.renew import restart_stuck
 from experiments.lab.session import RunOptions, Session, session
 from experiments.load.arrivals import OpenModel
-from experiments.load.run import LocustResult, run_locust
+from experiments.load.run import LocustResult
 from experiments.protocol import (
     DEFAULT_PAYLOAD,
     Arch,
@@ -167,25 +166,20 @@ class Overload(Table):
 
     def with_measured_capacities(self, root: Path | None = None) -> Overload:
         """The config with every architecture's 1x settled: its own capacity_rps, else the
-        lowest found capacity of [capacity_from]'s runs (experiments/exp9_overload/
-        capacities.py); `capacity_source` says which, per architecture."""
-        wanted = tuple(a for a in self.architectures if a not in self.capacity_rps)
-        source: dict[str, Any] = {a: "config capacity_rps" for a in self.capacity_rps}
-        rps = dict(self.capacity_rps)
-        kwargs = {"root": root} if root is not None else {}
-        if wanted and self.capacity_from is not None:
-            found, record = measured_capacities(self.capacity_from, wanted, **kwargs)
-            rps.update(found)
-            source.update({a: record for a in wanted})
+        lowest found capacity of [capacity_from]'s runs (experiments/found_capacities.py);
+        a build with its own [capacity_from] gets its own; `capacity_source` says which, per
+        architecture and per build/architecture."""
+        rps, source = settle_capacities(self.capacity_rps, self.capacity_from,
+                                        self.architectures, root=root)
         builds = dict(self.build)
         for name in self.builds:
             b = builds[name]
-            own = tuple(a for a in self.archs_of(name) if a not in b.capacity_rps)
-            if b.capacity_from is None or not own:
-                continue
-            found, record = measured_capacities(b.capacity_from, own, **kwargs)
-            builds[name] = b.model_copy(update={"capacity_rps": {**b.capacity_rps, **found}})
-            source.update({f"{name}/{a}": record for a in own})
+            if b.capacity_from is None:
+                continue  # the architecture's 1x (capacity_of falls back to it)
+            own, own_source = settle_capacities(b.capacity_rps, b.capacity_from,
+                                                self.archs_of(name), root=root)
+            builds[name] = b.model_copy(update={"capacity_rps": own})
+            source.update({f"{name}/{a}": s for a, s in own_source.items()})
         return self.model_copy(update={"capacity_rps": rps, "capacity_source": source,
                                        "build": builds})
 
@@ -263,50 +257,6 @@ def deploy_vars(cfg: Overload, name: str, services: dict[str, dict[str, Any]]) -
     if b.scoring_handler_workers is not None:
         out["scoring_handler_workers"] = b.scoring_handler_workers
     return out
-
-
-@dataclass
-class Burst:
-    """A metastability trigger: a second open-model stream for `duration_s` beside the base
-    load (two independent Poisson streams sum to one of their summed rate), from its own
-    Locust process; stop() waits for it to end (its schedule, drain and start-up bound it)."""
-
-    lab: Session
-    arch: str
-    out_dir: Path
-    model: OpenModel
-    duration_s: float
-    payload: tuple[float, ...]
-    name: str = "burst"
-    result: LocustResult | None = None
-    error: str | None = None
-    _thread: threading.Thread | None = field(default=None, repr=False)
-
-    def _run(self) -> None:
-        try:
-            self.result = run_locust(
-                Scenario(name="burst", kind="open", rate=self.model.rate,
-                         duration_s=self.duration_s),
-                self.lab.topology.scoring_url(self.arch), predict_path(self.arch),
-                self.out_dir, arrival="open", cpus=self.lab.load.local_cpus or None,
-                guard=self.lab.guard, payload=self.payload, arch=self.arch,
-                workers=self.lab.load.local_workers,
-                extra_env={"SCORING_LAB_SERVICE": "loadgen",
-                           "SCORING_LAB_RUN_DIR": self.lab.load.local_run_dir},
-                open_model=self.model)
-        except Exception as exc:  # noqa: BLE001 - recorded in the trigger's record
-            self.error = f"{type(exc).__name__}: {exc}"
-
-    def start(self) -> dict[str, Any]:
-        self._thread = threading.Thread(target=self._run, name="burst")
-        self._thread.start()
-        return {"rate": self.model.rate, "duration_s": self.duration_s}
-
-    def stop(self) -> dict[str, Any]:
-        if self._thread is not None:
-            self._thread.join()
-        return {"requests": self.result.n_requests if self.result else 0,
-                "valid": bool(self.result and self.result.valid), "error": self.error}
 
 
 def make_fault(kind: str, lab: Session, arch: str, cfg: Overload) -> Any:

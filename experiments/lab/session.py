@@ -142,16 +142,18 @@ class Session:
 
     def locust(self, scenario: Scenario, arch: str, out_dir: Path, *, arrival: str,
                payload, step: int, label: str, url: str | None = None,
-               open_model: OpenModel | None = None) -> LocustResult:
+               open_model: OpenModel | None = None, path: str | None = None,
+               job: dict[str, Any] | None = None) -> LocustResult:
         """One Locust run from the load generator, pinned to its cores and labelled
         ``loadgen`` for the resource sampler (open model: `open_model`'s schedule for the
-        scenario's duration_s), inside every step hook's context."""
+        scenario's duration_s), inside every step hook's context. `path`: the endpoint
+        (default: the architecture's predict path); `job`: job clients (run_locust's)."""
         with ExitStack() as hooks:
             for hook in self.step_hooks:
                 hooks.enter_context(hook(self, out_dir, arch, url))
             result = self._run_locust(scenario, arch, out_dir, arrival=arrival,
                                       payload=payload, step=step, label=label, url=url,
-                                      open_model=open_model)
+                                      open_model=open_model, path=path, job=job)
         self.progress.done_s += scenario.total_s
         if not result.valid:
             self.progress.say(f"WARNING {label} is invalid: {'; '.join(result.reasons)}")
@@ -159,16 +161,17 @@ class Session:
 
     def _run_locust(self, scenario: Scenario, arch: str, out_dir: Path, *, arrival: str,
                     payload, step: int, label: str, url: str | None,
-                    open_model: OpenModel | None) -> LocustResult:
+                    open_model: OpenModel | None, path: str | None = None,
+                    job: dict[str, Any] | None = None) -> LocustResult:
         return run_locust(
-            scenario, url or self.topology.scoring_url(arch), predict_path(arch),
+            scenario, url or self.topology.scoring_url(arch), path or predict_path(arch),
             out_dir, arrival=arrival, cpus=self.load.local_cpus or None, guard=self.guard,
             payload=payload, arch=arch, progress=self.progress.ticker(step, label),
             workers=self.load.local_workers, worker_hosts=self.load.worker_hosts,
             master_addresses=self.master,
             extra_env={"SCORING_LAB_SERVICE": "loadgen",
                        "SCORING_LAB_RUN_DIR": self.load.local_run_dir},
-            open_model=open_model,
+            open_model=open_model, job=job,
         )
 
 

@@ -16,7 +16,9 @@ arrival schedule (experiments.load.arrivals), sending every request at its sched
 whatever is in flight; its log rows carry the scheduled time, so response time (from the
 schedule) and service time (from the send) can both be computed, and each process writes
 `open_model_<pid>.json` (requests scheduled, sent, late for want of an in-flight slot,
-unfinished when the step ended, resent after the server closed them unanswered).
+unfinished when the step ended, resent after the server closed them unanswered). With a
+`job` in the scenario document, each arrival is a job client instead (submit to the jobs path,
+poll until the job ends: experiments/load/job_client.py), one row per job in `jobs_<pid>.csv`.
 """
 
 from __future__ import annotations
@@ -35,12 +37,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import gevent  # noqa: E402
 import gevent.pool  # noqa: E402
-from geventhttpclient.response import HTTPConnectionClosed  # noqa: E402
 from locust import FastHttpUser, constant, events, task  # noqa: E402
 from locust.runners import MasterRunner  # noqa: E402
 
-from experiments.load import shapes  # noqa: E402
+from experiments.load import job_client, shapes  # noqa: E402
 from experiments.load.arrivals import OpenModel  # noqa: E402
+from experiments.load.job_log import JobSpec, job_log_path  # noqa: E402
 from experiments.load.pacing import Pacer  # noqa: E402
 from experiments.load.stages import read_scenario_file  # noqa: E402
 
@@ -55,6 +57,8 @@ ARRIVAL = DOC.get("arrival") or os.environ.get("SCORING_LAB_ARRIVAL", "spread")
 PACING_S = float(DOC.get("pacing_s") or os.environ.get("SCORING_LAB_PACING_S", "1.0"))
 PAYLOAD = DOC.get("payload") or [5.1, 3.5, 1.4, 0.2]
 OPEN = DOC.get("open_model")  # {..OpenModel fields.., "streams", "schedule_s"} or None
+# Open model only: each arrival submits a job to PATH and polls it (experiments/load/job_client.py)
+JOB = JobSpec(**DOC["job"]) if DOC.get("job") else None
 _seed = DOC.get("seed")
 _rng = random.Random(None if _seed is None else int(_seed) + os.getpid())
 
@@ -102,23 +106,28 @@ class RequestLog:
 
 
 _log: RequestLog | None = None
+_job_log = job_client.JobLog(None)  # the real one once a request log is opened
 
 
 @events.init.add_listener
 def _open_request_log(environment, runner=None, **_kw):
-    global _log
+    global _log, _job_log
     prefix = os.environ.get("SCORING_LAB_REQUEST_LOG")
     if not prefix or isinstance(runner or environment.runner, MasterRunner):
         return
     _log = RequestLog(f"{prefix}_{os.getpid()}.csv")
     environment.events.request.add_listener(_log.on_request)
     atexit.register(_log.close)
+    if JOB is not None:
+        _job_log = job_client.JobLog(job_log_path(prefix, os.getpid()))
+        atexit.register(_job_log.close)
 
 
 @events.quitting.add_listener
 def _close_request_log(environment, **_kw):
-    if _log is not None:
-        _log.close()
+    for log in (_log, _job_log):
+        if log is not None:
+            log.close()
 
 
 def _score(client, context: dict | None = None, retry_closed: int = 0) -> int:
@@ -147,18 +156,12 @@ def _score(client, context: dict | None = None, retry_closed: int = 0) -> int:
             catch_response=True,
             context=context or {},
         )
-        if attempt < retry_closed and _closed_unanswered(resp):
+        if attempt < retry_closed and job_client.closed_unanswered(resp):
             continue  # never entered: Locust reports a response on leaving its context
         with resp:
             _check(resp)
         return attempt
     raise AssertionError("unreachable: the last attempt always returns")
-
-
-def _closed_unanswered(resp) -> bool:
-    """The server closed the connection before sending any of an answer."""
-    return not resp.status_code and isinstance(getattr(resp, "error", None),
-                                               HTTPConnectionClosed)
 
 
 def _check(resp) -> None:
@@ -258,8 +261,12 @@ class OpenModelUser(FastHttpUser):
             COUNTS["sent_in_schedule"] += 1
         COUNTS["max_late_ms"] = max(COUNTS["max_late_ms"], (sent - scheduled_unix) * 1000)
         try:
-            COUNTS["retried_closed"] += _score(
-                self.client, {"scheduled_unix": scheduled_unix}, RETRY_CLOSED)
+            if JOB is not None:  # the whole job, submit to result, holds this slot
+                COUNTS["retried_closed"] += job_client.run_job(
+                    self.client, PATH, PAYLOAD, JOB, scheduled_unix, _job_log, RETRY_CLOSED)
+            else:
+                COUNTS["retried_closed"] += _score(
+                    self.client, {"scheduled_unix": scheduled_unix}, RETRY_CLOSED)
         finally:
             IN_FLIGHT.pop(key, None)
 
@@ -278,6 +285,7 @@ def _record_open_model(environment, **_kw):
     if not OPEN or not prefix or isinstance(environment.runner, MasterRunner):
         return
     unanswered = list(IN_FLIGHT.values())
+    jobs_in_flight = list(job_client.IN_FLIGHT_JOBS.values())
     for pool in POOLS:  # an answer arriving after this point would be counted twice
         pool.kill(block=True, timeout=5)
     now = time.time()
@@ -287,5 +295,6 @@ def _record_open_model(environment, **_kw):
             _log.write(sent, (now - sent) * 1000, 0, False, "unfinished when the step ended",
                        scheduled)
     IN_FLIGHT.clear()
+    job_client.flush_unfinished(jobs_in_flight, _job_log)
     out = Path(prefix).parent / f"open_model_{os.getpid()}.json"
     out.write_text(json.dumps({**COUNTS, "pid": os.getpid()}, indent=2) + "\n")

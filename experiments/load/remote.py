@@ -154,7 +154,7 @@ class HostRun:
         self._log.close()
 
     def unpack(self, out_dir: Path) -> dict[str, Any]:
-        """Extract the host's files; move its request logs into out_dir. Returns its
+        """Extract the host's files; move its request (and job) logs into out_dir. Returns its
         host_result.json, or a failure record when the host sent nothing usable."""
         if self.tar_path.stat().st_size == 0:
             log = (self.dir / "worker_host.log").relative_to(out_dir)
@@ -165,7 +165,8 @@ class HostRun:
         except tarfile.TarError as exc:
             return self._failed(f"sent a broken tar stream ({exc})")
         self.tar_path.unlink()
-        for csv_path in sorted(self.dir.glob("requests_*.csv")):
+        logs = [*self.dir.glob("requests_*.csv"), *self.dir.glob("jobs_*.csv")]
+        for csv_path in sorted(logs):
             shutil.move(csv_path, out_dir / csv_path.name)
         try:
             return json.loads((self.dir / "host_result.json").read_text())

@@ -6,6 +6,7 @@ Plain Python (no locust import). `run_locust` writes everything into `out_dir`:
     locust_stats.csv, locust_stats_history.csv, locust_failures.csv, locust_exceptions.csv
     report.html              Locust's HTML report
     requests_<pid>.csv       every request with exact timing (one file per Locust process)
+    jobs_<pid>.csv           job clients only: every job, submit to result (job_log.py)
     locust.log               Locust's output (locust_worker<i>.log with local workers)
     hosts/<host>/            distributed over load-generator hosts: each host's worker logs,
                              guard.json and host_result.json (experiments.load.remote); its
@@ -177,6 +178,7 @@ def run_locust(
     progress: Callable[[float, float], None] | None = None,
     extra_env: dict[str, str] | None = None,
     open_model: OpenModel | None = None,
+    job: dict[str, Any] | None = None,
 ) -> LocustResult:
     """Run `scenario` against host_url + path with Locust (headless, CSV + full history +
     HTML), killed after the planned duration + timeout_margin_s. Three shapes:
@@ -189,8 +191,12 @@ def run_locust(
       every host over SSH again.
 
     Returns a LocustResult (also written to out_dir/result.json). `progress(elapsed_s,
-    planned_s)` is called about once a second."""
+    planned_s)` is called about once a second. `job` (open model only; the fields of
+    experiments/load/job_log.py ``JobSpec``): each arrival submits a job to `path` and
+    polls it, written to jobs_<pid>.csv beside the request logs."""
     guard = guard or GuardParams()
+    if job is not None and open_model is None:
+        raise ValueError(f"scenario {scenario.name!r}: job clients run only in an open model")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cpu_list = None if cpus is None else parse_cpu_list(cpus)
@@ -214,6 +220,7 @@ def run_locust(
         payload=list(payload),
         seed=seed,
         open_model=open_doc,
+        job=job,
     )
     prefix = out_dir / CSV_PREFIX
     html = out_dir / "report.html"

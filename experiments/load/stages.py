@@ -78,9 +78,12 @@ def write_scenario_file(
     payload: list[float] | tuple[float, ...],
     seed: int | None = None,
     open_model: dict[str, Any] | None = None,
+    job: dict[str, Any] | None = None,
 ) -> Path:
     """The JSON file given to the locustfile (through SCORING_LAB_SCENARIO). `open_model`:
-    the OpenModel fields plus `streams` and `schedule_s` (see experiments.load.run)."""
+    the OpenModel fields plus `streams` and `schedule_s` (see experiments.load.run); `job`:
+    the open model's clients submit jobs to `path_url` and poll them
+    (experiments/load/job_log.py ``JobSpec``)."""
     path = Path(path)
     doc = {
         "scenario": scenario.to_dict(),
@@ -93,6 +96,8 @@ def write_scenario_file(
     }
     if open_model is not None:
         doc["open_model"] = open_model
+    if job is not None:
+        doc["job"] = job
     path.write_text(json.dumps(doc, indent=2) + "\n")
     return path
 

@@ -16,6 +16,7 @@ retries left (``queue_retries``), else finishes it ``aborted`` (answered as fail
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import redis
@@ -27,6 +28,7 @@ from saq.queue.redis import RedisQueue
 from services import errors, jobs, redis_protocol
 from services.async_app import scoring
 from services.async_app.clients import _redis_retry, feature_store, model_client
+from services.async_app.job_notices import JobNotices
 from services.describe import predict_path
 from services.settings import Arch, Settings
 
@@ -36,6 +38,27 @@ _FAILED = (Status.FAILED, Status.ABORTED)
 def _quiet() -> None:
     # SAQ logs a line per job at INFO ("Enqueuing", "Processing"): as costly as a short job.
     logging.getLogger("saq").setLevel(logging.WARNING)
+
+
+def waiting_key() -> str:
+    """The Redis list of the jobs accepted and not yet started (what ``count("queued")``
+    counts): experiment 8 samples its length as the queue's depth. SAQ names its keys
+    ``saq:<queue>:<kind>`` (``RedisQueue.namespace``) and keeps no class constant for it; a
+    test holds this to a real queue object's own name."""
+    return f"saq:{jobs.QUEUE_NAMES[Arch.ASYNC]}:queued"
+
+
+async def job_times(client: aioredis.Redis,
+                    job_ids: list[str]) -> dict[str, tuple[float | None, ...]]:
+    """(queued, started, completed), unix s by the clocks of the submitting handler and the
+    worker, of each job of `job_ids` SAQ still holds (its answer not yet expired): experiment
+    8 reads them after a step to split a job's time to result (SAQ's own records, in ms; no
+    endpoint shows them). One MGET."""
+    queue = RedisQueue(client, name=jobs.QUEUE_NAMES[Arch.ASYNC])
+    found = await queue.jobs(job_ids)
+    return {job_id: tuple(t / 1000 if t else None
+                          for t in (job.queued, job.started, job.completed))
+            for job_id, job in zip(job_ids, found, strict=True) if job is not None}
 
 
 def _queue(client: aioredis.Redis, settings: Settings) -> RedisQueue:
@@ -57,9 +80,12 @@ class SaqJobs:
             # as the feature store: one immediate retry on a lost connection (a restarted Redis)
             retry=_redis_retry(), **redis_protocol.async_options(settings)))
         self._queue = _queue(self._redis, settings)
+        # SAQ publishes each job's updates on a channel named after its id (job_id(key)).
+        self._notices = JobNotices(settings, prefix=self._queue.job_id(""))
 
     async def connect(self) -> None:
         await self._queue.connect()
+        await self._notices.start()
 
     async def submit(self, values: list[float], entity: str) -> str:
         """Queue a job and return its id; 503 queue_full (nothing queued) when the queue holds
@@ -79,8 +105,28 @@ class SaqJobs:
             raise errors.queue_unavailable(type(exc).__name__) from None
         return job_id
 
-    async def status(self, job_id: str) -> dict[str, object]:
+    async def status(self, job_id: str, wait_s: float | None = None) -> dict[str, object]:
+        """The job's answer (services/jobs.py); with `wait_s`, a long poll: this coroutine
+        waits for SAQ's notice of the job's end, or `wait_s` (services/async_app/
+        job_notices.py)."""
         jobs.check_job_id(job_id)
+        if wait_s is None:
+            return await self._status(job_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        with self._notices.watch(self._queue.job_id(job_id)) as changed:
+            while True:
+                changed.clear()  # before the read: an update after it sets the event again
+                answer = await self._status(job_id)
+                remaining = deadline - loop.time()
+                if jobs.ended(answer) or remaining <= 0:
+                    return answer
+                # Every update wakes it (queued, active, a retry): the status says which.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(remaining):
+                        await changed.wait()
+
+    async def _status(self, job_id: str) -> dict[str, object]:
         try:
             async with asyncio.timeout(self._settings.redis_timeout_s):
                 job = await self._queue.job(job_id)
@@ -95,6 +141,7 @@ class SaqJobs:
         return jobs.pending(job_id)
 
     async def aclose(self) -> None:
+        await self._notices.aclose()
         try:
             # SAQ's disconnect unsubscribes its (never used here) pub/sub first: a Redis call
             await self._queue.disconnect()

@@ -74,7 +74,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # GET answers HEAD too, as Flask's routes do.
     @app.api_route(jobs.jobs_path(Arch.ASYNC) + "/{job_id}", methods=["GET", "HEAD"])
     async def job_status(job_id: str, request: Request) -> dict[str, object]:
-        return await request.app.state.jobs.status(job_id)
+        wait_s = jobs.wait_seconds(request.query_params.getlist("wait"), settings)
+        return await request.app.state.jobs.status(job_id, wait_s)
 
     if admission.enabled(settings):  # off: not installed, the measured path stays as it was
         # Added last: the outermost middleware, before the body limit reads anything.

@@ -28,6 +28,7 @@ import redis
 from rq import Queue, Retry, SimpleWorker, Worker
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
+from rq.results import Result
 from rq.serializers import JSONSerializer
 
 from services import errors, jobs, redis_protocol
@@ -43,6 +44,24 @@ JOB_FUNCTION = "services.sync_app.job_queue.run_job"
 HEARTBEAT_MARGIN_S = 3
 # A tuple: membership by ==, which a plain str status and the str enum share (not by hash).
 _FAILED = (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
+
+
+def waiting_key() -> str:
+    """The Redis list of the jobs accepted and not yet started (what ``Queue.count`` counts):
+    experiment 8 samples its length as the queue's depth."""
+    return Queue.redis_queue_namespace_prefix + jobs.QUEUE_NAMES[Arch.SYNC]
+
+
+def job_times(connection: redis.Redis,
+              job_ids: list[str]) -> dict[str, tuple[float | None, ...]]:
+    """(queued, started, ended), unix s by the clocks of the submitting handler and the worker,
+    of each job of `job_ids` RQ still holds (its answer not yet expired): experiment 8 reads
+    them after a step to split a job's time to result (RQ's own records; no endpoint shows
+    them)."""
+    found = Job.fetch_many(job_ids, connection=connection, serializer=JSONSerializer)
+    return {job_id: tuple(t.timestamp() if t else None
+                          for t in (job.enqueued_at, job.started_at, job.ended_at))
+            for job_id, job in zip(job_ids, found, strict=True) if job is not None}
 
 
 def _queue(connection: redis.Redis) -> Queue:
@@ -62,6 +81,13 @@ class RqJobs:
             socket_timeout=timeout, socket_connect_timeout=timeout, retry=REDIS_RETRY,
             **redis_protocol.blocking_options(settings)))
         self._queue = _queue(self._redis)
+        # Long polls block on a Redis read for up to queue_max_wait_s: their own pool, whose
+        # socket timeout outlasts the wait (the main pool's would cut it at redis_timeout_s).
+        # Its size bounds this worker's waiting polls as its threads already do.
+        self._waits = redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(
+            str(settings.redis_url), max_connections=pool_size(settings), timeout=timeout,
+            socket_timeout=settings.queue_max_wait_s + timeout, socket_connect_timeout=timeout,
+            retry=REDIS_RETRY, **redis_protocol.blocking_options(settings)))
         retries = settings.queue_retries
         self._retry = Retry(max=retries) if retries else None
 
@@ -82,8 +108,34 @@ class RqJobs:
             raise errors.queue_unavailable(type(exc).__name__) from None
         return job_id
 
-    def status(self, job_id: str) -> dict[str, object]:
+    def status(self, job_id: str, wait_s: float | None = None) -> dict[str, object]:
+        """The job's answer (services/jobs.py); with `wait_s`, a long poll: blocks this worker's
+        thread (or, under meinheld, its whole process) until RQ records the job's end or
+        `wait_s` passes."""
         jobs.check_job_id(job_id)
+        if wait_s is None:
+            return self._status(job_id)
+        # RQ adds an entry to the job's result stream as the job ends (done, failed, or
+        # abandoned and failed by maintenance). The stream's last entry is read *before* the
+        # status, and the wait reads from it: an end after the status read is never missed.
+        stream = Result.get_key(job_id)
+        try:
+            last = self._redis.xrevrange(stream, count=1)
+        except redis.RedisError as exc:
+            raise errors.queue_unavailable(type(exc).__name__) from None
+        answer = self._status(job_id)
+        if jobs.ended(answer):
+            return answer
+        try:
+            self._waits.xread({stream: last[0][0] if last else "0-0"}, count=1,
+                              block=max(1, round(wait_s * 1000)))
+        except redis.RedisError as exc:
+            raise errors.queue_unavailable(type(exc).__name__) from None
+        # An entry of a failed attempt that RQ retries wakes the wait too: the status says
+        # pending again, and the client polls on.
+        return self._status(job_id)
+
+    def _status(self, job_id: str) -> dict[str, object]:
         try:
             job = Job.fetch(job_id, connection=self._redis, serializer=JSONSerializer)
             status = job.get_status(refresh=False)
@@ -102,6 +154,7 @@ class RqJobs:
 
     def close(self) -> None:
         self._redis.connection_pool.disconnect()
+        self._waits.connection_pool.disconnect()
 
 
 # ------------------------------------------------------------------------------ the workers

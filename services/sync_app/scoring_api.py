@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     @app.get(jobs.jobs_path(Arch.SYNC) + "/<job_id>")
     def job_status(job_id: str):
-        return jsonify(queue.status(job_id))
+        return jsonify(queue.status(job_id, jobs.wait_seconds(request.args.getlist("wait"),
+                                                              settings)))
 
     return app

@@ -417,9 +417,17 @@ def _job_content_type(rng, role):
 
 def _job_poll(rng, role):
     method = rng.choice(["GET", "GET", "GET", "HEAD", "POST", "DELETE", "PUT"])
-    target = JOBS + "/" + _job_id(rng) + rng.choice(["", "", "", "/", "?x=1", "/x"])
+    target = JOBS + "/" + _job_id(rng) + rng.choice(["", "", "", "/", "?x=1", "/x", _wait(rng)])
     data = VALID_BODY if method in ("POST", "PUT") else b""
     return Case(0, "", method, target, [("Content-Type", "application/json")], data)
+
+
+def _wait(rng) -> str:
+    """A long poll's ?wait=: valid ones short (a pending job holds the request that long), and
+    every kind of bad value (422 invalid_wait)."""
+    return "?wait=" + rng.choice(["0.05", "0.2", "0", "-1", "abc", "nan", "inf", "1e3", "11",
+                                  "", "0.1&wait=0.1", "%00", "1.", ".5", "9" * 40,
+                                  "0.1" + "0" * 200])
 
 
 def _job_path(rng, role):

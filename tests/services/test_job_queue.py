@@ -117,6 +117,28 @@ def test_unknown_and_malformed_ids_are_404(app_client, private_redis, model_stub
     assert client.get(f"{base}/")[0] == 404
 
 
+def test_a_long_poll_of_a_job_no_worker_takes_answers_pending_after_its_wait(
+        app_client, private_redis, model_stub):
+    """No worker runs: ``?wait=`` holds the poll (at least most of its wait: nothing ends the
+    job) and answers pending; a bad wait is 422 invalid_wait, before any Redis call."""
+    client = app_client(redis_url=private_redis.url, model_url=model_stub.url,
+                        queue_max_wait_s=2)
+    status, body, headers = submit(client)
+    assert status == 202
+    started = time.monotonic()
+    assert client.get(headers["Location"] + "?wait=0.5") == (
+        200, {"id": body["id"], "status": "pending"})
+    assert time.monotonic() - started >= 0.45
+    for bad in ("0", "-1", "abc", "nan", "inf", "1e3", "2.5", "", "1.", ".5", "1&wait=1",
+                "9" * 40):
+        status, answer = client.get(f"{headers['Location']}?wait={bad}")
+        assert (status, answer["error"]) == (422, "invalid_wait"), (bad, answer)
+        assert set(answer) == {"error", "message", "status"}
+    # an unknown id is 404 at once, waiting or not
+    status, answer = client.get(jobs.job_path(Arch(client.arch), jobs.new_job_id()) + "?wait=2")
+    assert (status, answer["error"]) == (404, "job_not_found")
+
+
 def test_redis_down_and_restarted_from_its_snapshot(app_client, private_redis, model_stub,
                                                     tmp_path):
     """What an accepted job becomes when Redis dies: the lab's Redis keeps a snapshot of the
@@ -238,3 +260,25 @@ def test_a_sigkilled_worker_loses_no_accepted_job(arch, queue_lab, model_stub):
     replacements = psutil.Process(master.pid).children()
     assert len(replacements) == 1 and replacements[0].pid != worker.pid
     print(f"{arch}: the killed worker's jobs done {time.monotonic() - killed_at:.1f} s after")
+
+
+@pytest.mark.slow
+def test_a_long_poll_answers_as_its_job_ends(arch, queue_lab, model_stub):
+    """``?wait=`` answers when the worker ends the job (woken by the queue's notice, not at the
+    end of its wait), done or failed; the next long poll of an ended job answers at once."""
+    model_stub.reply = (200, b'{"detail": 0.045}')
+    model_stub.delay_s = 1.0
+    base, _ = queue_lab(model_calls=1)
+    for entity, status in ((7, "done"), (999999, "failed")):
+        code, _, headers = http("POST", f"{base}{jobs.jobs_path(Arch(arch))}?entity={entity}",
+                                BODY)
+        assert code == 202
+        started = time.monotonic()
+        code, answer, _ = http("GET", f"{base}{headers['Location']}?wait=8")
+        took = time.monotonic() - started
+        assert code == 200 and answer["status"] == status, answer
+        # the model's 1 s for the job that calls it; either way far from the 8 s wait
+        assert took < 6, f"{arch}: the long poll answered after {took:.1f} s, not as it ended"
+        again = time.monotonic()
+        assert http("GET", f"{base}{headers['Location']}?wait=8")[1] == answer
+        assert time.monotonic() - again < 6

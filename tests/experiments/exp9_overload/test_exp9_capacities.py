@@ -10,12 +10,12 @@ import pytest
 
 from experiments.config import ConfigError
 from experiments.exp9_overload import EXPERIMENT
-from experiments.exp9_overload.capacities import (
+from experiments.exp9_overload.run import load_overload
+from experiments.found_capacities import (
     CapacityFrom,
     CapacitySourceError,
     measured_capacities,
 )
-from experiments.exp9_overload.run import load_overload
 from experiments.reporting import headline_capacity
 
 

@@ -1,8 +1,9 @@
-"""Where experiment 9's 1x comes from: capacities experiment 5 found, read from committed runs.
+"""Where an experiment's 1x comes from: capacities experiment 5 found, read from committed runs
+(experiments 8 and 9 take their loads as multiples of it).
 
-An overload sweep in multiples of a capacity is only as good as that capacity. A figure typed
-into the config drifts from the stack it names (the first quick config carried 159.5 req/s for
-default async, a short-step figure its 60 s holds later put at 62-93), so the config names
+A load in multiples of a capacity is only as good as that capacity. A figure typed into a
+config drifts from the stack it names (experiment 9's first quick config carried 159.5 req/s
+for default async, a short-step figure its 60 s holds later put at 62-93), so a config names
 experiment-5 run folders instead (``[capacity_from]``) and the run takes, per architecture,
 the **lowest found** capacity of that variant across them:
 
@@ -13,8 +14,9 @@ the **lowest found** capacity of that variant across them:
   same protocol found 62.4 and 93.3 req/s, and 1x must be a load the build has been seen to
   sustain, not the luckier run's.
 
-A per-architecture ``capacity_rps`` in the config (the smoke profile's tiny loads) wins over
-this; where each figure came from is written into the run's protocol (``capacity_source``).
+A per-architecture ``capacity_rps`` in the config (a smoke profile's tiny loads) wins over
+this (``settle_capacities``); where each figure came from is written into the run's protocol
+(``capacity_source``).
 
     rps, source = measured_capacities(CapacityFrom(runs=("results/2026...",)), ("sync", "async"))
 """
@@ -86,3 +88,20 @@ def measured_capacities(src: CapacityFrom, archs: tuple[str, ...], *,
     record = {"variant": src.variant, "rule": "lowest found capacity across the runs",
               "figures": seen, "capacity_rps": rps}
     return rps, record
+
+
+def settle_capacities(capacity_rps: dict[str, float], capacity_from: CapacityFrom | None,
+                      archs: tuple[str, ...], *, root: Path | None = None,
+                      ) -> tuple[dict[str, float], dict[str, Any]]:
+    """Every architecture's 1x: the config's own ``capacity_rps`` where it has one, else the
+    lowest found capacity of ``capacity_from``'s runs; and, per architecture, where it came
+    from (``capacity_source``). A missing figure with no runs to read is the caller's check."""
+    wanted = tuple(a for a in archs if a not in capacity_rps)
+    source: dict[str, Any] = {a: "config capacity_rps" for a in capacity_rps}
+    rps = dict(capacity_rps)
+    if wanted and capacity_from is not None:
+        kwargs = {"root": root} if root is not None else {}
+        found, record = measured_capacities(capacity_from, wanted, **kwargs)
+        rps.update(found)
+        source.update({a: record for a in wanted})
+    return rps, source
