@@ -13,9 +13,6 @@ from typing import Any
 
 import numpy as np
 
-# Search statuses whose capacity is a lower bound with no upper end measured above it.
-OPEN_ABOVE = ("above_range",)
-
 
 def _sizes(body: dict[str, Any]) -> dict[int, int]:
     """One worker's batches by size so far: the micro-batcher's counts, else (on demand)
@@ -103,20 +100,20 @@ def size_percentile(sizes: dict[int, int], q: float) -> float | None:
 
 
 def _upper(side: dict[str, Any]) -> float:
-    """The lowest rate the search saw fail (a capacity is below it); inf when none did."""
-    if side.get("status") in OPEN_ABOVE or side.get("first_failing_rps") is None:
-        return math.inf
-    return float(side["first_failing_rps"])
+    """The lowest rate the side's search confidently failed (its capacity is below it); inf
+    when none did."""
+    failed = side.get("failed_rps")
+    return math.inf if failed is None else float(failed)
 
 
 def regime(batching: dict[str, Any], on_demand: dict[str, Any],
            margin: float = 0.10) -> dict[str, Any]:
     """Whether batching wins on one device, from each side's capacity search (capacity_rps:
-    the highest rate that passed, a lower bound unless status is "found"; first_failing_rps:
-    the lowest that failed) and its 1-user p50.
+    the highest rate that passed; failed_rps: the lowest rate it confidently failed, None when
+    none did; an undecided rate bounds nothing) and its 1-user p50.
 
     - "wins": batching's capacity is above every rate on-demand passed by more than `margin`,
-      and at or above the rate where on-demand first failed (what it passed, on-demand did not);
+      and at or above the rate on-demand confidently failed (what it passed, on-demand did not);
     - "loses": the same the other way round;
     - "adds latency only": neither search tells the two capacities apart and batching's
       1-user p50 is higher;
@@ -124,8 +121,8 @@ def regime(batching: dict[str, Any], on_demand: dict[str, Any],
       request's two concurrent calls share one prediction instead of queueing for the slot);
     - "no difference": neither search tells the capacities apart, the same 1-user p50;
     - "undecided": a side has no capacity to compare (unless it passed nothing and
-      confidently failed a rate, `upper_rps`, and the other's capacity is above that rate by
-      the margin: then that decides, "ratio_at_least" the other's capacity over it).
+      confidently failed a rate and the other's capacity is above that rate by the margin:
+      then that decides, "ratio_at_least" the other's capacity over it).
     Also the capacity ratio and the p50 batching adds at 1 user (negative: it saves)."""
     b, o = batching.get("capacity_rps"), on_demand.get("capacity_rps")
     bp, op = batching.get("p50_1_user_ms"), on_demand.get("p50_1_user_ms")
@@ -135,7 +132,7 @@ def regime(batching: dict[str, Any], on_demand: dict[str, Any],
     if not b or not o:
         # A side that passed nothing but failed a rate has a capacity below it (an upper
         # bound): the other side's capacity above that, by the margin, still decides.
-        ou, bu = on_demand.get("upper_rps"), batching.get("upper_rps")
+        ou, bu = on_demand.get("failed_rps"), batching.get("failed_rps")
         if b and not o and ou and b > ou * (1 + margin):
             return {**out, "regime": "wins", "ratio_at_least": b / ou,
                     "why": f"batching passed a rate above {ou:.1f} req/s, which on-demand "

@@ -139,9 +139,10 @@ def analyse(folder: str | Path) -> dict[str, Any]:
 
 
 def _side(r: dict) -> dict[str, Any]:
-    return {"capacity_rps": r.get("capacity_rps"), "status": r.get("capacity_status"),
-            "first_failing_rps": r.get("first_overloaded_rps"),
-            "upper_rps": _upper_bound(r), "p50_1_user_ms": r.get("p50_1_user_ms")}
+    """What regime() reads of a row: one notion of where its capacity ends, the lowest rate
+    its search confidently failed (`capacity_upper_rps`)."""
+    return {"capacity_rps": r.get("capacity_rps"), "failed_rps": r.get("capacity_upper_rps"),
+            "p50_1_user_ms": r.get("p50_1_user_ms")}
 
 
 def regimes(rows: list[dict], margin: float) -> list[dict[str, Any]]:

@@ -84,9 +84,9 @@ def test_histogram_lines_and_percentiles():
     assert size_percentile({}, 50) is None
 
 
-def _side(cap, failing, p50, status="found"):
-    return {"capacity_rps": cap, "first_failing_rps": failing, "p50_1_user_ms": p50,
-            "status": status}
+def _side(cap, failed, p50):
+    """A search's capacity, the lowest rate it confidently failed (None: none) and its p50."""
+    return {"capacity_rps": cap, "failed_rps": failed, "p50_1_user_ms": p50}
 
 
 def test_batching_wins_when_it_passed_a_rate_on_demand_failed():
@@ -94,7 +94,7 @@ def test_batching_wins_when_it_passed_a_rate_on_demand_failed():
     assert v["regime"] == "wins" and v["ratio"] == pytest.approx(20)
     assert v["added_p50_ms"] == pytest.approx(-37)  # one slot: the two calls no longer queue
     # a lower bound counts for batching when on-demand failed below it
-    assert regime(_side(40, None, 50, "above_range"), _side(10, 11, 90))["regime"] == "wins"
+    assert regime(_side(40, None, 50), _side(10, 11, 90))["regime"] == "wins"
 
 
 def test_batching_only_adds_latency_when_capacities_are_not_told_apart():
@@ -103,7 +103,7 @@ def test_batching_only_adds_latency_when_capacities_are_not_told_apart():
     # higher by more than the margin, but still below where on-demand failed: not told apart
     assert regime(_side(120, 130, 52), _side(100, 125, 47))["regime"] == "adds latency only"
     # on-demand never failed (every rate passed): batching cannot be shown to beat it
-    assert regime(_side(300, 330, 52), _side(100, None, 47, "above_range"))["regime"] == \
+    assert regime(_side(300, 330, 52), _side(100, None, 47))["regime"] == \
         "adds latency only"
 
 
@@ -113,7 +113,7 @@ def test_batching_loses_no_difference_and_undecided():
     assert regime(_side(100, 110, 47), _side(100, 110, 47))["regime"] == "no difference"
     no_p50 = regime(_side(100, 110, None), _side(100, 110, 47))
     assert no_p50["regime"] == "no difference" and "no 1-user p50" in no_p50["why"]
-    v = regime(_side(None, 2, 50, "below_range"), _side(100, 110, 47))
+    v = regime(_side(None, 2, 50), _side(100, 110, 47))
     assert v["regime"] == "undecided" and "batching" in v["why"]
     assert regime(_side(100, 110, None), _side(100, 110, 47))["added_p50_ms"] is None
     assert regime(_side(100, 110, 50), _side(100, 110, 47), margin=0.0)["ratio"] == 1
@@ -121,15 +121,21 @@ def test_batching_loses_no_difference_and_undecided():
 
 def test_a_side_that_passed_nothing_decides_through_the_rate_it_confidently_failed():
     # experiment 7's quick run: on-demand on one slot failed its lowest rate, 5.0 req/s
-    on_demand = {"capacity_rps": None, "status": "below_range", "first_failing_rps": 5.0,
-                 "upper_rps": 5.0, "p50_1_user_ms": 97.8}
-    micro = {"capacity_rps": 82.4, "status": "found", "first_failing_rps": 89.9,
-             "p50_1_user_ms": 57.9}
+    on_demand = _side(None, 5.0, 97.8)
+    micro = _side(82.4, 89.9, 57.9)
     v = regime(micro, on_demand)
     assert v["regime"] == "wins" and v["ratio_at_least"] == pytest.approx(82.4 / 5.0)
     assert v["ratio"] is None
     # within the margin of that rate, or without a confident failure: undecided
     assert regime({**micro, "capacity_rps": 5.2}, on_demand)["regime"] == "undecided"
-    assert regime(micro, {**on_demand, "upper_rps": None})["regime"] == "undecided"
+    assert regime(micro, {**on_demand, "failed_rps": None})["regime"] == "undecided"
     # and the other way round
     assert regime(on_demand, micro)["regime"] == "loses"
+
+
+def test_a_rate_that_failed_only_undecided_bounds_nothing():
+    # one notion of where a capacity ends for the verdict and the table: the lowest rate the
+    # search confidently failed. A first failing step that stayed undecided is not one, so a
+    # batching capacity above it by the margin does not "win" against it.
+    assert regime(_side(120, 130, 52), _side(100, None, 47))["regime"] == "adds latency only"
+    assert regime(_side(120, 130, 52), _side(100, 110, 47))["regime"] == "wins"
