@@ -113,8 +113,10 @@ def test_batching_loses_no_difference_and_undecided():
     assert regime(_side(100, 110, 47), _side(100, 110, 47))["regime"] == "no difference"
     no_p50 = regime(_side(100, 110, None), _side(100, 110, 47))
     assert no_p50["regime"] == "no difference" and "no 1-user p50" in no_p50["why"]
-    v = regime(_side(None, 2, 50), _side(100, 110, 47))
+    v = regime(_side(None, None, 50), _side(100, 110, 47))
     assert v["regime"] == "undecided" and "batching" in v["why"]
+    # passed nothing, but confidently failed 2/s, which on-demand passed by far: it loses
+    assert regime(_side(None, 2, 50), _side(100, 110, 47))["ratio_at_least"] == 50
     assert regime(_side(100, 110, None), _side(100, 110, 47))["added_p50_ms"] is None
     assert regime(_side(100, 110, 50), _side(100, 110, 47), margin=0.0)["ratio"] == 1
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 from experiments.exp7_batching.report import _at_capacity, _capacity, regimes
 
 
-def _row(model, device, slots, cap, failing, p50, arch="async", status="found", batch=None):
+def _row(model, device, slots, cap, failed, p50, arch="async", status="found", batch=None):
+    """A row as analyse() makes it; `failed`: the lowest rate its search confidently failed."""
     at = {"histogram": {"item_mean_size": batch}} if batch else None
     return {"model_build": model, "device": device, "slots": slots, "arch": arch,
             "architecture": f"{arch} scoring + {model}", "capacity_rps": cap,
-            "capacity_status": status, "first_overloaded_rps": failing, "p50_1_user_ms": p50,
+            "capacity_status": status, "capacity_upper_rps": failed, "p50_1_user_ms": p50,
             "max_wait_ms": 5.0 if model == "micro" else None, "at_capacity": at}
 
 
