@@ -34,10 +34,15 @@ def test_registered_and_every_profile_parses_within_its_time():
     assert set(full.faults.kinds) == {"model_slow", "model_down", "redis_frozen",
                                       "redis_restart", "worker_kill", "chunked_trailer"}
     assert smoke.builds == ("admission",) and quick.builds == ("default", "admission")
-    assert full.builds == ("default", "admission", "best-sync", "best-async")
+    assert full.builds == ("default", "admission", "admission-fixed", "best-sync",
+                           "best-async")
     # a best build is one architecture's: the plan counts the architectures each build runs
     assert full.archs_of("best-sync") == ("sync",) and full.archs_of("default") == ("sync", "async")
-    assert full.total_s == pytest.approx(full.arch_s * 6)
+    assert full.total_s == pytest.approx(full.arch_s * 8)
+    # the limits profile: the two admission builds side by side, no fault timelines
+    limits = EXPERIMENT.configure("limits")
+    assert limits.builds == ("admission", "admission-fixed") and limits.faults.kinds == ()
+    assert 10 * 60 <= limits.total_s <= 20 * 60
 
 
 def test_each_build_deploys_its_env_and_the_slowdown_knob():
@@ -51,6 +56,15 @@ def test_each_build_deploys_its_env_and_the_slowdown_knob():
     # meinheld queues where no limit acts: the sync admission build runs gthread
     assert settings.sync_worker is SyncWorker.GTHREAD
     assert settings_from_env(admission["model_api_env"]).model_slowdown_file
+    # the fixed-limit control differs from it in the adaptive switch alone (and so has no
+    # latency target to adapt to)
+    fixed = deploy_vars(cfg, "admission-fixed", SERVICES)
+    assert settings.admission_adaptive
+    adaptive_env = admission["scoring_handler_env"]
+    assert fixed["scoring_handler_env"] == {
+        **{k: v for k, v in adaptive_env.items() if k != "SCORING_LAB_ADMISSION_TARGET_S"},
+        "SCORING_LAB_ADMISSION_ADAPTIVE": "false"}
+    assert not settings_from_env(fixed["scoring_handler_env"]).admission_adaptive
 
 
 def test_the_loads_are_multiples_of_each_builds_capacity():
