@@ -47,6 +47,9 @@ from experiments.reporting import (
 )
 
 DEPTH_FILE, TRIGGER_FILE = "queue_depth.csv", "trigger.json"
+# The queue workers' utilisation over time: resource samples come every second, so windows of
+# a few samples keep one sample's jitter out of the curve.
+UTILISATION_WINDOW_S = 2.0
 STEP_DIR = re.compile(r"\d+_(?P<factor>[0-9.]+)x")
 WINDOW_S = 1.0
 
@@ -166,7 +169,21 @@ def _queue_burst(d: Path, ctx: dict[str, Any], params: dict[str, Any]) -> dict[s
         "windows": [w.to_dict() for w in job_windows(jobs, t0, last, WINDOW_S,
                                                      ctx["job_bound"])],
         "utilisation": _utilisation(ctx["sources"], ctx["arch"], ctx["cores"], t0, last),
+        "utilisation_series": _utilisation_series(ctx, t0, last),
         "valid": r.get("valid", True) and _result(d / "burst").get("valid", True)}
+
+
+def _utilisation_series(ctx: dict[str, Any], t0: float, t1: float) -> list[list[float]]:
+    """[s from t0, the queue workers' CPU over their set] per UTILISATION_WINDOW_S window
+    (empty without resource samples)."""
+    out = []
+    t = t0
+    while t + UTILISATION_WINDOW_S <= t1 + 1e-9:
+        u = _utilisation(ctx["sources"], ctx["arch"], ctx["cores"], t, t + UTILISATION_WINDOW_S)
+        if u is not None:
+            out.append([round(t - t0, 3), u])
+        t += UTILISATION_WINDOW_S
+    return out
 
 
 def _inline_burst(d: Path, bound_ms: float) -> dict[str, Any] | None:
@@ -329,6 +346,13 @@ def _plot_burst(run: Path, res: dict, arch: str) -> str | None:
         top.axvspan(bq["start_s"], bq["end_s"], color="orange", alpha=0.2, label="burst")
         top.set(title=f"{arch}: queue", ylabel="jobs")
         top.legend(fontsize=7, loc="upper right")
+        series = bq.get("utilisation_series") or []
+        if series:
+            util = top.twinx()
+            util.plot([t for t, _ in series], [100 * u for _, u in series], color="tab:purple",
+                      linestyle="--", label="queue workers' CPU (% of their set)")
+            util.set(ylabel="CPU %", ylim=(0, 105))
+            util.legend(fontsize=7, loc="upper left")
     if bi:
         ws = bi["windows"]
         xs = [w["t"] for w in ws]
@@ -437,6 +461,15 @@ def _split_lines(c: dict) -> list[str]:
     return lines
 
 
+def _peak_utilisation(bq: dict) -> str:
+    """The queue workers' mean and highest CPU over their set in the burst run's windows."""
+    series = [u for _, u in bq.get("utilisation_series") or []]
+    if not series:
+        return "n/a"
+    return (f"{sum(series) / len(series):.0%} mean, {max(series):.0%} at the most "
+            f"({UTILISATION_WINDOW_S:g} s windows)")
+
+
 def _burst_lines(arch: str, c: dict) -> list[str]:
     bq, bi = c["burst"]["queue"], c["burst"]["inline"]
     out = [f"### {arch}", ""]
@@ -447,7 +480,8 @@ def _burst_lines(arch: str, c: dict) -> list[str]:
                 f"rejected**"
                 + (f" (the first {fmt(bq['first_rejection_s'])} s into the burst)"
                    if bq["first_rejection_s"] is not None else "")
-                + f"; peak depth {bq['peak_depth']}; time to result p50/p99 "
+                + f"; peak depth {bq['peak_depth']}; queue workers' CPU "
+                + _peak_utilisation(bq) + "; time to result p50/p99 "
                 f"{fmt(s['ttr_p50_ms'])} / {fmt(s['ttr_p99_ms'])} ms (submit -> worker done "
                 f"{fmt(bq['worker']['completion_p50_ms'])} / "
                 f"{fmt(bq['worker']['completion_p99_ms'])} ms); not done: "

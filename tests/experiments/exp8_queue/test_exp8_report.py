@@ -119,6 +119,7 @@ def test_the_analysis_reads_the_levels_the_capacity_and_the_burst(folder):
     assert b["first_rejection_s"] == pytest.approx(10 / 6) and b["peak_depth"] == 8
     # the depth is back at 1 at 8 s: 8 - 3.833 s after the burst's last arrival
     assert b["drain_s"] == pytest.approx(8 - (2 + 11 / 6))
+    assert b["utilisation_series"] == []  # no resource samples in this folder
     i = c["burst"]["inline"]
     assert i["summary"]["errors"]["client_timeout"] == 6 and i["summary"]["lost"] == 6
     # the last timeout was scheduled at 3.67 s: from the 4 s window on, all answered in time
