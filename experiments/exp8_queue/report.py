@@ -175,13 +175,20 @@ def _queue_burst(d: Path, ctx: dict[str, Any], params: dict[str, Any]) -> dict[s
 
 def _utilisation_series(ctx: dict[str, Any], t0: float, t1: float) -> list[list[float]]:
     """[s from t0, the queue workers' CPU over their set] per UTILISATION_WINDOW_S window
-    (empty without resource samples)."""
+    (empty without resource samples). From each window's mean CPU percent, the consumption over
+    the span its samples cover: a window's first sample may come up to a second after it
+    opens, and dividing by the window's whole length would read that second as idle."""
+    cores, name = ctx["cores"], f"queue-{ctx['arch']}"
+    if not ctx["sources"] or not cores:
+        return []
     out = []
     t = t0
     while t + UTILISATION_WINDOW_S <= t1 + 1e-9:
-        u = _utilisation(ctx["sources"], ctx["arch"], ctx["cores"], t, t + UTILISATION_WINDOW_S)
-        if u is not None:
-            out.append([round(t - t0, 3), u])
+        use = resource_usage(ctx["sources"], t, t + UTILISATION_WINDOW_S)
+        pct = [u["cpu_percent_mean"] for k, u in use.items()
+               if k.split("/")[-1] == name and u["cpu_percent_mean"] is not None]
+        if pct:
+            out.append([round(t - t0, 3), sum(pct) / 100 / cores])
         t += UTILISATION_WINDOW_S
     return out
 

@@ -143,3 +143,18 @@ def test_the_report_writes_tables_plots_and_rebuilds_the_same(folder):
     assert doc["headline"] == written.headline
     EXPERIMENT.rebuild(folder)
     assert written.markdown.read_text() == text
+
+
+def test_the_queue_workers_cpu_over_time_is_read_from_the_spans_the_samples_cover():
+    # one sample a second, 0.3 s into each second; the workers burn 0.5 s of CPU a second on
+    # a set of one core, then 1.0 s a second from 4 s on
+    samples, cpu = [], 0.0
+    for k in range(9):
+        samples.append({"t": T0 + k + 0.3, "services": {"queue-sync": {
+            "cpu_user_s": cpu, "cpu_system_s": 0.0}}})
+        cpu += 0.5 if k < 4 else 1.0
+    ctx = {"sources": {"localhost": samples}, "cores": 1, "arch": "sync"}
+    series = report._utilisation_series(ctx, T0, T0 + 8)
+    assert [t for t, _ in series] == [0, 2, 4, 6]
+    assert [u for _, u in series] == pytest.approx([0.5, 0.5, 1.0, 1.0])
+    assert report._utilisation_series({**ctx, "sources": {}}, T0, T0 + 8) == []
