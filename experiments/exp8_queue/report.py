@@ -71,12 +71,16 @@ def _result(d: Path) -> dict[str, Any]:
 
 def _utilisation(sources: dict, arch: str, cores: int | None, start: float,
                  end: float) -> float | None:
-    """The queue workers' CPU over [start, end] as a fraction of their CPU set."""
+    """The queue workers' CPU over [start, end] as a fraction of their CPU set: the mean CPU
+    percent over the span the window's samples cover (a window's first sample may come up to
+    a sampling interval after it opens; dividing by the window's whole length would read that
+    interval as idle)."""
     if not sources or not cores or end <= start:
         return None
     use = resource_usage(sources, start, end)
-    cpu = [u["cpu_total_s"] for k, u in use.items() if k.split("/")[-1] == f"queue-{arch}"]
-    return sum(cpu) / ((end - start) * cores) if cpu else None
+    pct = [u["cpu_percent_mean"] for k, u in use.items()
+           if k.split("/")[-1] == f"queue-{arch}" and u["cpu_percent_mean"] is not None]
+    return sum(pct) / 100 / cores if pct else None
 
 
 def _queue_step(d: Path, ctx: dict[str, Any]) -> dict[str, Any] | None:
@@ -175,20 +179,13 @@ def _queue_burst(d: Path, ctx: dict[str, Any], params: dict[str, Any]) -> dict[s
 
 def _utilisation_series(ctx: dict[str, Any], t0: float, t1: float) -> list[list[float]]:
     """[s from t0, the queue workers' CPU over their set] per UTILISATION_WINDOW_S window
-    (empty without resource samples). From each window's mean CPU percent, the consumption over
-    the span its samples cover: a window's first sample may come up to a second after it
-    opens, and dividing by the window's whole length would read that second as idle."""
-    cores, name = ctx["cores"], f"queue-{ctx['arch']}"
-    if not ctx["sources"] or not cores:
-        return []
+    (empty without resource samples)."""
     out = []
     t = t0
     while t + UTILISATION_WINDOW_S <= t1 + 1e-9:
-        use = resource_usage(ctx["sources"], t, t + UTILISATION_WINDOW_S)
-        pct = [u["cpu_percent_mean"] for k, u in use.items()
-               if k.split("/")[-1] == name and u["cpu_percent_mean"] is not None]
-        if pct:
-            out.append([round(t - t0, 3), sum(pct) / 100 / cores])
+        u = _utilisation(ctx["sources"], ctx["arch"], ctx["cores"], t, t + UTILISATION_WINDOW_S)
+        if u is not None:
+            out.append([round(t - t0, 3), u])
         t += UTILISATION_WINDOW_S
     return out
 
