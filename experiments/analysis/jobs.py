@@ -8,12 +8,18 @@ from records and depth samples alone:
   response time, as for the in-line requests);
 - ``summarise_jobs``: a step's jobs: offered, accepted, rejected (503 queue_full), ended done /
   failed / lost / past the deadline / unfinished, submit latency p50/p99, time to result
-  p50/p99 (of the jobs done), throughput (jobs done per second of schedule), polls per job, and
-  whether the step meets the bound: time to result p99 within the job bound (the shared bound
-  plus one poll interval) with at most ``max_error_fraction`` of its jobs not done;
-- ``queue_capacity``: over steps of rising rate, the last one meeting the bound before the first
-  that does not (a lower bound when none failed; none when the first failed): a step sweep, not
-  the capacity search (one step per rate, no confidence bound on its p99);
+  p50/p99 (of the jobs done), throughput (jobs done per second of schedule), polls per job,
+  whether the step meets the bound as a point estimate (time to result p99 within the job
+  bound, the shared bound plus one poll interval, with at most ``max_error_fraction`` of its
+  jobs not done), and its **verdict** at a stated confidence (experiments/analysis/tail.py, the
+  capacity search's rule): a job not done within the bound (late, failed, refused, lost) is
+  over it, and the step passes only when the share over it is confidently within 1 %, fails
+  only when confidently above, and is undecided otherwise (at 95 %, a step of fewer than 299
+  jobs cannot pass: a 15 s step of the sync queue's 1.6-9.3 jobs/s never can);
+- ``queue_capacity``: over steps of rising rate, the highest that passed below the first that
+  failed ("found"; "lower_bound" when none failed, "upper_bound" when none passed below a
+  failure, "none" when nothing was decided; an undecided step is neither): a step sweep, not
+  the capacity search (one step per rate, never measured again);
 - ``job_windows``: per window of scheduled time: jobs submitted, rejected, done within the bound
   and the p99 time to result; per window of completion time: jobs done (throughput over time);
 - the worker's side (``worker_split``, from the queue's own records of when each job was
@@ -33,6 +39,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from experiments.analysis.tail import FAIL, PASS, UNDECIDED, tail_verdict
 from experiments.analysis.timeline import percentile
 from experiments.load.job_log import ACCEPTED_OUTCOMES, OUTCOMES
 
@@ -108,7 +115,9 @@ class JobSummary:
     polls_per_job: float | None   # of the accepted jobs
     poll_errors: int
     bound_ms: float
-    meets_bound: bool
+    meets_bound: bool             # the point estimate: p99 and the share not done
+    verdict: str = UNDECIDED      # at `confidence`: pass, fail or undecided
+    confidence: float = 0.95
 
     @property
     def rejected(self) -> int:
@@ -119,10 +128,11 @@ class JobSummary:
 
 
 def summarise_jobs(records: Sequence[JobRecord], span_s: float, bound_ms: float,
-                   max_error_fraction: float) -> JobSummary:
+                   max_error_fraction: float, confidence: float = 0.95) -> JobSummary:
     """``records`` (all scheduled within a span of span_s seconds) as one JobSummary; the step
-    meets the bound when its time to result p99 is within bound_ms and at most
-    max_error_fraction of its jobs were not done."""
+    meets the bound (a point estimate) when its time to result p99 is within bound_ms and at
+    most max_error_fraction of its jobs were not done; its verdict judges the share of jobs not
+    done within bound_ms at `confidence` (an empty step is undecided)."""
     if span_s <= 0:
         raise ValueError(f"span_s = {span_s!r}: must be > 0")
     if not 0 <= max_error_fraction <= 1:
@@ -137,42 +147,53 @@ def summarise_jobs(records: Sequence[JobRecord], span_s: float, bound_ms: float,
     not_done = len(records) - outcomes["done"]
     meets = bool(records) and p99 is not None and p99 <= bound_ms and (
         not_done <= max_error_fraction * len(records))
+    good = sum(1 for t in ttr if t <= bound_ms)
+    verdict = (tail_verdict(len(records) - good, len(records), 0.99, confidence).outcome
+               if records else UNDECIDED)
     return JobSummary(
         jobs=len(records), span_s=span_s, offered_rps=len(records) / span_s,
         accepted=len(accepted), outcomes=outcomes, throughput_rps=outcomes["done"] / span_s,
-        good=sum(1 for t in ttr if t <= bound_ms),
+        good=good,
         submit_p50_ms=percentile(submits, 50), submit_p99_ms=percentile(submits, 99),
         ttr_p50_ms=percentile(ttr, 50), ttr_p99_ms=p99,
         polls_per_job=(sum(r.polls for r in accepted) / len(accepted)) if accepted else None,
         poll_errors=sum(r.poll_errors for r in records), bound_ms=bound_ms,
-        meets_bound=meets)
+        meets_bound=meets, verdict=verdict, confidence=confidence)
 
 
 @dataclass(frozen=True)
 class QueueCapacity:
-    rps: float | None   # None: the lowest step already failed
-    status: str         # "found" (a failing step above it), "lower_bound" (none failed), "none"
+    rps: float | None   # the highest step that passed; None when none did below a failure
+    # "found": a confidently failed step above it; "lower_bound": none failed; "upper_bound":
+    # none passed, a step failed (the capacity is below it); "none": no step was decided
+    status: str
     failed_at_rps: float | None
 
     @property
     def figure(self) -> float | str | None:
-        """As a headline shows it: the rate, '>= x' for a lower bound, None for none."""
-        if self.rps is None:
-            return None
-        return round(self.rps, 2) if self.status == "found" else f">= {self.rps:.2f}"
+        """As a headline shows it: the rate, '>= x' for a lower bound, '< x' for an upper
+        bound, None for none."""
+        if self.status == "found":
+            return round(self.rps, 2)
+        if self.status == "lower_bound":
+            return f">= {self.rps:.2f}"
+        if self.status == "upper_bound":
+            return f"< {self.failed_at_rps:.2f}"
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "figure": self.figure}
 
 
-def queue_capacity(steps: Sequence[tuple[float, bool]]) -> QueueCapacity:
-    """From (offered rate, met the bound) per step: the highest rate that met it below the
-    first that did not (steps are taken in rising rate)."""
+def queue_capacity(steps: Sequence[tuple[float, str]]) -> QueueCapacity:
+    """From (offered rate, verdict) per step: the highest rate that passed below the first that
+    failed (steps are taken in rising rate; an undecided step neither passes nor fails)."""
     passed = None
-    for rate, ok in sorted(steps):
-        if not ok:
-            return QueueCapacity(passed, "found" if passed is not None else "none", rate)
-        passed = rate
+    for rate, verdict in sorted(steps):
+        if verdict == FAIL:
+            return QueueCapacity(passed, "found" if passed is not None else "upper_bound", rate)
+        if verdict == PASS:
+            passed = rate
     return QueueCapacity(passed, "lower_bound" if passed is not None else "none", None)
 
 

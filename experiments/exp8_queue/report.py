@@ -47,6 +47,9 @@ from experiments.reporting import (
 )
 
 DEPTH_FILE, TRIGGER_FILE = "queue_depth.csv", "trigger.json"
+# The queue workers' utilisation over time: resource samples come every second, so windows of
+# a few samples keep one sample's jitter out of the curve.
+UTILISATION_WINDOW_S = 2.0
 STEP_DIR = re.compile(r"\d+_(?P<factor>[0-9.]+)x")
 WINDOW_S = 1.0
 
@@ -68,12 +71,16 @@ def _result(d: Path) -> dict[str, Any]:
 
 def _utilisation(sources: dict, arch: str, cores: int | None, start: float,
                  end: float) -> float | None:
-    """The queue workers' CPU over [start, end] as a fraction of their CPU set."""
+    """The queue workers' CPU over [start, end] as a fraction of their CPU set: the mean CPU
+    percent over the span the window's samples cover (a window's first sample may come up to
+    a sampling interval after it opens; dividing by the window's whole length would read that
+    interval as idle)."""
     if not sources or not cores or end <= start:
         return None
     use = resource_usage(sources, start, end)
-    cpu = [u["cpu_total_s"] for k, u in use.items() if k.split("/")[-1] == f"queue-{arch}"]
-    return sum(cpu) / ((end - start) * cores) if cpu else None
+    pct = [u["cpu_percent_mean"] for k, u in use.items()
+           if k.split("/")[-1] == f"queue-{arch}" and u["cpu_percent_mean"] is not None]
+    return sum(pct) / 100 / cores if pct else None
 
 
 def _queue_step(d: Path, ctx: dict[str, Any]) -> dict[str, Any] | None:
@@ -82,7 +89,8 @@ def _queue_step(d: Path, ctx: dict[str, Any]) -> dict[str, Any] | None:
         return None
     r = _result(d)
     records = read_jobs(sorted(d.glob("jobs_*.csv")))
-    s = summarise_jobs(records, span, ctx["job_bound"], ctx["max_error_fraction"])
+    s = summarise_jobs(records, span, ctx["job_bound"], ctx["max_error_fraction"],
+                       ctx["confidence"])
     wait = json.loads((d / "wait.json").read_text()) if (d / "wait.json").exists() else {}
     return {**s.to_dict(), "rate": (r.get("open_model") or {}).get("rate"),
             "worker": worker_split(records, read_worker_times(d / WORKER_TIMES_FILE)),
@@ -121,7 +129,7 @@ def _levels(root: Path, ctx: dict[str, Any]) -> list[dict[str, Any]]:
 def _capacity(levels: list[dict[str, Any]], kind: str) -> dict[str, Any] | None:
     """The capacity of the job steps of `kind` over the levels (a step whose generator could
     not keep its schedule says nothing about the queue)."""
-    steps = [(row[kind]["rate"], row[kind]["meets_bound"]) for row in levels
+    steps = [(row[kind]["rate"], row[kind]["verdict"]) for row in levels
              if row.get(kind) and row[kind]["rate"] and row[kind]["valid"]]
     return queue_capacity(steps).to_dict() if steps else None
 
@@ -150,7 +158,8 @@ def _queue_burst(d: Path, ctx: dict[str, Any], params: dict[str, Any]) -> dict[s
     last = r.get("ended_at") or t0 + span
     depth = depth_between(ctx["depth"], t0, last)
     rejected = [j.scheduled for j in jobs if j.outcome == "rejected"]
-    s = summarise_jobs(jobs, span, ctx["job_bound"], ctx["max_error_fraction"])
+    s = summarise_jobs(jobs, span, ctx["job_bound"], ctx["max_error_fraction"],
+                       ctx["confidence"])
     times = {**read_worker_times(d / WORKER_TIMES_FILE),
              **read_worker_times(d / "burst" / WORKER_TIMES_FILE)}
     return {
@@ -164,7 +173,21 @@ def _queue_burst(d: Path, ctx: dict[str, Any], params: dict[str, Any]) -> dict[s
         "windows": [w.to_dict() for w in job_windows(jobs, t0, last, WINDOW_S,
                                                      ctx["job_bound"])],
         "utilisation": _utilisation(ctx["sources"], ctx["arch"], ctx["cores"], t0, last),
+        "utilisation_series": _utilisation_series(ctx, t0, last),
         "valid": r.get("valid", True) and _result(d / "burst").get("valid", True)}
+
+
+def _utilisation_series(ctx: dict[str, Any], t0: float, t1: float) -> list[list[float]]:
+    """[s from t0, the queue workers' CPU over their set] per UTILISATION_WINDOW_S window
+    (empty without resource samples)."""
+    out = []
+    t = t0
+    while t + UTILISATION_WINDOW_S <= t1 + 1e-9:
+        u = _utilisation(ctx["sources"], ctx["arch"], ctx["cores"], t, t + UTILISATION_WINDOW_S)
+        if u is not None:
+            out.append([round(t - t0, 3), u])
+        t += UTILISATION_WINDOW_S
+    return out
 
 
 def _inline_burst(d: Path, bound_ms: float) -> dict[str, Any] | None:
@@ -197,11 +220,14 @@ def analyse(folder: str | Path) -> dict[str, Any]:
     services = (manifest.get("topology") or {}).get("services") or {}
     sources = load_resource_samples(run / "raw" / "resources")
     burst_p = proto.get("burst") or {}
+    # a step's verdict: the capacity protocol's confidence (0.95); without one, 95 %
+    confidence = float(cap_p.get("confidence") or 0.95)
     cells: dict[str, Any] = {}
     for arch in proto.get("architectures") or []:
         cap = (proto.get("capacity_rps") or {}).get(arch)
         ctx = {"arch": arch, "bound": bound, "job_bound": job_bound,
                "max_error_fraction": float(cap_p.get("max_error_fraction", 0.01)),
+               "confidence": confidence,
                "depth": read_depth(run / "raw" / DEPTH_FILE, arch), "sources": sources,
                "cores": len((services.get(f"queue-{arch}") or {}).get("cpus") or []) or None}
         levels = _levels(run / "raw" / "locust" / "levels" / arch, ctx)
@@ -213,6 +239,7 @@ def analyse(folder: str | Path) -> dict[str, Any]:
             "burst": {"queue": _queue_burst(burst_root / "queue", ctx, burst_p),
                       "inline": _inline_burst(burst_root / "inline", bound)}}
     res = {"manifest": manifest, "bound_ms": bound, "job_bound_ms": job_bound,
+           "confidence": confidence,
            "poll_interval_s": poll_s, "wait_s": (proto.get("client") or {}).get("wait_s"),
            "cells": cells}
     res["headline"] = _headline(res)
@@ -323,6 +350,13 @@ def _plot_burst(run: Path, res: dict, arch: str) -> str | None:
         top.axvspan(bq["start_s"], bq["end_s"], color="orange", alpha=0.2, label="burst")
         top.set(title=f"{arch}: queue", ylabel="jobs")
         top.legend(fontsize=7, loc="upper right")
+        series = bq.get("utilisation_series") or []
+        if series:
+            util = top.twinx()
+            util.plot([t for t, _ in series], [100 * u for _, u in series], color="tab:purple",
+                      linestyle="--", label="queue workers' CPU (% of their set)")
+            util.set(ylabel="CPU %", ylim=(0, 105))
+            util.legend(fontsize=7, loc="upper left")
     if bi:
         ws = bi["windows"]
         xs = [w["t"] for w in ws]
@@ -352,17 +386,31 @@ def _errors(e: dict[str, int]) -> str:
 
 
 def _capacity_text(qc: dict | None) -> str:
-    if not qc or qc["rps"] is None:
-        return "none: the lowest step already missed the bound"
-    if qc["status"] == "found":
-        return (f"**{fmt(qc['rps'], 2)} jobs/s** (the next step, "
-                f"{fmt(qc['failed_at_rps'], 2)}/s, missed the bound)")
-    return f"**>= {fmt(qc['rps'], 2)} jobs/s** (no step missed the bound: a lower bound)"
+    status = (qc or {}).get("status")
+    if status == "found":
+        return (f"**{fmt(qc['rps'], 2)} jobs/s** (the next decided step, "
+                f"{fmt(qc['failed_at_rps'], 2)}/s, confidently failed)")
+    if status == "lower_bound":
+        return (f"**>= {fmt(qc['rps'], 2)} jobs/s** (a lower bound: no step confidently "
+                "failed)")
+    if status == "upper_bound":
+        return (f"**< {fmt(qc['failed_at_rps'], 2)} jobs/s** (an upper bound: "
+                f"{fmt(qc['failed_at_rps'], 2)}/s confidently failed and no step below it "
+                "passed)")
+    return "not measured: no step was decided (each too short to pass, none confidently over)"
+
+
+def _p99_cell(q: dict) -> str:
+    """The time to result p50 / p99, marked when the p99 is over the bound, and the step's
+    verdict at its confidence (what the capacity reads)."""
+    over = "" if q.get("meets_bound") else " (over)"
+    return (f"{fmt(q.get('ttr_p50_ms'))} / {fmt(q.get('ttr_p99_ms'))}{over}, "
+            f"{q.get('verdict', 'n/a')}")
 
 
 def _level_lines(c: dict) -> list[str]:
-    lines = ["| load | offered/s | queue: submit p50/p99 ms | time to result p50/p99 ms | "
-             "done/s | not done | polls/job | depth mean/max | worker CPU | "
+    lines = ["| load | offered/s | queue: submit p50/p99 ms | time to result p50/p99 ms, "
+             "verdict | done/s | not done | polls/job | depth mean/max | worker CPU | "
              "in-line: goodput/s | p50/p99 ms | errors |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in c["levels"]:
@@ -372,8 +420,7 @@ def _level_lines(c: dict) -> list[str]:
         flag = "" if q.get("valid", True) and i.get("valid", True) else " INVALID"
         lines.append(
             f"| {r['factor']:g}x | {fmt(q.get('rate'))} | {fmt(q.get('submit_p50_ms'))} / "
-            f"{fmt(q.get('submit_p99_ms'))} | {fmt(q.get('ttr_p50_ms'))} / "
-            f"{fmt(q.get('ttr_p99_ms'))}{'' if q.get('meets_bound') else ' (over)'} | "
+            f"{fmt(q.get('submit_p99_ms'))} | {_p99_cell(q)} | "
             f"{fmt(q.get('throughput_rps'))} | {_outcomes(q.get('outcomes') or {})} | "
             f"{fmt(q.get('polls_per_job'))} | {fmt(d.get('mean'))} / {d.get('max', 'n/a')} | "
             f"{'n/a' if util is None else f'{util:.0%}'} | {fmt(i.get('goodput_rps'))} | "
@@ -385,7 +432,8 @@ def _level_lines(c: dict) -> list[str]:
 def _wait_lines(c: dict) -> list[str]:
     """The long-poll steps: each poll waits for the job's end, so the poll's lag is a Redis
     notice's and the polls per job count the waits that ran out."""
-    lines = ["| load | offered/s | submit p50/p99 ms | time to result p50/p99 ms | done/s | "
+    lines = ["| load | offered/s | submit p50/p99 ms | time to result p50/p99 ms, verdict | "
+             "done/s | "
              "not done | polls/job | poll lag p50/p99 ms | in-line p50/p99 ms |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in c["levels"]:
@@ -396,8 +444,7 @@ def _wait_lines(c: dict) -> list[str]:
         flag = "" if q.get("valid", True) else " INVALID"
         lines.append(
             f"| {r['factor']:g}x | {fmt(q.get('rate'))} | {fmt(q.get('submit_p50_ms'))} / "
-            f"{fmt(q.get('submit_p99_ms'))} | {fmt(q.get('ttr_p50_ms'))} / "
-            f"{fmt(q.get('ttr_p99_ms'))}{'' if q.get('meets_bound') else ' (over)'} | "
+            f"{fmt(q.get('submit_p99_ms'))} | {_p99_cell(q)} | "
             f"{fmt(q.get('throughput_rps'))} | {_outcomes(q.get('outcomes') or {})} | "
             f"{fmt(q.get('polls_per_job'))} | {fmt(w.get('poll_lag_p50_ms'))} / "
             f"{fmt(w.get('poll_lag_p99_ms'))} | {fmt(i.get('p50_ms'))} / "
@@ -418,6 +465,15 @@ def _split_lines(c: dict) -> list[str]:
     return lines
 
 
+def _peak_utilisation(bq: dict) -> str:
+    """The queue workers' mean and highest CPU over their set in the burst run's windows."""
+    series = [u for _, u in bq.get("utilisation_series") or []]
+    if not series:
+        return "n/a"
+    return (f"{sum(series) / len(series):.0%} mean, {max(series):.0%} at the most "
+            f"({UTILISATION_WINDOW_S:g} s windows)")
+
+
 def _burst_lines(arch: str, c: dict) -> list[str]:
     bq, bi = c["burst"]["queue"], c["burst"]["inline"]
     out = [f"### {arch}", ""]
@@ -428,7 +484,8 @@ def _burst_lines(arch: str, c: dict) -> list[str]:
                 f"rejected**"
                 + (f" (the first {fmt(bq['first_rejection_s'])} s into the burst)"
                    if bq["first_rejection_s"] is not None else "")
-                + f"; peak depth {bq['peak_depth']}; time to result p50/p99 "
+                + f"; peak depth {bq['peak_depth']}; queue workers' CPU "
+                + _peak_utilisation(bq) + "; time to result p50/p99 "
                 f"{fmt(s['ttr_p50_ms'])} / {fmt(s['ttr_p99_ms'])} ms (submit -> worker done "
                 f"{fmt(bq['worker']['completion_p50_ms'])} / "
                 f"{fmt(bq['worker']['completion_p99_ms'])} ms); not done: "
@@ -465,7 +522,10 @@ def render(res: dict, run: Path, plots: dict[str, str | None]) -> str:
               f"its time to result p99 is within {res['job_bound_ms']:g} ms (the shared "
               f"{res['bound_ms']:g} ms plus one poll interval) with at most "
               f"{(proto.get('capacity') or {}).get('max_error_fraction', 0.01):.0%} of its "
-              "jobs not done. In-line goodput: answers within the shared bound per second. "
+              "jobs not done (a point estimate, marked \"over\" when missed); its verdict, what the "
+              "queue's capacity reads, judges the share of jobs not done within that bound at "
+              f"{res['confidence']:.0%} confidence (experiments/analysis/tail.py: a step of "
+              "fewer than 299 jobs cannot pass). In-line goodput: answers within the shared bound per second. "
               "Depth: jobs waiting in Redis, sampled every "
               f"{fmt((proto.get('depth') or {}).get('interval_s'), 1)} s (so a drain time is "
               "good to that). Worker CPU: the queue workers' CPU "

@@ -109,21 +109,24 @@ def test_the_analysis_reads_the_levels_the_capacity_and_the_burst(folder):
     assert low["inline"]["goodput_rps"] == 2.0
     assert low["inline"]["p50_ms"] == pytest.approx(60.0, abs=MS)
     assert one["queue"]["rejected"] == 4 and not one["queue"]["meets_bound"]
-    assert c["queue_capacity"] == {"rps": 2.0, "status": "found", "failed_at_rps": 4.0,
-                                   "figure": 2.0}
+    # 20 jobs in time cannot pass at 95 %; 4 of 40 refused confidently fail: an upper bound
+    assert (q["verdict"], one["queue"]["verdict"]) == ("undecided", "fail")
+    assert c["queue_capacity"] == {"rps": None, "status": "upper_bound", "failed_at_rps": 4.0,
+                                   "figure": "< 4.00"}
     b = c["burst"]["queue"]
     assert b["summary"]["jobs"] == 32 and b["summary"]["rejected"] == 2
     assert b["start_s"] == pytest.approx(2.0) and b["end_s"] == pytest.approx(2 + 11 / 6)
     assert b["first_rejection_s"] == pytest.approx(10 / 6) and b["peak_depth"] == 8
     # the depth is back at 1 at 8 s: 8 - 3.833 s after the burst's last arrival
     assert b["drain_s"] == pytest.approx(8 - (2 + 11 / 6))
+    assert b["utilisation_series"] == []  # no resource samples in this folder
     i = c["burst"]["inline"]
     assert i["summary"]["errors"]["client_timeout"] == 6 and i["summary"]["lost"] == 6
     # the last timeout was scheduled at 3.67 s: from the 4 s window on, all answered in time
     assert i["served_again_s"] == pytest.approx(4 - (2 + 11 / 6), abs=1e-4)
     h = report.headline(res)["sync"]
     assert h["ttr_p50_ms_low"] == 200.0 and h["completion_p50_ms_low"] == 150.0
-    assert h["queue_capacity_rps"] == 2.0 and h["burst_rejected"] == 2
+    assert h["queue_capacity_rps"] == "< 4.00" and h["burst_rejected"] == 2
     assert h["burst_drain_s"] == 4.2 and h["inline_burst_failed"] == 6
     assert h["inline_burst_served_again_s"] == 0.2
 
@@ -140,3 +143,18 @@ def test_the_report_writes_tables_plots_and_rebuilds_the_same(folder):
     assert doc["headline"] == written.headline
     EXPERIMENT.rebuild(folder)
     assert written.markdown.read_text() == text
+
+
+def test_the_queue_workers_cpu_over_time_is_read_from_the_spans_the_samples_cover():
+    # one sample a second, 0.3 s into each second; the workers burn 0.5 s of CPU a second on
+    # a set of one core, then 1.0 s a second from 4 s on
+    samples, cpu = [], 0.0
+    for k in range(9):
+        samples.append({"t": T0 + k + 0.3, "services": {"queue-sync": {
+            "cpu_user_s": cpu, "cpu_system_s": 0.0}}})
+        cpu += 0.5 if k < 4 else 1.0
+    ctx = {"sources": {"localhost": samples}, "cores": 1, "arch": "sync"}
+    series = report._utilisation_series(ctx, T0, T0 + 8)
+    assert [t for t, _ in series] == [0, 2, 4, 6]
+    assert [u for _, u in series] == pytest.approx([0.5, 0.5, 1.0, 1.0])
+    assert report._utilisation_series({**ctx, "sources": {}}, T0, T0 + 8) == []
