@@ -76,7 +76,8 @@ def test_the_report_has_the_levels_the_burst_and_the_headline(folder):
     assert head == report["headline"]
     assert set(head) == {"bound_ms", "job_bound_ms", *ARCHS}
     assert head["sync"]["ttr_p50_ms_low"] > 0 and head["async"]["ttr_p50_ms_1x"] > 0
-    assert head["sync"]["wait_ttr_p50_ms_low"] > 0 and head["async"]["wait_capacity_rps"]
+    # (smoke steps of a few jobs are undecided: a capacity figure may be None)
+    assert head["sync"]["wait_ttr_p50_ms_low"] > 0 and "wait_capacity_rps" in head["async"]
     text = (folder / "report.md").read_text()
     assert "## Levels" in text and "## Burst" in text and "step sweep" in text
     assert "Long polls" in text

@@ -135,8 +135,9 @@ def test_the_report_writes_tables_plots_and_rebuilds_the_same(folder):
     res = report.analyse(folder)
     written = report.write_report(folder, res)
     text = written.markdown.read_text()
-    assert "| 0.5x | 2.0 | 4.0 / 4.0 | 200.0 / 200.0 | 2.0 | none |" in text
-    assert "**2.00 jobs/s** (the next step, 4.00/s, missed the bound)" in text
+    assert "| 0.5x | 2.0 | 4.0 / 4.0 | 200.0 / 200.0, undecided | 2.0 | none |" in text
+    assert ("**< 4.00 jobs/s** (an upper bound: 4.00/s confidently failed and no step below "
+            "it passed)") in text
     assert "**2 rejected**" in text and "**4.2 s** after the burst's end" in text
     assert {p.name for p in written.plots} == {"plot_levels.png", "plot_burst_sync.png"}
     doc = json.loads(written.json.read_text())
