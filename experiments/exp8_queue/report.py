@@ -36,6 +36,7 @@ from experiments.analysis.jobs import (
 )
 from experiments.analysis.summary import load_resource_samples, resource_usage
 from experiments.analysis.timeline import goodput_return_s, read_records, summarise, windows
+from experiments.constants import DEFAULT_BUILDS
 from experiments.plots import plt
 from experiments.reporting import (
     Report,
@@ -251,7 +252,9 @@ def _round(x: float | None, digits: int = 1) -> float | None:
 
 
 def _headline(res: dict) -> dict[str, Any]:
-    out: dict[str, Any] = {"bound_ms": res["bound_ms"], "job_bound_ms": res["job_bound_ms"]}
+    # the deployed default build's queue and in-line stacks (experiments/constants.py)
+    out: dict[str, Any] = {"builds": DEFAULT_BUILDS, "bound_ms": res["bound_ms"],
+                           "job_bound_ms": res["job_bound_ms"]}
     for arch, c in res["cells"].items():
         rows = [r for r in c["levels"] if r["queue"]]
         low = rows[0] if rows else None

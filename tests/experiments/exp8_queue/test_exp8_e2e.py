@@ -74,7 +74,8 @@ def test_the_report_has_the_levels_the_burst_and_the_headline(folder):
         assert bi["summary"]["requests"] > 0 and bi["windows"]
     head = json.loads((folder / "manifest.json").read_text())["headline"]
     assert head == report["headline"]
-    assert set(head) == {"bound_ms", "job_bound_ms", *ARCHS}
+    assert set(head) == {"builds", "bound_ms", "job_bound_ms", *ARCHS}
+    assert head["builds"] == "default"
     assert head["sync"]["ttr_p50_ms_low"] > 0 and head["async"]["ttr_p50_ms_1x"] > 0
     # (smoke steps of a few jobs are undecided: a capacity figure may be None)
     assert head["sync"]["wait_ttr_p50_ms_low"] > 0 and "wait_capacity_rps" in head["async"]
