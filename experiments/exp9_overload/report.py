@@ -34,6 +34,7 @@ from experiments.reporting import (
     footer_lines,
     hardware_section,
     header_lines,
+    pct,
     write_files,
 )
 
@@ -42,6 +43,12 @@ STEP_DIR = re.compile(r"\d+_(?P<factor>[0-9.]+)x")
 HEADLINE_FACTORS = (1.0, 2.0, 3.0)
 # goodput "back" after a trigger: at this fraction of the offered load in every later window
 RETURN_FRACTION = 0.9
+# The goals a build is checked against (issue 25): at 2x offered load, goodput at least this
+# fraction of the build's capacity with the served answers' p99 within the bound; every fault
+# recovered within RECOVER_GOAL_S of its end with nothing lost; after each trigger, goodput
+# back within RETURN_GOAL_S.
+OVERLOAD_FACTOR, OVERLOAD_GOODPUT = 2.0, 0.9
+RECOVER_GOAL_S, RETURN_GOAL_S = 2.0, 5.0
 
 
 def _requests(d: Path) -> list[Record]:
@@ -164,8 +171,36 @@ def analyse(folder: str | Path) -> dict[str, Any]:
                 cell["metastability"][d.name] = t
             cells[f"{build}/{arch}"] = cell
     res = {"manifest": manifest, "bound_ms": bound, "cells": cells}
+    res["goals"] = {key: goals(c, bound) for key, c in cells.items()}
     res["headline"] = _headline(res)
     return res
+
+
+def goals(cell: dict, bound_ms: float) -> dict[str, Any]:
+    """One cell against issue 25's goals: each part None where the run did not measure it,
+    else its figures and `met` (True/False)."""
+    out: dict[str, Any] = {"overload": None, "faults": None, "metastability": None}
+    row, cap = _at(cell["sweep"], OVERLOAD_FACTOR), cell["capacity"]
+    if row is not None and cap:
+        ratio = row["goodput_rps"] / cap
+        p99 = row["p99_ms"]
+        out["overload"] = {"goodput_ratio": round(ratio, 3), "p99_ms": p99,
+                           "met": ratio >= OVERLOAD_GOODPUT and p99 is not None
+                           and p99 <= bound_ms}
+    if cell["faults"]:
+        missed = []
+        for name, t in cell["faults"].items():
+            e = t["effect"] or {}
+            rec = e.get("recover_s")
+            if e.get("lost") or e.get("wrong") or rec is None or rec > RECOVER_GOAL_S:
+                missed.append(name)
+        out["faults"] = {"missed": missed, "met": not missed}
+    if cell["metastability"]:
+        back = {n: t.get("return_s") for n, t in cell["metastability"].items()}
+        out["metastability"] = {
+            "return_s": back,
+            "met": all(b is not None and b <= RETURN_GOAL_S for b in back.values())}
+    return out
 
 
 def _at(rows: list[dict], factor: float) -> dict | None:
@@ -289,34 +324,55 @@ def _capacity_lines(proto: dict) -> list[str]:
     return out
 
 
-def _detect(e: dict) -> str:
-    if e.get("detect_s") is None:
-        return "n/a"
-    return f"{fmt(e['detect_s'], 2)} ({e.get('detect_by') or 'error'})"
+def _met(part: dict | None) -> str:
+    return "not measured" if part is None else ("**met**" if part["met"] else "**missed**")
 
 
-def _errors(e: dict[str, int]) -> str:
-    return ", ".join(f"{k} {v}" for k, v in e.items() if v) or "none"
+def _goal_lines(res: dict) -> list[str]:
+    """Issue 25's goals per build and architecture: what met them, and by which figures."""
+    bound = res["bound_ms"]
+    out = ["## Goals", "",
+           f"Overload: at {OVERLOAD_FACTOR:g}x offered load, goodput >= "
+           f"{OVERLOAD_GOODPUT:.0%} of capacity and the served answers' p99 within {bound:g} "
+           f"ms. Faults: each recovered within {RECOVER_GOAL_S:g} s of its end, none lost or "
+           f"answered wrongly. Metastability: goodput back within {RETURN_GOAL_S:g} s of each "
+           "trigger's end.", "",
+           "| build/arch | overload | goodput / capacity | p99 ms | faults | missed by | "
+           "metastability | back after s |", "|---|---|---|---|---|---|---|---|"]
+    for key, g in res["goals"].items():
+        o, f, m = g["overload"], g["faults"], g["metastability"]
+        back = ", ".join(f"{n} {fmt(b, 1) if b is not None else 'never'}"
+                         for n, b in (m or {}).get("return_s", {}).items()) or "-"
+        out.append(f"| {key} | {_met(o)} | "
+                   f"{pct(o['goodput_ratio']) if o else '-'} | "
+                   f"{fmt(o['p99_ms']) if o else '-'} | {_met(f)} | "
+                   f"{', '.join(f['missed']) if f and f['missed'] else '-'} | {_met(m)} | "
+                   f"{back} |")
+    return [*out, ""]
 
 
-def _capacity_lines(proto: dict) -> list[str]:
-    """Where each architecture's 1x came from: a closed experiment-5 search (the lowest found
-    across the named runs, every figure read listed) or the config's own number."""
-    source = proto.get("capacity_source") or {}
-    if not source:  # runs before capacity_from
-        return ["Capacities (1x) are the configured figures (config `capacity_rps`), "
-                "not searched here."]
-    out = ["Capacity (1x) per architecture, not searched here:"]
-    for arch, rps in (proto.get("capacity_rps") or {}).items():
-        src = source.get(arch)
-        if isinstance(src, dict):
-            read = "; ".join(f"{Path(f['run']).name[:16]} {fmt(f['capacity_rps'])} "
-                             f"({f['status']}{'' if f['status'] == 'found' else ', not used'})"
-                             for f in src["figures"].get(arch, []))
-            out.append(f"- {arch}: **{fmt(rps)} req/s**, the {src['rule']} of experiment 5's "
-                       f"`{src['variant']}` build ({read})")
-        else:
-            out.append(f"- {arch}: {fmt(rps)} req/s ({src or 'config capacity_rps'})")
+def _side_by_side(res: dict) -> list[str]:
+    """Per architecture measured by more than one build: goodput (and the served p99) at each
+    load, the builds in columns, so a control (a fixed limit, no admission control) sits
+    beside the build it is the control of."""
+    out: list[str] = []
+    for arch in dict.fromkeys(c["arch"] for c in res["cells"].values()):
+        cells = [c for c in res["cells"].values() if c["arch"] == arch and c["sweep"]]
+        if len(cells) < 2:
+            continue
+        if not out:
+            out += ["## Builds side by side", "",
+                    "Goodput req/s (p99 ms of the answers served) per load, one column per "
+                    "build; the loads are multiples of each build's own capacity.", ""]
+        factors = sorted({r["factor"] for c in cells for r in c["sweep"]})
+        out += [f"### {arch}", "", "| load | " + " | ".join(c["build"] for c in cells) + " |",
+                "|---|" + "---|" * len(cells)]
+        for f in factors:
+            row = [_at(c["sweep"], f) for c in cells]
+            out.append(f"| {f:g}x | " + " | ".join(
+                f"{fmt(r['goodput_rps'])} ({fmt(r['p99_ms'])})" if r else "-" for r in row)
+                + " |")
+        out.append("")
     return out
 
 
@@ -330,7 +386,8 @@ def render(res: dict, run: Path, plots: dict[str, str | None]) -> str:
     lines += ["", f"Goodput: answers within the shared p99 bound ({bound:g} ms, from each "
               "request's scheduled time) per second.", ""]
     lines += _capacity_lines(m.get("protocol") or {})
-    lines += ["", "## Overload sweep", ""]
+    lines += ["", *_goal_lines(res), *_side_by_side(res)]
+    lines += ["## Overload sweep", ""]
     for key, c in res["cells"].items():
         after = c["after_sweep"] or {}
         idle = c["idle"] or {}
@@ -413,5 +470,5 @@ def write_report(folder: str | Path, res: dict[str, Any]) -> Report:
                                    for n, t in c["metastability"].items()}}
              for k, c in res["cells"].items()}
     doc = {"bound_ms": res["bound_ms"], "error_kinds": list(ERROR_KINDS), "cells": cells,
-           "headline": res["headline"]}
+           "goals": res["goals"], "headline": res["headline"]}
     return write_files(run, render(res, run, plots), doc, sorted(p for p in plots.values() if p))

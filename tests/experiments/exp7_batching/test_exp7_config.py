@@ -71,6 +71,11 @@ def test_every_build_on_every_device_with_its_role_variables():
     # the quick profile measures it against the async handler only
     quick = {v.name: v for v in EXPERIMENT.configure("quick").variants}
     assert quick["bentoml-no-limit"].archs == ("async",)
+    # the sync-bentoml profile: the sync handler on BentoML and on demand, both devices
+    sync_bento = {v.name: v for v in EXPERIMENT.configure("sync-bentoml").variants}
+    assert sorted(sync_bento) == ["bentoml-1-slot", "bentoml-no-limit", "on-demand-1-slot",
+                                  "on-demand-no-limit"]
+    assert {v.archs for v in sync_bento.values()} == {("sync",)}
     # every role variable a point sets is one a role declares
     known = role_variables()
     assert all(set(v.role_vars) <= known for v in points.values())

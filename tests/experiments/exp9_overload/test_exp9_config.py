@@ -43,6 +43,10 @@ def test_registered_and_every_profile_parses_within_its_time():
     limits = EXPERIMENT.configure("limits")
     assert limits.builds == ("admission", "admission-fixed") and limits.faults.kinds == ()
     assert 10 * 60 <= limits.total_s <= 20 * 60
+    # the best profile: each architecture's best build (one cell each), quick's timelines
+    best = EXPERIMENT.configure("best")
+    assert best.builds == ("best-sync", "best-async") and best.faults.kinds == full.faults.kinds
+    assert best.total_s == pytest.approx(best.arch_s * 2) and best.arch_s == quick.arch_s
 
 
 def test_each_build_deploys_its_env_and_the_slowdown_knob():

@@ -96,6 +96,34 @@ def test_the_analysis_reads_the_sweep_faults_and_triggers(folder):
     assert h["goodput"]["admission/async"] == {"1x": 8.0, "2x": 8.0, "recover_s": 2.5}
     assert h["faults"]["admission/async/worker_kill"] == {
         "detect_s": 0.3, "detect_by": "error", "recover_s": 2.0, "lost": 50, "wrong": 0}
+    # issue 25's goals: 2x goodput at capacity within the bound (met); the killed worker's
+    # 50 lost requests miss the fault goal though it recovered in 2 s; the burst came back
+    g = res["goals"]["admission/async"]
+    assert g["overload"] == {"goodput_ratio": 1.0, "p99_ms": g["overload"]["p99_ms"],
+                             "met": True} and g["overload"]["p99_ms"] <= 250
+    assert g["faults"] == {"missed": ["worker_kill"], "met": False}
+    assert g["metastability"]["met"] is True
+
+
+def test_a_goal_is_missed_by_goodput_a_late_p99_a_slow_recovery_or_a_late_return():
+    sweep = [{"factor": 2.0, "goodput_rps": 8.9, "p99_ms": 240.0}]
+    fault = {"effect": {"recover_s": 2.0, "lost": 0, "wrong": 0}}
+    cell = {"capacity": 10.0, "sweep": sweep, "faults": {"model_down": fault},
+            "metastability": {"burst": {"return_s": 5.0}}}
+    g = report.goals(cell, 250)
+    assert not g["overload"]["met"] and g["faults"]["met"] and g["metastability"]["met"]
+    sweep[0].update(goodput_rps=9.0, p99_ms=260.0)
+    assert not report.goals(cell, 250)["overload"]["met"]
+    sweep[0]["p99_ms"] = 250.0
+    assert report.goals(cell, 250)["overload"]["met"]
+    fault["effect"]["recover_s"] = 2.1
+    cell["metastability"]["burst"]["return_s"] = None  # never back within the run
+    g = report.goals(cell, 250)
+    assert g["faults"] == {"missed": ["model_down"], "met": False}
+    assert not g["metastability"]["met"]
+    # a run without a 2x step, faults or triggers did not measure those goals
+    assert report.goals({"capacity": 10.0, "sweep": [], "faults": {}, "metastability": {}},
+                        250) == {"overload": None, "faults": None, "metastability": None}
 
 
 def test_the_report_writes_tables_plots_and_rebuilds_the_same(folder):
@@ -107,6 +135,8 @@ def test_the_report_writes_tables_plots_and_rebuilds_the_same(folder):
             "reset 50 | ok |") in text
     # the burst: back 3-4.5 s after its end, its 900 ms answers the worst window
     assert "| admission/async | burst | 7.2 | 3" in text and "| 900.0 | none |" in text
+    assert "| admission/async | **met** | 100% | 50.0 | **missed** | worker_kill | **met** |" \
+        in text
     assert {p.name for p in written.plots} == {"plot_sweep_admission.png",
                                                "plot_faults_worker_kill.png",
                                                "plot_metastability_burst.png"}
@@ -114,3 +144,19 @@ def test_the_report_writes_tables_plots_and_rebuilds_the_same(folder):
     assert "_windows" not in json.dumps(doc) and doc["headline"] == written.headline
     EXPERIMENT.rebuild(folder)
     assert written.markdown.read_text() == text
+
+
+def test_builds_of_one_architecture_sit_side_by_side():
+    def cell(build, arch, rows):
+        return {"build": build, "arch": arch, "sweep": [
+            {"factor": f, "goodput_rps": g, "p99_ms": p} for f, g, p in rows]}
+    res = {"cells": {
+        "admission/async": cell("admission", "async", [(1.0, 60.0, 120.0), (2.0, 58.0, 240.0)]),
+        "admission-fixed/async": cell("admission-fixed", "async", [(1.0, 61.0, 130.0)]),
+        "admission/sync": cell("admission", "sync", [(1.0, 6.0, 200.0)])}}
+    lines = report._side_by_side(res)
+    assert "| load | admission | admission-fixed |" in lines
+    assert "| 2x | 58.0 (240.0) | - |" in lines
+    assert "### sync" not in lines  # one build only: nothing to set beside it
+    assert report._side_by_side({"cells": {"admission/sync": res["cells"]["admission/sync"]}}) \
+        == []
