@@ -30,7 +30,7 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -207,6 +207,20 @@ def healthy(w: Window, ref_p99_ms: float, tolerance: float) -> bool:
     return w.failed == 0 and (w.p99_ms is None or w.p99_ms <= tolerance * ref_p99_ms)
 
 
+def as_control(w: Window, ref: Window | None, tolerance: float) -> bool:
+    """A window no worse than the control's same window: no more failures, and a served p99
+    within tolerance x the control's (False without a control or its p99)."""
+    if ref is None or w.failed > ref.failed:
+        return False
+    return w.p99_ms is None or (ref.p99_ms is not None and w.p99_ms <= tolerance * ref.p99_ms)
+
+
+def shifted(records: Sequence[Record], by_s: float) -> list[Record]:
+    """The records with their times moved by ``by_s``: a control run's schedule on another
+    run's clock (both from one seed, so offset k of one is offset k of the other)."""
+    return [replace(r, scheduled=r.scheduled + by_s, start=r.start + by_s) for r in records]
+
+
 @dataclass(frozen=True)
 class FaultEffect:
     baseline_p99_ms: float | None  # before the fault: what "recovered" returns to
@@ -224,11 +238,16 @@ class FaultEffect:
 
 def fault_effect(records: Sequence[Record], fault_start: float, fault_end: float,
                  run_end: float, *, width_s: float = 1.0, tolerance: float = 1.5,
-                 bound_ms: float = math.inf) -> FaultEffect:
+                 bound_ms: float = math.inf,
+                 control: Sequence[Record] | None = None) -> FaultEffect:
     """What a fault in [fault_start, fault_end) (unix s) did to a run whose schedule ends at
     run_end. The baseline is the served p99 of the requests scheduled before the fault;
     recovery is judged per window of width_s from the fault's end (a window's requests may
-    have been scheduled during the fault only if the window starts before its end)."""
+    have been scheduled during the fault only if the window starts before its end).
+    ``control``: the same schedule's requests without the fault, their scheduled times on this
+    run's clock (``shifted``); a window is then also healthy when it is no worse than the
+    control's same window (no more failures, p99 within tolerance x the control's): what the
+    schedule does without the fault is not the fault's."""
     if not fault_start <= fault_end <= run_end:
         raise ValueError(f"need fault_start <= fault_end <= run_end, got {fault_start}, "
                          f"{fault_end}, {run_end}")
@@ -250,9 +269,11 @@ def fault_effect(records: Sequence[Record], fault_start: float, fault_end: float
     recover = None
     if baseline is not None:
         ws = windows(records, fault_end, run_end, width_s, bound_ms)
+        refs = (windows(control, fault_end, run_end, width_s, bound_ms) if control is not None
+                else [None] * len(ws))
         recover_at = None
-        for w in reversed(ws):  # the last unhealthy window decides
-            if not healthy(w, baseline, tolerance):
+        for w, ref in reversed(list(zip(ws, refs, strict=True))):  # the last unhealthy decides
+            if not (healthy(w, baseline, tolerance) or as_control(w, ref, tolerance)):
                 break
             recover_at = w.t
         if recover_at is not None:

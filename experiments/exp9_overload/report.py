@@ -24,6 +24,7 @@ from experiments.analysis.timeline import (
     fault_effect,
     goodput_return_s,
     read_records,
+    shifted,
     summarise,
     windows,
 )
@@ -39,6 +40,8 @@ from experiments.reporting import (
 )
 
 FAULT_FILE, TRIGGER_FILE, RECOVERY_FILE = "fault.json", "trigger.json", "recovery.json"
+# the control timeline's kind (no fault, the same schedule: experiments/lab/faults.py NoFault)
+CONTROL = "none"
 STEP_DIR = re.compile(r"\d+_(?P<factor>[0-9.]+)x")
 HEADLINE_FACTORS = (1.0, 2.0, 3.0)
 # goodput "back" after a trigger: at this fraction of the offered load in every later window
@@ -106,9 +109,19 @@ def _recovery(d: Path) -> dict[str, Any] | None:
         "restarted": "restart" in r}
 
 
+def _control(d: Path) -> tuple[list[Record], float] | None:
+    """The control timeline's requests and its schedule's start (None: the run has none)."""
+    if not (d / "result.json").exists():
+        return None
+    t0, _ = _schedule(d)
+    return None if t0 is None else (_requests(d), t0)
+
+
 def timeline(d: Path, record_file: str, params: dict[str, Any], bound_ms: float,
-             extra: list[Record] = ()) -> dict[str, Any] | None:
-    """One fault's or trigger's run: its windows and what the fault did."""
+             extra: list[Record] = (),
+             control: tuple[list[Record], float] | None = None) -> dict[str, Any] | None:
+    """One fault's or trigger's run: its windows and what the fault did (recovery judged
+    against ``control``, the no-fault timeline's requests and schedule start, when given)."""
     rec_path = d / record_file
     if not rec_path.exists() or not (d / "result.json").exists():
         return None
@@ -123,8 +136,10 @@ def timeline(d: Path, record_file: str, params: dict[str, Any], bound_ms: float,
         start, stop = min(r.scheduled for r in extra), max(r.scheduled for r in extra)
     start, stop = min(max(start, t0), end), min(max(stop, t0), end)
     width = float(params.get("window_s", 1.0))
+    ref = shifted(control[0], t0 - control[1]) if control is not None else None
     effect = fault_effect(records, start, max(start, stop), end, width_s=width,
-                          tolerance=float(params.get("tolerance", 1.5)), bound_ms=bound_ms)
+                          tolerance=float(params.get("tolerance", 1.5)), bound_ms=bound_ms,
+                          control=ref)
     ws = windows(records, t0, end, width, bound_ms)
     return {"record": record, "t0": t0, "start_s": start - t0, "end_s": stop - t0,
             "effect": effect.to_dict(), "windows": [w.to_dict() for w in ws],
@@ -155,8 +170,11 @@ def analyse(folder: str | Path) -> dict[str, Any]:
                 "idle": _recovery(sweep_dir / "idle"),
                 "after_sweep": _recovery(sweep_dir / "recovery"),
                 "faults": {}, "metastability": {}}
-            for d in sorted((root / "faults" / build / arch).glob("*")):
-                t = timeline(d, FAULT_FILE, faults_p, bound)
+            fault_root = root / "faults" / build / arch
+            control = _control(fault_root / CONTROL)
+            for d in sorted(fault_root.glob("*")):
+                t = timeline(d, FAULT_FILE, faults_p, bound,
+                             control=None if d.name == CONTROL else control)
                 if t is not None:
                     cell["faults"][d.name] = t
             for d in sorted((root / "metastability" / build / arch).glob("*")):
@@ -187,9 +205,11 @@ def goals(cell: dict, bound_ms: float) -> dict[str, Any]:
         out["overload"] = {"goodput_ratio": round(ratio, 3), "p99_ms": p99,
                            "met": ratio >= OVERLOAD_GOODPUT and p99 is not None
                            and p99 <= bound_ms}
-    if cell["faults"]:
+    if set(cell["faults"]) - {CONTROL}:
         missed = []
         for name, t in cell["faults"].items():
+            if name == CONTROL:
+                continue
             e = t["effect"] or {}
             rec = e.get("recover_s")
             if e.get("lost") or e.get("wrong") or rec is None or rec > RECOVER_GOAL_S:
@@ -414,7 +434,10 @@ def render(res: dict, run: Path, plots: dict[str, str | None]) -> str:
               "in brackets. "
               "Recover: the fault's end "
               "to the first 1 s window from which every window is error-free with p99 within "
-              "1.5x the pre-fault p99. Lost: accepted and never answered (reset, client "
+              "1.5x the pre-fault p99, or no worse than the control's same window (no more "
+              "errors, p99 within 1.5x its) when the run has one: `none`, the same arrival "
+              "schedule without a fault, whose own recover figure (judged without a control) "
+              "is what the schedule alone does. Lost: accepted and never answered (reset, client "
               "timeout, unfinished). Wrong: HTTP 200 without a numeric answer.", "",
               "| build/arch | fault | pre-fault p99 ms | detect s | recover s | failed | "
               "lost | wrong | errors | removal |", "|---|---|---|---|---|---|---|---|---|---|"]

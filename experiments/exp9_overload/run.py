@@ -36,6 +36,7 @@ from experiments.lab.faults import (
     FaultWindow,
     ModelDown,
     ModelSlow,
+    NoFault,
     RedisFrozen,
     RedisRestarted,
     WorkerKilled,
@@ -58,8 +59,10 @@ from experiments.protocol import (
 from experiments.results import write_json_atomic
 from services.describe import HEALTH_PATH, predict_path
 
-FAULT_KINDS = ("model_slow", "model_down", "redis_frozen", "redis_restart", "worker_kill",
-               "chunked_trailer")
+# "none" is the control timeline (experiments/lab/faults.py NoFault): the same schedule with
+# no fault, what every other timeline's recovery is judged against.
+FAULT_KINDS = ("none", "model_slow", "model_down", "redis_frozen", "redis_restart",
+               "worker_kill", "chunked_trailer")
 # Metastability triggers: a burst to burst_factor x capacity, or the model slower for a while
 # (the two: load that overshoots, a dependency that slows down).
 TRIGGERS = ("burst", "model_slow")
@@ -261,6 +264,8 @@ def deploy_vars(cfg: Overload, name: str, services: dict[str, dict[str, Any]]) -
 
 def make_fault(kind: str, lab: Session, arch: str, cfg: Overload) -> Any:
     s = lab.topology.services
+    if kind == "none":
+        return NoFault()
     if kind == "model_slow":
         return ModelSlow(slowdown_file(s), cfg.faults.slowdown)
     if kind == "model_down":

@@ -22,6 +22,10 @@ The faults (issue 25), each on the lab the session deployed, through what the la
 - ``ChunkedTrailer``: one chunked request with a trailer field to the scoring handler, as a
   client could send it: meinheld 1.0.2's parser crashes the worker that reads it (a known,
   documented limit); other servers answer it. Removal as WorkerKilled's.
+- ``NoFault``: nothing at all, timed as the others are: the control timeline. Every timeline
+  of a cell replays the same arrival schedule (one seed), so the control shows what that
+  schedule does to the stack without a fault (a cluster of arrivals at a stack with a handful
+  of slots is late whatever else happens), and recovery is judged against it.
 Every fault acts on processes of the controller's host (a one-host lab): a remote service
 raises FaultError before anything is touched.
 """
@@ -250,6 +254,18 @@ def restore_workers(supervisor: Supervisor, program: str, health_url: str, maste
         time.sleep(0.2)
     supervisor.run("restart", program)
     return {"restarted": True, "healthy_after_s": wait_until_healthy(health_url, timeout_s)}
+
+
+@dataclass
+class NoFault:
+    """The control: on and off like a fault, touching nothing."""
+    name: str = "none"
+
+    def start(self) -> dict[str, Any]:
+        return {"injected": False}
+
+    def stop(self) -> dict[str, Any]:
+        return {"removed": True}
 
 
 # The request that crashes a meinheld 1.0.2 worker (README, "known limit of the sync server").

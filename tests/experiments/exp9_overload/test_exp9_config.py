@@ -25,13 +25,15 @@ def test_registered_and_every_profile_parses_within_its_time():
     assert EXPERIMENTS["9"] is EXPERIMENT and BY_NAME["experiment-9"] is EXPERIMENT
     full, quick, smoke = (EXPERIMENT.configure(p) for p in ("full", "quick", "smoke"))
     assert EXPERIMENT.default_profile() == "full"
-    assert smoke.total_s < 200  # the end-to-end test's run: every fault and trigger, briefly
+    # the end-to-end test's run: every fault (and the control) and trigger, briefly
+    assert smoke.total_s < 220
     assert 15 * 60 <= quick.total_s <= 30 * 60
     assert quick.total_s < full.total_s
     assert {c.bound_ms for c in (full, quick, smoke)} == {250}  # the shared bound
     assert full.sweep.factors[0] == 0.5 and full.sweep.factors[-1] == 3.0
     assert full.faults.load == 0.6 and full.metastability.load == 0.9
-    assert set(full.faults.kinds) == {"model_slow", "model_down", "redis_frozen",
+    assert full.faults.kinds[0] == "none"  # the control first, then every fault
+    assert set(full.faults.kinds) == {"none", "model_slow", "model_down", "redis_frozen",
                                       "redis_restart", "worker_kill", "chunked_trailer"}
     assert smoke.builds == ("admission",) and quick.builds == ("default", "admission")
     assert full.builds == ("default", "admission", "admission-fixed", "best-sync",

@@ -29,12 +29,14 @@ def test_every_fault_was_injected_and_removed_and_the_lab_is_whole(folder):
     assert all(c["ok"] for c in m["builds"][0]["deploy"]["verify"])
     assert all(c["ok"] for c in m["restore_default"]["verify"])
     for arch in ("sync", "async"):
-        for fault in ("model_slow", "model_down", "redis_frozen", "redis_restart",
+        for fault in ("none", "model_slow", "model_down", "redis_frozen", "redis_restart",
                       "worker_kill", "chunked_trailer"):
             d = folder / "raw/locust/faults/admission" / arch / fault
             record = json.loads((d / "fault.json").read_text())
             assert "error" not in record and "stop_error" not in record, record
             assert record["started_at"] < record["ended_at"] <= record["removed_at"]
+            if fault == "none":  # the control: timed as a fault, nothing done
+                assert record["start"] == {"injected": False}, record
             if fault == "redis_restart":
                 assert record["stop"]["running"], record
             if fault == "chunked_trailer":
@@ -70,15 +72,17 @@ def test_the_report_has_the_sweep_the_timelines_and_the_headline(folder):
             e = t["effect"]
             assert e is not None and e["wrong"] == 0, (key, name)
             assert t["windows"] and t["start_s"] < t["end_s"]
-        # the model API down for 2 s at the offered load: the clients saw it
+        # the model API down for 2 s at the offered load: the clients saw it; the control
+        # (no fault, the same schedule) failed nothing
         assert c["faults"]["model_down"]["effect"]["failed"] > 0, key
+        assert c["faults"]["none"]["effect"]["failed"] == 0, key
         burst = c["metastability"]["burst"]
         assert burst["offered_rps"] > 0 and burst["start_s"] < burst["end_s"], key
     head = json.loads((folder / "manifest.json").read_text())["headline"]
     assert head == report["headline"] and head["bound_ms"] == 250
     assert set(head["goodput"]) == {"admission/sync", "admission/async"}
     text = (folder / "report.md").read_text()
-    assert "## Overload sweep" in text and "## Fault timelines" in text
+    assert "## Overload sweep" in text and "## Fault timelines" in text and "## Goals" in text
     for plot in ("plot_sweep_admission.png", "plot_faults_model_down.png"):
         assert (folder / plot).stat().st_size > 0
 

@@ -20,6 +20,7 @@ from experiments.lab.faults import (
     FaultError,
     FaultWindow,
     ModelSlow,
+    NoFault,
     RedisFrozen,
     RedisRestarted,
     WorkerKilled,
@@ -108,6 +109,16 @@ def test_a_window_runs_its_fault_for_its_length_then_ends_it(tmp_path):
     r = window.record
     assert r["start"]["factor"] == 3.0 and r["stop"]["removed"]
     assert 0.15 <= r["ended_at"] - r["started_at"] < 2
+
+
+def test_the_control_is_timed_as_a_fault_and_touches_nothing():
+    # its window is what the control timeline's report reads as "the fault's" start and end
+    window = FaultWindow(NoFault(), 0.05, 0.2)
+    with window:
+        assert wait_for(lambda: "removed_at" in window.record)
+    r = window.record
+    assert r["fault"] == "none" and r["start"] == {"injected": False}
+    assert r["stop"] == {"removed": True} and 0.15 <= r["ended_at"] - r["started_at"] < 2
 
 
 def test_a_window_left_before_its_start_never_injects(tmp_path):

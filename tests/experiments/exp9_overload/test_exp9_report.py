@@ -51,7 +51,8 @@ def folder(tmp_path) -> Path:
     _step(raw / "sweep/admission/async/01_2x", 2 * cap, 10,
           _steady(T0, 2 * cap, 10,
                   fails=lambda t: (503, "HTTP 503") if int(t * 16) % 2 else None))
-    rows = _steady(T0, 10, 20, latency=lambda t: 500.0 if 10 <= t < 12 else 50.0,
+    rows = _steady(T0, 10, 20, latency=lambda t: 500.0 if 10 <= t < 12 else
+                   120.0 if 16 <= t < 17 else 50.0,
                    fails=lambda t: (0, "HTTP 0: ConnectionResetError: reset") if 5 <= t < 10
                    else None)
     # the failed rows' status is 0: a reset connection, lost
@@ -59,6 +60,15 @@ def folder(tmp_path) -> Path:
     (raw / "faults/admission/async/worker_kill/fault.json").write_text(json.dumps(
         {"fault": "worker_kill", "started_at": T0 + 5, "ended_at": T0 + 10,
          "removed_at": T0 + 10.1}))
+    # the control: the same schedule, no fault, run 100 s earlier; its one slow second at
+    # 16-17 s is the schedule's, and the killed worker's run shows it too
+    control = raw / "faults/admission/async/none"
+    _step(control, 10, 20, _steady(T0 - 100, 10, 20,
+                                   latency=lambda t: 120.0 if 16 <= t < 17 else 50.0),
+          start=T0 - 100)
+    (control / "fault.json").write_text(json.dumps(
+        {"fault": "none", "started_at": T0 - 95, "ended_at": T0 - 90,
+         "removed_at": T0 - 90}))
     for part in ("idle", "recovery"):
         d = raw / "sweep/admission/async" / part
         d.mkdir()
@@ -89,6 +99,10 @@ def test_the_analysis_reads_the_sweep_faults_and_triggers(folder):
     e = cell["faults"]["worker_kill"]["effect"]
     assert e["detect_s"] == pytest.approx(0.3) and e["recover_s"] == pytest.approx(2.0)
     assert e["lost"] == 50 and e["wrong"] == 0
+    # the control failed nothing; without it, its slow second (the schedule's) would have
+    # put the killed worker's recovery at 7 s
+    assert cell["faults"]["none"]["effect"]["failed"] == 0
+    assert cell["faults"]["none"]["effect"]["recover_s"] == pytest.approx(7.0)
     t = cell["metastability"]["burst"]
     assert t["start_s"] == pytest.approx(5.0) and t["offered_rps"] == pytest.approx(7.2)
     assert t["return_s"] is not None and 3 <= t["return_s"] <= 4.5
@@ -138,6 +152,7 @@ def test_the_report_writes_tables_plots_and_rebuilds_the_same(folder):
     assert "| admission/async | **met** | 100% | 50.0 | **missed** | worker_kill | **met** |" \
         in text
     assert {p.name for p in written.plots} == {"plot_sweep_admission.png",
+                                               "plot_faults_none.png",
                                                "plot_faults_worker_kill.png",
                                                "plot_metastability_burst.png"}
     doc = json.loads(written.json.read_text())

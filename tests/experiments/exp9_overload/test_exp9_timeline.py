@@ -14,6 +14,7 @@ from experiments.analysis.timeline import (
     fault_effect,
     goodput_return_s,
     read_records,
+    shifted,
     summarise,
     windows,
 )
@@ -140,6 +141,33 @@ def test_recovery_ignores_an_early_good_window_before_a_relapse():
         failed(15.5, 504, "HTTP 504")]
     e = fault_effect(records, T0 + 5, T0 + 10, T0 + 20)
     assert e.recover_s == pytest.approx(6.0)  # from 16 s on, healthy for good
+
+
+def test_the_control_timeline_takes_the_schedules_own_late_windows_off_the_fault():
+    # a cluster of arrivals at 15-16 s is late with or without the fault (a stack with a
+    # handful of slots): against the control, the stack is back at the fault's end + 3 s
+    def cluster(records):
+        return [ok(r.scheduled - T0, 180.0) if 15 <= r.scheduled - T0 < 16 else r
+                for r in records]
+    faulted = cluster(_run_with_fault(13.0))
+    assert fault_effect(faulted, T0 + 5, T0 + 10, T0 + 20).recover_s == pytest.approx(6.0)
+    # the control ran earlier on its own clock: shifted onto this run's schedule
+    control = shifted(cluster([ok(k / 10) for k in range(200)]), 0.0)
+    earlier = [Record(r.scheduled - 100, r.start - 100, r.rt_ms, r.status, r.ok)
+               for r in control]
+    ref = shifted(earlier, 100.0)
+    assert [r.scheduled for r in ref] == [r.scheduled for r in control]
+    e = fault_effect(faulted, T0 + 5, T0 + 10, T0 + 20, control=ref)
+    assert e.recover_s == pytest.approx(3.0)
+    # the control excuses no more than it showed: a later window worse than its own still
+    # counts, and so does a failure the control did not have
+    worse = [ok(r.scheduled - T0, 400.0) if 17 <= r.scheduled - T0 < 18 else r
+             for r in faulted]
+    assert fault_effect(worse, T0 + 5, T0 + 10, T0 + 20, control=ref).recover_s == \
+        pytest.approx(8.0)
+    broken = [*faulted, failed(15.5, 504, "HTTP 504")]
+    assert fault_effect(broken, T0 + 5, T0 + 10, T0 + 20, control=ref).recover_s == \
+        pytest.approx(6.0)
 
 
 def test_fault_effect_refuses_times_out_of_order():
