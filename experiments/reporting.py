@@ -209,7 +209,12 @@ LOWER_BOUNDS = ("above_range", "unfinished")  # a capacity that is only a lower 
 def capacity_status(entry: dict[str, Any]) -> str:
     """What a search's status means, naming the budget that ran out when one did, and where
     its confidence verdicts left rates undecided."""
-    if entry["status"] == "unfinished" and entry.get("budget") in BUDGETS:
+    if entry["status"] == "unfinished" and entry.get("capacity") is None:
+        # a budget ran out before any rate passed: nothing below the bound is known, so no
+        # lower bound; the lowest rate that failed is an upper one
+        ran_out = BUDGETS.get(entry.get("budget"), "a budget ran out")
+        said = f"**no capacity**: {ran_out} before any rate passed"
+    elif entry["status"] == "unfinished" and entry.get("budget") in BUDGETS:
         said = (f"**a lower bound**: {BUDGETS[entry['budget']]} before the bracket closed on "
                 "a held rate (capacity: the highest rate that passed a hold)")
     else:
@@ -448,7 +453,8 @@ def capacity_lines(res: dict) -> list[str]:
             cap += (f" ({'/'.join(fmt(x) for x in s['values'])}{cv}"
                     f"{' **unstable**' if s.get('unstable') else ''})")
         said = (capacity_status({"status": r["capacity_status"],
-                                 "budget": r.get("capacity_budget")})
+                                 "budget": r.get("capacity_budget"),
+                                 "capacity": r["capacity_rps"]})
                 if r.get("capacity_budget") else
                 status.get(r["capacity_status"], r["capacity_status"]))
         lines.append(f"| {r['variant']} | {r['arch']} | {cap} | {said} | "

@@ -365,3 +365,18 @@ def test_the_report_names_the_rates_left_undecided():
     assert said.endswith("(undecided at 5.5-5.9 req/s; confidently over from 7.1: counted as "
                          "not passed)")
     assert capacity_status({"status": "found", "steps": steps[:1]}) == "found"
+
+
+def test_an_unfinished_search_is_a_lower_bound_only_when_a_rate_passed():
+    from experiments.reporting import capacity_status
+
+    # experiment 7's sync on demand without a device limit (20261207T171819Z): the time
+    # budget ran out with 5.0-7.1 undecided and 10.0 failed; nothing passed
+    steps = [{"rate": 5.0, "outcome": "undecided"}, {"rate": 7.1, "outcome": "undecided"},
+             {"rate": 10.0, "outcome": "fail"}]
+    said = capacity_status({"status": "unfinished", "budget": "time", "capacity": None,
+                            "steps": steps})
+    assert said.startswith("**no capacity**: the time budget") and "lower bound" not in said
+    passed = capacity_status({"status": "unfinished", "budget": "holds", "capacity": 5.0,
+                              "steps": [{"rate": 5.0, "outcome": "pass"}, *steps[1:]]})
+    assert passed.startswith("**a lower bound**: the hold budget")
