@@ -37,6 +37,31 @@ class SyncWorker(StrEnum):
     GEVENT = "gevent"
 
 
+class Server(StrEnum):
+    """The HTTP server a service runs on (issue 26: server, framework and concurrency model
+    apart). The framework follows the architecture: Flask (WSGI) sync, FastAPI (ASGI) async."""
+
+    DEFAULT = "default"  # gunicorn (SYNC_WORKER's class) for sync, uvicorn for async: the seed's
+    # granian (Rust): Flask on its WSGI interface (blocking threads per worker, the knob
+    # `granian_blocking_threads`), FastAPI on its ASGI interface.
+    GRANIAN = "granian"
+    GUNICORN_ASGI = "gunicorn-asgi"  # gunicorn's own ASGI worker (>= 24): async only
+
+
+class UvicornHttp(StrEnum):
+    """uvicorn's HTTP parser (async on the default server)."""
+
+    HTTPTOOLS = "httptools"  # llhttp in C, with the lab's limits (services/async_app/protocol.py)
+    H11 = "h11"  # pure Python
+
+
+class UvicornLoop(StrEnum):
+    """uvicorn's event loop (async on the default server)."""
+
+    UVLOOP = "uvloop"
+    ASYNCIO = "asyncio"
+
+
 class HttpClient(StrEnum):
     """Async HTTP client library of the async scoring handler."""
 
@@ -167,6 +192,13 @@ class Settings(BaseSettings):
     # gunicorn's `worker_connections` of the gevent worker: requests one worker serves at once.
     gevent_connections: int = Field(1000, ge=1, le=10_000)
     http_client: HttpClient = HttpClient.HTTPX
+    # --- the server (issue 26); defaults are every committed run's servers ---------------
+    server: Server = Server.DEFAULT
+    uvicorn_http: UvicornHttp = UvicornHttp.HTTPTOOLS
+    uvicorn_loop: UvicornLoop = UvicornLoop.UVLOOP
+    # Threads per granian worker that run the WSGI app (granian's --blocking-threads): the
+    # sync stack's concurrency on granian, as gthread's threads are on gunicorn.
+    granian_blocking_threads: int = Field(32, ge=1, le=1024)
     redis_parser: RedisParser = RedisParser.PYTHON
 
     # --- admission control of the scoring handlers (services/admission.py; issue 25) -------
