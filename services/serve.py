@@ -41,6 +41,19 @@ _SYNC_FACTORIES = {
 _UVICORN_DEFAULTS = {"uvicorn_http": UvicornHttp.HTTPTOOLS, "uvicorn_loop": UvicornLoop.UVLOOP}
 
 
+# Why the async apps do not run on gunicorn's ASGI worker (gunicorn 27.0.1), measured on the
+# model API (README, "Servers: uvicorn's parser and loop, gunicorn's ASGI worker"): no timer
+# before or during a request, so an idle connection, a cut-off head and a cut-off body each
+# still held their connection after 30 s (uvicorn with either parser: 5 s idle, 408 at 3 s);
+# and its parser's refusals are plain text, not the lab's error shape (the bounded fuzz, 100
+# cases a role: 17 of 96 model cases failed on them; scoring's cut-off requests hung).
+# gunicorn_asgi_options below is what it would run with, once that is contained.
+GUNICORN_ASGI_REFUSED = (
+    "SCORING_LAB_SERVER=gunicorn-asgi: gunicorn 27.0.1's ASGI worker has no request or idle "
+    "timeout (a cut-off request holds its connection: > 30 s measured) and answers its "
+    "parser's refusals in plain text; refused until that is contained")
+
+
 class StartupError(RuntimeError):
     """A service that cannot run as configured: one line, before any worker starts."""
 
@@ -53,6 +66,8 @@ def startup_error(arch: Arch, settings: Settings, role: Role = Role.MODEL) -> st
     if arch is Arch.SYNC and settings.server is Server.GUNICORN_ASGI:
         return (f"SCORING_LAB_SERVER={settings.server.value}: gunicorn's ASGI worker serves "
                 "the async apps only (the sync ones are WSGI)")
+    if settings.server is Server.GUNICORN_ASGI:
+        return GUNICORN_ASGI_REFUSED
     uvicorn_runs = arch is Arch.ASYNC and settings.server is Server.DEFAULT
     for name, default in _UVICORN_DEFAULTS.items():
         value = getattr(settings, name)

@@ -7,7 +7,8 @@ Per connection, as with httptools:
 - a request timeout: the whole request (line, headers, body) must arrive within
   ``request_timeout_s`` of its first byte, else 408 in the lab's shape and close;
 - meinheld's limits on the request head (400): a request target, header name or header value
-  over 8192 bytes, more than 129 header fields, an HTTP version other than 1.0 and 1.1;
+  over 8192 bytes, more than 129 header fields, an HTTP version other than 1.0 and 1.1, both
+  Content-Length and Transfer-Encoding;
 - a head still incomplete past ``max_header_bytes``: 431 in the lab's shape and close (h11's
   own "receive buffer too long", its limit set to ``max_header_bytes``);
 - uvicorn's plain-text 400 for what h11 cannot parse: the lab's error shape instead.
@@ -17,8 +18,10 @@ What differs from httptools (the parsers accept different inputs; README, "Serve
 - h11 checks the head's size only while the head is incomplete, httptools' protocol as the bytes
   stream in: a head that arrives whole in one read is not refused for its size by either, but
   h11 also counts bytes of the head still in its buffer when a read ends mid-head.
-- h11 accepts a few inputs llhttp refuses and the reverse (bare-LF line ends are one; the
-  fuzz's per-parser differences in tests/fuzz/run.py list what was seen).
+- h11 accepts bare-LF line ends (meinheld too: 200; httptools: 400), refuses an empty line
+  before the request line at once (meinheld too: 400; httptools skips it and times out: 408),
+  and refuses an HTTP/1.1 request without exactly one Host header (400; meinheld and
+  httptools serve it). tests/fuzz/run.py (H11_DIFFERENCES) holds what the fuzz saw.
 """
 
 from __future__ import annotations
@@ -63,9 +66,15 @@ def _check_head(request: h11.Request) -> None:
         raise h11.RemoteProtocolError(f"HTTP/{request.http_version.decode()} is not served")
     if len(request.headers) > MAX_FIELDS:
         raise h11.RemoteProtocolError(f"more than {MAX_FIELDS} header fields")
+    names = set()
     for name, value in request.headers.raw_items():
         if len(name) > MAX_FIELD_BYTES or len(value) > MAX_FIELD_BYTES:
             raise h11.RemoteProtocolError(f"header field over {MAX_FIELD_BYTES} bytes")
+        names.add(name.lower())
+    if {b"content-length", b"transfer-encoding"} <= names:
+        # h11 lets Transfer-Encoding win; llhttp and meinheld refuse the pair (a request
+        # smuggling vector), and so does the lab on every parser.
+        raise h11.RemoteProtocolError("both Content-Length and Transfer-Encoding")
 
 
 class LabH11Protocol(H11Protocol):

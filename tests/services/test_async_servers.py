@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from services import uvicorn_server
-from services.serve import gunicorn_asgi_options, startup_error
+from services.serve import GUNICORN_ASGI_REFUSED, gunicorn_asgi_options, startup_error
 from services.settings import Arch, Role, Settings
 from services.uvicorn_server import options
 
@@ -47,17 +47,19 @@ def test_gunicorn_asgi_runs_the_asgi_worker_with_lifespan_and_the_sync_timeouts(
     assert (built["bind"], built["workers"], built["keepalive"]) == ("127.0.0.1:9101", 2, 7)
     assert (built["timeout"], built["graceful_timeout"]) == (60, 10)
     assert built["asgi_loop"] == "uvloop"
-    assert startup_error(Arch.ASYNC, settings, Role.SCORING) is None
+
+
+def test_gunicorn_asgi_is_refused_with_its_reason_until_its_hang_is_contained():
+    reason = startup_error(Arch.ASYNC, Settings(server="gunicorn-asgi"), Role.SCORING)
+    assert reason == GUNICORN_ASGI_REFUSED and "\n" not in reason
+    assert reason.startswith("SCORING_LAB_SERVER=gunicorn-asgi: ") and "timeout" in reason
 
 
 @pytest.mark.parametrize(("arch", "given", "named"), [
     (Arch.SYNC, {"server": "gunicorn-asgi"}, "SCORING_LAB_SERVER=gunicorn-asgi"),
     (Arch.SYNC, {"uvicorn_http": "h11"}, "SCORING_LAB_UVICORN_HTTP=h11"),
     (Arch.SYNC, {"uvicorn_loop": "asyncio"}, "SCORING_LAB_UVICORN_LOOP=asyncio"),
-    (Arch.ASYNC, {"server": "gunicorn-asgi", "uvicorn_http": "h11"},
-     "SCORING_LAB_UVICORN_HTTP=h11"),
-    (Arch.ASYNC, {"server": "gunicorn-asgi", "uvicorn_loop": "asyncio"},
-     "SCORING_LAB_UVICORN_LOOP=asyncio"),
+    (Arch.SYNC, {"server": "granian", "uvicorn_http": "h11"}, "SCORING_LAB_UVICORN_HTTP=h11"),
     (Arch.ASYNC, {"server": "granian", "uvicorn_loop": "asyncio"},
      "SCORING_LAB_UVICORN_LOOP=asyncio"),
 ])
