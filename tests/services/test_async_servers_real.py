@@ -159,3 +159,16 @@ def test_h11_refuses_meinheld_sized_fields_and_a_streaming_head_over_the_limit(h
 def test_h11_serves_again_after_the_refusals(h11_model):
     reply = exchange(h11_model, [b"GET /api/v1/healthcheck HTTP/1.1\r\nHost: x\r\n\r\n"], "GET")
     assert reply.status == 200
+
+
+def test_h11_answers_pipelined_requests_and_times_out_a_cut_off_one_after_them(h11_model):
+    get = b"GET /api/v1/healthcheck HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", h11_model), timeout=15) as sock:
+        sock.sendall(get + get + b"GET /api/v1/healthcheck HTTP/1.1\r\nHo")
+        started = time.monotonic()
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    assert received.count(b"HTTP/1.1 200") == 2
+    assert received.count(b"HTTP/1.1 408") == 1 and received.rstrip().endswith(b'"status": 408}')
+    assert 2.5 < time.monotonic() - started < 3 + 3
