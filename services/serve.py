@@ -1,7 +1,7 @@
 """Start one lab service in the foreground: gunicorn for the sync apps, uvicorn for the async
-ones (services/uvicorn_server.py), or gunicorn's own ASGI worker for them
-(SCORING_LAB_SERVER=gunicorn-asgi). The process stays the server's master, so a supervisor's
-SIGTERM stops its workers."""
+ones (services/uvicorn_server.py); gunicorn's own ASGI worker for them
+(SCORING_LAB_SERVER=gunicorn-asgi) is refused for now (GUNICORN_ASGI_REFUSED). The process
+stays the server's master, so a supervisor's SIGTERM stops its workers."""
 
 from __future__ import annotations
 
@@ -187,7 +187,7 @@ def serve(role: Role, arch: Arch, settings: Settings) -> None:
     if arch is Arch.SYNC:
         _Gunicorn(_SYNC_FACTORIES[role], gunicorn_options(role, settings)).run()
         return
-    if settings.server is Server.GUNICORN_ASGI:
+    if settings.server is Server.GUNICORN_ASGI:  # not reached while GUNICORN_ASGI_REFUSED holds
         _Gunicorn(uvicorn_server.ASYNC_FACTORIES[role], gunicorn_asgi_options(role, settings)).run()
         return
     uvicorn_server.run(role, arch, settings)
