@@ -1,15 +1,25 @@
 """Start one lab service in the foreground: gunicorn for the sync apps, uvicorn for the async
-ones. The process stays the server's master, so a supervisor's SIGTERM stops its workers."""
+ones (services/uvicorn_server.py); gunicorn's own ASGI worker for them
+(SCORING_LAB_SERVER=gunicorn-asgi) is refused for now (GUNICORN_ASGI_REFUSED). The process
+stays the server's master, so a supervisor's SIGTERM stops its workers."""
 
 from __future__ import annotations
 
 import importlib
-import logging
 
 from gunicorn.app.base import BaseApplication
 
-from services import admission, device
-from services.settings import Arch, ModelBatching, Role, Settings, SyncWorker
+from services import admission, device, uvicorn_server
+from services.settings import (
+    Arch,
+    ModelBatching,
+    Role,
+    Server,
+    Settings,
+    SyncWorker,
+    UvicornHttp,
+    UvicornLoop,
+)
 from services.sync_app import meinheld_patch
 from services.workers import worker_count
 
@@ -27,10 +37,21 @@ _SYNC_FACTORIES = {
     Role.MODEL: "services.sync_app.model_api:create_app",
     Role.SCORING: "services.sync_app.scoring_api:create_app",
 }
-_ASYNC_FACTORIES = {
-    Role.MODEL: "services.async_app.asgi:model_app",
-    Role.SCORING: "services.async_app.asgi:scoring_app",
-}
+# uvicorn's settings, and the server that reads them (their defaults are what any other runs).
+_UVICORN_DEFAULTS = {"uvicorn_http": UvicornHttp.HTTPTOOLS, "uvicorn_loop": UvicornLoop.UVLOOP}
+
+
+# Why the async apps do not run on gunicorn's ASGI worker (gunicorn 27.0.1), measured on the
+# model API (README, "Servers: uvicorn's parser and loop, gunicorn's ASGI worker"): no timer
+# before or during a request, so an idle connection, a cut-off head and a cut-off body each
+# still held their connection after 30 s (uvicorn with either parser: 5 s idle, 408 at 3 s);
+# and its parser's refusals are plain text, not the lab's error shape (the bounded fuzz, 100
+# cases a role: 17 of 96 model cases failed on them; scoring's cut-off requests hung).
+# gunicorn_asgi_options below is what it would run with, once that is contained.
+GUNICORN_ASGI_REFUSED = (
+    "SCORING_LAB_SERVER=gunicorn-asgi: gunicorn 27.0.1's ASGI worker has no request or idle "
+    "timeout (a cut-off request holds its connection: > 30 s measured) and answers its "
+    "parser's refusals in plain text; refused until that is contained")
 
 
 class StartupError(RuntimeError):
@@ -42,11 +63,29 @@ def startup_error(arch: Arch, settings: Settings, role: Role = Role.MODEL) -> st
     not start), or None."""
     if arch is Arch.SYNC and settings.meinheld_patch:
         return meinheld_patch.incompatibility()
+    if arch is Arch.SYNC and settings.server is Server.GUNICORN_ASGI:
+        return (f"SCORING_LAB_SERVER={settings.server.value}: gunicorn's ASGI worker serves "
+                "the async apps only (the sync ones are WSGI)")
+    if settings.server is Server.GUNICORN_ASGI:
+        return GUNICORN_ASGI_REFUSED
+    uvicorn_runs = arch is Arch.ASYNC and settings.server is Server.DEFAULT
+    for name, default in _UVICORN_DEFAULTS.items():
+        value = getattr(settings, name)
+        if value is not default and not uvicorn_runs:
+            return (f"SCORING_LAB_{name.upper()}={value.value}: only uvicorn reads it (the "
+                    f"async services on SCORING_LAB_SERVER=default), this one runs "
+                    f"{_server_name(arch, settings)}")
     batching = settings.model_batching
     if role is Role.MODEL and arch is Arch.SYNC and batching is not ModelBatching.OFF:
         return (f"SCORING_LAB_MODEL_BATCHING={batching.value}: only the async "
                 "model API batches (the sync one serves each request as a batch of one)")
     return None
+
+
+def _server_name(arch: Arch, settings: Settings) -> str:
+    if settings.server is Server.DEFAULT:
+        return "gunicorn" if arch is Arch.SYNC else "uvicorn"
+    return settings.server.value
 
 
 class _Gunicorn(BaseApplication):
@@ -112,6 +151,27 @@ def gunicorn_options(role: Role, settings: Settings) -> dict[str, object]:
     return options
 
 
+def gunicorn_asgi_options(role: Role, settings: Settings) -> dict[str, object]:
+    """gunicorn's own ASGI worker (gunicorn/workers/gasgi.py) for an async service: the worker
+    count of uvicorn, the sync path's timeouts, the app's lifespan run (the async apps open
+    their HTTP client and Redis pool in it)."""
+    return {
+        "bind": f"{settings.host}:{settings.port_for(role, Arch.ASYNC)}",
+        "workers": worker_count(settings, Arch.ASYNC),
+        "worker_class": "asgi",
+        "asgi_loop": uvicorn_server.loop(settings).value,
+        # "on": a lifespan that fails stops the worker instead of serving without clients.
+        "asgi_lifespan": "on",
+        "proc_name": settings.service or f"{role}-async",
+        "keepalive": settings.keep_alive_s,
+        "timeout": 60,
+        "graceful_timeout": 10,
+        "accesslog": None,
+        "loglevel": "info",
+        "control_socket_disable": True,
+    }
+
+
 def serve(role: Role, arch: Arch, settings: Settings) -> None:
     if role is Role.QUEUE:
         # No HTTP server: a master of queue worker processes (services/queue_workers.py).
@@ -127,25 +187,7 @@ def serve(role: Role, arch: Arch, settings: Settings) -> None:
     if arch is Arch.SYNC:
         _Gunicorn(_SYNC_FACTORIES[role], gunicorn_options(role, settings)).run()
         return
-    import uvicorn
-
-    from services.async_app.protocol import LabHttpToolsProtocol
-
-    logging.basicConfig(level=logging.INFO)
-    uvicorn.run(
-        _ASYNC_FACTORIES[role],
-        factory=True,
-        host=settings.host,
-        port=settings.port_for(role, arch),
-        workers=worker_count(settings, arch),
-        # pyinstrument's async mode cannot see awaits under uvloop (it records the bare loop):
-        # a profiled service runs on asyncio's own loop (services/profiling.py).
-        loop="asyncio" if settings.profiling else "uvloop",
-        # httptools with the lab's request timeout, header limit and error shape.
-        http=LabHttpToolsProtocol,
-        timeout_keep_alive=settings.keep_alive_s,
-        access_log=False,
-        log_level="info",
-        lifespan="on",
-        timeout_graceful_shutdown=10,
-    )
+    if settings.server is Server.GUNICORN_ASGI:  # not reached while GUNICORN_ASGI_REFUSED holds
+        _Gunicorn(uvicorn_server.ASYNC_FACTORIES[role], gunicorn_asgi_options(role, settings)).run()
+        return
+    uvicorn_server.run(role, arch, settings)

@@ -15,7 +15,7 @@ an unparsable request is plain text. This protocol adds, per connection:
   431 and close (meinheld closes the connection without an answer there);
 - the lab's error shape for these and for uvicorn's 400 (the same body as the apps').
 
-Selected by ``services/serve.py`` with ``http=LabHttpToolsProtocol``; settings come from the
+Selected by ``services/uvicorn_server.py`` (the default parser); settings come from the
 environment as in the apps (``Settings()``), so every worker has the same limits.
 """
 

@@ -13,7 +13,15 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import http_ok, wait_until
-from tests.fuzz.run import JOB_ROLE, ROLES, report, run_role, stacks
+from tests.fuzz.run import (
+    H11_DIFFERENCES,
+    JOB_ROLE,
+    ROLES,
+    h11_refuses,
+    report,
+    run_role,
+    stacks,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -81,3 +89,19 @@ def test_fuzz_job_endpoints(tmp_path):
     assert result.five_xx("sync") == result.five_xx("async") == 0
     # the cases reached the queues: some submits were accepted
     assert result.histogram["sync"]["202"] > 0 and result.histogram["async"]["202"] > 0
+
+
+def test_fuzz_async_on_uvicorns_h11_parser(tmp_path):
+    """The async services on uvicorn with h11 (services/async_app/h11_protocol.py), the sync ones
+    as deployed: every answer judged as on httptools, but for h11's own documented
+    differences (H11_DIFFERENCES, h11_refuses)."""
+    with stacks(tmp_path, arch_env={"async": {"SCORING_LAB_UVICORN_HTTP": "h11"}},
+                differences=H11_DIFFERENCES, async_refuses=h11_refuses) as stack:
+        results = [run_role(stack, role, SEED, 100,
+                            kinds=lambda kind: not kind.startswith("meinheld_"))
+                   for role in ROLES]
+    failures = [f for r in results for f in r.failures]
+    assert not failures and not any(p for r in results for p in r.died.values()), (
+        report(results) + "\nfirst failures:\n"
+        + "\n".join(f"{f['kind']} #{f['case']}: {f['problems']}" for f in failures[:8]))
+    assert sum(r.five_xx("async") for r in results) == 0
