@@ -358,6 +358,10 @@ def search_capacity(
     def record(step: StepResult, reused: bool) -> Verdict:
         verdict = judge(step, bound)
         for i, o in enumerate(outcomes):
+            # a proof is a run of its own (the max-performance load, not a hold measured
+            # again): it neither supersedes a hold nor is superseded by one
+            if step.proof or steps[i].get("proof"):
+                continue
             if o[3] and o[1] == UNDECIDED and o[0] == step.rate and o[4] == step.hold:
                 o[3] = False
                 steps[i]["superseded"] = True
