@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -26,7 +27,8 @@ from experiments.analysis.capacity import (
     step_dirs,
     step_result,
 )
-from experiments.protocol import CapacityParams
+from experiments.exp3_load.run import _prove
+from experiments.protocol import CapacityParams, GuardParams, Scenario
 from experiments.reporting import capacity_status, proof_lines
 
 PARAMS = CapacityParams(p99_bound_ms=250, start_rate=50, min_rate=1, max_rate=1000,
@@ -167,7 +169,7 @@ def test_the_key_needs_holds_and_defaults_off():
 def _write(d: Path, step: StepResult, t0: float) -> None:
     """A Locust open-model run folder holding `step`: its request log as the generator
     writes it (every request answered, the slowest 2 % at the step's p99)."""
-    d.mkdir(parents=True)
+    d.mkdir(parents=True, exist_ok=True)
     n = step.requests
     scheduled = t0 + np.linspace(0, step.duration_s, n, endpoint=False)
     rt = np.full(n, 50.0)
@@ -246,3 +248,57 @@ def test_with_the_key_off_a_failed_proof_only_says_so(tmp_path):
     assert shared["proof"]["outcome"] == "fail" and "proofs" not in shared
     assert not any(s.get("proof") for s in shared["steps"])
     assert "the capacity was not one" in "\n".join(proof_lines(out))
+
+
+class _Lab:
+    """The lab as experiment 3's `_prove` drives it: each Locust run writes its folder from a
+    stack that holds 100 req/s in the search's steps and holds, but, once a max-performance
+    run above 90 req/s has loaded it, only 90 (a tail that drifts with time)."""
+
+    def __init__(self):
+        self.limit = 100.0
+        self.idle_ms: dict = {}
+        self.said: list[str] = []
+        self.progress = SimpleNamespace(say=self.said.append)
+        self.clock = 1.7e9
+
+    def locust(self, scenario, arch, out, *, arrival, payload, step, label, open_model):
+        rate = open_model.rate
+        proof = scenario.name == "max_performance"
+        p99 = 100.0 if rate <= self.limit + 1e-9 and not (proof and rate > 90) else 400.0
+        if proof and rate > 90:
+            self.limit = 90.0
+        _write(Path(out), _step(rate, p99, duration=scenario.duration_s), self.clock)
+        self.clock += 100
+
+
+def test_experiment_3_proves_searches_on_and_records_what_the_report_replays(tmp_path):
+    lab = _Lab()
+    arch_dir = tmp_path / "capacity" / "async"
+    arch_dir.mkdir(parents=True)
+
+    def run(rate, hold):
+        d = arch_dir / f"{len(step_dirs(arch_dir)):02d}_{rate:.2f}rps{'_hold' if hold else ''}"
+        _write(d, _step(rate, 100.0 if rate <= 100 else 400.0, hold=hold), lab.clock)
+        lab.clock += 100
+        return step_result(d, grace_s=0)
+
+    search_capacity(lambda r: run(r, False), BOUND, confirm=lambda r: run(r, True),
+                    start_rate=50, max_rate=1000, min_rate=1, budget_s=PARAMS.budget_s,
+                    hold_reserve_s=PARAMS.hold_s)
+    first = replay(PARAMS, [step_result(d, 0) for d in step_dirs(arch_dir)], 250).capacity
+    planned = Scenario(name="max_performance", kind="open", rate=first, duration_s=15)
+    lab.locust(planned, "async", tmp_path / "max_performance" / "async", arrival="open",
+               payload=None, step=1, label="", open_model=SimpleNamespace(rate=first))
+    protocol = SimpleNamespace(capacity=PARAMS, guard=GuardParams(grace_s=0), payload=None,
+                               pause_s=0)
+    entry = _prove(lab, protocol, "async", 1, tmp_path, planned, 3, "",
+                   {"shared": {"hint_rate": 64.0}})
+    shared = entry["shared"]
+    assert [p["outcome"] for p in shared["proofs"]] == ["fail", "pass"]
+    assert shared["status"] == "found" and 85 < shared["capacity"] <= 90
+    assert (tmp_path / "max_performance" / "async" / "proof_02" / "result.json").exists()
+    assert any("searching on below" in m for m in lab.said)
+    # the report, from the folders alone, says exactly what the live run recorded
+    replayed = analyse_capacity(tmp_path, {"capacity": PARAMS.model_dump()}, grace_s=0)
+    assert {**replayed["async"]["shared"], "hint_rate": 64.0} == shared
