@@ -189,6 +189,12 @@ class CapacityParams(Table):
     # conditioned on its count: uniform times), so a step offers its nominal rate; False: the
     # count is random too (a 200-request step may offer 10 % more or less).
     nominal_count: bool = False
+    # The proof (experiment 3's max-performance run at the capacity found) that fails (or is
+    # undecided) counts as a failed hold at that rate and the search goes on below it, then a
+    # new proof at the new capacity; at most max_proofs proofs, after which the capacity is a
+    # lower bound. False: a failed proof is only reported (runs before this).
+    proof_search_on: bool = False
+    max_proofs: Int = Field(2, ge=1)
 
     @model_validator(mode="after")
     def _rates_in_order(self) -> CapacityParams:
@@ -201,6 +207,9 @@ class CapacityParams(Table):
         if self.extend_max_s and not self.confidence:
             raise ValueError("extend_max_s needs confidence > 0: only a confidence verdict "
                              "can be undecided")
+        if self.proof_search_on and not self.hold_s:
+            raise ValueError("proof_search_on needs hold_s > 0: the search goes on below a "
+                             "failed proof in holds")
         if self.max_step_s and self.max_step_s < self.min_step_s:
             raise ValueError(f"max_step_s ({self.max_step_s:g}) must be 0 (no cap) or at least "
                              f"min_step_s ({self.min_step_s:g})")

@@ -214,6 +214,9 @@ def capacity_status(entry: dict[str, Any]) -> str:
         # lower bound; the lowest rate that failed is an upper one
         ran_out = BUDGETS.get(entry.get("budget"), "a budget ran out")
         said = f"**no capacity**: {ran_out} before any rate passed"
+    elif entry["status"] == "unfinished" and entry.get("budget") == "proofs":
+        said = (f"**a lower bound**: {BUDGETS['proofs']} and the last failed (capacity: the "
+                "highest rate below it that passed a hold, never proved)")
     elif entry["status"] == "unfinished" and entry.get("budget") in BUDGETS:
         said = (f"**a lower bound**: {BUDGETS[entry['budget']]} before the bracket closed on "
                 "a held rate (capacity: the highest rate that passed a hold)")
@@ -296,7 +299,8 @@ def capacity_section(capacity: dict[str, dict]) -> list[str]:
     resends = False  # whether a step resent a request its connection lost unanswered
     for arch, entry in capacity.items():
         for st in sorted(entry["shared"]["steps"], key=lambda x: (x["rate"], x.get("hold", False))):
-            kind = "hold" if st.get("hold") else "step"
+            kind = (f"proof {st['proof']}" if st.get("proof") else
+                    "hold" if st.get("hold") else "step")
             if st.get("duration_s"):
                 kind += f" {st['duration_s']:.0f} s"
             waited = st.get("recovery_wait_s")
@@ -337,13 +341,44 @@ def proof_lines(capacity: dict[str, dict]) -> list[str]:
              "hold under the same bound.", "",
              "| architecture | rate req/s | requests | p99 response ms | verdict |",
              "|---|---|---|---|---|"]
-    for arch, p in rows:
-        verdict = "**confirmed**" if p["outcome"] == "pass" else \
-            f"**not confirmed ({p['outcome']})**: the capacity was not one"
-        lines.append(f"| {arch} | {fmt(p['rate'])} | {p['requests']} | "
-                     f"{fmt(p['p99_response_ms'])} | {verdict}: {p['reason']}"
-                     f"{_windows({**p, 'hold': True})} |")
-    return lines
+    said = []
+    for arch, last in rows:
+        # under proof_search_on every proof, the failed ones counted as holds of the search
+        proofs = capacity[arch]["shared"].get("proofs") or [last]
+        for n, p in enumerate(proofs, 1):
+            verdict = "**confirmed**" if p["outcome"] == "pass" else \
+                f"**not confirmed ({p['outcome']})**: " + (
+                    "counted as a failed hold, the search went on below it"
+                    if n < len(proofs) else "the capacity was not one")
+            name = arch if len(proofs) == 1 else f"{arch} (proof {n})"
+            lines.append(f"| {name} | {fmt(p['rate'])} | {p['requests']} | "
+                         f"{fmt(p['p99_response_ms'])} | {verdict}: {p['reason']}"
+                         f"{_windows({**p, 'hold': True})} |")
+        if capacity[arch]["shared"].get("proofs") is not None:
+            said.append(f"- {arch}: {proof_story(capacity[arch]['shared'])}")
+    return lines + (["", *said] if said else [])
+
+
+def proof_story(shared: dict[str, Any]) -> str:
+    """What the proofs of one search did, under proof_search_on: each failed proof, the
+    search on below it, and how the last one ended."""
+    proofs = shared["proofs"]
+    parts = [f"proof failed at {fmt(p['rate'])} req/s (p99 {fmt(p['p99_response_ms'])} ms"
+             f"{'' if p['outcome'] == 'fail' else ', ' + p['outcome']}): searched on below"
+             for p in proofs[:-1]]
+    last = proofs[-1]
+    figure = capacity_figure(shared, 2)
+    if last["outcome"] == "pass":
+        parts.append(f"capacity {figure} req/s, proof confirmed")
+    elif shared.get("capacity") is not None and shared.get("budget") == "proofs":
+        parts.append(f"proof failed at {fmt(last['rate'])} req/s (p99 "
+                     f"{fmt(last['p99_response_ms'])} ms), {len(proofs)} proofs of "
+                     f"{len(proofs)} spent: capacity {figure} req/s, a lower bound, not proved")
+    else:
+        parts.append(f"proof {last['outcome']} at {fmt(last['rate'])} req/s (p99 "
+                     f"{fmt(last['p99_response_ms'])} ms); the search below it ended "
+                     f"{shared['status']}, capacity {figure} req/s")
+    return "; ".join(parts)
 
 
 def hold_length_lines(capacity: dict[str, dict]) -> list[str]:

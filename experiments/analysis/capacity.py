@@ -87,6 +87,9 @@ class StepResult:
     # Requests resent once after the server closed their connection unanswered
     # (experiments/load/locustfile.py, _score): reported, not judged.
     retried: int = 0
+    # Which proof this is (experiment 3's max-performance run at a capacity found, judged as a
+    # hold: capacity_proof), 1-based; 0: a step of the search. Left out of records when 0.
+    proof: int = 0
     # Per request, in schedule order: the response time from the scheduled send (ms; a failed
     # request is +inf: it got no answer within any bound) and the scheduled time from the
     # step's start (s). In memory only (records keep counts): a confidence verdict counts the
@@ -122,6 +125,8 @@ class StepResult:
         """The step's fields for a result record: per-request arrays left out, a hold's p99
         per 5 s window in (None: a window whose p99 is a failed request)."""
         out = {k: v for k, v in asdict(self).items() if k not in ("latency_ms", "offset_s")}
+        if not self.proof:
+            del out["proof"]  # records of search steps stay as they were before proofs counted
         if self.hold and self.latency_ms is not None:
             out["window_p99_ms"] = [None if math.isinf(w) else round(w, 1)
                                     for w in self.window_p99_ms(WINDOW_S)]
@@ -281,7 +286,8 @@ class CapacityResult:
 
 BUDGETS = {"steps": "the step budget (max_steps short steps) ran out",
            "holds": "the hold budget (max_holds holds) ran out",
-           "time": "the time budget (budget_s seconds of load) ran out"}
+           "time": "the time budget (budget_s seconds of load) ran out",
+           "proofs": "the proof budget (max_proofs max-performance runs) ran out"}
 
 
 def step_duration(rate: float, min_duration_s: float, min_requests: int,
@@ -314,6 +320,7 @@ def search_capacity(
     budget_s: float = 0.0,
     hold_reserve_s: float = 0.0,
     long_step_s: float = 0.0,
+    spent_s: float = 0.0,
 ) -> CapacityResult:
     """Search with `measure` (short steps) and, when given, `confirm` (holds); `prior` steps
     (measured already, e.g. by a search under another bound) are judged under this bound
@@ -332,7 +339,9 @@ def search_capacity(
     overruns by that hold), so a spent budget leaves a held lower bound. An extension of a
     short step is not started once it would eat into that reserve.
     `long_step_s` > 0: a step whose schedule ran at least that long counts as a hold (a
-    120 s extension at a rate says all a 60 s hold there would; holding it again is waste)."""
+    120 s extension at a rate says all a 60 s hold there would; holding it again is waste).
+    `spent_s`: seconds of the time budget already spent (a search resumed below a failed
+    proof goes on within what its first part left)."""
     if not 0 < min_rate <= start_rate <= max_rate:
         raise ValueError(f"need 0 < min_rate ({min_rate}) <= start_rate ({start_rate}) "
                          f"<= max_rate ({max_rate})")
@@ -344,11 +353,15 @@ def search_capacity(
     # measurement superseded it), and whether it ran as a hold
     outcomes: list[list] = []
     extended: set[tuple[float, bool]] = set()
-    spent = [0.0]
+    spent = [float(spent_s)]
 
     def record(step: StepResult, reused: bool) -> Verdict:
         verdict = judge(step, bound)
         for i, o in enumerate(outcomes):
+            # a proof is a run of its own (the max-performance load, not a hold measured
+            # again): it neither supersedes a hold nor is superseded by one
+            if step.proof or steps[i].get("proof"):
+                continue
             if o[3] and o[1] == UNDECIDED and o[0] == step.rate and o[4] == step.hold:
                 o[3] = False
                 steps[i]["superseded"] = True
@@ -564,11 +577,50 @@ def capacity_proof(run_dir: Path, params: CapacityParams, grace_s: float,
     capacity was not one. None without such a run."""
     if not (Path(run_dir) / "result.json").exists():
         return None
-    step = replace(step_result(run_dir, grace_s=grace_s), hold=True)
-    verdict = judge(step, bound_of(params, p99_ms))
+    return proof_record(proof_step(run_dir, grace_s), bound_of(params, p99_ms))
+
+
+PROOF_PREFIX = "proof_"  # a further proof's folder: max_performance/<arch>/proof_NN/
+
+
+def proof_step(run_dir: Path, grace_s: float, n: int = 1) -> StepResult:
+    """Proof n (1-based), an open-model run at a capacity found, as the hold it is judged as."""
+    return replace(step_result(run_dir, grace_s=grace_s), hold=True, proof=n)
+
+
+def proof_record(step: StepResult, bound: Bound) -> dict:
+    """A proof's verdict for the manifest and the report."""
+    verdict = judge(step, bound)
     return {"rate": step.rate, "outcome": verdict.outcome, "reason": verdict.reason,
             "p99_response_ms": step.p99_response_ms, "requests": step.requests,
             "window_p99_ms": step.record().get("window_p99_ms")}
+
+
+def proof_dirs(run_dir: Path) -> list[Path]:
+    """An architecture's proofs in order: its max-performance folder (the first) and, under
+    proof_search_on, the further proofs in it (proof_02, proof_03, ...). [] without a run."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "result.json").exists():
+        return []
+    more = sorted(d for d in run_dir.glob(f"{PROOF_PREFIX}*")
+                  if d.is_dir() and (d / "result.json").exists())
+    return [run_dir, *more]
+
+
+def replay_with_proofs(params: CapacityParams, steps: Iterable[StepResult],
+                       proofs: Iterable[StepResult], p99_ms: float) -> CapacityResult:
+    """The capacity under proof_search_on: every proof counts as one more hold of the search
+    (a failed or undecided one, the search went on below it), replayed with its steps. A last
+    proof that did not pass leaves the capacity a lower bound, never a found one: "unfinished",
+    budget "proofs" when max_proofs were run (None: the run stopped before the next proof)."""
+    proofs = list(proofs)
+    result = replay(params, [*steps, *proofs], p99_ms)
+    if not proofs or result.status == "invalid" or result.capacity is None:
+        return result
+    if judge(proofs[-1], bound_of(params, p99_ms)).outcome != PASS:
+        result.status = "unfinished"
+        result.budget = "proofs" if len(proofs) >= params.max_proofs else None
+    return result
 
 
 HOLD_LENGTHS_S = (15.0, 30.0, 60.0, 120.0)
@@ -626,15 +678,21 @@ def one_user_p99_ms(response_time_dir: Path) -> float | None:
 
 
 def analyse_search(arch_dir: Path, params: CapacityParams, grace_s: float,
-                   one_user_dir: Path | None = None) -> dict | None:
+                   one_user_dir: Path | None = None,
+                   proofs: Iterable[StepResult] = ()) -> dict | None:
     """One architecture's search folder (its NN_<rate> steps), from the folder alone: the
     capacity under the shared bound and, when params ask for it and one_user_dir holds a
-    1-user run, under factor x that run's p99; every step re-judged. None without steps."""
+    1-user run, under factor x that run's p99; every step re-judged. None without steps.
+    `proofs` (under proof_search_on): the max-performance runs at the capacities found, holds
+    of the shared search (replay_with_proofs)."""
     steps = [step_result(d, grace_s=grace_s) for d in step_dirs(arch_dir)]
     if not steps:
         return None
-    entry = {"shared": {"p99_bound_ms": params.p99_bound_ms,
-                        **replay(params, steps, params.p99_bound_ms).to_dict()}}
+    proofs = list(proofs)
+    shared = (replay_with_proofs(params, steps, proofs, params.p99_bound_ms)
+              if params.proof_search_on and proofs else
+              replay(params, steps, params.p99_bound_ms))
+    entry = {"shared": {"p99_bound_ms": params.p99_bound_ms, **shared.to_dict()}}
     by_length = capacity_by_hold_length(steps, bound_of(params, params.p99_bound_ms))
     if by_length:
         entry["shared"]["by_hold_length"] = by_length
@@ -658,12 +716,33 @@ def analyse_capacity(root: Path, protocol: dict, grace_s: float) -> dict[str, di
     base = root / "capacity"
     out: dict[str, dict] = {}
     for arch_dir in sorted(d for d in base.iterdir() if d.is_dir()) if base.is_dir() else []:
-        entry = analyse_search(arch_dir, params, grace_s, root / "response_time" / arch_dir.name)
+        if params.proof_search_on:
+            entry = analyse_with_proofs(root, arch_dir.name, params, grace_s)
+        else:
+            entry = analyse_search(arch_dir, params, grace_s,
+                                   root / "response_time" / arch_dir.name)
+            proof = capacity_proof(root / "max_performance" / arch_dir.name, params, grace_s,
+                                   params.p99_bound_ms)
+            if entry is not None and proof is not None:
+                entry["shared"]["proof"] = proof
         if entry is None:
             continue
-        proof = capacity_proof(root / "max_performance" / arch_dir.name, params, grace_s,
-                               params.p99_bound_ms)
-        if proof is not None:
-            entry["shared"]["proof"] = proof
         out[arch_dir.name] = entry
     return out
+
+
+def analyse_with_proofs(root: Path, arch: str, params: CapacityParams,
+                        grace_s: float) -> dict | None:
+    """Under proof_search_on, one architecture's search in one repeat's Locust folder with its
+    proofs (root/max_performance/<arch>/ and its proof_NN/) counted as holds: the entry the
+    live run records and the report shows, "proof" the last proof and "proofs" every one."""
+    bound = bound_of(params, params.p99_bound_ms)
+    proofs = [proof_step(d, grace_s, n)
+              for n, d in enumerate(proof_dirs(root / "max_performance" / arch), 1)]
+    entry = analyse_search(root / "capacity" / arch, params, grace_s,
+                           root / "response_time" / arch, proofs=proofs)
+    if entry is not None and proofs:
+        records = [proof_record(p, bound) for p in proofs]
+        entry["shared"]["proof"] = records[-1]
+        entry["shared"]["proofs"] = records
+    return entry

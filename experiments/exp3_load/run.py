@@ -9,6 +9,14 @@ import time
 from pathlib import Path
 
 from experiments.analysis.breaking_point import breaking_point_from_dir, users_to_hold
+from experiments.analysis.capacity import (
+    PROOF_PREFIX,
+    analyse_with_proofs,
+    bound_of,
+    proof_dirs,
+    proof_record,
+    proof_step,
+)
 from experiments.experiment import Finish
 from experiments.lab import capacity as capacity_search
 from experiments.lab.renew import renew, restart_stuck
@@ -51,6 +59,53 @@ def run_capacity(lab: Session, protocol: Protocol, arch: str, step: int, base: P
         repeat=repeat)
     entry["shared"]["hint_rate"] = hint_rate
     return entry
+
+
+def _prove(lab: Session, protocol: Protocol, arch: str, k: int, base: Path,
+           planned: Scenario, step: int, tag: str, entry: dict) -> dict:
+    """Under proof_search_on, after the max-performance run at the capacity found (the first
+    proof, in base/max_performance/<arch>/): while the last proof did not pass (judged as
+    capacity_proof judges it; undecided counts as not passed, so a capacity errs low) and fewer
+    than max_proofs ran, the search goes on below it (search_on_below) and a new proof runs
+    at the new capacity, in its own folder base/max_performance/<arch>/proof_NN/. Returns the
+    capacity entry as the report replays it from those folders (analyse_with_proofs)."""
+    params, guard = protocol.capacity, protocol.guard
+    bound = bound_of(params, params.p99_bound_ms)
+    mp_dir = base / planned.name / arch
+    while True:
+        proofs = [proof_step(d, guard.grace_s, n)
+                  for n, d in enumerate(proof_dirs(mp_dir), 1)]
+        last = proof_record(proofs[-1], bound)
+        if last["outcome"] == "pass" or len(proofs) >= params.max_proofs:
+            break
+        lab.progress.say(f"{tag}proof {len(proofs)} of {arch} at {last['rate']:.1f} req/s "
+                         f"not confirmed ({last['outcome']}, p99 "
+                         f"{last['p99_response_ms']:.0f} ms): searching on below")
+        capacity = capacity_search.search_on_below(
+            lab, params, arch, base / "capacity" / arch, proofs,
+            label=f"{tag}capacity {arch} below proof {len(proofs)}", payload=protocol.payload,
+            step=step, guard=guard, restart=lambda why: restart_stuck(lab, why), repeat=k)
+        if capacity is None:
+            break
+        out = mp_dir / f"{PROOF_PREFIX}{len(proofs) + 1:02d}"
+        if out.exists():
+            raise RuntimeError(f"{out} exists: a proof's folder is never overwritten")
+        out.mkdir(parents=True)
+        again = planned.with_rate(capacity)
+        label = f"{tag}{again.name} {arch} proof {len(proofs) + 1}"
+        lab.progress.say(f"step {step} {label} ({capacity:.1f} req/s open model, "
+                         f"{again.total_s:.0f} s)")
+        lab.locust(again, arch, out, arrival="open", payload=protocol.payload, step=step,
+                   label=label, open_model=capacity_search.open_model(params, capacity, k))
+        time.sleep(protocol.pause_s)
+    settled = analyse_with_proofs(base, arch, params, guard.grace_s)
+    if settled is None:
+        return entry
+    settled["shared"]["hint_rate"] = entry["shared"].get("hint_rate")
+    s = settled["shared"]
+    lab.progress.say(f"{tag}capacity {arch} after {len(s['proofs'])} proof(s): {s['status']}, "
+                     f"{s['capacity']} req/s, last proof {s['proof']['outcome']}")
+    return settled
 
 
 def _dir(base: Path, scenario: str, arch: str) -> Path:
@@ -146,6 +201,13 @@ def _run_repeat(lab: Session, protocol: Protocol, k: int, record: dict, *, step0
                                 payload=protocol.payload, step=step, label=label,
                                 open_model=model)
             run.add_scenario(scenario_entry(run, planned, arch, result, **extra))
+            if scenario.needs_capacity and protocol.capacity.proof_search_on:
+                capacities[arch] = _prove(lab, protocol, arch, k, base, planned, step,
+                                          tag, capacities[arch])
+                record["capacity"][arch] = capacities[arch]
+                if k == 1:
+                    capacity_search.record(run, "capacity", (arch,), capacities[arch])
+                run.update(repeats=run.manifest["repeats"])
             if planned.kind == "ramp":
                 bp = breaking_point_from_dir(result.out_dir,
                                              protocol.analysis.breaking_point,

@@ -30,6 +30,7 @@ from experiments.analysis.capacity import (
     long_step_s,
     one_user_p99_ms,
     planned_step_s,
+    replay,
     search_capacity,
     step_dirs,
     step_result,
@@ -60,13 +61,15 @@ def search(lab: Session, params: CapacityParams, arch: str, arch_dir: Path, *, p
            prior: list[StepResult] = (), hint_rate: float | None = None,
            hint_growth: float = HINT_GROWTH,
            restart: Callable[[str], dict] | None = None,
-           idle_key: str | None = None, repeat: int = 1) -> CapacityResult:
+           idle_key: str | None = None, repeat: int = 1, spent_s: float = 0.0,
+           max_holds: int | None = None) -> CapacityResult:
     """Search arch's capacity under p99 <= p99_ms; every measured step lands in arch_dir.
     `hint_rate` (a previous repeat's capacity) starts the search there, clamped to the
     configured range, growing by the smaller `hint_growth`: the bracket closes in fewer steps.
     `restart(why)` restarts the services when a recovery wait runs out (recorded); the idle
     latency the waits learn is kept in lab.idle_ms[idle_key] for later searches of the same
-    build (key: default arch)."""
+    build (key: default arch). `spent_s` and `max_holds` (default: the protocol's): what is
+    left of the budgets when the search resumes (search_on_below)."""
     start_rate, growth = params.start_rate, params.growth
     min_rate = decidable_rate(params)
     if hint_rate:
@@ -129,10 +132,10 @@ def search(lab: Session, params: CapacityParams, arch: str, arch_dir: Path, *, p
                            growth=growth, precision=params.precision,
                            max_steps=params.max_steps, prior=prior,
                            confirm=confirm if params.hold_s else None,
-                           max_holds=params.max_holds,
+                           max_holds=params.max_holds if max_holds is None else max_holds,
                            extend=extend if params.extend_max_s else None,
                            budget_s=params.budget_s, hold_reserve_s=params.hold_s,
-                           long_step_s=long_step_s(params))
+                           long_step_s=long_step_s(params), spent_s=spent_s)
 
 
 def search_and_settle(lab: Session, params: CapacityParams, arch: str, arch_dir: Path, *,
@@ -172,6 +175,28 @@ def search_and_settle(lab: Session, params: CapacityParams, arch: str, arch_dir:
         lab.progress.say(f"{label} ({key} bound): {e['status']}, {e['capacity']} req/s "
                          f"(first failing {e['first_failing']})")
     return entry
+
+
+def search_on_below(lab: Session, params: CapacityParams, arch: str, arch_dir: Path,
+                    proofs: list[StepResult], *, label: str, payload: Any, step: int,
+                    guard: GuardParams, restart: Callable[[str], dict] | None = None,
+                    idle_key: str | None = None, repeat: int = 1) -> float | None:
+    """Under proof_search_on, after a proof that did not pass: the search (under the shared
+    bound) resumed with every step in arch_dir and every proof so far as its holds, so it goes
+    on below the failed proof as after a failed hold, within what is left of its budget (the
+    seconds its steps and proofs spent; without a time budget, the holds left of max_holds).
+    Its new steps land as further folders of arch_dir. Returns the capacity the folder now
+    replays to (experiments.analysis.capacity.replay over steps and proofs: what the next proof
+    holds), None when there is none."""
+    prior = [*(step_result(d, grace_s=guard.grace_s) for d in step_dirs(arch_dir)), *proofs]
+    spent = sum(s.duration_s or 0.0 for s in prior)
+    holds_left = max(0, params.max_holds - sum(1 for s in prior if s.hold))
+    search(lab, params, arch, arch_dir, p99_ms=params.p99_bound_ms, payload=payload,
+           step=step, label=label, guard=guard, prior=prior, restart=restart,
+           idle_key=idle_key, repeat=repeat, spent_s=spent, max_holds=holds_left)
+    steps = [step_result(d, grace_s=guard.grace_s) for d in step_dirs(arch_dir)]
+    settled = replay(params, [*steps, *proofs], params.p99_bound_ms)
+    return None if settled.status == "invalid" else settled.capacity
 
 
 def record(run: RunFolder, key: str, path: tuple[str, ...], entry: dict) -> None:
