@@ -192,12 +192,14 @@ def overhead(build: Build, p50_1_user_ms: float | None) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- the pairs
 
 
-def _bound_word(status: str | None) -> str:
+def _bound_word(status: str | None, capacity: float | None) -> str:
+    if capacity is None:  # an unfinished search that passed no rate is no lower bound
+        return f"has no capacity ({status or 'no search'})"
     if status in LOWER_BOUND_STATUSES:
-        return "a lower bound"
+        return "is a lower bound"
     if status in UPPER_BOUND_STATUSES:
-        return "an upper bound"
-    return f"not a found capacity ({status or 'no search'})"
+        return "is an upper bound"
+    return f"is not a found capacity ({status or 'no search'})"
 
 
 def spread(values: Sequence[float]) -> dict[str, Any] | None:
@@ -230,7 +232,7 @@ def analyse_pair(factor: str, a: Mapping[str, Any], b: Mapping[str, Any]) -> dic
         for k, (cap, status) in enumerate(zip(side["capacity"], side["status"], strict=True)):
             if status != FOUND or cap is None:
                 rep = f" in repeat {k + 1}" if len(side["capacity"]) > 1 else ""
-                why.append(f"{side['build']} is {_bound_word(status)}{rep}")
+                why.append(f"{side['build']} {_bound_word(status, cap)}{rep}")
     cpu_a, cpu_b = list(a.get("cpu_ms") or []), list(b.get("cpu_ms") or [])
     diffs = [y - x for x, y in zip(cpu_a, cpu_b, strict=False)
              if x is not None and y is not None]

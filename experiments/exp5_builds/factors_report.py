@@ -10,6 +10,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from matplotlib.ticker import FormatStrFormatter, NullFormatter
+
 from experiments.analysis.factors import (
     MIN_INTERVAL_REPEATS,
     analyse_pair,
@@ -43,7 +45,9 @@ def load_cpu_by_repeat(run: Path, res: dict, sources: dict) -> dict[tuple[str, s
     analysis = res["analysis"]
     out = {}
     for e in res["manifest"].get("scenarios") or []:
-        if e.get("step") != LOAD_TEST or (e.get("arrival") or "spread") != "spread":
+        # the step is "load_test-<arrival>" (one per arrival a rung runs): spread's, as rows
+        if not (e.get("step") or "").startswith(LOAD_TEST) or (
+                e.get("arrival") or "spread") != "spread":
             continue
         d = run / e["locust"]["dir"]
         if not (d / "scenario.json").exists() or not sources:
@@ -106,7 +110,9 @@ def _cap(side: dict) -> str:
     out = []
     for cap, status in zip(side["capacity"], side["status"], strict=True):
         text = fmt(cap)
-        if status != "found":
+        if cap is None:
+            text = f"no capacity ({status or 'no search'})"
+        elif status != "found":
             text = (f">= {text}" if status in ("above_range", "unfinished") and cap is not None
                     else text) + f" ({status or 'no search'})"
         out.append(text)
@@ -118,7 +124,7 @@ def _spread(s: dict | None, digits: int = 2, unit: str = "") -> str:
         return "-"
     if s["n"] == 1:
         return f"{s['median']:.{digits}f}{unit} (one repeat)"
-    return (f"{s['median']:.{digits}f}{unit} (range {s['low']:.{digits}f}-"
+    return (f"{s['median']:.{digits}f}{unit} (range {s['low']:.{digits}f} to "
             f"{s['high']:.{digits}f}, {s['n']} repeats)")
 
 
@@ -200,6 +206,8 @@ def plot_waterfall(run: Path, fa: dict | None) -> str | None:
             level = new
         ax.axhline(1.0, color="0.3", lw=0.8)
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%.2fx"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_xticks(range(len(labels)), labels, fontsize=7)
         ax.set_ylabel(f"capacity over {path['builds'][0]}")
         ax.set_title(f"{path['builds'][0]} -> {path['builds'][-1]}", fontsize=8)
