@@ -218,7 +218,8 @@ def analyse_pair(factor: str, a: Mapping[str, Any], b: Mapping[str, Any]) -> dic
     same order on both sides (the same repeat: the same run conditions). Ratios are b / a per
     repeat, CPU differences b - a. Where any repeat of either side did not close its search
     (a lower or an upper bound, no capacity), nothing is attributed: the pair is undecided and
-    says which build stops it."""
+    says which build stops it (its CPU difference too: nothing of the pair is a finding).
+    With ``cpu_ms`` one figure per repeat, the differences pair per repeat as the ratios do."""
     out: dict[str, Any] = {"factor": factor, "a": dict(a), "b": dict(b)}
     caps = [list(a["capacity"]), list(b["capacity"])]
     stats = [list(a["status"]), list(b["status"])]
@@ -237,9 +238,9 @@ def analyse_pair(factor: str, a: Mapping[str, Any], b: Mapping[str, Any]) -> dic
     diffs = [y - x for x, y in zip(cpu_a, cpu_b, strict=False)
              if x is not None and y is not None]
     out["cpu_ms_diff"] = spread(diffs)
-    if why:
+    if why:  # the per-side figures stay on show; the pair attributes nothing, CPU included
         out.update(decided=False, undecided="undecided: " + "; ".join(why), ratio=None,
-                   ratios=[])
+                   ratios=[], cpu_ms_diff=None)
         return out
     ratios = [y / x for x, y in zip(caps[0], caps[1], strict=True)]
     out.update(decided=True, undecided=None, ratios=ratios, ratio=spread(ratios))

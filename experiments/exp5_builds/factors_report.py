@@ -14,8 +14,10 @@ from matplotlib.ticker import FormatStrFormatter, NullFormatter
 
 from experiments.analysis.factors import (
     MIN_INTERVAL_REPEATS,
+    PairError,
     analyse_pair,
     build_of,
+    check_pair,
     overhead,
     waterfall,
 )
@@ -75,14 +77,36 @@ def _side(name: str, res: dict, cpu: dict) -> dict[str, Any]:
             "cpu_ms": [cpu.get((variant, arch, k)) for k in range(1, len(per) + 1)]}
 
 
+def _refused(pair: dict, variants: dict) -> str | None:
+    """Why a recorded pair is not one factor, from the recorded rungs' settings (None: it
+    is)."""
+    try:
+        builds = []
+        for name in (pair["a"], pair["b"]):
+            variant, arch = name.rsplit("/", 1)
+            if variant not in variants:
+                return f"{name} was not measured in this run"
+            builds.append(variant_build(variants[variant], arch))
+        check_pair(pair["factor"], *builds)
+    except PairError as exc:
+        return str(exc)
+    return None
+
+
 def analyse_factors(run: Path, res: dict, sources: dict) -> dict[str, Any] | None:
     """The split of the run's gaps: None where the run declared no pairs."""
     ladder = res["manifest"].get("ladder") or {}
     if not ladder.get("pairs"):
         return None
     cpu = load_cpu_by_repeat(run, res, sources)
-    pairs = [analyse_pair(p["factor"], _side(p["a"], res, cpu), _side(p["b"], res, cpu))
-             for p in ladder["pairs"]]
+    pairs = []
+    for p in ladder["pairs"]:
+        pair = analyse_pair(p["factor"], _side(p["a"], res, cpu), _side(p["b"], res, cpu))
+        why = _refused(p, res["variants"])
+        if why:  # checked at load; a folder edited since, or older code, still cannot slip by
+            pair.update(decided=False, undecided=f"refused: {why}", ratio=None, ratios=[],
+                        cpu_ms_diff=None)
+        pairs.append(pair)
     overheads = []
     for r in res["rows"]:
         v = res["variants"].get(r["variant"])

@@ -21,7 +21,12 @@ from experiments.analysis.factors import (
 )
 from experiments.config import ConfigError
 from experiments.exp5_builds import EXPERIMENT
-from experiments.exp5_builds.factors_report import factor_lines, headline, plot_waterfall
+from experiments.exp5_builds.factors_report import (
+    _refused,
+    factor_lines,
+    headline,
+    plot_waterfall,
+)
 from experiments.exp5_builds.run import check_sweeps
 from experiments.ladder import parse_ladder
 
@@ -126,9 +131,10 @@ def test_a_pair_pairs_each_repeat_and_calls_its_spread_a_range():
 
 
 def test_a_pair_with_a_bound_on_either_side_attributes_nothing():
-    p = analyse_pair("http client", _side("a/async", [300.0, 310.0]),
-                     _side("b/async", [600.0, 640.0], ["found", "unfinished"]))
+    p = analyse_pair("http client", _side("a/async", [300.0, 310.0], cpu=[3.0, 3.1]),
+                     _side("b/async", [600.0, 640.0], ["found", "unfinished"], [2.0, 2.1]))
     assert not p["decided"] and p["ratio"] is None and p["ratios"] == []
+    assert p["cpu_ms_diff"] is None  # nothing attributed, the CPU difference included
     assert p["undecided"] == "undecided: b/async is a lower bound in repeat 2"
     q = analyse_pair("server", _side("a/sync", [None], ["unfinished"]),
                      _side("b/sync", [10.0], ["below_range"]))
@@ -213,3 +219,21 @@ def test_a_pair_that_is_not_one_factor_is_a_config_error(mutate, message):
     mutate(data)
     with pytest.raises(ConfigError, match=message):
         check_sweeps(parse_ladder(data, "full", source=str(CONFIG)))
+
+
+def test_the_report_refuses_a_recorded_pair_that_is_not_one_factor():
+    def rung(name, env, per_core=None):
+        return {"name": name, "scoring_handler_env": env, "model_api_env": {},
+                "scoring_handler_workers_per_core": per_core}
+
+    aio = {"SCORING_LAB_HTTP_CLIENT": "aiohttp"}
+    variants = {v["name"]: v for v in (
+        rung("w1", {}, 1), rung("aio-w1", aio, 1),
+        rung("aio-w1-hi", {**aio, "SCORING_LAB_REDIS_PARSER": "hiredis"}, 1))}
+    assert _refused({"factor": "http client", "a": "w1/async", "b": "aio-w1/async"},
+                    variants) is None
+    why = _refused({"factor": "http client", "a": "w1/async", "b": "aio-w1-hi/async"},
+                   variants)
+    assert "differ in scoring_handler.redis_parser beyond the factor 'http client'" in why
+    assert _refused({"factor": "server", "a": "w1/async", "b": "gone/async"},
+                    variants) == "gone/async was not measured in this run"
