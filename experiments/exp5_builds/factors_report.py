@@ -44,6 +44,8 @@ def variant_build(v: dict, arch: str):
 def load_cpu_by_repeat(run: Path, res: dict, sources: dict) -> dict[tuple[str, str, int], float]:
     """The whole stack's CPU ms per request over each repeat's step load, per (variant, arch,
     repeat): what pairs the CPU difference per repeat (the rows carry repeat 1's only)."""
+    if not sources:  # no resource samples: no CPU figures
+        return {}
     analysis = res["analysis"]
     out = {}
     for e in res["manifest"].get("scenarios") or []:
@@ -52,7 +54,7 @@ def load_cpu_by_repeat(run: Path, res: dict, sources: dict) -> dict[tuple[str, s
                 e.get("arrival") or "spread") != "spread":
             continue
         d = run / e["locust"]["dir"]
-        if not (d / "scenario.json").exists() or not sources:
+        if not (d / "scenario.json").exists():
             continue
         n = analyse_run_dir(d, warmup_s=analysis.warmup_s,
                             lag_s=analysis.breaking_point.lag_s).numbers

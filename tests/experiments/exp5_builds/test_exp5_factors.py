@@ -23,6 +23,7 @@ from experiments.config import ConfigError
 from experiments.exp5_builds import EXPERIMENT
 from experiments.exp5_builds.factors_report import (
     _refused,
+    analyse_factors,
     factor_lines,
     headline,
     plot_waterfall,
@@ -237,3 +238,36 @@ def test_the_report_refuses_a_recorded_pair_that_is_not_one_factor():
     assert "differ in scoring_handler.redis_parser beyond the factor 'http client'" in why
     assert _refused({"factor": "server", "a": "w1/async", "b": "gone/async"},
                     variants) == "gone/async was not measured in this run"
+
+
+def test_the_split_reads_each_repeats_searches_and_the_recorded_pairs(tmp_path):
+    def search(cap, status="found"):
+        return {"shared": {"capacity": cap, "status": status}}
+
+    aio = {"SCORING_LAB_HTTP_CLIENT": "aiohttp"}
+    variants = {"w1": {"name": "w1", "scoring_handler_env": {},
+                       "scoring_handler_workers_per_core": 1},
+                "aio-w1": {"name": "aio-w1", "scoring_handler_env": aio,
+                           "scoring_handler_workers_per_core": 1}}
+    pairs = [{"factor": "http client", "a": "w1/async", "b": "aio-w1/async"}]
+    res = {"manifest": {"ladder": {"pairs": pairs, "paths": [["w1/async", "aio-w1/async"]]}},
+           "variants": variants,
+           "rows": [{"variant": "w1", "arch": "async", "p50_1_user_ms": 52.0},
+                    {"variant": "aio-w1", "arch": "async", "p50_1_user_ms": float("nan")}],
+           "capacity_by_repeat": [
+               {"w1": {"async": search(200.0)}, "aio-w1": {"async": search(700.0)}},
+               {"w1": {"async": search(250.0)}, "aio-w1": {"async": search(750.0)}},
+               {"w1": {"async": search(220.0)}, "aio-w1": {"async": search(None, "unfinished")}}]}
+    fa = analyse_factors(tmp_path, res, {})
+    (p,) = fa["pairs"]
+    assert p["a"]["capacity"] == [200.0, 250.0, 220.0] and p["repeats"] == 3
+    assert p["undecided"] == "undecided: aio-w1/async has no capacity (unfinished) in repeat 3"
+    assert fa["paths"][0]["steps"][0]["ratio"] is None
+    assert [o["overhead_ms"] for o in fa["overheads"]] == [pytest.approx(52.0 - 47.0711,
+                                                                         abs=1e-3), None]
+    res["capacity_by_repeat"][2]["aio-w1"]["async"] = search(660.0)
+    fa = analyse_factors(tmp_path, res, {})
+    assert fa["pairs"][0]["ratio"]["median"] == pytest.approx(3.0)
+    assert fa["paths"][0]["steps"][0]["cumulative"] == pytest.approx(3.0)
+    res["manifest"]["ladder"] = {}
+    assert analyse_factors(tmp_path, res, {}) is None  # no pairs: no section
