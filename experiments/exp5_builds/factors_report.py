@@ -25,6 +25,7 @@ from experiments.analysis.summary import analyse_run_dir, resource_usage
 from experiments.constants import LOAD_TEST
 from experiments.plots import plt
 from experiments.reporting import fmt
+from services.settings import SettingsError
 
 
 def _stack(arch: str) -> tuple[str, ...]:
@@ -90,7 +91,7 @@ def _refused(pair: dict, variants: dict) -> str | None:
                 return f"{name} was not measured in this run"
             builds.append(variant_build(variants[variant], arch))
         check_pair(pair["factor"], *builds)
-    except PairError as exc:
+    except (PairError, SettingsError) as exc:  # an env this code's services would refuse
         return str(exc)
     return None
 
@@ -112,10 +113,14 @@ def analyse_factors(run: Path, res: dict, sources: dict) -> dict[str, Any] | Non
     overheads = []
     for r in res["rows"]:
         v = res["variants"].get(r["variant"])
-        if v is not None:
-            p50 = r.get("p50_1_user_ms")
-            overheads.append(overhead(variant_build(v, r["arch"]),
-                                      None if p50 is None or math.isnan(p50) else p50))
+        if v is None:
+            continue
+        try:
+            build = variant_build(v, r["arch"])
+        except SettingsError:  # settings this code no longer reads: no floor to say
+            continue
+        p50 = r.get("p50_1_user_ms")
+        overheads.append(overhead(build, None if p50 is None or math.isnan(p50) else p50))
     return {"pairs": pairs, "overheads": overheads,
             "paths": [{"builds": list(p), "steps": waterfall(p, pairs)}
                       for p in ladder.get("paths") or []]}
