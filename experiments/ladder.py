@@ -83,11 +83,23 @@ class Variant(Table):
         return self.model_dump()
 
 
+class Pair(Table):
+    """Two builds ("<variant>/<arch>") said to differ in one factor (experiment 5's split of a
+    gap, experiments/analysis/factors.py, which checks the claim): b against a."""
+
+    factor: Str
+    a: Str
+    b: Str
+
+
 @dataclass(frozen=True)
 class Ladder:
     protocol: Protocol
     variants: tuple[Variant, ...]
     source: str
+    # Declared pairs and paths of builds (experiment 5): those the profile's rungs measure.
+    pairs: tuple[Pair, ...] = ()
+    paths: tuple[tuple[str, ...], ...] = ()
 
     @property
     def experiment(self) -> str:
@@ -131,7 +143,10 @@ class Ladder:
         return sum(per[step] + p.pause_s for _, step, _, _ in self.runs()) * p.repeats
 
     def to_dict(self) -> dict[str, Any]:
-        return {"variants": [v.to_dict() for v in self.variants], "source": self.source}
+        return {"variants": [v.to_dict() for v in self.variants], "source": self.source,
+                # only where declared: a manifest without them is every earlier run's
+                **({"pairs": [p.model_dump() for p in self.pairs]} if self.pairs else {}),
+                **({"paths": [list(p) for p in self.paths]} if self.paths else {})}
 
 
 def _env(c: Checker, where: str, table: Any) -> dict[str, str]:
@@ -155,7 +170,48 @@ def _variant(c: Checker, i: int, t: Any) -> Variant:
     return c.validate(Variant, {**t, **envs}, where)
 
 
-def ladder_from(merged: dict, c: Checker, tables: Any, scenario_names: Any = None) -> Ladder:
+def _builds(c: Checker, where: str, names: Any, variants: list[Variant]) -> list[str]:
+    """Builds named "<variant>/<arch>", each a rung of the file that measures that arch."""
+    known = {f"{v.name}/{arch}" for v in variants for arch in v.archs}
+    if not isinstance(names, list) or not all(isinstance(x, str) for x in names):
+        raise c.fail(where, f"expected builds named \"<variant>/<arch>\", got {names!r}")
+    for x in names:
+        if x not in known:
+            raise c.fail(where, f"{x!r}: no such build (a variant's name / one of its archs)")
+    return names
+
+
+def _pairs(c: Checker, tables: Any, variants: list[Variant]) -> list[Pair]:
+    if tables is None:
+        return []
+    if not isinstance(tables, list):
+        raise c.fail("pairs", f"expected [[pairs]] tables, got {tables!r}")
+    out = []
+    for i, t in enumerate(tables):
+        c.keys(t, f"pairs[{i}]", set(Pair.model_fields))
+        pair = c.validate(Pair, t, f"pairs[{i}]")
+        _builds(c, f"pairs[{i}]", [pair.a, pair.b], variants)
+        out.append(pair)
+    return out
+
+
+def _paths(c: Checker, tables: Any, variants: list[Variant]) -> list[tuple[str, ...]]:
+    if tables is None:
+        return []
+    if not isinstance(tables, list):
+        raise c.fail("paths", f"expected [[paths]] tables, got {tables!r}")
+    out = []
+    for i, t in enumerate(tables):
+        c.keys(t, f"paths[{i}]", {"builds"})
+        builds = _builds(c, f"paths[{i}].builds", t.get("builds"), variants)
+        if len(builds) < 2:
+            raise c.fail(f"paths[{i}].builds", "a path needs two builds at least")
+        out.append(tuple(builds))
+    return out
+
+
+def ladder_from(merged: dict, c: Checker, tables: Any, scenario_names: Any = None,
+                pairs: Any = None, paths: Any = None) -> Ladder:
     """The Ladder of one resolved profile: every [[variants]] table (``tables``, the file's)
     checked, the profile's `variants` (names) selecting which rungs it runs, the protocol from
     the rest (protocol.protocol_from)."""
@@ -165,6 +221,7 @@ def ladder_from(merged: dict, c: Checker, tables: Any, scenario_names: Any = Non
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
         raise c.fail("variants", f"duplicate variant names in {names}")
+    declared, routes = _pairs(c, pairs, variants), _paths(c, paths, variants)
     merged = dict(merged)
     chosen = merged.pop("variants", tables)
     if chosen != tables:  # the profile names the rungs it runs
@@ -188,7 +245,10 @@ def ladder_from(merged: dict, c: Checker, tables: Any, scenario_names: Any = Non
         raise c.fail("scenarios.load_test", "the load test must be a ramp")
     if any(s.name == CAPACITY and s.kind != "capacity" for s in protocol.scenarios):
         raise c.fail("scenarios.capacity", "the capacity scenario must have kind = 'capacity'")
-    return Ladder(protocol, tuple(variants), c.source)
+    run = {f"{v.name}/{arch}" for v in variants for arch in v.archs}
+    return Ladder(protocol, tuple(variants), c.source,
+                  tuple(p for p in declared if {p.a, p.b} <= run),
+                  tuple(p for p in routes if set(p) <= run))
 
 
 def parse_ladder(data: dict, profile: str | None = None, *, source: str = "<experiment4>",
@@ -198,10 +258,12 @@ def parse_ladder(data: dict, profile: str | None = None, *, source: str = "<expe
     selection."""
     data = with_capacity_base(data)
     return parse_document(
-        data, profile, source=source, top=TOP_KEYS | {"variants"},
+        data, profile, source=source, top=TOP_KEYS | {"variants", "pairs", "paths"},
         allowed=PROFILE_KEYS | {"variants"}, check_all=check_all,
-        build=lambda merged, c: ladder_from(merged, c, data.get("variants"),
-                                            data.get("scenarios")))
+        build=lambda merged, c: ladder_from({k: v for k, v in merged.items()
+                                             if k not in ("pairs", "paths")}, c,
+                                            data.get("variants"), data.get("scenarios"),
+                                            data.get("pairs"), data.get("paths")))
 
 
 def load_ladder(path: str | Path, profile: str | None = None) -> Ladder:

@@ -147,7 +147,10 @@ def analyse_rungs(folder: str | Path) -> dict[str, Any]:
                          "capacity_per_repeat": [number(v) for v in values]}
                         if spread else {}))
     return {"manifest": manifest, "analysis": analysis, "rows": rows, "probes": probes,
-            "loads": loads, "variants": variants, "capacity": capacity, "probe_rt": probe_rt}
+            "loads": loads, "variants": variants, "capacity": capacity, "probe_rt": probe_rt,
+            # every repeat's searches ({variant: {arch: search}} per repeat), for analyses
+            # that pair the same repeat of two rungs (experiment 5's factor pairs)
+            "capacity_by_repeat": per_repeat}
 
 
 def _model_service(v: dict, arch: str) -> str:

@@ -22,6 +22,7 @@ from experiments.analysis.summary import (
     load_resource_samples,
     resource_usage,
 )
+from experiments.exp5_builds import factors_report
 from experiments.lab.renew import RESTART_VAR
 from experiments.plots import plt
 from experiments.reporting import (
@@ -190,6 +191,8 @@ def analyse(folder: str | Path) -> dict[str, Any]:
     res["rows"] = rows
     res["best"] = best_builds(rows)
     res["parser_pairs"] = parser_pairs(rows, res["variants"])
+    # issue 26's split, where the run declared pairs (None else: earlier runs unchanged)
+    res["factors"] = factors_report.analyse_factors(run, res, sources)
     res["headline"] = _headline(res)
     return res
 
@@ -274,7 +277,9 @@ def _headline(res: dict) -> dict[str, Any]:
             **({"hiredis_over_python": {
                 f"{p['hiredis']['variant']}/{p['arch']}": [
                     None if x is None else round(x, 2) for x in paired_ratios(p)]
-                for p in res["parser_pairs"]}} if res["parser_pairs"] else {})}
+                for p in res["parser_pairs"]}} if res["parser_pairs"] else {}),
+            **({"factor_ratios": factors_report.headline(res["factors"])}
+               if res.get("factors") else {})}
 
 
 def headline(res: dict) -> dict[str, Any]:
@@ -476,7 +481,7 @@ def _where_cpu_goes(c: dict) -> str:
     return text
 
 
-def render(res: dict, run: Path, plot: str | None) -> str:
+def render(res: dict, run: Path, plot: str | None, factors_plot: str | None = None) -> str:
     lines = header_lines(res["manifest"], run)
     lines += ["## The points", "",
               "Each point is the default build with the settings it names, deployed, verified, "
@@ -491,7 +496,8 @@ def render(res: dict, run: Path, plot: str | None) -> str:
         lines += ["", "Points that could not be measured (the deploy log under raw/deploy/ and "
                   "the service logs say why):", ""]
         lines += [f"- **{v['name']}**: {v['failed']}" for v in failed]
-    lines += ["", *_best_lines(res), *_sweep_lines(res), *_parser_lines(res)]
+    lines += ["", *_best_lines(res), *_sweep_lines(res), *_parser_lines(res),
+              *factors_report.factor_lines(res.get("factors"), factors_plot)]
     if plot:
         lines += [f"![throughput and CPU against concurrency]({plot})", ""]
     lines += capacity_lines(res)
@@ -504,7 +510,9 @@ def render(res: dict, run: Path, plot: str | None) -> str:
 def write_report(folder: str | Path, res: dict[str, Any]) -> Report:
     run = Path(folder)
     plot = _plot(run, res["rows"])
+    factors_plot = factors_report.plot_waterfall(run, res.get("factors"))
     doc = {"rows": res["rows"], "best": res["best"], "parser_pairs": res["parser_pairs"],
+           **({"factors": res["factors"]} if res.get("factors") else {}),
            **({"capacity": res["capacity"]} if res["capacity"] else {}),
            "headline": res["headline"]}
-    return write_files(run, render(res, run, plot), doc, [plot])
+    return write_files(run, render(res, run, plot, factors_plot), doc, [plot, factors_plot])

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from experiments.analysis.factors import Build, PairError, build_of, check_pair, path_steps
 from experiments.config import ConfigError
 from experiments.lab.ladder import run as run_points
-from experiments.ladder import Ladder, load_ladder
+from experiments.ladder import Ladder, Variant, load_ladder
 
 __all__ = ["load_sweeps", "run_points"]
 
@@ -29,6 +30,36 @@ def check_sweeps(ladder: Ladder) -> Ladder:
             raise ConfigError(f"{ladder.source}: variants.{v.name}: a point of sweep "
                               f"{v.sweep!r} measures one architecture, got archs = "
                               f"{list(v.archs)}")
+    check_pairs(ladder)
+    return ladder
+
+
+def variant_build(v: Variant, arch: str) -> Build:
+    """A rung's build as the pairs compare it: its envs read as the services read them, and
+    the workers per core it asks of each service (None: the inventory's)."""
+    return build_of(f"{v.name}/{arch}", arch,
+                    {"model_api": v.model_api_env, "scoring_handler": v.scoring_handler_env},
+                    {"model_api": v.model_api_workers_per_core,
+                     "scoring_handler": v.scoring_handler_workers_per_core})
+
+
+def check_pairs(ladder: Ladder) -> Ladder:
+    """Every declared pair differs in its factor alone (experiments/analysis/factors.py says
+    what that means), and every path walks declared pairs: a pair that does not is a config
+    error naming it, before anything is deployed."""
+    variants = {v.name: v for v in ladder.variants}
+
+    def build(name: str) -> Build:
+        variant, arch = name.rsplit("/", 1)
+        return variant_build(variants[variant], arch)
+
+    try:
+        for p in ladder.pairs:
+            check_pair(p.factor, build(p.a), build(p.b))
+        for path in ladder.paths:
+            path_steps(path, [p.model_dump() for p in ladder.pairs])
+    except PairError as exc:
+        raise ConfigError(f"{ladder.source}: {exc}") from None
     return ladder
 
 
