@@ -8,8 +8,8 @@ import logging
 
 from gunicorn.app.base import BaseApplication
 
-from services import admission, device
-from services.settings import Arch, ModelBatching, Role, Settings, SyncWorker
+from services import admission, device, granian_server
+from services.settings import Arch, ModelBatching, Role, Server, Settings, SyncWorker
 from services.sync_app import meinheld_patch
 from services.workers import worker_count
 
@@ -40,6 +40,9 @@ class StartupError(RuntimeError):
 def startup_error(arch: Arch, settings: Settings, role: Role = Role.MODEL) -> str | None:
     """Why this service would crash or not do what it was told once it serves (so it must
     not start), or None."""
+    if settings.server is Server.GRANIAN and (
+            reason := granian_server.startup_error(arch, settings)) is not None:
+        return reason
     if arch is Arch.SYNC and settings.meinheld_patch:
         return meinheld_patch.incompatibility()
     batching = settings.model_batching
@@ -124,6 +127,9 @@ def serve(role: Role, arch: Arch, settings: Settings) -> None:
     if role is Role.MODEL:
         # Before any worker exists: one device for all of them (services/device.py).
         device.share_with_workers(settings)
+    if settings.server is Server.GRANIAN:
+        granian_server.run(role, arch, settings)
+        return
     if arch is Arch.SYNC:
         _Gunicorn(_SYNC_FACTORIES[role], gunicorn_options(role, settings)).run()
         return
