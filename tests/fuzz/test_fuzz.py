@@ -81,3 +81,19 @@ def test_fuzz_job_endpoints(tmp_path):
     assert result.five_xx("sync") == result.five_xx("async") == 0
     # the cases reached the queues: some submits were accepted
     assert result.histogram["sync"]["202"] > 0 and result.histogram["async"]["202"] > 0
+
+
+def test_fuzz_on_granian(tmp_path):
+    """Both architectures on granian (SCORING_LAB_SERVER=granian): one HTTP parser (hyper) in
+    front of Flask and FastAPI, so the two answer every case alike, granian's own pages listed
+    in the oracle (tests/fuzz/run.py, GRANIAN_PAGES). meinheld_* kinds are meinheld's."""
+    env = {"SCORING_LAB_SERVER": "granian"}
+    with stacks(tmp_path, env) as stack:
+        assert stack.server == "granian"
+        results = [run_role(stack, role, SEED, 100,
+                            kinds=lambda kind: not kind.startswith("meinheld_"))
+                   for role in ROLES]
+    failures = [f for r in results for f in r.failures]
+    assert not failures and not any(pids for r in results for pids in r.died.values()), (
+        report(results) + "\nfirst failures:\n"
+        + "\n".join(f"{f['kind']} #{f['case']}: {f['problems']}" for f in failures[:8]))
