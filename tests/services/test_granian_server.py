@@ -223,3 +223,21 @@ def test_admission_counters_are_served_and_logged_when_a_worker_stops(seeded_red
         assert len(lines) == 2, log.read_text()[-2000:]
         assert sum(json.loads(line.split("admission counters: ", 1)[1])["admitted"]
                    for line in lines) == 1
+
+
+@slow
+def test_a_dead_worker_is_replaced_as_gunicorn_does(granian_stack):
+    _, ports, started, _ = granian_stack
+    master = psutil.Process(started["scoring"].pid)
+    victim = master.children()[0]
+    victim.kill()
+    victim.wait(5)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        alive = [c for c in master.children() if c.is_running() and c.pid != victim.pid
+                 and c.status() != psutil.STATUS_ZOMBIE]
+        if len(alive) == 2:
+            break
+        time.sleep(0.2)
+    assert len(alive) == 2 and master.is_running()
+    assert request(ports["scoring"], "/api/v1/healthcheck", None)[0] == 200
