@@ -5,6 +5,8 @@ How it maps the lab's process model (granian 2.8, its embedded ``granian.server.
 - The process that calls ``run`` stays granian's master: it binds the socket, starts the
   workers and, on SIGTERM or SIGINT, stops them (SIGTERM to each, then SIGKILL after
   ``GRACEFUL_S``), and exits. A worker that dies is replaced, as gunicorn's master does.
+  A worker installs its own SIGTERM handler only once its app is built: one signalled before
+  runs the master's handler it inherited at the fork, ignores the signal, and is killed.
 - Workers are ``multiprocessing`` processes, forked on Linux (Python 3.12's start method; a
   spawned one would inherit the environment all the same), after ``serve.py`` has put the
   model device's FIFO path in ``os.environ`` (services/device.py): every worker finds it.
@@ -67,11 +69,13 @@ def startup_error(arch: Arch, settings: Settings) -> str | None:
     if arch is Arch.ASYNC and settings.uvicorn_loop is not UvicornLoop.UVLOOP:
         return (f"SCORING_LAB_UVICORN_LOOP={settings.uvicorn_loop.value}: uvicorn's loop; "
                 "granian runs uvloop (SCORING_LAB_SERVER=granian)")
-    if settings.profiling:
-        # services/profiling.py's per-worker profiles and windows are built and tested for
-        # gunicorn's and uvicorn's workers; on granian's threads they are not verified.
-        return ("SCORING_LAB_PROFILING=true: profiling is not verified on granian's workers "
-                "(use SCORING_LAB_SERVER=default)")
+    if arch is Arch.SYNC and settings.profiling:
+        # services/profiling.py profiles a sync worker's one thread (a window: "all the worker
+        # does"); granian runs the sync app in many blocking threads, so a profile would miss
+        # the others' work. The async app runs on one event loop per worker, as on uvicorn.
+        return ("SCORING_LAB_PROFILING=true: the sync profiler sees one thread, granian runs "
+                "Flask in SCORING_LAB_GRANIAN_BLOCKING_THREADS threads (SCORING_LAB_SERVER="
+                "granian)")
     return None
 
 
@@ -101,8 +105,9 @@ def granian_options(role: Role, arch: Arch, settings: Settings) -> dict[str, Any
         "workers": worker_count(settings, arch),
         # Only WSGI runs the app in blocking threads; granian refuses > 1 for ASGI.
         "blocking_threads": settings.granian_blocking_threads if wsgi else 1,
-        # uvloop as on uvicorn (profiling, which needs asyncio's loop, is refused above).
-        "loop": Loops.uvloop,
+        # uvloop as on uvicorn; pyinstrument's async mode cannot see awaits under uvloop, so a
+        # profiled service runs on asyncio's own loop (as serve.py does for uvicorn).
+        "loop": Loops.asyncio if settings.profiling else Loops.uvloop,
         # The lab speaks HTTP/1.1 only (no h2c on the default servers either).
         "http": HTTPModes.http1,
         "websockets": False,

@@ -19,9 +19,10 @@ from pathlib import Path
 import psutil
 import pytest
 
+from services import profiling
 from services.granian_server import FACTORIES, GRACEFUL_S, granian_options, startup_error
 from services.settings import Arch, Role, Settings
-from tests.conftest import ROOT, free_port, start_service, stop
+from tests.conftest import ROOT, free_port, start_service, stop, wait_until
 
 BODY = b"[5.1,3.5,1.4,0.2]"
 GRANIAN = {"SCORING_LAB_SERVER": "granian", "SCORING_LAB_WORKERS": "2"}
@@ -40,6 +41,10 @@ def test_flask_runs_on_wsgi_with_its_blocking_threads_fastapi_on_asgi():
     assert (str(model["interface"]), model["blocking_threads"]) == ("asgi", 1)
     assert model["target"] == FACTORIES[(Role.MODEL, Arch.ASYNC)] and model["factory"]
     assert str(model["loop"]) == "uvloop"
+    # pyinstrument's async mode needs asyncio's own loop, as on uvicorn
+    profiled = Settings(server="granian", profiling=True, run_dir="/tmp")
+    assert str(granian_options(Role.MODEL, Arch.ASYNC, profiled)["loop"]) == "asyncio"
+    assert startup_error(Arch.ASYNC, profiled) is None
     assert model["workers_kill_timeout"] == GRACEFUL_S and model["respawn_failed_workers"]
 
 
@@ -58,7 +63,7 @@ def test_the_labs_head_limits_become_granians_http1_settings():
     (Arch.SYNC, {"sync_worker": "gthread"}, "SCORING_LAB_SYNC_WORKER=gthread"),
     (Arch.ASYNC, {"uvicorn_http": "h11"}, "SCORING_LAB_UVICORN_HTTP=h11"),
     (Arch.ASYNC, {"uvicorn_loop": "asyncio"}, "SCORING_LAB_UVICORN_LOOP=asyncio"),
-    (Arch.ASYNC, {"profiling": True, "run_dir": "/tmp"}, "SCORING_LAB_PROFILING=true"),
+    (Arch.SYNC, {"profiling": True, "run_dir": "/tmp"}, "SCORING_LAB_PROFILING=true"),
 ])
 def test_what_granian_cannot_run_is_named(arch, env, named):
     reason = startup_error(arch, Settings(server="granian", **env))
@@ -212,6 +217,11 @@ def test_admission_counters_are_served_and_logged_when_a_worker_stops(seeded_red
             "SCORING_LAB_MODEL_URL": f"http://127.0.0.1:{free_port()}",
             "SCORING_LAB_ADMISSION_LIMIT": "4"}, log)
         try:
+            # Both workers serving first: a SIGTERM that reaches a worker still building its
+            # app is lost (it still runs the master's handler, inherited at the fork), and the
+            # master kills it after GRACEFUL_S, without its line (README, "Servers: granian").
+            wait_until(lambda log=log: log.read_text().count("Started worker-") == 2, 30,
+                       f"both granian workers started (log: {log})", interval=0.1)
             status, _, stats = request(port, "/api/v1/admission", None)
             assert status == 200 and stats["limit"] == 4
             assert request(port, f"/api/v1/ml/{arch}/predict")[0] == 502  # no model API
@@ -241,3 +251,37 @@ def test_a_dead_worker_is_replaced_as_gunicorn_does(granian_stack):
         time.sleep(0.2)
     assert len(alive) == 2 and master.is_running()
     assert request(ports["scoring"], "/api/v1/healthcheck", None)[0] == 200
+
+
+@slow
+def test_the_async_services_profiles_on_granian(tmp_path):
+    """Profiling on the async stack on granian (asyncio's loop): a request's pyinstrument profile
+    in async mode, and a window written by each of the two workers."""
+    run = tmp_path / "run"
+    port = free_port()
+    process = start_service("model", "async", port, {
+        **GRANIAN, "SCORING_LAB_PROFILING": "true", "SCORING_LAB_RUN_DIR": str(run)},
+        tmp_path / "model.log")
+    path = "/api/v1/ml/async/predict"
+
+    def post(headers: dict[str, str]):
+        req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=BODY,
+                                     headers={"Content-Type": "application/json", **headers})
+        with urllib.request.urlopen(req, timeout=10) as response:
+            return response.headers
+
+    try:
+        single = post({profiling.PROFILE_HEADER: "pyinstrument"})
+        assert single[profiling.STATUS_HEADER] == "written"
+        window = post({profiling.PROFILE_HEADER: "pyinstrument", profiling.WINDOW_HEADER: "1"})
+        window_id = window[profiling.WINDOW_ID_HEADER]
+        deadline = time.monotonic() + 4  # bounded: plain requests during and after it
+        while time.monotonic() < deadline:
+            post({})
+    finally:
+        stop(process)
+    name = single[profiling.FILE_HEADER]
+    meta = json.loads((run / "profiles" / f"{name}.meta.json").read_text())
+    assert meta["async_mode"] == "enabled"
+    metas = sorted(run.glob(f"profiles/model-async_*_win-{window_id}_*.meta.json"))
+    assert len({json.loads(m.read_text())["pid"] for m in metas}) == 2, metas
