@@ -5,8 +5,10 @@ How it maps the lab's process model (granian 2.8, its embedded ``granian.server.
 - The process that calls ``run`` stays granian's master: it binds the socket, starts the
   workers and, on SIGTERM or SIGINT, stops them (SIGTERM to each, then SIGKILL after
   ``GRACEFUL_S``), and exits. A worker that dies is replaced, as gunicorn's master does.
-  A worker installs its own SIGTERM handler only once its app is built: one signalled before
-  runs the master's handler it inherited at the fork, ignores the signal, and is killed.
+  A worker installs its own SIGTERM handler only once its app is built; before, it would run
+  the master's handler it inherited at the fork and ignore the signal (then be killed after
+  ``GRACEFUL_S``), so ``build_app`` restores the default action while it builds: a worker
+  stopped then exits at once (it serves nothing yet).
 - Workers are ``multiprocessing`` processes, forked on Linux (Python 3.12's start method; a
   spawned one would inherit the environment all the same), after ``serve.py`` has put the
   model device's FIFO path in ``os.environ`` (services/device.py): every worker finds it.
@@ -32,7 +34,9 @@ The lab's limits on granian (what README "Servers: granian" lists):
 from __future__ import annotations
 
 import copy
+import importlib
 import logging
+import signal
 from typing import Any
 
 from services import admission
@@ -98,7 +102,7 @@ def granian_options(role: Role, arch: Arch, settings: Settings) -> dict[str, Any
     wsgi = arch is Arch.SYNC
     return {
         "target": FACTORIES[(role, arch)],
-        "factory": True,
+        "factory": True,  # the target is a factory (run passes build_app, which calls it)
         "address": settings.host,
         "port": settings.port_for(role, arch),
         "interface": Interfaces.WSGI if wsgi else Interfaces.ASGI,  # ASGI: lifespan runs
@@ -122,6 +126,15 @@ def granian_options(role: Role, arch: Arch, settings: Settings) -> dict[str, Any
         "respawn_failed_workers": True,  # as gunicorn's master replaces a dead worker
         "workers_kill_timeout": GRACEFUL_S,
     }
+
+
+def build_app(target: str) -> Any:
+    """granian's target loader, run in each worker after the fork: the factory's app, built
+    with SIGTERM and SIGINT at their default action (the module says why)."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)()
 
 
 def _log_admission() -> None:
@@ -148,6 +161,6 @@ def run(role: Role, arch: Arch, settings: Settings) -> None:
 
     server = Server(**granian_options(role, arch, settings))
     if arch is Arch.SYNC and role is Role.SCORING and admission.enabled(settings):
-        server.serve(spawn_target=wsgi_worker_logging_admission)
+        server.serve(spawn_target=wsgi_worker_logging_admission, target_loader=build_app)
     else:
-        server.serve()
+        server.serve(target_loader=build_app)

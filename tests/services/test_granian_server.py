@@ -217,9 +217,8 @@ def test_admission_counters_are_served_and_logged_when_a_worker_stops(seeded_red
             "SCORING_LAB_MODEL_URL": f"http://127.0.0.1:{free_port()}",
             "SCORING_LAB_ADMISSION_LIMIT": "4"}, log)
         try:
-            # Both workers serving first: a SIGTERM that reaches a worker still building its
-            # app is lost (it still runs the master's handler, inherited at the fork), and the
-            # master kills it after GRACEFUL_S, without its line (README, "Servers: granian").
+            # Both workers serving first: a worker stopped while it builds its app exits at
+            # once, with no line (build_app; README, "Servers: granian").
             wait_until(lambda log=log: log.read_text().count("Started worker-") == 2, 30,
                        f"both granian workers started (log: {log})", interval=0.1)
             status, _, stats = request(port, "/api/v1/admission", None)
@@ -285,3 +284,28 @@ def test_the_async_services_profiles_on_granian(tmp_path):
     assert meta["async_mode"] == "enabled"
     metas = sorted(run.glob(f"profiles/model-async_*_win-{window_id}_*.meta.json"))
     assert len({json.loads(m.read_text())["pid"] for m in metas}) == 2, metas
+
+
+@slow
+def test_a_sigterm_while_the_workers_build_their_apps_stops_at_once(tmp_path):
+    """The master SIGTERMed as soon as it has spawned its workers, while they import and build
+    the app (about a second): they exit at once, not after GRACEFUL_S when the master kills
+    them (they would still run the master's inherited handler, which ignores it)."""
+    log = tmp_path / "model.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCORING_LAB_")}
+    env.update({**GRANIAN, "SCORING_LAB_PORT": str(free_port())})
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services", "serve", "--role", "model", "--arch", "sync"],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while "Spawning worker-2" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=GRACEFUL_S + 5)
+        assert time.monotonic() - started < GRACEFUL_S / 2, log.read_text()
+        assert "refused to gracefully stop" not in log.read_text()
+    finally:
+        stop(process)
