@@ -19,7 +19,8 @@ budgets of hundreds of ms); a skew moves every deadline by the skew. A request w
 header gets ``arrival + admission_budget_s`` (when that is > 0), arrival as each server sees
 it: uvicorn when its event loop parses the request's first bytes (async_app/protocol.py), the
 gthread worker when its main loop hands the connection to the thread pool (queue time for a
-thread counts), meinheld, sync and gevent when the app is called (the backlog is invisible).
+thread counts), meinheld, sync, gevent and granian when the app is called (the backlog is
+invisible).
 
 **Shed answers 503 ``deadline_exceeded``, not 504**: no work was spent and no upstream timed
 out (504 stays the model call's own deadline, where work was spent); every answer of admission

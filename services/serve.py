@@ -1,5 +1,6 @@
 """Start one lab service in the foreground: gunicorn for the sync apps, uvicorn for the async
-ones (services/uvicorn_server.py); gunicorn's own ASGI worker for them
+ones (services/uvicorn_server.py), or granian for either (SCORING_LAB_SERVER=granian,
+services/granian_server.py); gunicorn's own ASGI worker for them
 (SCORING_LAB_SERVER=gunicorn-asgi) is refused for now (GUNICORN_ASGI_REFUSED). The process
 stays the server's master, so a supervisor's SIGTERM stops its workers."""
 
@@ -9,7 +10,7 @@ import importlib
 
 from gunicorn.app.base import BaseApplication
 
-from services import admission, device, uvicorn_server
+from services import admission, device, granian_server, uvicorn_server
 from services.settings import (
     Arch,
     ModelBatching,
@@ -61,6 +62,9 @@ class StartupError(RuntimeError):
 def startup_error(arch: Arch, settings: Settings, role: Role = Role.MODEL) -> str | None:
     """Why this service would crash or not do what it was told once it serves (so it must
     not start), or None."""
+    if settings.server is Server.GRANIAN and (
+            reason := granian_server.startup_error(arch, settings)) is not None:
+        return reason
     if arch is Arch.SYNC and settings.meinheld_patch:
         return meinheld_patch.incompatibility()
     if arch is Arch.SYNC and settings.server is Server.GUNICORN_ASGI:
@@ -184,6 +188,9 @@ def serve(role: Role, arch: Arch, settings: Settings) -> None:
     if role is Role.MODEL:
         # Before any worker exists: one device for all of them (services/device.py).
         device.share_with_workers(settings)
+    if settings.server is Server.GRANIAN:
+        granian_server.run(role, arch, settings)
+        return
     if arch is Arch.SYNC:
         _Gunicorn(_SYNC_FACTORIES[role], gunicorn_options(role, settings)).run()
         return

@@ -15,6 +15,8 @@ What "in flight per worker" can mean per gunicorn worker class, and what the lab
   app, the limit would act after that wait; so the lab's worker class (gthread_worker.py)
   bounds running plus queued in its main loop and answers the 503 there, before the thread
   queue. This middleware then only sheds and counts.
+- granian (``SCORING_LAB_SERVER=granian``): a blocking thread per request in the app; checked
+  here, as for gevent. Requests waiting for a free thread wait inside granian, unseen.
 """
 
 from __future__ import annotations

@@ -105,3 +105,20 @@ def test_fuzz_async_on_uvicorns_h11_parser(tmp_path):
         report(results) + "\nfirst failures:\n"
         + "\n".join(f"{f['kind']} #{f['case']}: {f['problems']}" for f in failures[:8]))
     assert sum(r.five_xx("async") for r in results) == 0
+
+
+def test_fuzz_on_granian(tmp_path):
+    """Both architectures on granian (SCORING_LAB_SERVER=granian): one HTTP parser (hyper) in
+    front of Flask and FastAPI, so the two answer every case alike, granian's own pages listed
+    in the oracle (tests/fuzz/run.py, GRANIAN_PAGES). meinheld_* kinds are meinheld's."""
+    env = {"SCORING_LAB_SERVER": "granian"}
+    with stacks(tmp_path, env) as stack:
+        assert stack.server == "granian"
+        results = [run_role(stack, role, SEED, 100,
+                            kinds=lambda kind: not kind.startswith("meinheld_"))
+                   for role in ROLES]
+    failures = [f for r in results for f in r.failures]
+    assert not failures and not any(pids for r in results for pids in r.died.values()), (
+        report(results) + "\nfirst failures:\n"
+        + "\n".join(f"{f['kind']} #{f['case']}: {f['problems']}" for f in failures[:8]))
+    assert sum(r.five_xx(arch) for r in results for arch in ("sync", "async")) == 0

@@ -44,3 +44,26 @@ def test_refusals_are_counted_apart_from_5xx():
             admission_on=True)
     assert result.five_xx("async") == 0 and result.histogram["async"]["503 admission"] == 1
     assert not result.failures
+
+
+GARBAGE = Case(0, "garbage", "GET", "", [], raw=b"GARBAGE\r\n\r\n")
+LIE_LONG = Case(0, "lie_long", "POST", "/api/v1/ml/{arch}/predict",
+                [("Content-Type", "application/json")], b"[1]", framing="lie_long",
+                incomplete=True)
+
+
+def test_granians_own_pages_are_documented_only_on_granian():
+    page = Reply(400, headers={"connection": ["close"]}, body=b"")
+    assert judge(GARBAGE, {"sync": page, "async": page}, server="granian") == []
+    assert judge(GARBAGE, {"sync": page, "async": page})  # not an answer of the default servers
+    # a bodiless answer of any other status is still no documented answer
+    other = Reply(500, body=b"")
+    assert judge(GARBAGE, {"sync": other, "async": other}, server="granian")
+
+
+def test_granians_unbounded_body_wait_is_documented_for_that_kind_only():
+    hang = Reply(None, outcome="hang", elapsed_s=10.0)
+    assert judge(LIE_LONG, {"sync": hang, "async": hang}, server="granian") == []
+    assert judge(LIE_LONG, {"sync": hang, "async": hang})  # the default servers time it out
+    assert judge(SCORING, {"sync": hang, "async": hang}, server="granian")  # a valid request
+    assert judge(LIE_LONG, {"sync": hang, "async": SERVED}, server="granian")  # one arch only
