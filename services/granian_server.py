@@ -5,10 +5,12 @@ How it maps the lab's process model (granian 2.8, its embedded ``granian.server.
 - The process that calls ``run`` stays granian's master: it binds the socket, starts the
   workers and, on SIGTERM or SIGINT, stops them (SIGTERM to each, then SIGKILL after
   ``GRACEFUL_S``), and exits. A worker that dies is replaced, as gunicorn's master does.
-  A worker installs its own SIGTERM handler only once its app is built; before, it would run
-  the master's handler it inherited at the fork and ignore the signal (then be killed after
-  ``GRACEFUL_S``), so ``build_app`` restores the default action while it builds: a worker
-  stopped then exits at once (it serves nothing yet).
+  A worker installs its own SIGTERM handler only once its app is built; before, it runs the
+  master's handler it inherited at the fork, which only flags the master's own loop, so the
+  worker would ignore the signal (then be killed after ``GRACEFUL_S``). So the master's
+  handler (``_LabServer``) takes the default action in any process but the master, which
+  covers a worker from its fork on, and ``build_app`` restores the default action while it
+  builds: a worker stopped before it serves exits at once (it serves nothing yet).
 - Workers are ``multiprocessing`` processes, forked on Linux (Python 3.12's start method; a
   spawned one would inherit the environment all the same), after ``serve.py`` has put the
   model device's FIFO path in ``os.environ`` (services/device.py): every worker finds it.
@@ -36,6 +38,7 @@ from __future__ import annotations
 import copy
 import importlib
 import logging
+import os
 import signal
 from typing import Any
 
@@ -155,11 +158,28 @@ def wsgi_worker_logging_admission(*args: Any, **kwargs: Any) -> None:
         _log_admission()
 
 
-def run(role: Role, arch: Arch, settings: Settings) -> None:
-    """Serve in the foreground until SIGTERM/SIGINT; this process is granian's master."""
+def _lab_server(options: dict[str, Any]) -> Any:
+    """granian's server whose SIGTERM/SIGINT handler acts as the default action in a forked
+    worker that still has it (the module says why): checked by pid, not by when the worker
+    replaces it, so no window is left between the fork and ``build_app``."""
     from granian.server import Server
 
-    server = Server(**granian_options(role, arch, settings))
+    master = os.getpid()
+
+    class _LabServer(Server):
+        def signal_handler_interrupt(self, signum=signal.SIGTERM, *args, **kwargs):
+            if os.getpid() != master:
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+                return
+            super().signal_handler_interrupt(signum, *args, **kwargs)
+
+    return _LabServer(**options)
+
+
+def run(role: Role, arch: Arch, settings: Settings) -> None:
+    """Serve in the foreground until SIGTERM/SIGINT; this process is granian's master."""
+    server = _lab_server(granian_options(role, arch, settings))
     if arch is Arch.SYNC and role is Role.SCORING and admission.enabled(settings):
         server.serve(spawn_target=wsgi_worker_logging_admission, target_loader=build_app)
     else:
