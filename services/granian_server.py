@@ -28,6 +28,9 @@ The lab's limits on granian (what README "Servers: granian" lists):
   request head, so it also closes a kept-alive connection idle that long.
 - ``max_header_bytes`` -> http1 ``max_buffer_size`` (at least hyper's floor of 8192): a head
   past it is refused by granian before the app, with its own bodiless 431.
+- The body has no granian timer: the async apps bound it themselves (``build_app`` wraps them
+  in services/async_app/body_deadline.py, ``request_timeout_s`` from when the app sees the
+  request: 408); a sync request whose body never completes holds its blocking thread.
 - ``keep_alive_s``: not enforceable. granian's HTTP/1 keep-alive is on or off, with no idle
   timeout of its own; an idle connection is closed only by the head timeout above.
 - ``max_body_bytes``, bad JSON, bad query: the apps' own checks, unchanged.
@@ -137,7 +140,13 @@ def build_app(target: str) -> Any:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     module, name = target.split(":")
-    return getattr(importlib.import_module(module), name)()
+    app = getattr(importlib.import_module(module), name)()
+    if target in (FACTORIES[(Role.MODEL, Arch.ASYNC)], FACTORIES[(Role.SCORING, Arch.ASYNC)]):
+        # granian times the head only: the body gets the lab's deadline from the app.
+        from services.async_app.body_deadline import BodyDeadline
+
+        app = BodyDeadline(app, Settings().request_timeout_s)
+    return app
 
 
 def _log_admission() -> None:

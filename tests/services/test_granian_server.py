@@ -186,6 +186,26 @@ def test_granians_own_answers_before_the_app(granian_stack):
 
 
 @slow
+def test_a_body_shorter_than_its_length_is_timed_out_by_the_async_apps_only(granian_stack):
+    """granian times the head only: the async apps give the body the lab's deadline themselves
+    (services/async_app/body_deadline.py: 408 in the lab's shape, then close), while a sync
+    request holds its blocking thread until the client goes (README, "Servers: granian")."""
+    arch, ports, _, _ = granian_stack
+    head = (f"POST /api/v1/ml/{arch}/predict HTTP/1.1\r\nHost: x\r\n"
+            "Content-Type: application/json\r\nContent-Length: 40\r\n\r\n[5.1,")
+    out, elapsed = raw(ports["model"], head.encode(), wait_s=4)
+    if arch == "async":
+        assert out.startswith(b"HTTP/1.1 408 ") and 0.8 <= elapsed < 3, (out, elapsed)
+        body = json.loads(out.split(b"\r\n\r\n", 1)[1])
+        assert body["error"] == "request_timeout" and body["status"] == 408
+    else:
+        assert out == b"<still open>"  # the documented, uncontained wait
+    # the service still answers a well-formed request at once
+    status, _, _ = request(ports["model"], f"/api/v1/ml/{arch}/predict")
+    assert status == 200
+
+
+@slow
 def test_every_worker_uses_the_masters_device(granian_stack):
     """The device FIFO the master made before its workers started is the one every worker
     opened (a worker that did not find it would make a FIFO of its own)."""
