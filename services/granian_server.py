@@ -46,17 +46,10 @@ import signal
 from typing import Any
 
 from services import admission
+from services.apps import FACTORIES
 from services.settings import Arch, Role, Settings, SyncWorker, UvicornHttp, UvicornLoop
 from services.workers import worker_count
 
-# The same app factories gunicorn and uvicorn start (services/serve.py): granian calls them
-# once per worker (factory=True).
-FACTORIES = {
-    (Role.MODEL, Arch.SYNC): "services.sync_app.model_api:create_app",
-    (Role.SCORING, Arch.SYNC): "services.sync_app.scoring_api:create_app",
-    (Role.MODEL, Arch.ASYNC): "services.async_app.asgi:model_app",
-    (Role.SCORING, Arch.ASYNC): "services.async_app.asgi:scoring_app",
-}
 # gunicorn's graceful_timeout and uvicorn's timeout_graceful_shutdown in serve.py.
 GRACEFUL_S = 10
 # hyper refuses a read buffer below this (granian's http1 max_buffer_size).
@@ -141,7 +134,7 @@ def build_app(target: str) -> Any:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     module, name = target.split(":")
     app = getattr(importlib.import_module(module), name)()
-    if target in (FACTORIES[(Role.MODEL, Arch.ASYNC)], FACTORIES[(Role.SCORING, Arch.ASYNC)]):
+    if target in (FACTORIES[(role, Arch.ASYNC)] for role in (Role.MODEL, Role.SCORING)):
         # granian times the head only: the body gets the lab's deadline from the app.
         from services.async_app.body_deadline import BodyDeadline
 

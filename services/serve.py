@@ -11,6 +11,7 @@ import importlib
 from gunicorn.app.base import BaseApplication
 
 from services import admission, device, granian_server, uvicorn_server
+from services.apps import FACTORIES
 from services.settings import (
     Arch,
     ModelBatching,
@@ -33,10 +34,6 @@ _GUNICORN_WORKER = {
     # worker then logs gevent's MonkeyPatchWarning that ssl was imported first (gunicorn
     # imports it in the master): harmless here, no lab connection uses TLS.
     SyncWorker.GEVENT: "gevent",
-}
-_SYNC_FACTORIES = {
-    Role.MODEL: "services.sync_app.model_api:create_app",
-    Role.SCORING: "services.sync_app.scoring_api:create_app",
 }
 # uvicorn's settings, and the server that reads them (their defaults are what any other runs).
 _UVICORN_DEFAULTS = {"uvicorn_http": UvicornHttp.HTTPTOOLS, "uvicorn_loop": UvicornLoop.UVLOOP}
@@ -192,9 +189,9 @@ def serve(role: Role, arch: Arch, settings: Settings) -> None:
         granian_server.run(role, arch, settings)
         return
     if arch is Arch.SYNC:
-        _Gunicorn(_SYNC_FACTORIES[role], gunicorn_options(role, settings)).run()
+        _Gunicorn(FACTORIES[(role, Arch.SYNC)], gunicorn_options(role, settings)).run()
         return
     if settings.server is Server.GUNICORN_ASGI:  # not reached while GUNICORN_ASGI_REFUSED holds
-        _Gunicorn(uvicorn_server.ASYNC_FACTORIES[role], gunicorn_asgi_options(role, settings)).run()
+        _Gunicorn(FACTORIES[(role, Arch.ASYNC)], gunicorn_asgi_options(role, settings)).run()
         return
     uvicorn_server.run(role, arch, settings)

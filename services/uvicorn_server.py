@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import logging
 
+from services.apps import FACTORIES
 from services.settings import Arch, Role, Settings, UvicornHttp, UvicornLoop
 from services.workers import worker_count
 
-ASYNC_FACTORIES = {
-    Role.MODEL: "services.async_app.asgi:model_app",
-    Role.SCORING: "services.async_app.asgi:scoring_app",
-}
 _PROTOCOLS = {
     UvicornHttp.HTTPTOOLS: "services.async_app.protocol:LabHttpToolsProtocol",
     UvicornHttp.H11: "services.async_app.h11_protocol:LabH11Protocol",
@@ -53,4 +50,4 @@ def run(role: Role, arch: Arch, settings: Settings) -> None:
     import uvicorn
 
     logging.basicConfig(level=logging.INFO)
-    uvicorn.run(ASYNC_FACTORIES[role], **options(role, settings))
+    uvicorn.run(FACTORIES[(role, Arch.ASYNC)], **options(role, settings))

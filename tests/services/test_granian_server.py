@@ -20,7 +20,8 @@ import psutil
 import pytest
 
 from services import profiling
-from services.granian_server import FACTORIES, GRACEFUL_S, granian_options, startup_error
+from services.apps import FACTORIES
+from services.granian_server import GRACEFUL_S, granian_options, startup_error
 from services.settings import Arch, Role, Settings
 from tests.conftest import ROOT, free_port, start_service, stop, wait_until
 
