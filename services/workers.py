@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from services.settings import Arch, Settings, SyncWorker
+from services.settings import Arch, Server, Settings, SyncWorker
 
 WORKERS_PER_CORE = {Arch.SYNC: 2, Arch.ASYNC: 1}
 MIN_WORKERS = 2
@@ -30,7 +30,10 @@ def worker_count(settings: Settings, arch: Arch, cores: int | None = None) -> in
 def sync_requests_per_worker(settings: Settings) -> int:
     """How many requests one sync worker has in its handler at once: one for the blocking
     workers (meinheld unpatched, sync), a thread each for gthread, a greenlet each (up to
-    gunicorn's ``worker_connections``) for gevent."""
+    gunicorn's ``worker_connections``) for gevent, a blocking thread each on granian (which
+    has no gunicorn worker class: services/granian_server.py)."""
+    if settings.server is Server.GRANIAN:
+        return settings.granian_blocking_threads
     if settings.sync_worker is SyncWorker.GTHREAD:
         return settings.gthread_threads
     if settings.sync_worker is SyncWorker.GEVENT:

@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from services.settings import Arch, Role, Settings, SyncWorker, settings_from_env
+from services.settings import Arch, Role, Server, Settings, SyncWorker, settings_from_env
 from services.workers import sync_requests_per_worker, worker_count
 
 
@@ -70,6 +70,30 @@ def service_slots(role: str, arch: str, workers: int, env: Mapping[str, Any]) ->
             and settings.meinheld_patch):
         return None
     return workers * sync_requests_per_worker(settings)
+
+
+def sync_worker_kind(settings: Settings) -> dict[str, Any]:
+    """What runs a sync service's requests, as a run records it: ``worker_class`` (the
+    gunicorn worker class, or "granian", which has none) and ``threads`` where a worker runs
+    the app in threads (gthread's threads, granian's blocking threads)."""
+    if settings.server is Server.GRANIAN:
+        return {"worker_class": "granian", "threads": settings.granian_blocking_threads}
+    kind: dict[str, Any] = {"worker_class": settings.sync_worker.value}
+    if settings.sync_worker is SyncWorker.GTHREAD:
+        kind["threads"] = settings.gthread_threads
+    return kind
+
+
+def workers_label(name: str, entry: Mapping[str, Any]) -> str:
+    """A service's workers as the reports print them ("scoring-sync 2x32 gthread"). A run
+    recorded before granian existed in ``sync_worker_kind`` recorded its sync worker class
+    alone; its recorded env says what really ran, so a sync entry is read from it again."""
+    kind = dict(entry)
+    if entry.get("worker_class") and entry.get("env") is not None:
+        kind.update(sync_worker_kind(settings_from_env(entry["env"])))
+    return (f"{name} {kind.get('workers')}" + (f"x{kind['threads']}" if kind.get("threads")
+                                              else "")
+            + (f" {kind['worker_class']}" if kind.get("worker_class") else ""))
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import numpy as np
 
 from experiments.analysis import pinning
 from experiments.analysis.breaking_point import rule_sentence
+from experiments.analysis.ceiling import workers_label
 from experiments.analysis.ladder import LOW_LOAD_USERS, analyse_rungs, find_row
 from experiments.analysis.stats import compare
 from experiments.plots import plt
@@ -298,10 +299,7 @@ def render(res: dict, run: Path, plot: str | None) -> str:
               "|---" * 13 + "|"]
     for r in res["rows"]:
         cpu = ", ".join(f"{k} {v:.2f}" for k, v in sorted(r["cpu_ms_per_request"].items()))
-        workers = ", ".join(
-            f"{k} {w.get('workers')}" + (f"x{w['threads']}" if w.get("threads") else "")
-            + (f" {w['worker_class']}" if w.get("worker_class") else "")
-            for k, w in r["workers"].items())
+        workers = ", ".join(workers_label(k, w) for k, w in r["workers"].items())
         ratio = r["measured_over_predicted"]
         lines.append(
             f"| {r['variant']} | {r['arch']} | {r['arrival']} | {fmt(r['p50_1_user_ms'])} | "

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from experiments.analysis.ceiling import workers_label
 from experiments.analysis.ladder import analyse_rungs
 from experiments.analysis.summary import (
     analyse_run_dir,
@@ -363,10 +364,7 @@ def _sweep_lines(res: dict) -> list[str]:
         cap = fmt(r.get("capacity_rps"))
         if r.get("capacity_status") and r["capacity_status"] != "found":
             cap += f" ({r['capacity_status']})"
-        workers = ", ".join(
-            f"{k} {w.get('workers')}" + (f"x{w['threads']}" if w.get("threads") else "")
-            + (f" {w['worker_class']}" if w.get("worker_class") else "")
-            for k, w in r["workers"].items())
+        workers = ", ".join(workers_label(k, w) for k, w in r["workers"].items())
         low, top = (c.get(k) or {} for k in ("cpu_low", "cpu_top"))
         lines.append(
             f"| {r['arch']} | {r['sweep'] or '(default)'} | {r['variant']} | {cap} | "

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.analysis.breaking_point import BreakingPoint, breaking_point_from_dir
-from experiments.analysis.ceiling import workers_in_effect
+from experiments.analysis.ceiling import sync_worker_kind, workers_in_effect
 from experiments.analysis.ladder import capacity_dir
 from experiments.constants import CAPACITY, LOAD_TEST, PROBE
 from experiments.lab import capacity as capacity_search
@@ -42,10 +42,7 @@ def workers_of(topology: topology_mod.Topology, variant: Variant) -> dict[str, A
                  "cpus": s.get("cpus"), "env": dict(env)}
         if arch == "sync":
             # the services' own reader: its defaults are the ones the deployed workers use
-            settings = settings_from_env(env)
-            entry["worker_class"] = settings.sync_worker.value
-            if entry["worker_class"] == "gthread":
-                entry["threads"] = settings.gthread_threads
+            entry.update(sync_worker_kind(settings_from_env(env)))
         out[service] = entry
     return out
 

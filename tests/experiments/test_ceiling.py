@@ -14,8 +14,10 @@ from experiments.analysis.ceiling import (
     model_calls,
     predict,
     service_slots,
+    sync_worker_kind,
     worker_capacity,
     workers_in_effect,
+    workers_label,
 )
 from services.settings import Settings, SettingsError, error_lines
 from services.workers import sync_requests_per_worker
@@ -126,6 +128,34 @@ def test_gevent_slots_are_its_connections_per_worker_in_both_roles():
     assert service_slots("model", "sync", 1, {"SCORING_LAB_SYNC_WORKER": "gevent",
                                               "SCORING_LAB_GEVENT_CONNECTIONS": "50"}) == (
         sync_requests_per_worker(gevent))
+
+
+def test_granian_slots_are_its_blocking_threads_per_worker_in_both_roles():
+    # granian runs Flask in blocking threads: each holds one request, whatever the worker
+    # class says (granian has none; the setting's default is meinheld).
+    granian = {"SCORING_LAB_SERVER": "granian", "SCORING_LAB_GRANIAN_BLOCKING_THREADS": "32"}
+    for role in ("scoring", "model"):
+        assert service_slots(role, "sync", 2, granian) == 64
+    assert service_slots("scoring", "sync", 2, {"SCORING_LAB_SERVER": "granian"}) == 2 * (
+        Settings().granian_blocking_threads)
+    assert service_slots("scoring", "async", 1, granian) is None  # an event loop on ASGI
+
+
+def test_what_runs_a_sync_service_is_recorded_and_printed_from_its_env():
+    assert sync_worker_kind(Settings()) == {"worker_class": "meinheld"}
+    assert sync_worker_kind(Settings(sync_worker="gthread", gthread_threads=8)) == {
+        "worker_class": "gthread", "threads": 8}
+    assert sync_worker_kind(Settings(server="granian", granian_blocking_threads=32)) == {
+        "worker_class": "granian", "threads": 32}
+    # a run recorded before granian was told apart: its worker class says meinheld, its env
+    # says granian; the label follows the env
+    recorded = {"workers": 2, "worker_class": "meinheld",
+                "env": {"SCORING_LAB_SERVER": "granian",
+                        "SCORING_LAB_GRANIAN_BLOCKING_THREADS": "32"}}
+    assert workers_label("scoring-sync", recorded) == "scoring-sync 2x32 granian"
+    assert workers_label("scoring-sync", {"workers": 2, "worker_class": "gthread",
+                                          "threads": 32}) == "scoring-sync 2x32 gthread"
+    assert workers_label("scoring-async", {"workers": 1, "env": {}}) == "scoring-async 1"
 
 
 def test_a_variant_env_reads_as_the_services_read_it(monkeypatch):
