@@ -96,7 +96,11 @@ class Stacks:
     server: str = "default"
 
     def workers(self) -> dict[tuple[str, str], set[int]]:
-        return {key: {child.pid for child in psutil.Process(p.pid).children(recursive=True)}
+        # A server's workers are its master's own children. Not their children: a worker may
+        # run a short-lived process of its own at startup, whose exit is no worker's death
+        # (the proof of 2026-12-07 counted one as a dead async worker on h11, while the
+        # service log showed both workers serving until teardown).
+        return {key: {child.pid for child in psutil.Process(p.pid).children()}
                 for key, p in self.processes.items()}
 
 
