@@ -630,7 +630,8 @@ def capacity_by_hold_length(steps: Iterable[StepResult], bound: Bound,
                             lengths_s: Iterable[float] = HOLD_LENGTHS_S) -> list[dict]:
     """What the search's holds would have said had they been shorter: each hold cut to its
     first T seconds of schedule and judged again (with the bound's confidence, if any), for
-    every T a hold lasted. Per T, the capacity is the highest held rate that passes with
+    every T a hold lasted, a cut hold's last third judged alone too (DRIFT_FROM), as the
+    search judges a hold. Per T, the capacity is the highest held rate that passes with
     every held rate below it passing too (rates not held are not known). A capacity that
     falls as T grows is a stack whose tail drifts at a fixed rate: the short hold overstated
     it."""
@@ -646,9 +647,11 @@ def capacity_by_hold_length(steps: Iterable[StepResult], bound: Bound,
             lat = h.latency_ms[cut]
             if not len(lat):
                 continue
-            over = int(np.count_nonzero(lat > bound.p99_ms))
             if bound.confidence:
-                outcome = tail_verdict(over, len(lat), bound.quantile, bound.confidence).outcome
+                # the verdict a hold of this length gets in the search, its last-third drift
+                # rule included: the table's last column is the search's own answer
+                short = replace(h, latency_ms=lat, offset_s=h.offset_s[cut], duration_s=length)
+                outcome = _judge_tail(short, bound).outcome
             else:
                 # an observed value (failed requests are inf: no p99 between two of them)
                 p99 = np.percentile(lat, 100 * bound.quantile, method="higher")

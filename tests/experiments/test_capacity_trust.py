@@ -240,6 +240,24 @@ def test_capacity_against_hold_length_from_holds_cut_short():
     assert rows[60.0]["capacity"] == 80
 
 
+def test_a_cut_hold_whose_last_third_drifts_fails_as_the_search_fails_it():
+    from experiments.analysis.capacity import capacity_by_hold_length
+
+    # 60 s at 100 req/s: 40 requests over the bound, all in the last 15 s. The whole hold's
+    # share (40 of 6000) passes at 95 %, its last third's (40 of 2000) fails: the search fails
+    # the hold, and so must the table's 60 s column; cut at 30 s, nothing is over
+    n = 6000
+    offsets = np.linspace(0, 60, n, endpoint=False)
+    lat = np.full(n, 100.0)
+    lat[np.flatnonzero(offsets >= 45)[::37][:40]] = 900.0
+    h = StepResult(100, 100, n, 0, 0.0, 0.0, 0.1, hold=True, duration_s=60.0,
+                   latency_ms=lat, offset_s=offsets)
+    assert tail_verdict(40, n).outcome == "pass" and judge(h, BOUND).outcome == "fail"
+    rows = {r["hold_s"]: r for r in capacity_by_hold_length([h], BOUND)}
+    assert rows[30.0]["capacity"] == 100
+    assert (rows[60.0]["capacity"], rows[60.0]["first_not_passed"]) == (None, 100)
+
+
 def test_the_search_goes_no_lower_than_a_step_can_decide_at():
     from experiments.analysis.capacity import decidable_rate
 
