@@ -212,17 +212,26 @@ def spread(values: Sequence[float]) -> dict[str, Any] | None:
             "n": len(values), "kind": "range"}
 
 
+def side_record(side: Mapping[str, Any]) -> dict[str, Any]:
+    """A side as the report keeps it: its per-repeat figures and one ``status`` for the side,
+    FOUND only when every repeat's search closed (else the first repeat's that did not), so
+    that a reader of report.json finds a side's status where every search's is: one word."""
+    statuses = list(side["statuses"])
+    status = next((s for s in statuses if s != FOUND), FOUND) if statuses else None
+    return {**side, "status": status}
+
+
 def analyse_pair(factor: str, a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
     """One pair's attribution. ``a``, ``b``: {"build": name, "capacity": [per repeat],
-    "status": [per repeat], "cpu_ms": [per repeat, or one figure for the run]}, repeats in the
+    "statuses": [per repeat], "cpu_ms": [per repeat, or one figure for the run]}, repeats in the
     same order on both sides (the same repeat: the same run conditions). Ratios are b / a per
     repeat, CPU differences b - a. Where any repeat of either side did not close its search
     (a lower or an upper bound, no capacity), nothing is attributed: the pair is undecided and
     says which build stops it (its CPU difference too: nothing of the pair is a finding).
     With ``cpu_ms`` one figure per repeat, the differences pair per repeat as the ratios do."""
-    out: dict[str, Any] = {"factor": factor, "a": dict(a), "b": dict(b)}
+    out: dict[str, Any] = {"factor": factor, "a": side_record(a), "b": side_record(b)}
     caps = [list(a["capacity"]), list(b["capacity"])]
-    stats = [list(a["status"]), list(b["status"])]
+    stats = [list(a["statuses"]), list(b["statuses"])]
     if len(caps[0]) != len(caps[1]) or any(len(c) != len(s) for c, s in zip(caps, stats,
                                                                            strict=True)):
         raise ValueError(f"pair {factor!r} ({a['build']} vs {b['build']}): per-repeat figures "
@@ -230,7 +239,7 @@ def analyse_pair(factor: str, a: Mapping[str, Any], b: Mapping[str, Any]) -> dic
     out["repeats"] = len(caps[0])
     why = []
     for side in (a, b):
-        for k, (cap, status) in enumerate(zip(side["capacity"], side["status"], strict=True)):
+        for k, (cap, status) in enumerate(zip(side["capacity"], side["statuses"], strict=True)):
             if status != FOUND or cap is None:
                 rep = f" in repeat {k + 1}" if len(side["capacity"]) > 1 else ""
                 why.append(f"{side['build']} {_bound_word(status, cap)}{rep}")

@@ -76,7 +76,7 @@ def _side(name: str, res: dict, cpu: dict) -> dict[str, Any]:
     searches = [((c.get(variant) or {}).get(arch) or {}).get("shared") or {} for c in per]
     return {"build": name,
             "capacity": [s.get("capacity") for s in searches],
-            "status": [s.get("status") for s in searches],
+            "statuses": [s.get("status") for s in searches],
             "cpu_ms": [cpu.get((variant, arch, k)) for k in range(1, len(per) + 1)]}
 
 
@@ -139,7 +139,7 @@ def headline(fa: dict) -> dict[str, Any]:
 def _cap(side: dict) -> str:
     """A side's capacities per repeat, each with its status where it did not close."""
     out = []
-    for cap, status in zip(side["capacity"], side["status"], strict=True):
+    for cap, status in zip(side["capacity"], side["statuses"], strict=True):
         text = fmt(cap)
         if cap is None:
             text = f"no capacity ({status or 'no search'})"

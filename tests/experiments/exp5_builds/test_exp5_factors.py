@@ -110,7 +110,7 @@ def test_the_model_floors_follow_from_the_settings():
 
 
 def _side(build, caps, statuses=None, cpu=None):
-    return {"build": build, "capacity": caps, "status": statuses or ["found"] * len(caps),
+    return {"build": build, "capacity": caps, "statuses": statuses or ["found"] * len(caps),
             "cpu_ms": cpu or [None] * len(caps)}
 
 
@@ -137,6 +137,9 @@ def test_a_pair_with_a_bound_on_either_side_attributes_nothing():
     assert not p["decided"] and p["ratio"] is None and p["ratios"] == []
     assert p["cpu_ms_diff"] is None  # nothing attributed, the CPU difference included
     assert p["undecided"] == "undecided: b/async is a lower bound in repeat 2"
+    # each side keeps one status word, as every search does: found only when all closed
+    assert (p["a"]["status"], p["b"]["status"]) == ("found", "unfinished")
+    assert p["b"]["statuses"] == ["found", "unfinished"]
     q = analyse_pair("server", _side("a/sync", [None], ["unfinished"]),
                      _side("b/sync", [10.0], ["below_range"]))
     assert q["undecided"] == ("undecided: a/sync has no capacity (unfinished); b/sync is an "
