@@ -39,10 +39,11 @@ class JobNotices:
 
     def __init__(self, settings: Settings, prefix: str) -> None:
         self._pattern = f"{prefix}*"
-        # No socket timeout: the subscription waits for messages as long as the worker lives.
+        # No socket timeout: the subscription waits for messages as long as the worker lives
+        # (said, not left to redis-py's default: 5 s since redis-py 8).
         self._redis = aioredis.Redis.from_url(
             str(settings.redis_url), socket_connect_timeout=settings.redis_timeout_s,
-            **redis_protocol.async_options(settings))
+            socket_timeout=None, **redis_protocol.async_options(settings))
         self._timeout_s = settings.redis_timeout_s
         self._waiting: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._task: asyncio.Task | None = None

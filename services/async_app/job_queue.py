@@ -166,11 +166,24 @@ async def score(ctx: dict, *, values: list[float], entity: str) -> dict[str, obj
         return jobs.outcome_error(error)
 
 
+def worker_redis(settings: Settings) -> aioredis.Redis:
+    """The SAQ worker's Redis client. Its dequeue (BLMOVE) blocks in Redis for up to
+    ``queue_sweep_s``, so every read waits longer than that, by the Redis timeout: redis-py 8
+    reads each reply within 5 s by default (older versions waited for ever), and a read that
+    gives up when the blocking command's own 5 s end races Redis's: Redis hands a new job to
+    the dequeue that has waited longest, the one about to give up, and a job moved to the
+    active list for a connection just closed is worked by nobody until the sweep aborts it and
+    retries it 5-10 s later (found by experiment 8's end-to-end test: a long poll of the first
+    job after an idle gap unanswered for 5 s, its record "aborting", error "swept", never
+    started, the worker's every dequeue on a new connection)."""
+    return aioredis.Redis.from_url(
+        str(settings.redis_url), socket_connect_timeout=settings.redis_timeout_s,
+        socket_timeout=settings.queue_sweep_s + settings.redis_timeout_s,
+        **redis_protocol.async_options(settings))
+
+
 async def _work(settings: Settings) -> None:
-    # No socket timeout: the worker's dequeue is a blocking command (SAQ's own default).
-    client = aioredis.Redis.from_url(str(settings.redis_url),
-                                     socket_connect_timeout=settings.redis_timeout_s,
-                                     **redis_protocol.async_options(settings))
+    client = worker_redis(settings)
     queue = _queue(client, settings)
     url = settings.model_base_url(Arch.ASYNC) + predict_path(Arch.ASYNC)
 
@@ -187,7 +200,8 @@ async def _work(settings: Settings) -> None:
         queue, functions=[score], concurrency=settings.queue_concurrency,
         startup=startup, shutdown=shutdown,
         timers={"sweep": settings.queue_sweep_s},
-        # Wakes the dequeue this often even with no job, so a stop is seen.
+        # Wakes the dequeue this often even with no job, so a stop is seen (worker_redis reads
+        # longer than this).
         dequeue_timeout=settings.queue_sweep_s,
         # SIGTERM: jobs in hand get this long to finish, then are cancelled (and retried).
         shutdown_grace_period_s=settings.queue_job_timeout_s)

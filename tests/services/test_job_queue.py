@@ -282,3 +282,44 @@ def test_a_long_poll_answers_as_its_job_ends(arch, queue_lab, model_stub):
         again = time.monotonic()
         assert http("GET", f"{base}{headers['Location']}?wait=8")[1] == answer
         assert time.monotonic() - again < 6
+
+
+# --------------------------------------------------------------- the SAQ worker's Redis reads
+
+
+@pytest.mark.parametrize("sweep_s", [1, 5, 30])
+def test_the_saq_workers_reads_outwait_its_blocking_dequeue(sweep_s):
+    # redis-py 8 reads within 5 s by default, the dequeue's own length at the default sweep
+    from services.async_app.job_queue import worker_redis
+
+    settings = Settings(queue_sweep_s=sweep_s)
+    read_s = worker_redis(settings).connection_pool.connection_kwargs["socket_timeout"]
+    assert read_s is not None and read_s >= sweep_s + settings.redis_timeout_s
+
+
+@pytest.mark.slow
+def test_an_idle_saq_dequeue_ends_by_redis_and_keeps_its_connection(private_redis):
+    """The worker's dequeue on an empty queue, as long as the default sweep (5 s): Redis ends it
+    (None), the client does not give up first (a read timeout there races Redis's, and a job
+    handed to the dequeue that gave up is worked by nobody until a sweep retries it), and the
+    next dequeue runs on the same connection."""
+    import asyncio
+
+    from services.async_app.job_queue import _queue, worker_redis
+
+    settings = Settings(redis_url=private_redis.url)
+
+    async def dequeue_twice():
+        client = worker_redis(settings)
+        queue = _queue(client, settings)
+        try:
+            first = await queue.dequeue(timeout=settings.queue_sweep_s)
+            ids = await client.client_id()
+            second = await queue.dequeue(timeout=1)
+            return first, second, ids, await client.client_id()
+        finally:
+            await client.aclose()
+
+    first, second, id_before, id_after = asyncio.run(dequeue_twice())
+    assert first is None and second is None
+    assert id_before == id_after  # one connection: none was dropped on a timeout

@@ -5,6 +5,7 @@ plots written and rebuildable from the folder alone."""
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -40,6 +41,13 @@ def test_every_step_ran_on_the_lab_and_the_depth_was_sampled(folder):
             assert "error" not in trigger and trigger["stop"]["requests"] > 0, trigger
 
 
+def _not_done(folder, arch, factor, kind):
+    """The job rows of a level's step that did not end done (what a failure shows)."""
+    step = next((folder / "raw/locust/levels" / arch).glob(f"[0-9][0-9]_{factor:g}x")) / kind
+    rows = [r for f in step.glob("jobs_*.csv") for r in csv.DictReader(f.open())]
+    return [r for r in rows if r["outcome"] != "done"]
+
+
 def test_the_report_has_the_levels_the_burst_and_the_headline(folder):
     report = json.loads((folder / "report.json").read_text())
     assert report["job_bound_ms"] == 350 and report["bound_ms"] == 250
@@ -63,7 +71,8 @@ def test_the_report_has_the_levels_the_burst_and_the_headline(folder):
             # meinheld worker blocked in one long poll holds the others back, so its lag is
             # what the run measures, not bounded here
             lp = r["wait"]
-            assert lp["jobs"] > 0 and lp["outcomes"]["done"] == lp["jobs"], (arch, lp)
+            assert lp["jobs"] > 0 and lp["outcomes"]["done"] == lp["jobs"], (
+                arch, lp["outcomes"], _not_done(folder, arch, r["factor"], "wait"))
             assert lp["worker"]["poll_lag_p50_ms"] >= 0
             if arch == "async":
                 assert lp["worker"]["poll_lag_p50_ms"] < 50, lp["worker"]
