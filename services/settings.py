@@ -239,9 +239,10 @@ class Settings(BaseSettings):
     # Further attempts of a job whose worker died under it (or crashed in it); a job that
     # fails for a reason of its own (model down, unknown entity) is not retried.
     queue_retries: int = Field(1, ge=0, le=10)
-    # How often each worker looks for jobs of dead workers (RQ's maintenance, SAQ's sweep). Not
-    # 1 s: SAQ's sweep also takes a job another worker has just dequeued and not yet marked
-    # active (README, "Job queue"), and RQ's maintenance is a dozen Redis calls.
+    # How often each worker looks for jobs of dead workers (RQ's maintenance, SAQ's sweep), and
+    # the length of a SAQ worker's blocking dequeue. Not 1 s: RQ's maintenance is a dozen Redis
+    # calls, and the lab's SAQ sweep takes a job never marked active on its second look
+    # (services/async_app/saq_sweep.py).
     queue_sweep_s: int = Field(5, ge=1, le=600)
     # Jobs one async (SAQ) worker process runs at once; an RQ worker runs one.
     queue_concurrency: int = Field(16, ge=1, le=10_000)

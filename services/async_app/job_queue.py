@@ -8,9 +8,10 @@ in-line handler does with the same async clients (services/async_app/clients.py)
 job with a blocking move (BLMOVE), so a waiting job starts as soon as a worker has room.
 
 Lossless: a job whose worker is killed stays in SAQ's active list; every worker sweeps that list
-every ``queue_sweep_s`` and, once the job is past its ``queue_job_timeout_s``, aborts it (SAQ
-then waits up to 5 s for the dead worker to confirm) and puts it back on the queue while it has
-retries left (``queue_retries``), else finishes it ``aborted`` (answered as failed).
+every ``queue_sweep_s`` and, once the job is past its ``queue_job_timeout_s`` (or, never marked
+active, on a second sweep: services/async_app/saq_sweep.py), aborts it (then waits up to 5 s
+for the dead worker to confirm) and puts it back on the queue while it has retries left
+(``queue_retries``), else finishes it ``aborted`` (answered as failed).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from services import errors, jobs, redis_protocol
 from services.async_app import scoring
 from services.async_app.clients import _redis_retry, feature_store, model_client
 from services.async_app.job_notices import JobNotices
+from services.async_app.saq_sweep import LabRedisQueue
 from services.describe import predict_path
 from services.settings import Arch, Settings
 
@@ -63,8 +65,9 @@ async def job_times(client: aioredis.Redis,
 
 def _queue(client: aioredis.Redis, settings: Settings) -> RedisQueue:
     # SAQ bounds its own concurrent Redis calls per queue object (20 by default): the pool's size.
-    return RedisQueue(client, name=jobs.QUEUE_NAMES[Arch.ASYNC],
-                      max_concurrent_ops=settings.pool_size)
+    # Its sweep is the lab's (services/async_app/saq_sweep.py: no job just dequeued is taken).
+    return LabRedisQueue(client, name=jobs.QUEUE_NAMES[Arch.ASYNC],
+                         max_concurrent_ops=settings.pool_size)
 
 
 class SaqJobs:
