@@ -15,8 +15,10 @@ never lost) and drops the race:
   sweep saw it so too (one sweep period later: a live worker marks it within milliseconds);
   the jobs seen once are kept in Redis (``suspects``), as any worker's next sweep reads them;
 - a job active past its timeout is taken at once, as SAQ does;
-- a taken job is aborted and waited for as SAQ does, and then requeued (retries left) or
-  finished ``aborted``, unless it ended done or failed meanwhile: that end stands.
+- a job is taken by the sweep that takes it off the active list (one sweep, never two: a
+  sweep waits up to 5 s for each job it takes, longer than its lock, so another worker's may
+  start meanwhile); it is aborted and waited for as SAQ does, and then requeued (retries
+  left) or finished ``aborted``, unless it ended done or failed meanwhile: that end stands.
 """
 
 from __future__ import annotations
@@ -47,29 +49,36 @@ class LabRedisQueue(RedisQueue):
         ids = await self.redis.lrange(self._active, 0, -1)
         records = await self.redis.mget(ids) if ids else []
         seen_before = await self.redis.smembers(self._suspects)
-        taken, suspects = [], []
+        to_take, suspects = [], []
         for job_id, record in zip(ids, records, strict=True):
             job = self.deserialize(record)
-            if job is None:  # its record is gone: nothing to run again
-                async with self.redis.pipeline(transaction=True) as pipe:
-                    await pipe.lrem(self._active, 0, job_id).zrem(self._incomplete,
-                                                                 job_id).execute()
-                taken.append(job_id)
-                log.warning("sweep: %s had no record; taken off the active list",
-                            job_id.decode())
+            if job is not None and job.status == Status.ACTIVE and not job.stuck:
                 continue
-            if job.status == Status.ACTIVE and not job.stuck:
-                continue
-            if job.status != Status.ACTIVE and job_id not in seen_before:
+            if job is not None and job.status != Status.ACTIVE and job_id not in seen_before:
                 suspects.append(job_id)  # maybe just dequeued: look again next sweep
                 continue
-            taken.append(job_id)
-            await self._take(job, abort)
+            to_take.append((job_id, job))
+        # The suspects first: a sweep of another worker may start while this one waits for a
+        # taken job (each up to `abort` seconds, longer than the lock), and must read them.
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(self._suspects)
             if suspects:
                 pipe.sadd(self._suspects, *suspects).expire(self._suspects, 3 * lock)
             await pipe.execute()
+        taken = []
+        for job_id, job in to_take:
+            # Claimed by taking it off the active list: a job that ended meanwhile, or that a
+            # concurrent sweep claimed, is gone from it, and this sweep leaves it alone (two
+            # sweeps taking one job would abort the requeued job of the first: ended aborted).
+            if not await self.redis.lrem(self._active, 0, job_id):
+                continue
+            taken.append(job_id)
+            if job is None:  # its record is gone: nothing to run again
+                await self.redis.zrem(self._incomplete, job_id)
+                log.warning("sweep: %s had no record; taken off the active list",
+                            job_id.decode())
+            else:
+                await self._take(job, abort)
         return [job_id.decode() for job_id in taken]
 
     async def _take(self, job, abort: float) -> None:

@@ -120,3 +120,28 @@ def test_an_active_entry_without_a_record_is_taken_off_the_list(redis_url):
 
     taken, job, active = run(redis_url, scenario)
     assert taken == [job.id] and active == []
+
+
+def test_two_sweeps_never_take_one_job(redis_url):
+    # A sweep waits for each job it takes, longer than its lock: another worker's sweep starts
+    # meanwhile from the same active list. Two stuck jobs: the first sweep takes w and waits;
+    # the second takes x and requeues it; the first then reaches x, which is not its to take
+    # (taking it again would abort x's requeued run: x would end aborted with a retry left).
+    async def scenario(queue, client):
+        stuck = []
+        for _ in range(2):
+            await enqueue(queue, timeout=1)
+            job = await queue.dequeue(timeout=1)
+            job.attempts += 1
+            await job.update(status=Status.ACTIVE, started=1)
+            stuck.append(job)
+        first = asyncio.create_task(sweep(queue, client, abort=1.0))
+        await asyncio.sleep(0.2)  # the first is waiting for w
+        second = await sweep(queue, client, abort=0.3)
+        return await first, second, stuck, [await queue.job(j.key) for j in stuck], \
+            await client.lrange(queue._queued, 0, -1)
+
+    first, second, (w, x), (w_end, x_end), queued = run(redis_url, scenario)
+    assert first == [w.id] and second == [x.id]
+    assert w_end.status == x_end.status == Status.QUEUED  # both requeued, retries left
+    assert sorted(queued) == sorted([w.id.encode(), x.id.encode()])
